@@ -1,0 +1,1 @@
+"""The bundled flows (data): ``importlib.resources.files("parlour.flows")`` finds them."""

@@ -1,0 +1,69 @@
+"""parlour's exceptions: one tree, rooted at :class:`ParlourError`.
+
+::
+
+    ParlourError
+     +-- FlowError            a flow (or flow test) file is invalid: carries every Problem found
+     +-- FlowNotFound         a flow id or pinned version is not in the catalog
+     +-- StateError           stored conversation state cannot be read (schema, migration)
+
+This module imports nothing, so every layer, the flow language included, may use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ParlourError(Exception):
+    """The root of every error parlour raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a source file, positioned as ``path:line:column``.
+
+    ``severity`` is ``"error"`` (the file is refused) or ``"warning"`` (it loads, but
+    something looks wrong, e.g. a node nothing leads to).
+    """
+
+    path: str
+    line: int
+    column: int
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        tag = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{self.path}:{self.line}:{self.column}: {tag}{self.message}"
+
+
+class FlowError(ParlourError):
+    """A flow or flow-test file was refused; ``problems`` lists every finding, in file order."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.path, p.line, p.column))
+        first = self.problems[0] if self.problems else None
+        self.path = first.path if first else ""
+        self.line = first.line if first else 0
+        self.column = first.column if first else 0
+        self.reason = first.message if first else ""
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+class FlowNotFound(ParlourError, LookupError):
+    """A flow id, or the version a conversation is pinned to, is not in the catalog."""
+
+    def __init__(self, flow: str, version: str | None = None):
+        self.flow = flow
+        self.version = version
+        where = f"flow {flow!r}" + (f" version {version!r}" if version else "")
+        super().__init__(f"{where} is not loaded")
+
+
+class StateError(ParlourError, ValueError):
+    """Stored conversation state is unreadable: corrupt, or of a schema with no migration."""

@@ -1,0 +1,215 @@
+"""Loaded flows as immutable tables: what the interpreter runs.
+
+A :class:`Flow` is compiled once (templates and expressions included) and shared by every
+conversation on it. A :class:`Catalog` holds the flows a runtime serves, every loaded version of
+each (a conversation stays on the version it started on), the trigger index, and the
+environment values templates may read as ``env``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import FlowNotFound
+from .expressions import Expression, Template
+from .validators import Rule
+
+
+@dataclass(frozen=True, slots=True)
+class MessageT:
+    text: Template | None = None
+    buttons: tuple[tuple[str, Template], ...] = ()
+    list_button: Template | None = None
+    list: tuple[tuple[str, Template], ...] = ()
+    media_url: Template | None = None
+    media_kind: str | None = None
+    media_filename: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    prompt: MessageT
+    save: str | None
+    rule: Rule
+    error: Template | None
+    retries: int | None
+    on_fail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    id: str
+    title: Template
+    next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Menu:
+    text: Template
+    options: tuple[Choice, ...]
+    invalid: Template | None
+    save: str | None
+    retries: int | None
+    on_fail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    cases: tuple[tuple[Expression, str], ...]
+    otherwise: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretT:
+    name: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Http:
+    method: str
+    url: Template
+    headers: tuple[tuple[str, Template | SecretT], ...]
+    query: tuple[tuple[str, Template | SecretT], ...]
+    json: Any  # the body's structure with a Template at each string leaf
+    form: tuple[tuple[str, Template], ...] | None
+    body: Template | None
+    timeout_s: float
+    retries: int
+    save: str | None
+    map: tuple[tuple[str, Expression], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffA:
+    reason: Template
+    queue: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    seconds: float | None = None
+    at: Template | None = None
+    reply: bool = False
+    save: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Goto:
+    node: str | None
+    flow: str | None
+    returns: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EndA:
+    pass
+
+
+Action = Ask | Menu | Branch | Http | HandoffA | Wait | Goto | EndA
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    sets: tuple[tuple[str, Expression], ...]
+    say: tuple[MessageT, ...]
+    action: Action | None
+    next: str | None
+    on_error: str | None
+    timeout_s: float | None
+    on_timeout: str | None
+
+    @property
+    def waits_for_reply(self) -> bool:
+        return isinstance(self.action, (Ask, Menu)) or (isinstance(self.action, Wait) and self.action.reply)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerT:
+    keywords: tuple[str, ...] = ()
+    regex: re.Pattern[str] | None = None
+    default: bool = False
+    channels: frozenset[str] | None = None
+
+    def applies_to(self, channel: str | None) -> bool:
+        return self.channels is None or channel in self.channels
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A compiled flow: an immutable table shared by every conversation on it."""
+
+    id: str
+    version: str
+    description: str
+    start: str
+    nodes: Mapping[str, Node] = field(repr=False)
+    commands: Mapping[str, str]  # casefolded word -> node id
+    vars: Mapping[str, Any]
+    triggers: tuple[TriggerT, ...]
+    on_error: str | None
+    max_steps: int
+    isolation: str
+    path: str
+    source: str = field(repr=False)
+
+
+class Catalog:
+    """The flows a runtime serves: every loaded version of each, and which one is current.
+
+    >>> catalog = Catalog([flow], env={"MEMBERS_API": "https://members.example.org"})
+    >>> catalog.current("registration").version
+    """
+
+    def __init__(self, flows: Iterable[Flow] = (), env: Mapping[str, str] | None = None):
+        self._versions: dict[str, dict[str, Flow]] = {}
+        self._current: dict[str, str] = {}
+        self.env: Mapping[str, str] = MappingProxyType(dict(env or {}))
+        for flow in flows:
+            self.add(flow)
+
+    def add(self, flow: Flow, *, make_current: bool = True) -> None:
+        self._versions.setdefault(flow.id, {})[flow.version] = flow
+        if make_current or flow.id not in self._current:
+            self._current[flow.id] = flow.version
+
+    def current(self, flow_id: str) -> Flow:
+        try:
+            return self._versions[flow_id][self._current[flow_id]]
+        except KeyError:
+            raise FlowNotFound(flow_id) from None
+
+    def get(self, flow_id: str, version: str | None) -> Flow:
+        """The flow at ``version`` (the one a conversation is pinned to), else the current one."""
+        if version is None:
+            return self.current(flow_id)
+        try:
+            return self._versions[flow_id][version]
+        except KeyError:
+            raise FlowNotFound(flow_id, version) from None
+
+    def __contains__(self, flow_id: object) -> bool:
+        return flow_id in self._current
+
+    def __iter__(self):
+        return (self.current(flow_id) for flow_id in self._current)
+
+    def match(self, text: str, channel: str | None) -> str | None:
+        """The flow a new conversation starts with: keyword, then regex, then default."""
+        word = text.strip().casefold()
+        flows = list(self)
+        for flow in flows:
+            if any(word in t.keywords for t in flow.triggers if t.applies_to(channel)):
+                return flow.id
+        for flow in flows:
+            if any(t.regex is not None and t.regex.search(text) for t in flow.triggers if t.applies_to(channel)):
+                return flow.id
+        for flow in flows:
+            if any(t.default for t in flow.triggers if t.applies_to(channel)):
+                return flow.id
+        return None

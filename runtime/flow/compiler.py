@@ -1,0 +1,235 @@
+"""Turn a validated :class:`~.model.FlowSpec` into a compiled :class:`~.compiled.Flow`.
+
+Every template and expression is compiled here, once; one that does not compile (or reaches
+outside the sandbox) becomes a :class:`~parlour.errors.Problem` at its place in the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import date
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import Problem
+from . import model as m
+from .compiled import (
+    Ask, Branch, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, SecretT,
+    TriggerT, Wait,
+)
+from .expressions import ExpressionError, Expression, Template, compile_expression, compile_template, constant
+from .source import Path, SourceMap
+from .validators import DEFAULT_DATE_FORMATS, Rule, date_bound
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(value: int | float | str) -> float:
+    """Seconds in ``value``: a number of seconds, or text such as ``90s``, ``15m``, ``1h30m``."""
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().lower().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a duration (e.g. 90s, 15m, 2h, 1d, 1h30m)") from None
+        else:
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+class Compiler:
+    def __init__(self, spec: m.FlowSpec, smap: SourceMap, source: str):
+        self.spec = spec
+        self.smap = smap
+        self.source = source
+        self.problems: list[Problem] = []
+        self.templates: list[tuple[frozenset[str], Path, frozenset[str]]] = []
+        """(names used, where, names allowed there besides the variables), for the checks."""
+
+    def problem(self, loc: Path, message: str) -> None:
+        self.problems.append(self.smap.problem(loc, message))
+
+    # ------------------------------------------------------------ pieces
+
+    def template(self, text: str | None, loc: Path) -> Template | None:
+        if text is None:
+            return None
+        try:
+            compiled = compile_template(text)
+        except ExpressionError as exc:
+            self.problem(loc, f"template does not compile: {exc}")
+            return Template(text, frozenset(), None)
+        self.templates.append((compiled.names, loc, frozenset()))
+        return compiled
+
+    def expression(self, value: Any, loc: Path, extra: frozenset[str] = frozenset()) -> Expression:
+        if not isinstance(value, str):
+            return constant(value)
+        try:
+            compiled = compile_expression(value)
+        except ExpressionError as exc:
+            self.problem(loc, f"expression does not compile: {exc}")
+            return constant(None)
+        self.templates.append((compiled.names, loc, extra))
+        return compiled
+
+    def message(self, msg: m.Message, loc: Path) -> MessageT:
+        buttons = tuple((o.id, self.template(o.label, loc + ("buttons", i, "title")))
+                        for i, o in enumerate(msg.buttons or ()))
+        rows = tuple((o.id, self.template(o.label, loc + ("list", "options", i, "title")))
+                     for i, o in enumerate(msg.list.options if msg.list else ()))
+        media = msg.media
+        return MessageT(
+            text=self.template(msg.text, loc + ("text",)), buttons=buttons,
+            list_button=self.template(msg.list.button, loc + ("list", "button")) if msg.list else None,
+            list=rows, media_url=self.template(media.url, loc + ("media", "url")) if media else None,
+            media_kind=media.kind if media else None, media_filename=media.filename if media else None)
+
+    def rule(self, v: m.Validate | None, loc: Path) -> Rule:
+        if v is None:
+            return Rule()
+        regex = None
+        if v.regex is not None:
+            try:
+                regex = re.compile(v.regex)
+            except re.error as exc:
+                self.problem(loc + ("regex",), f"regex does not compile: {exc}")
+        bounds = {}
+        for name in ("min", "max"):
+            value = getattr(v, name)
+            if value is None:
+                continue
+            if v.type == "date":
+                try:
+                    date_bound(str(value), date(2000, 1, 1))
+                except ValueError:
+                    self.problem(loc + (name,), f"{name} of a date must be an ISO date, today, or today+N")
+            elif v.type in ("integer", "number") and isinstance(value, str):
+                self.problem(loc + (name,), f"{name} of a {v.type} must be a number")
+                value = None
+            bounds[name] = value
+        return Rule(type=v.type, regex=regex, min=bounds.get("min"), max=bounds.get("max"),
+                    min_length=v.length.min if v.length else None,
+                    max_length=v.length.max if v.length else None,
+                    choices=tuple((o.id, o.label) for o in v.choices or ()), region=v.region,
+                    formats=tuple(v.formats) if v.formats else DEFAULT_DATE_FORMATS)
+
+    def json_body(self, value: Any, loc: Path) -> Any:
+        if isinstance(value, str):
+            return self.template(value, loc)
+        if isinstance(value, dict):
+            return {k: self.json_body(v, loc + (k,)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.json_body(v, loc + (i,)) for i, v in enumerate(value)]
+        return value
+
+    def pairs(self, values: dict[str, Any], loc: Path) -> tuple[tuple[str, Template | SecretT], ...]:
+        return tuple((k, SecretT(v.secret, v.prefix) if isinstance(v, m.SecretRef) else self.template(v, loc + (k,)))
+                     for k, v in values.items())
+
+    # ------------------------------------------------------------ actions
+
+    def action(self, node: m.Node, loc: Path):
+        if node.ask is not None:
+            rule = self.rule(node.validate_, loc + ("validate",))
+            prompt = node.ask
+            if rule.type == "choice" and not prompt.buttons and not prompt.list:
+                prompt = prompt.model_copy(update={"buttons": [m.Option(id=i, title=t) for i, t in rule.choices]})
+            error = node.validate_.error if node.validate_ else None
+            return Ask(self.message(prompt, loc + ("ask",)), node.save, rule,
+                       self.template(error, loc + ("validate", "error")), *self.retries(node))
+        if node.menu is not None:
+            return self.menu(node, loc)
+        if node.branch is not None:
+            cases = tuple((self.expression(c.if_, loc + ("branch", i, "if")), c.next)
+                          for i, c in enumerate(node.branch) if c.if_ is not None and c.next is not None)
+            return Branch(cases, next((c.else_ for c in node.branch if c.else_ is not None), None))
+        if node.http is not None:
+            return self.http(node.http, loc + ("http",))
+        if node.handoff is not None:
+            return HandoffA(self.template(node.handoff.reason, loc + ("handoff", "reason")), node.handoff.queue)
+        if node.wait is not None:
+            return self.wait(node, loc + ("wait",))
+        if node.goto is not None:
+            return Goto(node.goto.node, node.goto.flow, node.goto.return_)
+        if node.end:
+            return EndA()
+        return None
+
+    def retries(self, node: m.Node) -> tuple[int | None, str | None]:
+        retries = node.retries if node.retries is not None else (2 if node.on_fail else None)
+        return retries, node.on_fail
+
+    def menu(self, node: m.Node, loc: Path) -> Menu:
+        spec, spec_loc = node.menu, loc + ("menu",)
+        if spec.use is not None:
+            if spec.use not in self.spec.menus:
+                self.problem(spec_loc, f"no menu {spec.use!r} under `menus`")
+            else:
+                spec, spec_loc = self.spec.menus[spec.use], ("menus", spec.use)
+        options = tuple(Choice(o.id, self.template(o.label, spec_loc + ("options", i, "title")), o.next)
+                        for i, o in enumerate(spec.options or ()))
+        return Menu(self.template(spec.text or "", spec_loc + ("text",)), options,
+                    self.template(spec.invalid, spec_loc + ("invalid",)), node.save, *self.retries(node))
+
+    def http(self, h: m.HttpSpec, loc: Path) -> Http:
+        return Http(
+            method=h.method, url=self.template(h.url, loc + ("url",)),
+            headers=self.pairs(h.headers, loc + ("headers",)), query=self.pairs(h.query, loc + ("query",)),
+            json=self.json_body(h.json_, loc + ("json",)),
+            form=tuple((k, self.template(v, loc + ("form", k))) for k, v in h.form.items()) if h.form else None,
+            body=self.template(h.body, loc + ("body",)), timeout_s=h.timeout_s, retries=h.retries,
+            save=h.save, map=tuple((k, self.expression(v, loc + ("map", k), frozenset({"response"}))) for k, v in h.map.items()))
+
+    def wait(self, node: m.Node, loc: Path) -> Wait:
+        w = node.wait
+        if w.for_ is not None:
+            try:
+                return Wait(seconds=parse_duration(w.for_))
+            except ValueError as exc:
+                self.problem(loc + ("for",), str(exc))
+                return Wait(seconds=1.0)
+        if w.at is not None:
+            return Wait(at=self.template(w.at, loc + ("at",)))
+        return Wait(reply=True, save=node.save)
+
+    # ------------------------------------------------------------ the flow
+
+    def node(self, node_id: str, node: m.Node) -> Node:
+        loc: Path = ("nodes", node_id)
+        sets = tuple((k, self.expression(v, loc + ("set", k))) for k, v in (node.set or {}).items())
+        say = tuple(self.message(msg, loc + ("say", i)) for i, msg in enumerate(node.say or ()))
+        on_error = node.on_error or (node.http.on_error if node.http else None)
+        return Node(node_id, sets, say, self.action(node, loc), node.next, on_error,
+                    node.timeout_s, node.on_timeout)
+
+    def trigger(self, t: m.Trigger, loc: Path) -> TriggerT:
+        regex = None
+        if t.regex is not None:
+            try:
+                regex = re.compile(t.regex, re.IGNORECASE)
+            except re.error as exc:
+                self.problem(loc + ("regex",), f"regex does not compile: {exc}")
+        return TriggerT(tuple(k.strip().casefold() for k in t.keyword or ()), regex, bool(t.default),
+                        frozenset(t.channels) if t.channels is not None else None)
+
+    def flow(self) -> Flow:
+        spec = self.spec
+        nodes = {node_id: self.node(node_id, node) for node_id, node in spec.nodes.items()}
+        version = spec.version or hashlib.sha256(self.source.encode()).hexdigest()[:12]
+        return Flow(
+            id=spec.flow, version=version, description=spec.description, start=spec.start,
+            nodes=MappingProxyType(nodes),
+            commands=MappingProxyType({k.strip().casefold(): v for k, v in spec.commands.items()}),
+            vars=MappingProxyType(dict(spec.vars)),
+            triggers=tuple(self.trigger(t, ("triggers", i)) for i, t in enumerate(spec.triggers)),
+            on_error=spec.on_error, max_steps=spec.max_steps, isolation=spec.isolation,
+            path=self.smap.path, source=self.source)

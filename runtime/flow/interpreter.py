@@ -1,0 +1,491 @@
+"""The interpreter: ``advance(flows, state, event, now) -> Turn``. Pure: no I/O, no clock.
+
+A turn runs nodes from where the conversation waits until it waits again (for a reply, a
+timer, an http result, a human) or ends. Everything the outside world must do comes back as
+effects, in order; results come back in as events. ``advance`` never raises: a template that
+fails, a runaway loop (``max_steps``), a missing node all become an :class:`~.events.Error`
+effect routed to ``on_error`` (the node's, else the flow's), or else end the conversation as
+``failed``, so that the user's next message starts afresh.
+
+>>> turn = advance(catalog, None, UserMessage("hi"), now=1_700_000_000.0)
+>>> [r.text for r in turn.replies]
+['Hi there! Welcome to the club.', 'What would you like to do?']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from jinja2 import Undefined
+
+from ..errors import FlowNotFound
+from .compiled import Ask, Branch, Catalog, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, SecretT, Wait
+from .events import (
+    Button, CancelTimer, Effect, End, Error, Event, Forward, Handoff, HttpRequest, HttpResult, Reply,
+    Resume, Secret, Send, Start, StartTimer, TimerFired, Turn, Unhandled, UserMessage,
+)
+from .expressions import RenderError, Template
+from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, Frame, State
+from .validators import Invalid, check, match_option
+
+INBOX_LIMIT = 50
+"""User messages kept while an http call is out; beyond this the oldest is refused."""
+
+_NO_MESSAGE = {"text": None, "button": None, "kind": None, "data": None}
+
+
+def advance(flows: Flow | Catalog, state: State | None, event: Event, now: float) -> Turn:
+    """Apply ``event`` to ``state`` at time ``now`` (epoch seconds); return the new state and
+    the effects. ``flows`` is the catalog (or a single flow) the conversation runs in."""
+    catalog = flows if isinstance(flows, Catalog) else Catalog([flows])
+    run = _Run(catalog, state or State(), now)
+    try:
+        run.handle(event)
+    except Exception as exc:  # a defect in parlour: still a value, never an exception out
+        run.crash(f"internal error: {type(exc).__name__}: {exc}")
+    return run.finish()
+
+
+def plain(value: Any, name: str) -> Any:
+    """``value`` as plain data that msgpack stores, or :class:`RenderError` saying why not."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, str):  # Markup and other str subclasses
+        return str(value)
+    if isinstance(value, Undefined):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [plain(v, name) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v, name) for k, v in value.items()}
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    raise RenderError(f"{name!r} cannot hold a {type(value).__name__}")
+
+
+class _Run:
+    """One call of :func:`advance`: a working copy of the state, and the effects so far."""
+
+    def __init__(self, catalog: Catalog, state: State, now: float):
+        self.catalog = catalog
+        self.now = now
+        self.flow: Flow | None = None
+        if state.flow is not None:
+            try:
+                self.flow = catalog.get(state.flow, state.version)
+            except FlowNotFound:
+                self.flow = None
+        self.state = state
+        self.node_id = state.node
+        self.status = state.status if self.flow is not None or state.flow is None else FAILED
+        self.wait_for = state.wait_for if self.status != FAILED else None
+        self.vars = dict(state.vars)
+        self.attempts = state.attempts
+        self.timer = state.timer
+        self.request = state.request
+        self.stack = state.stack
+        self.inbox = state.inbox
+        self.seq = state.seq
+        self.user = state.user
+        self.channel = state.channel
+        self.effects: list[Effect] = []
+        self.message: dict[str, Any] = _NO_MESSAGE
+        self.steps = 0
+        self.in_error = False
+        self._scope: dict[str, Any] | None = None
+        self._now_dt: datetime | None = None
+        if self.flow is None and state.flow is not None:
+            self.effects.append(Error(state.flow, state.node, str(FlowNotFound(state.flow, state.version)), False))
+
+    # ------------------------------------------------------------ the way in and out
+
+    def handle(self, event: Event) -> None:
+        self.steps = 0
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            self.effects.append(Unhandled(f"not an event: {type(event).__name__}"))
+            return
+        handler(self, event)
+        while self.inbox and self.wait_for != "http":
+            first, self.inbox = self.inbox[0], self.inbox[1:]
+            self.steps = 0
+            self.on_message(UserMessage(**first))
+
+    def finish(self) -> Turn:
+        state = State(
+            flow=self.flow.id if self.flow else self.state.flow,
+            version=self.flow.version if self.flow else self.state.version,
+            node=self.node_id, status=self.status, wait_for=self.wait_for, vars=self.vars,
+            attempts=self.attempts, timer=self.timer, request=self.request, stack=self.stack,
+            inbox=self.inbox, seq=self.seq, user=self.user, channel=self.channel)
+        return Turn(state, tuple(self.effects))
+
+    def crash(self, reason: str) -> None:
+        self.effects.append(Error(self.flow.id if self.flow else "", self.node_id, reason, False))
+        self.stop(FAILED)
+
+    # ------------------------------------------------------------ scope and output
+
+    def scope(self) -> dict[str, Any]:
+        if self._scope is None:
+            if self._now_dt is None:
+                self._now_dt = datetime.fromtimestamp(self.now, UTC)
+            scope = {"error": None}
+            scope.update(self.vars)
+            scope.update(user=self.user, message=self.message, channel=self.channel,
+                         now=self._now_dt, env=self.catalog.env)
+            self._scope = scope
+        return self._scope
+
+    def assign(self, name: str, value: Any) -> None:
+        self.vars[name] = plain(value, name)
+        self._scope = None
+
+    def render(self, template: Template | None) -> str | None:
+        return None if template is None else template.render(self.scope())
+
+    def reply(self, msg: MessageT, text: str | None = None) -> Reply:
+        return Reply(
+            text=self.render(msg.text) if text is None else text,
+            buttons=tuple(Button(i, self.render(t)) for i, t in msg.buttons),
+            list_button=self.render(msg.list_button),
+            list=tuple(Button(i, self.render(t)) for i, t in msg.list),
+            media_url=self.render(msg.media_url), media_kind=msg.media_kind,
+            media_filename=msg.media_filename)
+
+    def say(self, text: str, buttons: tuple[Button, ...] = ()) -> None:
+        self.effects.append(Send(Reply(text=text, buttons=buttons)))
+
+    def menu_buttons(self, menu: Menu) -> tuple[Button, ...]:
+        return tuple(Button(o.id, self.render(o.title)) for o in menu.options)
+
+    # ------------------------------------------------------------ timers and waiting
+
+    def arm(self, seconds: float) -> None:
+        self.disarm()
+        self.seq += 1
+        self.timer = f"t{self.seq}"
+        self.effects.append(StartTimer(self.timer, self.now + seconds))
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.effects.append(CancelTimer(self.timer))
+            self.timer = None
+
+    def wait(self, node: Node, wait_for: str) -> None:
+        self.status, self.wait_for, self.attempts = WAITING, wait_for, 0
+        if wait_for == "reply" and node.timeout_s is not None:
+            self.arm(node.timeout_s)
+
+    def leave(self) -> None:
+        self.disarm()
+        self.wait_for = None
+        self.attempts = 0
+
+    def stop(self, status: str) -> None:
+        self.disarm()
+        self.status, self.wait_for, self.request, self.stack = status, None, None, ()
+
+    # ------------------------------------------------------------ running nodes
+
+    def begin(self, flow: Flow, node: str | None, extra: dict[str, Any] | None) -> None:
+        self.stop(WAITING)
+        self.flow = flow
+        self.vars = dict(flow.vars)
+        for name, value in (extra or {}).items():
+            self.assign(name, value)
+        self._scope = None
+        self.run(node or flow.start)
+
+    def run(self, node_id: str | None) -> None:
+        while node_id is not None:
+            self.steps += 1
+            node = self.flow.nodes.get(node_id)
+            if self.steps > self.flow.max_steps:
+                node_id = self.fail(f"more than {self.flow.max_steps} steps without waiting (a loop?)", node)
+                continue
+            if node is None:
+                node_id = self.fail(f"no node {node_id!r} in flow {self.flow.id!r}", None)
+                continue
+            self.node_id = node_id
+            try:
+                node_id = self.enter(node)
+            except RenderError as exc:
+                node_id = self.fail(str(exc), node)
+
+    def enter(self, node: Node) -> str | None:
+        for name, expression in node.sets:
+            self.assign(name, expression.evaluate(self.scope()))
+        for msg in node.say:
+            self.effects.append(Send(self.reply(msg)))
+        if node.action is None:
+            return node.next
+        return _ENTER[type(node.action)](self, node, node.action)
+
+    def enter_ask(self, node: Node, ask: Ask) -> None:
+        self.effects.append(Send(self.reply(ask.prompt)))
+        self.wait(node, "reply")
+
+    def enter_menu(self, node: Node, menu: Menu) -> None:
+        self.say(self.render(menu.text), self.menu_buttons(menu))
+        self.wait(node, "reply")
+
+    def enter_branch(self, node: Node, branch: Branch) -> str:
+        for condition, target in branch.cases:
+            if condition.evaluate(self.scope()):
+                return target
+        if branch.otherwise is None:
+            raise RenderError("no condition of the branch holds, and it has no `else`")
+        return branch.otherwise
+
+    def enter_http(self, node: Node, http: Http) -> None:
+        self.seq += 1
+        request_id = f"r{self.seq}"
+        self.effects.append(HttpRequest(
+            request_id=request_id, method=http.method, url=self.render(http.url),
+            headers=self.pairs(http.headers), query=self.pairs(http.query),
+            json=self.json_body(http.json), body=self.render(http.body), timeout_s=http.timeout_s,
+            form=tuple((k, self.render(v)) for k, v in http.form) if http.form is not None else None,
+            retries=http.retries))
+        self.status, self.wait_for, self.request = WAITING, "http", request_id
+
+    def pairs(self, items: tuple[tuple[str, Template | SecretT], ...]) -> tuple[tuple[str, str | Secret], ...]:
+        return tuple((k, Secret(v.name, v.prefix) if isinstance(v, SecretT) else self.render(v)) for k, v in items)
+
+    def json_body(self, value: Any) -> Any:
+        if isinstance(value, Template):
+            return self.render(value)
+        if isinstance(value, dict):
+            return {k: self.json_body(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.json_body(v) for v in value]
+        return value
+
+    def enter_handoff(self, node: Node, handoff: HandoffA) -> None:
+        self.effects.append(Handoff(self.render(handoff.reason) or "", handoff.queue))
+        self.status, self.wait_for = HANDOFF, "agent"
+
+    def enter_wait(self, node: Node, wait: Wait) -> str | None:
+        if wait.reply:
+            self.wait(node, "reply")
+            return None
+        seconds = wait.seconds
+        if wait.at is not None:
+            text = self.render(wait.at).strip()
+            try:
+                due = datetime.fromisoformat(text)
+            except ValueError:
+                raise RenderError(f"wait `at` gave {text!r}, not an ISO date-time") from None
+            due = due if due.tzinfo else due.replace(tzinfo=UTC)
+            seconds = due.timestamp() - self.now
+            if seconds <= 0:
+                return node.next
+        self.wait(node, "timer")
+        self.arm(seconds)
+        return None
+
+    def enter_goto(self, node: Node, goto: Goto) -> str | None:
+        if goto.flow is None:
+            return goto.node
+        target = self.catalog.current(goto.flow) if goto.flow in self.catalog else None
+        if target is None:
+            raise RenderError(f"no flow {goto.flow!r} is loaded")
+        if goto.returns:
+            self.stack = self.stack + (Frame(self.flow.id, self.flow.version, node.next),)
+        else:
+            self.stack = ()
+        self.flow = target
+        for name, value in target.vars.items():
+            self.vars.setdefault(name, value)
+        self._scope = None
+        return goto.node or target.start
+
+    def enter_end(self, node: Node, end: EndA) -> str | None:
+        if self.stack:
+            frame, self.stack = self.stack[-1], self.stack[:-1]
+            self.flow = self.catalog.get(frame.flow, frame.version)
+            return frame.node
+        self.effects.append(End(self.flow.id, node.id))
+        self.stop(ENDED)
+        return None
+
+    def fail(self, reason: str, node: Node | None, **details: Any) -> str | None:
+        target = (node.on_error if node else None) or self.flow.on_error
+        routed = target is not None and not self.in_error
+        self.effects.append(Error(self.flow.id, node.id if node else self.node_id, reason, routed))
+        if not routed:
+            self.stop(FAILED)
+            return None
+        self.in_error = True
+        self.leave()
+        self.vars["error"] = plain({"node": node.id if node else None, "message": reason, **details}, "error")
+        self._scope = None
+        return target
+
+    # ------------------------------------------------------------ events
+
+    def on_message(self, msg: UserMessage) -> None:
+        self.user = {"id": msg.user_id or self.user.get("id"), "name": msg.user_name or self.user.get("name")}
+        self.channel = msg.channel or self.channel
+        self.message = {"text": msg.text, "button": msg.button, "kind": msg.kind, "data": msg.data}
+        self._scope = None
+        if self.status in (IDLE, ENDED, FAILED) or self.flow is None:
+            flow_id = self.catalog.match(msg.text or msg.button or "", self.channel)
+            if flow_id is None:
+                self.effects.append(Unhandled("no flow's trigger matches this message"))
+            else:
+                self.begin(self.catalog.current(flow_id), None, None)
+            return
+        if self.status == HANDOFF:
+            self.effects.append(Forward(msg.text, msg.button))
+            return
+        if self.wait_for == "http":
+            self.buffer(msg)
+            return
+        if msg.text and self.command(msg.text):
+            return
+        node = self.flow.nodes.get(self.node_id)
+        if self.wait_for != "reply" or node is None:
+            self.effects.append(Unhandled(f"not waiting for a reply (waiting for {self.wait_for})"))
+            return
+        try:
+            _ANSWER[type(node.action)](self, node, node.action, msg)
+        except RenderError as exc:
+            self.run(self.fail(str(exc), node))
+
+    def buffer(self, msg: UserMessage) -> None:
+        if len(self.inbox) >= INBOX_LIMIT:
+            self.effects.append(Unhandled(f"more than {INBOX_LIMIT} messages during an http call: oldest dropped"))
+            self.inbox = self.inbox[1:]
+        self.inbox = self.inbox + ({"text": msg.text, "button": msg.button, "kind": msg.kind, "data": msg.data,
+                                    "user_id": msg.user_id, "user_name": msg.user_name, "channel": msg.channel},)
+
+    def command(self, text: str) -> bool:
+        word = text.strip().casefold()
+        flows = [self.flow] + [self.catalog.get(f.flow, f.version) for f in reversed(self.stack)]
+        for depth, flow in enumerate(flows):
+            target = flow.commands.get(word)
+            if target is not None:
+                self.leave()
+                if depth:
+                    self.stack = self.stack[: len(self.stack) - depth]
+                    self.flow = flow
+                self.status = WAITING
+                self.run(target)
+                return True
+        return False
+
+    def refuse(self, node: Node, retries: int | None, on_fail: str | None, reason: str,
+               buttons: tuple[Button, ...] = ()) -> None:
+        self.attempts += 1
+        if retries is not None and self.attempts > retries:
+            self.leave()
+            self.run(on_fail)
+            return
+        self.say(reason, buttons)
+        if node.timeout_s is not None:
+            self.arm(node.timeout_s)
+
+    def answer_ask(self, node: Node, ask: Ask, msg: UserMessage) -> None:
+        text = msg.text or msg.button or ""
+        try:
+            value = check(ask.rule, text, datetime.fromtimestamp(self.now, UTC).date())
+        except Invalid as exc:
+            reason = self.render(ask.error) if ask.error is not None else str(exc)
+            self.refuse(node, ask.retries, ask.on_fail, reason, self.reply(ask.prompt).buttons)
+            return
+        self.leave()
+        if ask.save:
+            self.assign(ask.save, value)
+        self.run(node.next)
+
+    def answer_menu(self, node: Node, menu: Menu, msg: UserMessage) -> None:
+        buttons = self.menu_buttons(menu)
+        picked = match_option([(b.id, b.title) for b in buttons], msg.text or "", msg.button)
+        if picked is None:
+            reason = self.render(menu.invalid) or "Please choose one of the options."
+            self.refuse(node, menu.retries, menu.on_fail, reason, buttons)
+            return
+        self.leave()
+        if menu.save:
+            self.assign(menu.save, picked)
+        option = next(o for o in menu.options if o.id == picked)
+        self.run(option.next or node.next)
+
+    def answer_wait(self, node: Node, wait: Wait, msg: UserMessage) -> None:
+        self.leave()
+        if wait.save:
+            self.assign(wait.save, msg.text or msg.button or "")
+        self.run(node.next)
+
+    def on_timer(self, event: TimerFired) -> None:
+        if event.timer_id != self.timer or self.status != WAITING:
+            self.effects.append(Unhandled(f"stale timer {event.timer_id}"))
+            return
+        self.timer = None
+        node = self.flow.nodes[self.node_id]
+        waited_for, self.wait_for = self.wait_for, None
+        self.run(node.next if waited_for == "timer" else node.on_timeout)
+
+    def on_http(self, event: HttpResult) -> None:
+        if self.wait_for != "http" or event.request_id != self.request:
+            self.effects.append(Unhandled(f"stale http result {event.request_id}"))
+            return
+        node = self.flow.nodes[self.node_id]
+        http: Http = node.action  # type: ignore[assignment]
+        self.request, self.wait_for = None, None
+        if not event.ok:
+            reason = event.error or f"HTTP {event.status}"
+            self.run(self.fail(reason, node, status=event.status, json=event.json))
+            return
+        try:
+            if http.save:
+                self.assign(http.save, event.json if event.json is not None else event.text)
+            if http.map:
+                response = {"status": event.status, "json": event.json, "text": event.text, "headers": event.headers}
+                for name, expression in http.map:
+                    self.assign(name, expression.evaluate({**self.scope(), "response": response}))
+        except RenderError as exc:
+            self.run(self.fail(str(exc), node))
+            return
+        self.run(node.next)
+
+    def on_start(self, event: Start) -> None:
+        if event.flow not in self.catalog:
+            self.effects.append(Unhandled(str(FlowNotFound(event.flow))))
+            return
+        if event.message is not None:
+            msg = event.message
+            self.user = {"id": msg.user_id or self.user.get("id"), "name": msg.user_name or self.user.get("name")}
+            self.channel = msg.channel or self.channel
+            self.message = {"text": msg.text, "button": msg.button, "kind": msg.kind, "data": msg.data}
+        self.begin(self.catalog.current(event.flow), event.node, event.vars)
+
+    def on_resume(self, event: Resume) -> None:
+        if self.status != HANDOFF:
+            self.effects.append(Unhandled("not in a hand-off"))
+            return
+        for name, value in (event.vars or {}).items():
+            self.assign(name, value)
+        self.status, self.wait_for = WAITING, None
+        node = self.flow.nodes[self.node_id]
+        if node.next is None:
+            self.effects.append(End(self.flow.id, node.id))
+            self.stop(ENDED)
+            return
+        self.run(node.next)
+
+
+_HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
+    UserMessage: _Run.on_message, TimerFired: _Run.on_timer, HttpResult: _Run.on_http,
+    Start: _Run.on_start, Resume: _Run.on_resume,
+}
+_ENTER: dict[type, Callable[[_Run, Node, Any], str | None]] = {
+    Ask: _Run.enter_ask, Menu: _Run.enter_menu, Branch: _Run.enter_branch, Http: _Run.enter_http,
+    HandoffA: _Run.enter_handoff, Wait: _Run.enter_wait, Goto: _Run.enter_goto, EndA: _Run.enter_end,
+}
+_ANSWER: dict[type, Callable[[_Run, Node, Any, UserMessage], None]] = {
+    Ask: _Run.answer_ask, Menu: _Run.answer_menu, Wait: _Run.answer_wait,
+}

@@ -1,0 +1,179 @@
+"""Loading flows from files: parse, validate the shape, compile, check; report every problem.
+
+>>> flow = load_flow("flows/registration.yaml")
+>>> catalog = load_catalog(["flows/"], env={"MEMBERS_API": "http://127.0.0.1:9999"})
+
+A directory loads every ``*.yaml``, ``*.yml`` and ``*.json`` in it, except flow test files
+(``*.test.yaml``) and JSON Schemas (``*.schema.json``).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import FlowError, Problem
+from . import model as m
+from .checks import FlowChecker, check_together, did_you_mean
+from .compiled import Catalog, Flow
+from .compiler import Compiler
+from .source import SourceMap, read_source
+
+FLOW_SUFFIXES = (".yaml", ".yml", ".json")
+TEST_SUFFIXES = (".test.yaml", ".test.yml")
+
+
+def is_flow_file(path: FsPath) -> bool:
+    name = path.name
+    return name.endswith(FLOW_SUFFIXES) and not name.endswith(TEST_SUFFIXES) and not name.endswith(".schema.json")
+
+
+def flow_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
+    """The flow files named by ``paths``: files as given, directories searched recursively."""
+    found: list[FsPath] = []
+    for path in map(FsPath, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_flow_file(p)))
+        else:
+            found.append(path)
+    return found
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model that holds the value at ``loc`` under ``model`` (to list its keys)."""
+    current: Any = model
+    for part in loc:
+        while True:  # unwrap Optional, list[...], dict[..., X], Annotated
+            origin = typing.get_origin(current)
+            if origin is typing.Annotated:
+                current = typing.get_args(current)[0]
+            elif origin in (typing.Union, types.UnionType):
+                models = [a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+                current = models[0] if models else None
+            else:
+                break
+        if current is None:
+            return None
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = {f.alias or name: f for name, f in current.model_fields.items()}
+            if part not in fields:
+                return None
+            current = fields[part].annotation
+        elif typing.get_origin(current) in (list, dict):
+            current = typing.get_args(current)[-1]
+        else:
+            return None
+    while typing.get_origin(current) in (typing.Annotated, typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = args[0] if args else typing.get_args(current)[0]
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def translate(exc: ValidationError, smap: SourceMap, root: type[BaseModel]) -> list[Problem]:
+    """Pydantic's errors as problems at their place in the file, in words an author reads."""
+    problems: dict[tuple[int, int, str], Problem] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind, message = err["type"], err["msg"]
+        if kind == "extra_forbidden":
+            parent = _model_at(root, loc[:-1])
+            keys = [f.alias or n for n, f in parent.model_fields.items()] if parent else []
+            message = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), keys)}"
+            if keys:
+                message += f"; expected one of: {', '.join(keys)}"
+            problem = smap.problem(loc, message, key=True)
+        elif kind == "missing":
+            problem = smap.problem(loc[:-1], f"missing required key {loc[-1]!r}"
+                                   + (f" in {_dotted(loc[:-1])}" if loc[:-1] else ""))
+        else:
+            value = err.get("input")
+            hint = " (YAML reads yes/no/on/off as true/false: quote it)" if isinstance(value, bool) else ""
+            problem = smap.problem(loc, f"{_dotted(loc)}: {message}{hint}")
+        problems.setdefault((problem.line, problem.column, problem.message), problem)
+    return list(problems.values())
+
+
+@dataclass
+class Loaded:
+    """The result of loading files: the flows that loaded and every problem found."""
+
+    flows: list[Flow] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    specs: list[tuple[m.FlowSpec, SourceMap]] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def compile_source(text: str, path: str) -> tuple[Flow | None, m.FlowSpec | None, SourceMap | None, list[Problem]]:
+    """Load one flow from its text; problems instead of exceptions."""
+    try:
+        data, smap = read_source(text, path)
+    except FlowError as exc:
+        return None, None, None, exc.problems
+    if not isinstance(data, dict):
+        return None, None, smap, [Problem(path, 1, 1, "a flow file is a mapping with `flow`, `start` and `nodes`")]
+    try:
+        spec = m.FlowSpec.model_validate(data)
+    except ValidationError as exc:
+        return None, None, smap, translate(exc, smap, m.FlowSpec)
+    compiler = Compiler(spec, smap, text)
+    flow = compiler.flow()
+    problems = compiler.problems + FlowChecker(spec, smap, compiler.templates).run()
+    return flow, spec, smap, problems
+
+
+def load_paths(paths: Iterable[str | FsPath]) -> Loaded:
+    """Load every flow under ``paths`` and check them together."""
+    loaded = Loaded()
+    for file in flow_files(paths):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            loaded.problems.append(Problem(str(file), 1, 1, f"cannot read: {exc}"))
+            continue
+        flow, spec, smap, problems = compile_source(text, str(file))
+        loaded.problems.extend(problems)
+        if flow is not None and not any(p.severity == "error" for p in problems):
+            loaded.flows.append(flow)
+        if spec is not None:
+            loaded.specs.append((spec, smap))
+    loaded.problems.extend(check_together(loaded.specs))
+    return loaded
+
+
+def load_flow(path: str | FsPath) -> Flow:
+    """Load one flow file; :class:`FlowError` lists every error."""
+    result = load_paths([path])
+    if result.errors or not result.flows:
+        raise FlowError(result.errors or [Problem(str(path), 1, 1, "no flow found")])
+    return result.flows[0]
+
+
+def load_text(text: str, path: str = "<flow>") -> Flow:
+    flow, _, _, problems = compile_source(text, path)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or flow is None:
+        raise FlowError(errors)
+    return flow
+
+
+def load_catalog(paths: Iterable[str | FsPath], env: Mapping[str, str] | None = None) -> Catalog:
+    """Load flows into a :class:`Catalog`; :class:`FlowError` if any has an error."""
+    result = load_paths(paths)
+    if result.errors:
+        raise FlowError(result.errors)
+    if not result.flows:
+        raise FlowError([Problem(str(p), 1, 1, "no flow files found") for p in paths])
+    return Catalog(result.flows, env=env)

@@ -1,0 +1,117 @@
+"""Read YAML (or JSON) into plain data plus a map from each value's path to its line:column.
+
+Pydantic reports errors by path (``("nodes", "ask_age", "validate", "min")``); the map turns
+that path back into the place in the file, so every problem can say ``file:line:column``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..errors import FlowError, Problem
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Spot:
+    line: int
+    column: int
+
+
+@dataclass(slots=True)
+class SourceMap:
+    """Where each value (and each mapping key) of a document stands in its file."""
+
+    path: str
+    values: dict[Path, Spot] = field(default_factory=dict)
+    keys: dict[Path, Spot] = field(default_factory=dict)
+
+    def spot(self, loc: Path, *, key: bool = False) -> Spot:
+        """The position of ``loc``, or of its nearest ancestor that exists in the file.
+
+        Components the file does not have are skipped rather than ending the walk: pydantic
+        adds union tags, and shorthands (``say: "hi"`` read as ``say: [{text: "hi"}]``) add
+        indices and keys that the author never wrote.
+        """
+        found: Path = ()
+        for part in loc:
+            candidate = found + (part,)
+            if candidate in self.values:
+                found = candidate
+        if key and found == tuple(loc) and found in self.keys:
+            return self.keys[found]
+        return self.values.get(found, Spot(1, 1))
+
+    def problem(self, loc: Path, message: str, *, key: bool = False,
+                severity: str = "error") -> Problem:
+        spot = self.spot(loc, key=key)
+        return Problem(self.path, spot.line, spot.column, message, severity)
+
+
+def _spot(node: yaml.Node) -> Spot:
+    return Spot(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Reader:
+    """Builds the data and the map in one walk, refusing duplicate keys as it goes."""
+
+    def __init__(self, text: str, smap: SourceMap):
+        self.loader = yaml.SafeLoader(text)
+        self.smap = smap
+        self.problems: list[Problem] = []
+
+    def read(self) -> Any:
+        try:
+            root = self.loader.get_single_node()
+            if root is None:
+                return None
+            return self._walk(root, ())
+        finally:
+            self.loader.dispose()
+
+    def _walk(self, node: yaml.Node, path: Path) -> Any:
+        self.smap.values[path] = _spot(node)
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)  # resolve `<<: *anchor` merge keys
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.problems.append(self.smap.problem(path, "a mapping key must be a plain name"))
+                    continue
+                # Keys are names: keep their text, so that `yes:` or `1:` stay strings.
+                key = key_node.value
+                if key in out:
+                    first = self.smap.keys[path + (key,)]
+                    spot = _spot(key_node)
+                    self.problems.append(Problem(
+                        self.smap.path, spot.line, spot.column,
+                        f"duplicate key {key!r} (first defined at line {first.line})"))
+                    continue
+                self.smap.keys[path + (key,)] = _spot(key_node)
+                out[key] = self._walk(value_node, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._walk(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
+
+
+def read_source(text: str, path: str) -> tuple[Any, SourceMap]:
+    """Parse ``text`` (YAML or JSON) from ``path``; raise :class:`FlowError` on bad syntax."""
+    smap = SourceMap(path)
+    reader = _Reader(text, smap)
+    try:
+        data = reader.read()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        reason = exc.problem or exc.context or "invalid YAML"
+        raise FlowError([Problem(path, line, column, f"YAML syntax: {reason}")]) from exc
+    except yaml.YAMLError as exc:
+        raise FlowError([Problem(path, 1, 1, f"YAML: {exc}")]) from exc
+    if reader.problems:
+        raise FlowError(reader.problems)
+    return data, smap
