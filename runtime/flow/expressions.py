@@ -128,7 +128,7 @@ def compile_expression(source: str) -> Expression:
         raise ExpressionError("empty expression")
     if any(marker in text for marker in _MARKERS):
         raise ExpressionError("an expression is written without {{ }}: e.g. `age < 18`")
-    ast = _parse("{{ (" + text + ") }}")
+    ast = _parse("{{ " + text + " }}")
     try:
         evaluate = ENVIRONMENT.compile_expression(text, undefined_to_none=True)
     except TemplateSyntaxError as exc:

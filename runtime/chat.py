@@ -1,0 +1,150 @@
+"""``parlour chat``: talk to a flow in the terminal, in-process.
+
+Buttons show as numbered choices (type the number, the title, or the text); timers fire in
+real time, and ``/wait SECONDS`` moves the clock to fire them now. HTTP nodes call real URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from .flow import Catalog, Effect, End, Error, Forward, Handoff, Resume, Send, Start, Unhandled, UserMessage
+from .http import HttpCaller
+from .session import Session
+
+HELP = """commands: /state  show where the conversation is and its variables
+          /wait SECONDS  move the clock (fires due timers)
+          /resume  hand the conversation back from the human agent
+          /restart  forget the conversation      /quit  leave (or Ctrl-D)"""
+
+
+class Chat:
+    def __init__(self, catalog: Catalog, http: HttpCaller, out: TextIO, *, flow: str | None = None,
+                 user_id: str = "cli-user", user_name: str | None = None, channel: str = "cli",
+                 clock: Callable[[], float] = time.time):
+        self.catalog, self.http, self.out, self.flow = catalog, http, out, flow
+        self.user = dict(user_id=user_id, user_name=user_name, channel=channel)
+        self.clock = clock
+        self.offset = 0.0  # how far /wait has moved this chat's clock ahead of the real one
+        self.session = Session(catalog, http, now=clock())
+        self.buttons: list[tuple[str, str]] = []
+
+    def show(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                reply = effect.reply
+                if reply.media_url:
+                    self.print(f"bot › [{reply.media_kind}: {reply.media_url}]")
+                if reply.text:
+                    self.print("bot › " + reply.text.replace("\n", "\n      "))
+                choices = reply.buttons or reply.list
+                if choices:
+                    self.buttons = [(b.id, b.title) for b in choices]
+                    self.print("      " + "   ".join(f"{i}. {title}" for i, (_, title) in enumerate(self.buttons, 1)))
+            elif isinstance(effect, Handoff):
+                self.print(f"  ⤷ handed to a human ({effect.reason or 'no reason given'}); /resume hands it back")
+            elif isinstance(effect, Forward):
+                self.print("  ⤷ (forwarded to the human agent)")
+            elif isinstance(effect, Error):
+                self.print(f"  ! {effect.reason}" + (" (routed to on_error)" if effect.routed else ""))
+            elif isinstance(effect, Unhandled):
+                self.print(f"  · {effect.reason}")
+            elif isinstance(effect, End):
+                self.print("  ■ the conversation ended")
+
+    def print(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def now(self) -> float:
+        return self.clock() + self.offset
+
+    def message(self, text: str) -> UserMessage:
+        typed = text.strip()
+        if typed.isdigit() and 1 <= int(typed) <= len(self.buttons):
+            button, title = self.buttons[int(typed) - 1]
+            return UserMessage(title, button=button, kind="button", **self.user)
+        return UserMessage(text, **self.user)
+
+    async def command(self, line: str) -> bool:
+        """Handle a /command; False when the chat should end."""
+        name, _, arg = line.strip().partition(" ")
+        if name in ("/quit", "/exit"):
+            return False
+        if name == "/state":
+            state = self.session.state
+            self.print(json.dumps({"flow": state.flow, "version": state.version, "node": state.node,
+                                   "status": state.status, "waiting_for": state.wait_for, "vars": state.vars,
+                                   "timers": self.session.timers}, indent=2, default=str))
+        elif name == "/wait":
+            try:
+                seconds = float(arg)
+            except ValueError:
+                self.print("usage: /wait SECONDS")
+                return True
+            self.session.now = self.now()
+            self.offset += seconds
+            self.show(await self.session.wait(seconds))
+        elif name == "/resume":
+            self.show(await self.session.send(Resume()))
+        elif name == "/restart":
+            self.session = Session(self.catalog, self.http, now=self.now())
+            self.buttons = []
+            self.print("  (a new conversation)")
+        else:
+            self.print(HELP)
+        return True
+
+    async def say(self, text: str) -> None:
+        self.session.now = self.now()
+        msg = self.message(text)
+        if self.flow and self.session.state.status in ("idle", "ended", "failed"):
+            self.show(await self.session.send(Start(self.flow, message=msg)))
+        else:
+            self.show(await self.session.send(msg))
+
+    async def fire_due(self) -> None:
+        due = self.session.next_due()
+        if due is not None and due <= self.now():
+            self.show(await self.session.wait(max(0.0, self.now() - self.session.now)))
+
+    async def run(self, lines: asyncio.Queue[str | None]) -> None:
+        flows = ", ".join(f.id for f in self.catalog)
+        self.print(f"parlour chat: flows {flows}. Say something (e.g. hi); /help for commands.")
+        while True:
+            due = self.session.next_due()
+            timeout = None if due is None else max(0.0, due - self.now())
+            try:
+                line = await asyncio.wait_for(lines.get(), timeout)
+            except asyncio.TimeoutError:
+                await self.fire_due()
+                continue
+            if line is None:
+                return
+            if line.startswith("/"):
+                if not await self.command(line):
+                    return
+            elif line.strip():
+                await self.say(line)
+
+
+def _read_lines(stream: TextIO, lines: asyncio.Queue[str | None], loop: asyncio.AbstractEventLoop) -> None:
+    """Feed ``stream``'s lines to ``lines`` from a daemon thread (a blocked read must not keep
+    the process alive after /quit), then None at end of input."""
+    for line in iter(stream.readline, ""):
+        loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\n"))
+    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
+async def chat(catalog: Catalog, *, secrets: dict[str, str], flow: str | None = None,
+               user_name: str | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    threading.Thread(target=_read_lines, args=(stdin, lines, asyncio.get_running_loop()), daemon=True).start()
+    async with HttpCaller(secrets) as http:
+        await Chat(catalog, http, stdout, flow=flow, user_name=user_name).run(lines)

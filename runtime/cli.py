@@ -1,0 +1,155 @@
+"""The ``parlour`` command.
+
+    parlour chat [PATH...]             talk to flows in the terminal (default: the bundled flows)
+    parlour test [PATH...]             run flow test files (*.test.yaml)
+    parlour flows validate PATH...     check flows: every problem as file:line:column
+    parlour flows schema               print the JSON Schema of flow files, for editors
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+from . import __version__
+from .errors import FlowError
+from .flow import json_schema, load_catalog, load_paths
+from .testing import find_test_files, run_file
+
+
+def bundled_flows() -> Path:
+    return Path(str(files("parlour.flows")))
+
+
+def _named_values(items: list[str], what: str) -> dict[str, str]:
+    """``NAME=VALUE`` pairs, or ``NAME`` alone to take the value from the process environment."""
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            if name not in os.environ:
+                raise SystemExit(f"parlour: {what} {name} is not set in the environment (give {name}=VALUE)")
+            value = os.environ[name]
+        values[name] = value
+    return values
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        print(f"parlour: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    result = load_paths(args.paths)
+    problems = sorted(result.problems, key=lambda p: (p.path, p.line, p.column))
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity != "error"]
+    if args.json:
+        print(json.dumps([{"path": p.path, "line": p.line, "column": p.column, "severity": p.severity,
+                           "message": p.message} for p in problems], indent=2))
+    else:
+        for problem in problems:
+            print(problem)
+        print(f"{len(result.flows)} flow(s) loaded, {len(errors)} error(s), {len(warnings)} warning(s)",
+              file=sys.stderr)
+    return 1 if errors or (args.strict and warnings) else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat import chat
+
+    paths = args.paths or [bundled_flows()]
+    try:
+        catalog = load_catalog(paths, env=_named_values(args.env, "env"))
+    except FlowError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.flow and args.flow not in catalog:
+        print(f"parlour: no flow {args.flow!r}; loaded: {', '.join(f.id for f in catalog)}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(chat(catalog, secrets=_named_values(args.secret, "secret"), flow=args.flow,
+                         user_name=args.name))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    tests = find_test_files(args.paths or [bundled_flows()])
+    if not tests:
+        print("parlour: no flow test files (*.test.yaml) found", file=sys.stderr)
+        return 2
+    failed = 0
+    for number, path in enumerate(tests, 1):
+        outcome = asyncio.run(run_file(path, args.flows or None))
+        progress = f"[{number}/{len(tests)}]"
+        if outcome.passed:
+            print(f"{progress} PASS {path} ({outcome.steps} steps)")
+            if args.verbose:
+                print("\n".join("    " + line for line in outcome.transcript))
+            continue
+        failed += 1
+        print(f"{progress} FAIL {outcome.failure}")
+        if outcome.transcript:
+            print("    the conversation up to there:")
+            print("\n".join("      " + line for line in outcome.transcript))
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="parlour", description="An actor-model conversation runtime.")
+    top.add_argument("--version", action="version", version=f"parlour {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    chat = sub.add_parser("chat", help="talk to flows in the terminal")
+    chat.add_argument("paths", nargs="*", help="flow files or directories (default: the bundled flows)")
+    chat.add_argument("--flow", help="start this flow on the first message, whatever the triggers say")
+    chat.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                      help="a value templates may read as env.NAME (from the environment if no VALUE)")
+    chat.add_argument("--secret", action="append", default=[], metavar="NAME[=VALUE]",
+                      help="a secret http nodes may use (from the environment if no VALUE)")
+    chat.add_argument("--name", help="your name, as the flow sees it (user.name)")
+    chat.set_defaults(run=cmd_chat)
+
+    test = sub.add_parser("test", help="run flow test files")
+    test.add_argument("paths", nargs="*", help="test files or directories (default: the bundled flows)")
+    test.add_argument("--flows", action="append", metavar="PATH",
+                      help="load flows from here instead of next to each test")
+    test.add_argument("-v", "--verbose", action="store_true", help="show passing conversations too")
+    test.set_defaults(run=cmd_test)
+
+    flows = sub.add_parser("flows", help="check flows, print their schema")
+    flows_sub = flows.add_subparsers(dest="flows_command", required=True)
+    validate = flows_sub.add_parser("validate", help="report every problem as file:line:column")
+    validate.add_argument("paths", nargs="+", help="flow files or directories")
+    validate.add_argument("--strict", action="store_true", help="warnings fail too")
+    validate.add_argument("--json", action="store_true", help="problems as JSON")
+    validate.set_defaults(run=cmd_validate)
+    schema = flows_sub.add_parser("schema", help="print the JSON Schema of flow files")
+    schema.add_argument("-o", "--output", help="write it to this file")
+    schema.set_defaults(run=cmd_schema)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""Carrying out a flow's :class:`~parlour.flow.HttpRequest` effects over real HTTP (aiohttp).
+
+Secrets are filled in here, at the last moment, from a mapping the operator provides; they
+never pass through the interpreter, the state or the effects. Timeouts, connection errors, 429
+and 5xx are retried ``request.retries`` times with exponential backoff and jitter; the outcome
+is always an :class:`~parlour.flow.HttpResult`, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Mapping
+
+import aiohttp
+
+from .flow.events import HttpRequest, HttpResult, Secret
+
+MAX_BODY_BYTES = 1 << 20
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class MissingSecret(LookupError):
+    pass
+
+
+def _fill(pairs, secrets: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for key, value in pairs:
+        if isinstance(value, Secret):
+            if value.name not in secrets:
+                raise MissingSecret(value.name)
+            value = value.prefix + secrets[value.name]
+        out[key] = value
+    return out
+
+
+class HttpCaller:
+    """Sends flow HTTP requests on one aiohttp session: ``async with HttpCaller(secrets) as call``."""
+
+    def __init__(self, secrets: Mapping[str, str] | None = None, *, backoff_s: float = 0.2,
+                 rng: random.Random | None = None):
+        self.secrets = dict(secrets or {})
+        self.backoff_s = backoff_s
+        self.rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HttpCaller:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __call__(self, request: HttpRequest) -> HttpResult:
+        try:
+            headers = _fill(request.headers, self.secrets)
+            query = _fill(request.query, self.secrets)
+        except MissingSecret as exc:
+            return HttpResult(request.request_id, error=f"secret {exc.args[0]!r} is not set")
+        result = HttpResult(request.request_id, error="not sent")
+        for attempt in range(request.retries + 1):
+            if attempt:
+                delay = self.backoff_s * 2 ** (attempt - 1)
+                await asyncio.sleep(delay + self.rng.uniform(0, delay))
+            result = await self._once(request, headers, query)
+            if result.error is None and result.status not in RETRY_STATUSES:
+                break
+        return result
+
+    async def _once(self, request: HttpRequest, headers: dict[str, str], query: dict[str, str]) -> HttpResult:
+        if self._session is None:
+            raise RuntimeError("HttpCaller is used outside `async with`")
+        body = {}
+        if request.json is not None:
+            body["json"] = request.json
+        elif request.form is not None:
+            body["data"] = dict(request.form)
+        elif request.body is not None:
+            body["data"] = request.body.encode()
+        try:
+            async with self._session.request(
+                    request.method, request.url, headers=headers, params=query or None,
+                    timeout=aiohttp.ClientTimeout(total=request.timeout_s), **body) as response:
+                raw = await response.content.read(MAX_BODY_BYTES)
+                text = raw.decode(response.charset or "utf-8", errors="replace")
+                try:
+                    parsed = json.loads(text) if text.strip() else None
+                except ValueError:
+                    parsed = None
+                return HttpResult(request.request_id, status=response.status, json=parsed, text=text,
+                                  headers={k: v for k, v in response.headers.items()})
+        except asyncio.TimeoutError:
+            return HttpResult(request.request_id, error=f"timed out after {request.timeout_s:g} s")
+        except (aiohttp.ClientError, ValueError, OSError) as exc:
+            return HttpResult(request.request_id, error=f"{type(exc).__name__}: {exc}")
