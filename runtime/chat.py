@@ -27,10 +27,11 @@ HELP = """commands: /state  show where the conversation is and its variables
 class Chat:
     def __init__(self, catalog: Catalog, http: HttpCaller, out: TextIO, *, flow: str | None = None,
                  user_id: str = "cli-user", user_name: str | None = None, channel: str = "cli",
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, tick_s: float = 1.0):
         self.catalog, self.http, self.out, self.flow = catalog, http, out, flow
         self.user = dict(user_id=user_id, user_name=user_name, channel=channel)
         self.clock = clock
+        self.tick_s = tick_s  # the longest the loop sleeps before reading the clock again
         self.offset = 0.0  # how far /wait has moved this chat's clock ahead of the real one
         self.session = Session(catalog, http, now=clock())
         self.buttons: list[tuple[str, str]] = []
@@ -119,7 +120,7 @@ class Chat:
         self.print(f"parlour chat: flows {flows}. Say something (e.g. hi); /help for commands.")
         while True:
             due = self.session.next_due()
-            timeout = None if due is None else max(0.0, due - self.now())
+            timeout = None if due is None else min(self.tick_s, max(0.0, due - self.now()))
             try:
                 line = await asyncio.wait_for(lines.get(), timeout)
             except asyncio.TimeoutError:

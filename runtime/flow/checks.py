@@ -24,6 +24,11 @@ _APPLIES_TO = {
 _FIELD = {"validate": "validate_"}
 
 
+def _is_node(loc: Path) -> bool:
+    """A problem with a whole node points at the node's name."""
+    return len(loc) == 2 and loc[0] == "nodes"
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -42,10 +47,10 @@ class FlowChecker:
         self.problems: list[Problem] = []
 
     def error(self, loc: Path, message: str, *, key: bool = False) -> None:
-        self.problems.append(self.smap.problem(loc, message, key=key))
+        self.problems.append(self.smap.problem(loc, message, key=key or _is_node(loc)))
 
     def warn(self, loc: Path, message: str) -> None:
-        self.problems.append(self.smap.problem(loc, message, severity="warning"))
+        self.problems.append(self.smap.problem(loc, message, key=_is_node(loc), severity="warning"))
 
     def run(self) -> list[Problem]:
         for node_id, node in self.spec.nodes.items():

@@ -1,0 +1,37 @@
+"""Conversation state as msgpack bytes, and what happens to bytes that are not."""
+
+import msgpack
+import pytest
+
+from parlour.codec import pack_state, unpack_state
+from parlour.errors import StateError
+from parlour.flow import State
+from parlour.flow.state import Frame
+
+
+def test_a_full_state_round_trips():
+    state = State(flow="f", version="v1", node="n", status="waiting", wait_for="reply",
+                  vars={"a": 1, "b": [1, "x", None], "c": {"d": 2.5}}, attempts=2, timer="t3", request=None,
+                  stack=(Frame("g", "v2", "back"),), inbox=({"text": "hi", "button": None},), seq=3,
+                  user={"id": "u", "name": None}, channel="web")
+    assert unpack_state(pack_state(state)) == state
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"\xc1\xc1garbage", "not msgpack"),
+    (msgpack.packb([1, 2]), "is a list"),
+    (msgpack.packb({"schema": 1}), "unreadable conversation state"),
+    (msgpack.packb({**State().to_data(), "schema": 99}), "newer than this parlour"),
+])
+def test_unreadable_bytes_raise_state_error(data, reason):
+    with pytest.raises(StateError, match=reason):
+        unpack_state(data)
+
+
+def test_an_older_schema_is_migrated(monkeypatch):
+    from parlour.flow import state as state_module
+
+    monkeypatch.setattr(state_module, "SCHEMA", 2)
+    monkeypatch.setitem(state_module.MIGRATIONS, 1, lambda d: {**d, "schema": 2, "vars": {**d["vars"], "migrated": True}})
+    old = {**State(vars={"x": 1}).to_data(), "schema": 1}
+    assert unpack_state(msgpack.packb(old)).vars == {"x": 1, "migrated": True}

@@ -1,0 +1,75 @@
+"""The HTTP caller against a real aiohttp server on loopback."""
+
+import random
+
+from parlour.flow import HttpRequest, Secret
+from parlour.http import HttpCaller
+
+from .servers import Recorder, members_app, serve
+
+
+def request(url: str, **kwargs) -> HttpRequest:
+    return HttpRequest(request_id="r1", method=kwargs.pop("method", "POST"), url=url, **kwargs)
+
+
+async def test_secrets_are_filled_in_at_send_time():
+    recorder = Recorder()
+    async with serve(members_app(recorder)) as base, HttpCaller({"TOKEN": "s3cret"}) as call:
+        result = await call(request(f"{base}/members", headers=(("Authorization", Secret("TOKEN", "Bearer ")),),
+                                    query=(("key", Secret("TOKEN")), ("q", "x")), json={"name": "Ada"}))
+    assert result.ok and result.json == {"id": 1} and result.request_id == "r1"
+    sent = recorder.requests[0]
+    assert sent["headers"]["Authorization"] == "Bearer s3cret"
+    assert sent["query"] == {"key": "s3cret", "q": "x"}
+    assert sent["body"] == '{"name": "Ada"}'
+
+
+async def test_a_missing_secret_is_an_error_result_and_nothing_is_sent():
+    recorder = Recorder()
+    async with serve(members_app(recorder)) as base, HttpCaller({}) as call:
+        result = await call(request(f"{base}/x", headers=(("Authorization", Secret("TOKEN")),)))
+    assert result.error == "secret 'TOKEN' is not set" and not result.ok
+    assert recorder.requests == []
+
+
+async def test_5xx_and_429_are_retried_then_succeed():
+    recorder = Recorder(script=[(503, {"e": 1}), (429, {"e": 2})])
+    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001, rng=random.Random(1)) as call:
+        result = await call(request(f"{base}/members", retries=2))
+    assert result.status == 201 and len(recorder.requests) == 3
+
+
+async def test_retries_run_out_on_the_last_failure():
+    recorder = Recorder(script=[(500, None)] * 5)
+    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001) as call:
+        result = await call(request(f"{base}/members", retries=1))
+    assert result.status == 500 and not result.ok and len(recorder.requests) == 2
+
+
+async def test_other_4xx_are_not_retried():
+    recorder = Recorder(script=[(404, {"detail": "no"})])
+    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001) as call:
+        result = await call(request(f"{base}/members", retries=3, method="GET"))
+    assert result.status == 404 and result.json == {"detail": "no"} and len(recorder.requests) == 1
+
+
+async def test_a_timeout_is_an_error_result():
+    recorder = Recorder(delay_s=1.0)
+    async with serve(members_app(recorder)) as base, HttpCaller() as call:
+        result = await call(request(f"{base}/slow", timeout_s=0.05))
+    assert result.error == "timed out after 0.05 s" and result.status is None
+
+
+async def test_a_refused_connection_is_an_error_result():
+    async with HttpCaller() as call:
+        result = await call(request("http://127.0.0.1:9/nothing-listens-here"))
+    assert result.error and "Connect" in result.error
+
+
+async def test_form_and_raw_bodies():
+    recorder = Recorder()
+    async with serve(members_app(recorder)) as base, HttpCaller() as call:
+        await call(request(f"{base}/f", form=(("a", "1"), ("b", "two words"))))
+        await call(request(f"{base}/b", body="plain text"))
+    assert recorder.requests[0]["body"] == "a=1&b=two+words"
+    assert recorder.requests[1]["body"] == "plain text"
