@@ -68,7 +68,7 @@ class Chat:
 
     def message(self, text: str) -> UserMessage:
         typed = text.strip()
-        if typed.isdigit() and 1 <= int(typed) <= len(self.buttons):
+        if typed.isascii() and typed.isdigit() and 1 <= int(typed) <= len(self.buttons):
             button, title = self.buttons[int(typed) - 1]
             return UserMessage(title, button=button, kind="button", **self.user)
         return UserMessage(text, **self.user)

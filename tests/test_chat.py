@@ -34,7 +34,7 @@ async def test_a_whole_registration_over_real_http():
     assert "bot › You're in, member #1." in out
     assert "■ the conversation ended" in out
     assert recorder.requests[0]["path"] == "/members"
-    assert recorder.requests[0]["body"] == '{"name": "Ada Lovelace", "email": "ada@example.org", "age": "36"}'
+    assert recorder.requests[0]["body"] == '{"name": "Ada Lovelace", "email": "ada@example.org", "age": 36}'
 
 
 async def test_typed_numbers_press_the_buttons_shown_last():

@@ -53,6 +53,8 @@ class FlowChecker:
         self.problems.append(self.smap.problem(loc, message, key=_is_node(loc), severity="warning"))
 
     def run(self) -> list[Problem]:
+        for name in self.spec.vars:
+            self.check_var_name(name, ("vars", name), key=True)
         for node_id, node in self.spec.nodes.items():
             self.check_node(node_id, node, ("nodes", node_id))
         for name, menu in self.spec.menus.items():
@@ -84,22 +86,27 @@ class FlowChecker:
             self.error(loc + ("next",), f"a {kind} node has no `next`", key=True)
         if kind is None and node.next is None:
             self.error(loc, "this node neither acts nor has a `next`: add `next`, or `end: true`")
-        for i, msg in enumerate(node.say or ()):
-            for j, button in enumerate(msg.buttons or ()):
+        messages = [(msg, loc + ("say", i)) for i, msg in enumerate(node.say or ())]
+        messages += [(node.ask, loc + ("ask",))] if node.ask is not None else []
+        for msg, mloc in messages:
+            rows = [(("buttons", j), b) for j, b in enumerate(msg.buttons or ())]
+            rows += [(("list", "options", j), b) for j, b in enumerate(msg.list.options if msg.list else ())]
+            for where, button in rows:
                 if button.next is not None:
-                    self.error(loc + ("say", i, "buttons", j, "next"),
-                               "buttons of a `say` do not lead anywhere: use a `menu` for choices", key=True)
-        if node.set:
-            for name in node.set:
-                self.check_var_name(name, loc + ("set", name))
-        for name, where in ((node.save, ("save",)), (node.http.save if node.http else None, ("http", "save"))):
-            if name is not None:
-                self.check_var_name(name, loc + where)
+                    self.error(mloc + where + ("next",), "buttons and list rows of a message do not lead "
+                               "anywhere: use a `menu` for choices", key=True)
+        names = [(name, ("set", name), True) for name in node.set or ()]  # True: the name is a key
+        names += [(node.save, ("save",), False)] if node.save else []
+        if node.http:
+            names += [(node.http.save, ("http", "save"), False)] if node.http.save else []
+            names += [(name, ("http", "map", name), True) for name in node.http.map]
+        for name, where, is_key in names:
+            self.check_var_name(name, loc + where, key=is_key)
         getattr(self, f"check_{kind}", lambda *a: None)(node, loc)
 
-    def check_var_name(self, name: str, loc: Path) -> None:
+    def check_var_name(self, name: str, loc: Path, *, key: bool) -> None:
         if name in BUILTIN_NAMES:
-            self.error(loc, f"{name!r} is a built-in name; choose another variable name")
+            self.error(loc, f"{name!r} is a built-in name; choose another variable name", key=key)
 
     def check_ask(self, node: m.Node, loc: Path) -> None:
         v = node.validate_
@@ -313,17 +320,20 @@ def check_together(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
             problems.append(smap.problem(("flow",), f"duplicate flow id {spec.flow!r} "
                                          f"(also in {ids[spec.flow].path}:{first.line})"))
         ids.setdefault(spec.flow, smap)
-    claims: dict[tuple[str, str | None], str] = {}
+    # (what is claimed) -> [(flow, channels or None for all)]: two flows may claim the same
+    # keyword, or both be the default, only on channels that do not overlap.
+    claims: dict[str, list[tuple[str, frozenset[str] | None]]] = {}
     for spec, smap in loaded:
         for i, t in enumerate(spec.triggers):
             names = [("keyword " + repr(k.strip().casefold()), ("triggers", i, "keyword")) for k in t.keyword or ()]
             names += [("the default trigger", ("triggers", i, "default"))] if t.default else []
+            channels = frozenset(t.channels) if t.channels is not None else None
             for name, loc in names:
-                for channel in t.channels or [None]:
-                    other = claims.get((name, channel))
-                    if other is not None and other != spec.flow:
+                for other, theirs in claims.get(name, ()):
+                    if other != spec.flow and (channels is None or theirs is None or channels & theirs):
                         problems.append(smap.problem(loc, f"{name} is claimed by flow {other!r} too"))
-                    claims.setdefault((name, channel), spec.flow)
+                        break
+                claims.setdefault(name, []).append((spec.flow, channels))
     for spec, smap in loaded:
         for node_id, node in spec.nodes.items():
             if node.goto and node.goto.flow and node.goto.flow not in ids:

@@ -20,11 +20,19 @@ from .validators import Rule
 
 
 @dataclass(frozen=True, slots=True)
+class Choice:
+    id: str
+    title: Template
+    next: str | None = None
+    description: Template | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageT:
     text: Template | None = None
-    buttons: tuple[tuple[str, Template], ...] = ()
+    buttons: tuple[Choice, ...] = ()
     list_button: Template | None = None
-    list: tuple[tuple[str, Template], ...] = ()
+    list: tuple[Choice, ...] = ()
     media_url: Template | None = None
     media_kind: str | None = None
     media_filename: str | None = None
@@ -38,13 +46,6 @@ class Ask:
     error: Template | None
     retries: int | None
     on_fail: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    id: str
-    title: Template
-    next: str | None
 
 
 @dataclass(frozen=True, slots=True)

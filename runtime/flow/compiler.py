@@ -22,6 +22,7 @@ from .expressions import ExpressionError, Expression, Template, compile_expressi
 from .source import Path, SourceMap
 from .validators import DEFAULT_DATE_FORMATS, Rule, date_bound
 
+_SINGLE_EXPRESSION = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -81,11 +82,14 @@ class Compiler:
         self.templates.append((compiled.names, loc, extra))
         return compiled
 
+    def choices(self, options: list[m.Option] | None, loc: Path) -> tuple[Choice, ...]:
+        return tuple(Choice(o.id, self.template(o.label, loc + (i, "title")), o.next,
+                            self.template(o.description, loc + (i, "description")))
+                     for i, o in enumerate(options or ()))
+
     def message(self, msg: m.Message, loc: Path) -> MessageT:
-        buttons = tuple((o.id, self.template(o.label, loc + ("buttons", i, "title")))
-                        for i, o in enumerate(msg.buttons or ()))
-        rows = tuple((o.id, self.template(o.label, loc + ("list", "options", i, "title")))
-                     for i, o in enumerate(msg.list.options if msg.list else ()))
+        buttons = self.choices(msg.buttons, loc + ("buttons",))
+        rows = self.choices(msg.list.options if msg.list else None, loc + ("list", "options"))
         media = msg.media
         return MessageT(
             text=self.template(msg.text, loc + ("text",)), buttons=buttons,
@@ -113,7 +117,8 @@ class Compiler:
                 except ValueError:
                     self.problem(loc + (name,), f"{name} of a date must be an ISO date, today, or today+N")
             elif v.type in ("integer", "number") and isinstance(value, str):
-                self.problem(loc + (name,), f"{name} of a {v.type} must be a number")
+                self.problem(loc + (name,), f"{name} of an {v.type} answer must be a number"
+                             if v.type == "integer" else f"{name} of a {v.type} answer must be a number")
                 value = None
             bounds[name] = value
         return Rule(type=v.type, regex=regex, min=bounds.get("min"), max=bounds.get("max"),
@@ -123,7 +128,12 @@ class Compiler:
                     formats=tuple(v.formats) if v.formats else DEFAULT_DATE_FORMATS)
 
     def json_body(self, value: Any, loc: Path) -> Any:
+        """A JSON body's structure with templates at its string leaves; a leaf that is one
+        ``{{ expression }}`` and nothing else keeps the expression's type (36, not "36")."""
         if isinstance(value, str):
+            single = _SINGLE_EXPRESSION.fullmatch(value)
+            if single and "{{" not in single.group(1) and "}}" not in single.group(1):
+                return self.expression(single.group(1), loc)
             return self.template(value, loc)
         if isinstance(value, dict):
             return {k: self.json_body(v, loc + (k,)) for k, v in value.items()}
@@ -175,9 +185,7 @@ class Compiler:
                 self.problem(spec_loc, f"no menu {spec.use!r} under `menus`")
             else:
                 spec, spec_loc = self.spec.menus[spec.use], ("menus", spec.use)
-        options = tuple(Choice(o.id, self.template(o.label, spec_loc + ("options", i, "title")), o.next)
-                        for i, o in enumerate(spec.options or ()))
-        return Menu(self.template(spec.text or "", spec_loc + ("text",)), options,
+        return Menu(self.template(spec.text or "", spec_loc + ("text",)), self.choices(spec.options, spec_loc + ("options",)),
                     self.template(spec.invalid, spec_loc + ("invalid",)), node.save, *self.retries(node))
 
     def http(self, h: m.HttpSpec, loc: Path) -> Http:

@@ -79,8 +79,11 @@ Event = UserMessage | TimerFired | HttpResult | Start | Resume
 
 @dataclass(frozen=True, slots=True)
 class Button:
+    """A button, list row or menu option; ``description`` is the smaller line under a title."""
+
     id: str
     title: str
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

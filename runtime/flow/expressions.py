@@ -17,21 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import (
-    UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
-    UNSAFE_COROUTINE_ATTRIBUTES,
-    UNSAFE_FUNCTION_ATTRIBUTES,
-    UNSAFE_GENERATOR_ATTRIBUTES,
-    UNSAFE_METHOD_ATTRIBUTES,
-    ImmutableSandboxedEnvironment,
-)
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 BUILTIN_NAMES = frozenset({"user", "message", "channel", "now", "env", "error"})
 """Names every template sees besides the flow's variables; a variable may not take them."""
 
-_UNSAFE_ATTRIBUTES = (UNSAFE_FUNCTION_ATTRIBUTES | UNSAFE_METHOD_ATTRIBUTES | UNSAFE_GENERATOR_ATTRIBUTES
-                      | UNSAFE_COROUTINE_ATTRIBUTES | UNSAFE_ASYNC_GENERATOR_ATTRIBUTES
-                      | {"mro", "f_globals", "f_locals", "f_builtins", "tb_frame"})
+# Interpreter internals reachable without a leading underscore (Jinja 3's own UNSAFE_* sets for
+# functions and methods are empty, since Python 3 renamed them; the sandbox checks at run time).
+_UNSAFE_ATTRIBUTES = frozenset({
+    "func_globals", "func_code", "func_closure", "func_defaults", "func_dict", "im_func", "im_self", "im_class",
+    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code", "ag_await",
+    "mro", "f_globals", "f_locals", "f_builtins", "f_code", "f_back", "tb_frame", "tb_next",
+})
+_ATTRIBUTE_FILTERS = frozenset({"attr", "selectattr", "rejectattr", "groupby"})
 _MARKERS = ("{{", "{%", "{#")
 
 
@@ -56,19 +54,33 @@ ENVIRONMENT = ImmutableSandboxedEnvironment(autoescape=False, finalize=_finalize
                                             keep_trailing_newline=True)
 
 
-def _check_safe(ast: nodes.Node) -> None:
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+def _unsafe(name: object) -> bool:
+    return isinstance(name, str) and (name.startswith("_") or name in _UNSAFE_ATTRIBUTES)
+
+
+def _names_reached(ast: nodes.Node):
+    """Every attribute or item name the template reaches for, with its line."""
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name, nodes.Filter)):
         if isinstance(node, nodes.Getattr):
-            name = node.attr
+            yield node.attr, node.lineno
         elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-            name = node.arg.value
+            yield node.arg.value, node.lineno
         elif isinstance(node, nodes.Name):
-            name = node.name
-        else:
-            continue
-        if isinstance(name, str) and (name.startswith("_") or name in _UNSAFE_ATTRIBUTES):
+            yield node.name, node.lineno
+        elif isinstance(node, nodes.Filter):
+            # Filters that look an attribute up by name: attr('x'), selectattr('x'), map(attribute='x')...
+            named = node.args[:1] if node.name in _ATTRIBUTE_FILTERS else []
+            named += [kw.value for kw in node.kwargs if kw.key == "attribute"]
+            for arg in named:
+                if isinstance(arg, nodes.Const):
+                    yield arg.value, node.lineno
+
+
+def _check_safe(ast: nodes.Node) -> None:
+    for name, line in _names_reached(ast):
+        if _unsafe(name):
             raise ExpressionError(f"{name!r} is not allowed: names starting with '_' and "
-                                  "interpreter internals are outside the sandbox", node.lineno)
+                                  "interpreter internals are outside the sandbox", line)
 
 
 def _parse(source: str) -> nodes.Template:
@@ -118,7 +130,10 @@ def compile_template(source: str) -> Template:
     if not any(marker in source for marker in _MARKERS):
         return Template(source, frozenset(), None)
     ast = _parse(source)
-    compiled = ENVIRONMENT.from_string(ast)
+    try:
+        compiled = ENVIRONMENT.from_string(ast)
+    except TemplateSyntaxError as exc:  # and TemplateAssertionError: an unknown filter or test
+        raise ExpressionError(exc.message or "does not compile", exc.lineno) from exc
     return Template(source, frozenset(meta.find_undeclared_variables(ast)), compiled.render)
 
 

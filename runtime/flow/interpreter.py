@@ -21,18 +21,19 @@ from typing import Any
 from jinja2 import Undefined
 
 from ..errors import FlowNotFound
-from .compiled import Ask, Branch, Catalog, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, SecretT, Wait
+from .compiled import Ask, Branch, Catalog, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, SecretT, Wait
 from .events import (
     Button, CancelTimer, Effect, End, Error, Event, Forward, Handoff, HttpRequest, HttpResult, Reply,
     Resume, Secret, Send, Start, StartTimer, TimerFired, Turn, Unhandled, UserMessage,
 )
-from .expressions import RenderError, Template
+from .expressions import Expression, RenderError, Template
 from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, Frame, State
 from .validators import Invalid, check, match_option
 
 INBOX_LIMIT = 50
 """User messages kept while an http call is out; beyond this the oldest is refused."""
 
+_INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 64 - 1  # what msgpack stores
 _NO_MESSAGE = {"text": None, "button": None, "kind": None, "data": None}
 
 
@@ -50,6 +51,8 @@ def advance(flows: Flow | Catalog, state: State | None, event: Event, now: float
 
 def plain(value: Any, name: str) -> Any:
     """``value`` as plain data that msgpack stores, or :class:`RenderError` saying why not."""
+    if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
+        raise RenderError(f"{name!r} cannot hold {value}: integers are limited to 64 bits")
     if value is None or type(value) in (bool, int, float, str):
         return value
     if isinstance(value, str):  # Markup and other str subclasses
@@ -96,7 +99,7 @@ class _Run:
         self.in_error = False
         self._scope: dict[str, Any] | None = None
         self._now_dt: datetime | None = None
-        if self.flow is None and state.flow is not None:
+        if self.flow is None and state.active:
             self.effects.append(Error(state.flow, state.node, str(FlowNotFound(state.flow, state.version)), False))
 
     # ------------------------------------------------------------ the way in and out
@@ -110,7 +113,7 @@ class _Run:
         handler(self, event)
         while self.inbox and self.wait_for != "http":
             first, self.inbox = self.inbox[0], self.inbox[1:]
-            self.steps = 0
+            self.steps, self.in_error = 0, False  # each buffered message is a turn of its own
             self.on_message(UserMessage(**first))
 
     def finish(self) -> Turn:
@@ -149,17 +152,19 @@ class _Run:
     def reply(self, msg: MessageT, text: str | None = None) -> Reply:
         return Reply(
             text=self.render(msg.text) if text is None else text,
-            buttons=tuple(Button(i, self.render(t)) for i, t in msg.buttons),
-            list_button=self.render(msg.list_button),
-            list=tuple(Button(i, self.render(t)) for i, t in msg.list),
+            buttons=self.buttons(msg.buttons), list_button=self.render(msg.list_button),
+            list=self.buttons(msg.list),
             media_url=self.render(msg.media_url), media_kind=msg.media_kind,
             media_filename=msg.media_filename)
 
     def say(self, text: str, buttons: tuple[Button, ...] = ()) -> None:
         self.effects.append(Send(Reply(text=text, buttons=buttons)))
 
+    def buttons(self, choices: tuple[Choice, ...]) -> tuple[Button, ...]:
+        return tuple(Button(c.id, self.render(c.title), self.render(c.description)) for c in choices)
+
     def menu_buttons(self, menu: Menu) -> tuple[Button, ...]:
-        return tuple(Button(o.id, self.render(o.title)) for o in menu.options)
+        return self.buttons(menu.options)
 
     # ------------------------------------------------------------ timers and waiting
 
@@ -257,6 +262,8 @@ class _Run:
     def json_body(self, value: Any) -> Any:
         if isinstance(value, Template):
             return self.render(value)
+        if isinstance(value, Expression):
+            return plain(value.evaluate(self.scope()), "json")
         if isinstance(value, dict):
             return {k: self.json_body(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -294,9 +301,7 @@ class _Run:
             raise RenderError(f"no flow {goto.flow!r} is loaded")
         if goto.returns:
             self.stack = self.stack + (Frame(self.flow.id, self.flow.version, node.next),)
-        else:
-            self.stack = ()
-        self.flow = target
+        self.flow = target  # without `return`, a tail call: the caller's frames stay
         for name, value in target.vars.items():
             self.vars.setdefault(name, value)
         self._scope = None
@@ -319,6 +324,7 @@ class _Run:
             self.stop(FAILED)
             return None
         self.in_error = True
+        self.steps = 0  # the handler gets a step budget of its own
         self.leave()
         self.vars["error"] = plain({"node": node.id if node else None, "message": reason, **details}, "error")
         self._scope = None
@@ -326,11 +332,15 @@ class _Run:
 
     # ------------------------------------------------------------ events
 
-    def on_message(self, msg: UserMessage) -> None:
+    def note(self, msg: UserMessage) -> None:
+        """Remember who wrote, on which channel, and what (templates see it as ``message``)."""
         self.user = {"id": msg.user_id or self.user.get("id"), "name": msg.user_name or self.user.get("name")}
         self.channel = msg.channel or self.channel
         self.message = {"text": msg.text, "button": msg.button, "kind": msg.kind, "data": msg.data}
         self._scope = None
+
+    def on_message(self, msg: UserMessage) -> None:
+        self.note(msg)
         if self.status in (IDLE, ENDED, FAILED) or self.flow is None:
             flow_id = self.catalog.match(msg.text or msg.button or "", self.channel)
             if flow_id is None:
@@ -452,23 +462,35 @@ class _Run:
             return
         self.run(node.next)
 
+    def given_vars(self, values: dict[str, Any] | None, what: str) -> dict[str, Any] | None:
+        """Variables an event brings from outside, as plain data; None (and the event refused)
+        when one cannot be stored."""
+        try:
+            return {name: plain(value, name) for name, value in (values or {}).items()}
+        except RenderError as exc:
+            self.effects.append(Unhandled(f"{what} refused: {exc}"))
+            return None
+
     def on_start(self, event: Start) -> None:
         if event.flow not in self.catalog:
             self.effects.append(Unhandled(str(FlowNotFound(event.flow))))
             return
+        extra = self.given_vars(event.vars, "start")
+        if extra is None:
+            return
         if event.message is not None:
-            msg = event.message
-            self.user = {"id": msg.user_id or self.user.get("id"), "name": msg.user_name or self.user.get("name")}
-            self.channel = msg.channel or self.channel
-            self.message = {"text": msg.text, "button": msg.button, "kind": msg.kind, "data": msg.data}
-        self.begin(self.catalog.current(event.flow), event.node, event.vars)
+            self.note(event.message)
+        self.begin(self.catalog.current(event.flow), event.node, extra)
 
     def on_resume(self, event: Resume) -> None:
         if self.status != HANDOFF:
             self.effects.append(Unhandled("not in a hand-off"))
             return
-        for name, value in (event.vars or {}).items():
-            self.assign(name, value)
+        extra = self.given_vars(event.vars, "resume")
+        if extra is None:
+            return
+        self.vars.update(extra)
+        self._scope = None
         self.status, self.wait_for = WAITING, None
         node = self.flow.nodes[self.node_id]
         if node.next is None:

@@ -45,21 +45,27 @@ def flow_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
     return found
 
 
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional: ``Annotated[list[Option], ...] | None`` -> ``list[Option]``;
+    of a union of a plain type and a model (``str | SecretRef``), the model."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            structured = [a for a in args if typing.get_origin(a) in (list, dict, typing.Annotated)]
+            tp = (models or structured or args)[0]
+        else:
+            return tp
+
+
 def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The model that holds the value at ``loc`` under ``model`` (to list its keys)."""
     current: Any = model
     for part in loc:
-        while True:  # unwrap Optional, list[...], dict[..., X], Annotated
-            origin = typing.get_origin(current)
-            if origin is typing.Annotated:
-                current = typing.get_args(current)[0]
-            elif origin in (typing.Union, types.UnionType):
-                models = [a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
-                current = models[0] if models else None
-            else:
-                break
-        if current is None:
-            return None
+        current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             fields = {f.alias or name: f for name, f in current.model_fields.items()}
             if part not in fields:
@@ -69,9 +75,7 @@ def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseMo
             current = typing.get_args(current)[-1]
         else:
             return None
-    while typing.get_origin(current) in (typing.Annotated, typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
-        current = args[0] if args else typing.get_args(current)[0]
+    current = _unwrap(current)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
@@ -97,7 +101,7 @@ def translate(exc: ValidationError, smap: SourceMap, root: type[BaseModel]) -> l
                                    + (f" in {_dotted(loc[:-1])}" if loc[:-1] else ""))
         else:
             value = err.get("input")
-            hint = " (YAML reads yes/no/on/off as true/false: quote it)" if isinstance(value, bool) else ""
+            hint = " (unquoted true/false is a boolean in YAML: quote it)" if isinstance(value, bool) else ""
             problem = smap.problem(loc, f"{_dotted(loc)}: {message}{hint}")
         problems.setdefault((problem.line, problem.column, problem.message), problem)
     return list(problems.values())

@@ -6,6 +6,7 @@ that path back into the place in the file, so every problem can say ``file:line:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ class SourceMap:
             candidate = found + (part,)
             if candidate in self.values:
                 found = candidate
-        if key and found == tuple(loc) and found in self.keys:
+        if key and found and found[-1] == loc[-1] and found in self.keys:
             return self.keys[found]
         return self.values.get(found, Spot(1, 1))
 
@@ -56,11 +57,39 @@ def _spot(node: yaml.Node) -> Spot:
     return Spot(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 core-schema scalars instead of PyYAML's YAML 1.1 ones.
+
+    Under 1.1, ``yes``/``no``/``on``/``off`` are booleans, ``11:30`` is the number 690 and
+    ``2026-12-01`` is a date object; authors mean text by all three, and JSON (a subset of
+    YAML 1.2) agrees. Only ``true``/``false``, decimal, ``0x``/``0o`` integers and decimal
+    floats are typed; everything else is a string.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers
+            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                           "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern, _first in (
+        ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+        ("tag:yaml.org,2002:int", r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+        ("tag:yaml.org,2002:float",
+         # a point or an exponent makes a float; `010` stays text (a zip code, an extension)
+         r"^(?:[-+]?(?:\.[0-9]+|(?:0|[1-9][0-9]*)\.[0-9]*)(?:[eE][-+]?[0-9]+)?|[-+]?(?:0|[1-9][0-9]*)[eE][-+]?[0-9]+"
+         r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+         "-+0123456789.")):
+    _Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+_Loader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: int(node.value, 0))
+
+
 class _Reader:
     """Builds the data and the map in one walk, refusing duplicate keys as it goes."""
 
     def __init__(self, text: str, smap: SourceMap):
-        self.loader = yaml.SafeLoader(text)
+        self.loader = _Loader(text)
         self.smap = smap
         self.problems: list[Problem] = []
 
@@ -76,21 +105,28 @@ class _Reader:
     def _walk(self, node: yaml.Node, path: Path) -> Any:
         self.smap.values[path] = _spot(node)
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)  # resolve `<<: *anchor` merge keys
+            explicit = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
+            self.loader.flatten_mapping(node)  # resolve `<<: *anchor`: merged pairs come first
+            merged = len(node.value) - explicit
             out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
+            from_merge: set[str] = set()
+            for index, (key_node, value_node) in enumerate(node.value):
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.problems.append(self.smap.problem(path, "a mapping key must be a plain name"))
                     continue
                 # Keys are names: keep their text, so that `yes:` or `1:` stay strings.
                 key = key_node.value
-                if key in out:
+                if key in out and key not in from_merge:
                     first = self.smap.keys[path + (key,)]
                     spot = _spot(key_node)
                     self.problems.append(Problem(
                         self.smap.path, spot.line, spot.column,
                         f"duplicate key {key!r} (first defined at line {first.line})"))
                     continue
+                if index < merged:
+                    from_merge.add(key)
+                else:
+                    from_merge.discard(key)  # an explicit key overrides a merged one
                 self.smap.keys[path + (key,)] = _spot(key_node)
                 out[key] = self._walk(value_node, path + (key,))
             return out

@@ -19,6 +19,8 @@ import phonenumbers
 DEFAULT_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d.%m.%Y", "%d-%m-%Y", "%d %B %Y", "%d %b %Y",
                         "%B %d %Y", "%b %d %Y", "%B %d, %Y", "%b %d, %Y")
 _RELATIVE_DAYS = {"today": 0, "tomorrow": 1, "yesterday": -1}
+_OPTION_NUMBER = re.compile(r"[0-9]{1,4}")  # ASCII only: "²".isdigit() is true, int("²") fails
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
 _DATE_BOUND = re.compile(r"^today\s*(?:([+-])\s*(\d+))?$")
 
 
@@ -77,7 +79,9 @@ def _integer(rule: Rule, answer: str, today: date) -> int:
 
 def _number(rule: Rule, answer: str, today: date) -> float:
     text = answer.replace(" ", "")
-    if "," in text and "." not in text:  # a decimal comma: 3,5
+    if _THOUSANDS.fullmatch(text):  # 1,000 or 1,000.5
+        text = text.replace(",", "")
+    elif text.count(",") == 1 and "." not in text:  # a decimal comma: 3,5
         text = text.replace(",", ".")
     if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", text):
         raise Invalid("Please enter a number.")
@@ -147,7 +151,7 @@ def match_option(options: Sequence[tuple[str, str]], answer: str, button: str | 
     for option_id, title in options:
         if typed == option_id.casefold() or typed == title.casefold():
             return option_id
-    if typed.isdigit() and 1 <= int(typed) <= len(options):
+    if _OPTION_NUMBER.fullmatch(typed) and 1 <= int(typed) <= len(options):
         return options[int(typed) - 1][0]
     return None
 

@@ -1,0 +1,53 @@
+"""Shared helpers for the unit tests of the pure core: build a flow from text, and talk to it.
+
+Test modules import these directly (``from tests.conftest import Convo, flow``); time is always a
+parameter, never the wall clock.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime
+
+from parlour.flow import Catalog, Flow, Turn, UserMessage, advance, load_text
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
+"""The moment every conversation starts at, unless a test says otherwise: a Sunday noon, UTC."""
+
+
+def flow(text: str, path: str = "<flow>") -> Flow:
+    """Load a flow written inline (indented freely) with the real loader."""
+    return load_text(textwrap.dedent(text).lstrip("\n"), path)
+
+
+def of(turn: Turn, kind: type) -> list:
+    """The effects of ``kind`` in ``turn``, in order."""
+    return [e for e in turn.effects if isinstance(e, kind)]
+
+
+class Convo:
+    """One conversation: keeps the state between turns; ``now`` moves only when a test moves it.
+
+    >>> c = Convo(flow(TEXT))
+    >>> c.send("hi")
+    ['Hello!']
+    >>> c.now += 3600   # an hour later
+    """
+
+    def __init__(self, flows: Flow | Catalog, now: float = T0, state=None):
+        self.flows = flows
+        self.now = now
+        self.state = state
+        self.turn: Turn | None = None
+
+    def event(self, event) -> Turn:
+        self.turn = advance(self.flows, self.state, event, self.now)
+        self.state = self.turn.state
+        return self.turn
+
+    def send(self, text: str = "", button: str | None = None, **fields) -> list[str | None]:
+        """Send a user message; the texts of the replies."""
+        return [r.text for r in self.event(UserMessage(text, button=button, **fields)).replies]
+
+    def effects(self, kind: type) -> list:
+        return of(self.turn, kind)

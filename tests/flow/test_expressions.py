@@ -1,0 +1,156 @@
+"""runtime/flow/expressions.py: sandboxed Jinja2, compiled once, internals refused at load."""
+
+import pytest
+from jinja2 import TemplateAssertionError
+
+from parlour.flow.expressions import ExpressionError, RenderError, compile_expression, compile_template, constant
+
+
+@pytest.mark.parametrize("source, scope, text", [
+    ("Hi {{ name }}!", {"name": "Ann"}, "Hi Ann!"),
+    ("{{ user.name or 'there' }}", {"user": {"name": None}}, "there"),
+    ("{{ items | length }} items", {"items": [1, 2, 3]}, "3 items"),
+    ("{% if age < 18 %}minor{% else %}adult{% endif %}", {"age": 30}, "adult"),
+    ("[{{ missing }}]", {}, "[]"),  # an undefined name renders empty
+    ("[{{ nothing }}]", {"nothing": None}, "[]"),  # None renders empty, not "None"
+    ("{{ member.id }}", {"member": {"id": 42}}, "42"),
+    ("a\n{{ x }}\n", {"x": 1}, "a\n1\n"),  # the trailing newline is kept
+    ("<{{ x }}>", {"x": "<b>"}, "<<b>>"),  # no HTML escaping
+])
+def test_template_renders(source, scope, text):
+    assert compile_template(source).render(scope) == text
+
+
+def test_template_knows_the_names_it_reads():
+    assert compile_template("{{ a }} {{ b.c }} {% for i in items %}{{ i }}{% endfor %}").names == {"a", "b", "items"}
+
+
+@pytest.mark.parametrize("source", ["plain text", "", "50% off {not a marker}"])
+def test_constant_text_costs_no_render(source):
+    template = compile_template(source)
+    assert template._render is None
+    assert template.names == frozenset()
+    assert template.render(None) is source  # the scope is never looked at
+
+
+@pytest.mark.parametrize("source", [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ x.__globals__ }}",
+    "{{ foo['__class__'] }}",
+    "{{ x.mro() }}",
+    "{{ _private }}",
+    "{{ x._hidden }}",
+    "{% for c in ''.__class__.__subclasses__() %}{% endfor %}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ f.gi_frame.f_globals }}",
+])
+def test_sandbox_escape_in_a_template_is_refused_at_compile_time(source):
+    with pytest.raises(ExpressionError, match="is not allowed"):
+        compile_template(source)
+
+
+@pytest.mark.parametrize("source", [
+    "''.__class__.__mro__",
+    "x.__globals__",
+    "foo['__class__']",
+    "x.mro()",
+    "tb.tb_frame",
+])
+def test_sandbox_escape_in_an_expression_is_refused_at_compile_time(source):
+    with pytest.raises(ExpressionError, match="is not allowed"):
+        compile_expression(source)
+
+
+@pytest.mark.parametrize("source", ["{{ f.func_globals }}", "{{ f.func_code }}", "{{ m.im_func }}"])
+def test_python2_internals_are_refused_at_compile_time(source):
+    with pytest.raises(ExpressionError, match="is not allowed"):
+        compile_template(source)
+
+
+def test_attr_filter_to_internals_is_refused_at_compile_time():
+    with pytest.raises(ExpressionError):
+        compile_template("{{ x | attr('__class__') }}")
+
+
+def test_the_attr_filter_still_meets_the_run_time_sandbox():
+    # Defence in depth: past the load-time check, the sandbox itself still refuses.
+    from parlour.flow.expressions import ENVIRONMENT
+    assert ENVIRONMENT.from_string("{{ x | attr('__class__') }}").render(x="") == ""
+
+
+@pytest.mark.parametrize("source, words", [
+    ("age <", "unexpected"),
+    ("1 +", "unexpected"),
+    ("(", r"expected '\)'"),
+    ("a b", "expected token"),
+    ("x | nosuchfilter", "No filter named 'nosuchfilter'"),
+    ("   ", "empty expression"),
+])
+def test_expression_syntax_error(source, words):
+    with pytest.raises(ExpressionError, match=words):
+        compile_expression(source)
+
+
+@pytest.mark.parametrize("source", ["{{ age }} < 18", "{% if x %}1{% endif %}", "x {# note #}"])
+def test_markers_inside_an_expression_are_refused(source):
+    with pytest.raises(ExpressionError, match=r"without \{\{ \}\}"):
+        compile_expression(source)
+
+
+@pytest.mark.parametrize("source, line", [
+    ("{{ name }", 1),
+    ("{% if %}", 1),
+    ("one\ntwo {{ x. }}", 2),
+])
+def test_template_syntax_error_has_a_line(source, line):
+    with pytest.raises(ExpressionError) as caught:
+        compile_template(source)
+    assert caught.value.line == line
+
+
+@pytest.mark.parametrize("source", ["{{ x | nosuchfilter }}", "{{ x is nosuchtest }}"])
+def test_unknown_filter_or_test_in_a_template_is_an_expression_error(source):
+    with pytest.raises(ExpressionError):
+        compile_template(source)
+
+
+@pytest.mark.parametrize("source, scope, value", [
+    ("age < 18", {"age": 12}, True),
+    ("age < 18", {"age": 40}, False),
+    ("tries + 1", {"tries": 2}, 3),
+    ("name ~ '!'", {"name": "Ann"}, "Ann!"),
+    ("missing", {}, None),  # undefined becomes None
+    ("[1, 2] | sum", {}, 3),
+])
+def test_expression_evaluates(source, scope, value):
+    assert compile_expression(source).evaluate(scope) == value
+
+
+def test_expression_knows_the_names_it_reads():
+    assert compile_expression("age < limit and name").names == {"age", "limit", "name"}
+
+
+def test_constant_expression():
+    assert constant([1, 2]).evaluate({}) == [1, 2]
+
+
+@pytest.mark.parametrize("source, scope, words", [
+    ("{{ x.y.z }}", {}, "UndefinedError"),
+    ("{{ 1 / 0 }}", {}, "ZeroDivisionError"),
+    ("{{ items.append(4) }}", {"items": [1]}, "SecurityError"),  # the sandbox is immutable
+    ("{{ n + 'a' }}", {"n": 1}, "TypeError"),
+])
+def test_template_failure_raises_render_error(source, scope, words):
+    with pytest.raises(RenderError, match=words) as caught:
+        compile_template(source).render(scope)
+    assert source in str(caught.value)
+
+
+@pytest.mark.parametrize("source, scope, words", [
+    ("1 / 0", {}, "ZeroDivisionError"),
+    ("missing.x", {}, "UndefinedError"),
+    ("items.pop()", {"items": [1]}, "SecurityError"),
+])
+def test_expression_failure_raises_render_error(source, scope, words):
+    with pytest.raises(RenderError, match=words):
+        compile_expression(source).evaluate(scope)

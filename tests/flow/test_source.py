@@ -1,0 +1,145 @@
+"""runtime/flow/source.py: YAML (or JSON) into data plus the line:column of every value and key."""
+
+import pytest
+
+from parlour.errors import FlowError
+from parlour.flow.source import Spot, read_source
+
+NESTED = """\
+flow: demo
+nodes:
+  ask_age:
+    validate:
+      min: 13
+    say:
+      - hello
+      - text: bye
+"""
+
+
+def refused(text: str) -> FlowError:
+    with pytest.raises(FlowError) as caught:
+        read_source(text, "f.yaml")
+    return caught.value
+
+
+@pytest.mark.parametrize("text, line, column, words", [
+    ("flow: x\nstart: @a\n", 2, 8, "cannot start any token"),
+    ("flow: x\n\tstart: a\n", 2, 1, "'\\t'"),
+    ("flow: x\nnodes: [a, b\nstart: a\n", 3, 6, "expected ',' or ']'"),
+    ('{"flow": "x",\n "start": "a"\n "nodes": {}}\n', 3, 2, "expected ',' or '}'"),
+    ("flow: x\n---\nflow: y\n", 2, 1, "found another document"),
+], ids=["bad-character", "tab-indent", "unclosed-list", "json-missing-value", "two-documents"])
+def test_syntax_error_is_positioned(text, line, column, words):
+    error = refused(text)
+    assert (error.path, error.line, error.column) == ("f.yaml", line, column)
+    assert error.reason.startswith("YAML syntax: ")
+    assert words in error.reason
+    assert str(error).startswith(f"f.yaml:{line}:{column}: YAML syntax")
+
+
+@pytest.mark.parametrize("text, line, column, first_line", [
+    ("flow: x\nstart: a\nflow: y\n", 3, 1, 1),
+    ("nodes:\n  a:\n    say: hi\n    next: b\n    say: ho\n", 5, 5, 3),
+    ('{"a": {"b": 1, "b": 2}}', 1, 16, 1),
+], ids=["top-level", "nested", "json"])
+def test_duplicate_key_is_refused_at_the_second_key(text, line, column, first_line):
+    error = refused(text)
+    assert (error.line, error.column) == (line, column)
+    assert f"(first defined at line {first_line})" in error.reason
+    assert error.reason.startswith("duplicate key")
+
+
+def test_every_duplicate_is_reported():
+    error = refused("a: 1\na: 2\nb: 1\nb: 2\n")
+    assert [(p.line, p.column) for p in error.problems] == [(2, 1), (4, 1)]
+
+
+@pytest.mark.parametrize("path, value_at, key_at", [
+    (("flow",), (1, 7), (1, 1)),
+    (("nodes", "ask_age"), (4, 5), (3, 3)),
+    (("nodes", "ask_age", "validate", "min"), (5, 12), (5, 7)),
+    (("nodes", "ask_age", "say"), (7, 7), (6, 5)),
+])
+def test_positions_of_nested_values_and_keys(path, value_at, key_at):
+    _, smap = read_source(NESTED, "f.yaml")
+    assert smap.values[path] == Spot(*value_at)
+    assert smap.keys[path] == Spot(*key_at)
+    assert smap.spot(path) == Spot(*value_at)
+    assert smap.spot(path, key=True) == Spot(*key_at)
+
+
+@pytest.mark.parametrize("path, at", [
+    (("nodes", "ask_age", "say", 0), (7, 9)),
+    (("nodes", "ask_age", "say", 1, "text"), (8, 15)),
+])
+def test_positions_of_list_items(path, at):
+    _, smap = read_source(NESTED, "f.yaml")
+    assert smap.spot(path) == Spot(*at)
+
+
+@pytest.mark.parametrize("path, at", [
+    (("nodes", "ask_age", "validate", "max"), (5, 7)),  # absent: its parent mapping
+    (("nodes", "ask_age", "function-after", "validate", "min"), (5, 12)),  # a component the file lacks
+    (("nodes", "nope", "say"), (3, 3)),
+])
+def test_a_missing_path_falls_back_to_its_nearest_ancestor(path, at):
+    _, smap = read_source(NESTED, "f.yaml")
+    assert smap.spot(path) == Spot(*at)
+
+
+def test_problem_carries_the_position():
+    _, smap = read_source(NESTED, "f.yaml")
+    problem = smap.problem(("nodes", "ask_age", "validate", "min"), "too small", severity="warning")
+    assert str(problem) == "f.yaml:5:12: warning: too small"
+
+
+def test_json_input_reads_like_yaml():
+    text = '{\n  "flow": "demo",\n  "nodes": {"a": {"say": ["hi", {"text": "yo"}]}}\n}\n'
+    data, smap = read_source(text, "f.json")
+    assert data == {"flow": "demo", "nodes": {"a": {"say": ["hi", {"text": "yo"}]}}}
+    assert smap.spot(("flow",)) == Spot(2, 11)
+    assert smap.spot(("nodes", "a", "say", 1, "text")) == Spot(3, 42)
+    assert smap.spot(("nodes", "a"), key=True) == Spot(3, 13)
+
+
+def test_keys_stay_text_while_values_keep_their_yaml_type():
+    data, _ = read_source("yes: true\n1: 2\nnull: ~\n", "f.yaml")
+    assert data == {"yes": True, "1": 2, "null": None}
+
+
+@pytest.mark.parametrize("scalar, value", [
+    # YAML 1.2 core schema, not PyYAML's YAML 1.1: what authors mean, and what JSON means
+    ("yes", "yes"), ("no", "no"), ("on", "on"), ("off", "off"), ("y", "y"),
+    ("true", True), ("False", False),
+    ("11:30", "11:30"),            # 1.1: the base-60 number 690
+    ("2026-12-01", "2026-12-01"),  # 1.1: a datetime.date, which msgpack cannot store
+    ("010", "010"),                # a zip code, not 8 (1.1 octal) nor 10.0
+    ("1_000", "1_000"),
+    ("0", 0), ("-7", -7), ("+3", 3), ("0x1F", 31), ("0o17", 15),
+    ("1.5", 1.5), ("-.5", -0.5), ("2e3", 2000.0), ("1.5e3", 1500.0), (".inf", float("inf")),
+    ("~", None), ("null", None),
+])
+def test_scalars_follow_the_yaml_1_2_core_schema(scalar, value):
+    data, _ = read_source(f"v: {scalar}\n", "f.yaml")
+    assert data["v"] == value and type(data["v"]) is type(value)
+
+
+def test_a_key_that_is_not_a_name_is_refused():
+    error = refused("flow: x\n? [a, b]\n: 1\n")
+    assert (error.line, error.column) == (1, 1)
+    assert "a mapping key must be a plain name" in error.reason
+
+
+def test_empty_document_is_none():
+    assert read_source("", "f.yaml")[0] is None
+
+
+def test_merge_keys_are_resolved():
+    data, _ = read_source("base: &b {x: 1, y: 2}\nnode:\n  <<: *b\n  z: 3\n", "f.yaml")
+    assert data["node"] == {"x": 1, "y": 2, "z": 3}
+
+
+def test_a_key_may_override_a_merged_one():
+    data, _ = read_source("base: &b {x: 1, y: 2}\nnode:\n  <<: *b\n  x: 3\n", "f.yaml")
+    assert data["node"] == {"x": 3, "y": 2}
