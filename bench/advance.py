@@ -48,8 +48,10 @@ def scenarios(catalog: Catalog) -> dict[str, tuple[str, Callable[[], object]]]:
     name, two, hi = UserMessage("Ada Lovelace"), UserMessage("2"), UserMessage("hi")
     email, saved = UserMessage("ada@example.org"), HttpResult(at_save.request, status=201, json={"id": 42})
 
-    def with_codec():
-        unpack_state(pack_state(advance(catalog, unpack_state(pack_state(at_name)), name, NOW).state))
+    stored = pack_state(at_name)
+
+    def cold():  # what a host does for a conversation that is not resident: read, turn, write
+        pack_state(advance(catalog, unpack_state(stored), name, NOW).state)
 
     return {
         "template-step": ("answer an ask (regex), save, render the next prompt's template",
@@ -62,8 +64,7 @@ def scenarios(catalog: Catalog) -> dict[str, tuple[str, Callable[[], object]]]:
                         lambda: advance(catalog, at_save, saved, NOW)),
         "email-ask": ("answer the email ask (email-validator), render the next prompt",
                       lambda: advance(catalog, at_email, email, NOW)),
-        "template-step+codec": ("template-step with the state read from and written to msgpack",
-                                with_codec),
+        "template-step-cold": ("template-step with the state read from msgpack and written back", cold),
     }
 
 
@@ -93,9 +94,12 @@ def plot(results: list[dict], path: Path) -> None:
     names = [r["scenario"] for r in results]
     rates = [r["turns_per_s"] for r in results]
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    bars = ax.barh(names, rates, color=["#2b7bba" if r >= TARGET else "#d0573d" for r in rates])
+    # The target is template-step's; the other scenarios are context, drawn in grey.
+    colours = [("#2b7bba" if r >= TARGET else "#d0573d") if n == "template-step" else "#9a9a9a"
+               for n, r in zip(names, rates)]
+    bars = ax.barh(names, rates, color=colours)
     ax.axvline(TARGET, color="black", linestyle="--", linewidth=1)
-    ax.text(TARGET, len(names) - 0.45, f" target {TARGET:,}", va="bottom", fontsize=8)
+    ax.text(TARGET, len(names) - 0.45, f" target for template-step: {TARGET:,}", va="bottom", fontsize=8)
     for bar, rate in zip(bars, rates):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {rate:,.0f}", va="center", fontsize=8)
     ax.invert_yaxis()
