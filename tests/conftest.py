@@ -25,6 +25,17 @@ def of(turn: Turn, kind: type) -> list:
     return [e for e in turn.effects if isinstance(e, kind)]
 
 
+REMINDER = textwrap.dedent("""\
+    flow: remind
+    triggers: [{default: true}]
+    start: first
+    nodes:
+      first: {say: "See you in an hour.", wait: 1h, next: later}
+      later: {say: "It has been an hour.", end: true}
+""")
+"""A flow whose one timer fires an hour after the first message."""
+
+
 class Convo:
     """One conversation: keeps the state between turns; ``now`` moves only when a test moves it.
 

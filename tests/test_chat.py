@@ -2,7 +2,6 @@
 
 import asyncio
 import io
-import textwrap
 from pathlib import Path
 
 from parlour.chat import Chat
@@ -10,6 +9,7 @@ from parlour.flow import load_catalog, load_text
 from parlour.flow.compiled import Catalog
 from parlour.http import HttpCaller
 
+from .conftest import REMINDER
 from .servers import Recorder, members_app, serve
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
@@ -45,14 +45,6 @@ async def test_typed_numbers_press_the_buttons_shown_last():
     assert "bot › We are a book club" in out and "bot › Bye for now." in out
 
 
-REMINDER = textwrap.dedent("""\
-    flow: remind
-    triggers: [{default: true}]
-    start: first
-    nodes:
-      first: {say: "See you in an hour.", wait: 1h, next: later}
-      later: {say: "It has been an hour.", end: true}
-""")
 
 
 async def test_slash_wait_moves_the_clock_and_fires_due_timers():

@@ -8,6 +8,8 @@ import pytest
 
 from parlour.testing import find_test_files, run_file
 
+from .conftest import REMINDER
+
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
 
 
@@ -96,14 +98,7 @@ async def test_an_unknown_flow_and_a_broken_flow_are_reported(folder):
 
 
 async def test_wait_moves_the_clock_and_fires_timers(tmp_path):
-    (tmp_path / "remind.yaml").write_text(textwrap.dedent("""\
-        flow: remind
-        triggers: [{default: true}]
-        start: first
-        nodes:
-          first: {say: "See you in an hour.", wait: 1h, next: later}
-          later: {say: "It has been an hour.", end: true}
-    """))
+    (tmp_path / "remind.yaml").write_text(REMINDER)
     (tmp_path / "remind.test.yaml").write_text(textwrap.dedent("""\
         flow: remind
         steps:
