@@ -16,7 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import functools
+import re
+
 from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 BUILTIN_NAMES = frozenset({"user", "message", "channel", "now", "env", "error"})
@@ -50,37 +54,123 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
-ENVIRONMENT = ImmutableSandboxedEnvironment(autoescape=False, finalize=_finalize,
-                                            keep_trailing_newline=True)
+MAX_TEXT = 100_000
+"""The longest text, list or number argument a template may build or pass: a chat message is a
+few thousand characters, and one message must not make a host build gigabytes."""
+MAX_EXPONENT = 256
 
 
-def _unsafe(name: object) -> bool:
-    return isinstance(name, str) and (name.startswith("_") or name in _UNSAFE_ATTRIBUTES)
+def _check_size(value: Any) -> Any:
+    if isinstance(value, (str, list, tuple, bytes)) and len(value) > MAX_TEXT:
+        raise SecurityError(f"a value of {len(value):,} items is over the limit of {MAX_TEXT:,}")
+    return value
+
+
+_WIDE = re.compile(r"\d{6,}")  # a width or precision of a million or more, in a format string
+
+
+def _check_format(text: Any) -> None:
+    if isinstance(text, str) and _WIDE.search(text):
+        raise SecurityError("a format width or precision over 99,999 is not allowed")
+
+
+def _check_arguments(args: tuple, kwargs: dict) -> None:
+    for value in (*args, *kwargs.values()):
+        if type(value) is int and abs(value) > MAX_TEXT:
+            raise SecurityError(f"an argument of {value:,} is over the limit of {MAX_TEXT:,}")
+
+
+def _bounded(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter whose numeric arguments and result are held to MAX_TEXT (``center(10**8)``)."""
+    @functools.wraps(function)  # keeps Jinja's pass_context / pass_environment marks
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_arguments(args[1:], kwargs)
+        if function.__name__ == "do_format":
+            _check_format(args[0])
+        return _check_size(function(*args, **kwargs))
+    return bounded
+
+
+def _bounded_concat(parts) -> str:
+    out, size = [], 0
+    for part in parts:
+        size += len(part)
+        if size > MAX_TEXT:
+            raise SecurityError(f"the rendered text is over the limit of {MAX_TEXT:,} characters")
+        out.append(part)
+    return "".join(out)
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, also bounded in the work one message can cause: ``*``, ``**``
+    and ``%`` are checked (and so not folded at load), as are calls' arguments and results."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, (int, float)):
+            if abs(right) > MAX_EXPONENT or (type(left) is int and left.bit_length() * right > 8 * MAX_TEXT):
+                raise SecurityError(f"a power that large is not allowed (exponents up to {MAX_EXPONENT})")
+        if operator == "%":
+            _check_format(left)
+        if operator == "*":
+            for sequence, times in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and type(times) is int:
+                    _check_size(range(len(sequence) * max(times, 0)))
+        return _check_size(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's signature)
+        _check_arguments(args, kwargs)
+        return _check_size(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:  # "...".format, format_map
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format(value.__self__)
+        return wrapped
+
+
+ENVIRONMENT = _Sandbox(autoescape=False, finalize=_finalize, keep_trailing_newline=True)
+ENVIRONMENT.filters = {name: _bounded(f) for name, f in ENVIRONMENT.filters.items()}
+ENVIRONMENT.concat = _bounded_concat  # type: ignore[assignment]
+
+
+def _unsafe(name: object, *, item: bool = False) -> bool:
+    """An attribute starting with '_', or an interpreter internal; for an item (``x['_id']``,
+    a JSON key) only a dunder, since item access on data never reaches Python internals."""
+    if not isinstance(name, str):
+        return False
+    private = name.startswith("__") if item else name.startswith("_")
+    return private or name in _UNSAFE_ATTRIBUTES
 
 
 def _names_reached(ast: nodes.Node):
-    """Every attribute or item name the template reaches for, with its line."""
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name, nodes.Filter)):
+    """Every attribute or item name the template reaches for: (name, is an item, line)."""
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         if isinstance(node, nodes.Getattr):
-            yield node.attr, node.lineno
+            yield node.attr, False, node.lineno
         elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-            yield node.arg.value, node.lineno
-        elif isinstance(node, nodes.Name):
-            yield node.name, node.lineno
+            yield node.arg.value, True, node.lineno
         elif isinstance(node, nodes.Filter):
             # Filters that look an attribute up by name: attr('x'), selectattr('x'), map(attribute='x')...
             named = node.args[:1] if node.name in _ATTRIBUTE_FILTERS else []
             named += [kw.value for kw in node.kwargs if kw.key == "attribute"]
             for arg in named:
                 if isinstance(arg, nodes.Const):
-                    yield arg.value, node.lineno
+                    yield arg.value, False, node.lineno
 
 
 def _check_safe(ast: nodes.Node) -> None:
-    for name, line in _names_reached(ast):
-        if _unsafe(name):
+    for name, item, line in _names_reached(ast):
+        if _unsafe(name, item=item):
             raise ExpressionError(f"{name!r} is not allowed: names starting with '_' and "
                                   "interpreter internals are outside the sandbox", line)
+    for node in ast.find_all((nodes.Macro, nodes.CallBlock)):
+        raise ExpressionError("macros and call blocks are not allowed in flow templates", node.lineno)
+    for loop in ast.find_all(nodes.For):
+        if loop.recursive or any(True for _ in loop.find_all(nodes.For)):
+            raise ExpressionError("nested or recursive loops are not allowed in flow templates: "
+                                  "one message must stay cheap to answer", loop.lineno)
 
 
 def _parse(source: str) -> nodes.Template:

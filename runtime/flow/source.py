@@ -16,6 +16,9 @@ from ..errors import FlowError, Problem
 
 Path = tuple[str | int, ...]
 
+MAX_VALUES = 100_000
+"""Values one document may hold once its aliases are expanded (a "billion laughs" guard)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Spot:
@@ -30,6 +33,15 @@ class SourceMap:
     path: str
     values: dict[Path, Spot] = field(default_factory=dict)
     keys: dict[Path, Spot] = field(default_factory=dict)
+    blocks: set[Path] = field(default_factory=set)
+    """Paths of block scalars (``|`` and ``>``), whose text starts on the line after the key."""
+
+    def text_line(self, loc: Path, line_in_text: int) -> Spot:
+        """The file position of line ``line_in_text`` (1-based) of the text at ``loc``."""
+        spot = self.spot(loc)
+        if loc in self.blocks:
+            return Spot(spot.line + line_in_text, 1)
+        return spot
 
     def spot(self, loc: Path, *, key: bool = False) -> Spot:
         """The position of ``loc``, or of its nearest ancestor that exists in the file.
@@ -85,6 +97,10 @@ for _tag, _pattern, _first in (
 _Loader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: int(node.value, 0))
 
 
+class _TooBig(Exception):
+    pass
+
+
 class _Reader:
     """Builds the data and the map in one walk, refusing duplicate keys as it goes."""
 
@@ -92,6 +108,8 @@ class _Reader:
         self.loader = _Loader(text)
         self.smap = smap
         self.problems: list[Problem] = []
+        self.walking: set[int] = set()  # ids of the nodes being walked: an alias to one is a cycle
+        self.count = 0
 
     def read(self) -> Any:
         try:
@@ -103,7 +121,20 @@ class _Reader:
             self.loader.dispose()
 
     def _walk(self, node: yaml.Node, path: Path) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise _TooBig
+        if id(node) in self.walking:
+            self.problems.append(self.smap.problem(path[:-1], "an alias refers to a value that contains it"))
+            return None
         self.smap.values[path] = _spot(node)
+        self.walking.add(id(node))
+        try:
+            return self._value(node, path)
+        finally:
+            self.walking.discard(id(node))
+
+    def _value(self, node: yaml.Node, path: Path) -> Any:
         if isinstance(node, yaml.MappingNode):
             explicit = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
             self.loader.flatten_mapping(node)  # resolve `<<: *anchor`: merged pairs come first
@@ -132,7 +163,15 @@ class _Reader:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._walk(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        if node.style in ("|", ">"):
+            self.smap.blocks.add(path)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError) as exc:  # `!!int abc` and the like
+            spot = _spot(node)
+            self.problems.append(Problem(self.smap.path, spot.line, spot.column,
+                                         f"{node.tag} {node.value!r}: {exc}"))
+            return None
 
 
 def read_source(text: str, path: str) -> tuple[Any, SourceMap]:
@@ -148,6 +187,11 @@ def read_source(text: str, path: str) -> tuple[Any, SourceMap]:
         raise FlowError([Problem(path, line, column, f"YAML syntax: {reason}")]) from exc
     except yaml.YAMLError as exc:
         raise FlowError([Problem(path, 1, 1, f"YAML: {exc}")]) from exc
+    except _TooBig:
+        raise FlowError([Problem(path, 1, 1, f"the document holds more than {MAX_VALUES:,} values "
+                                 "once its aliases are expanded")]) from None
+    except RecursionError:
+        raise FlowError([Problem(path, 1, 1, "the document is nested too deeply")]) from None
     if reader.problems:
         raise FlowError(reader.problems)
     return data, smap

@@ -38,7 +38,6 @@ def test_constant_text_costs_no_render(source):
     "{{ x.__globals__ }}",
     "{{ foo['__class__'] }}",
     "{{ x.mro() }}",
-    "{{ _private }}",
     "{{ x._hidden }}",
     "{% for c in ''.__class__.__subclasses__() %}{% endfor %}",
     "{{ cycler.__init__.__globals__ }}",

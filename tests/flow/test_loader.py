@@ -468,13 +468,13 @@ def test_problems_come_sorted_and_formatted():
                 say: hi
                 next: c
               b:
-                say: "{{ _x }}"
+                say: "{{ x._y }}"
                 end: true
             """, "f.yaml")
     error = caught.value
     assert [str(p) for p in error.problems] == [
         "f.yaml:6:11: no node 'c'",
-        "f.yaml:8:10: template does not compile: '_x' is not allowed: names starting with '_' "
+        "f.yaml:8:10: template does not compile: '_y' is not allowed: names starting with '_' "
         "and interpreter internals are outside the sandbox",
     ]
     assert (error.path, error.line, error.column, error.reason) == ("f.yaml", 6, 11, "no node 'c'")
@@ -551,10 +551,10 @@ def test_a_file_that_is_not_a_mapping(tmp_path):
 
 
 def test_load_flow_raises_with_every_error(tmp_path):
-    path = write(tmp_path, "f.yaml", "flow: x\nstart: a\nnodes:\n  a: {say: '{{ _x }}', next: b}\n")
+    path = write(tmp_path, "f.yaml", "flow: x\nstart: a\nnodes:\n  a: {say: '{{ x._y }}', next: b}\n")
     with pytest.raises(FlowError) as caught:
         load_flow(path)
-    assert [(p.line, p.column) for p in caught.value.problems] == [(4, 12), (4, 30)]
+    assert [(p.line, p.column) for p in caught.value.problems] == [(4, 12), (4, 32)]
 
 
 def test_registration_flow_loads_with_zero_problems():
