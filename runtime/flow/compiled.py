@@ -8,11 +8,12 @@ environment values templates may read as ``env``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+import regex
 
 from ..errors import FlowNotFound
 from .expressions import Expression, Template
@@ -25,6 +26,10 @@ class Choice:
     title: Template
     next: str | None = None
     description: Template | None = None
+
+
+REGEX_TIMEOUT_S = 0.05
+"""The longest an author's regular expression may search one message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +138,21 @@ class Node:
 @dataclass(frozen=True, slots=True)
 class TriggerT:
     keywords: tuple[str, ...] = ()
-    regex: re.Pattern[str] | None = None
+    regex: regex.Pattern | None = None
     default: bool = False
     channels: frozenset[str] | None = None
 
     def applies_to(self, channel: str | None) -> bool:
         return self.channels is None or channel in self.channels
+
+    def searches(self, text: str) -> bool:
+        """Whether the trigger's regex finds ``text``; a search over its time budget does not."""
+        if self.regex is None:
+            return False
+        try:
+            return self.regex.search(text, timeout=REGEX_TIMEOUT_S) is not None
+        except TimeoutError:
+            return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +222,7 @@ class Catalog:
             if any(word in t.keywords for t in flow.triggers if t.applies_to(channel)):
                 return flow.id
         for flow in flows:
-            if any(t.regex is not None and t.regex.search(text) for t in flow.triggers if t.applies_to(channel)):
+            if any(t.searches(text) for t in flow.triggers if t.applies_to(channel)):
                 return flow.id
         for flow in flows:
             if any(t.default for t in flow.triggers if t.applies_to(channel)):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+
+import regex
 from datetime import date
 from types import MappingProxyType
 from typing import Any
@@ -100,12 +102,9 @@ class Compiler:
     def rule(self, v: m.Validate | None, loc: Path) -> Rule:
         if v is None:
             return Rule()
-        regex = None
+        pattern = None
         if v.regex is not None:
-            try:
-                regex = re.compile(v.regex)
-            except re.error as exc:
-                self.problem(loc + ("regex",), f"regex does not compile: {exc}")
+            pattern = self.pattern(v.regex, loc + ("regex",), 0)
         bounds = {}
         for name in ("min", "max"):
             value = getattr(v, name)
@@ -121,7 +120,7 @@ class Compiler:
                              if v.type == "integer" else f"{name} of a {v.type} answer must be a number")
                 value = None
             bounds[name] = value
-        return Rule(type=v.type, regex=regex, min=bounds.get("min"), max=bounds.get("max"),
+        return Rule(type=v.type, regex=pattern, min=bounds.get("min"), max=bounds.get("max"),
                     min_length=v.length.min if v.length else None,
                     max_length=v.length.max if v.length else None,
                     choices=tuple((o.id, o.label) for o in v.choices or ()), region=v.region,
@@ -219,14 +218,18 @@ class Compiler:
         return Node(node_id, sets, say, self.action(node, loc), node.next, on_error,
                     node.timeout_s, node.on_timeout)
 
+    def pattern(self, source: str, loc: Path, flags: int) -> regex.Pattern | None:
+        """An author's regular expression, compiled with `regex`, which the interpreter runs
+        with a timeout (a pattern that backtracks badly must not stall a host)."""
+        try:
+            return regex.compile(source, flags)
+        except regex.error as exc:
+            self.problem(loc, f"regex does not compile: {exc}")
+            return None
+
     def trigger(self, t: m.Trigger, loc: Path) -> TriggerT:
-        regex = None
-        if t.regex is not None:
-            try:
-                regex = re.compile(t.regex, re.IGNORECASE)
-            except re.error as exc:
-                self.problem(loc + ("regex",), f"regex does not compile: {exc}")
-        return TriggerT(tuple(k.strip().casefold() for k in t.keyword or ()), regex, bool(t.default),
+        pattern = self.pattern(t.regex, loc + ("regex",), regex.IGNORECASE) if t.regex is not None else None
+        return TriggerT(tuple(k.strip().casefold() for k in t.keyword or ()), pattern, bool(t.default),
                         frozenset(t.channels) if t.channels is not None else None)
 
     def flow(self) -> Flow:

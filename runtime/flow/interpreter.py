@@ -402,6 +402,8 @@ class _Run:
         text = msg.text or msg.button or ""
         try:
             value = check(ask.rule, text, datetime.fromtimestamp(self.now, UTC).date())
+        except TimeoutError:
+            raise RenderError("the `validate` regex took too long on this answer") from None
         except Invalid as exc:
             reason = self.render(ask.error) if ask.error is not None else str(exc)
             self.refuse(node, ask.retries, ask.on_fail, reason, self.reply(ask.prompt).buttons)

@@ -19,6 +19,8 @@ import phonenumbers
 DEFAULT_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d.%m.%Y", "%d-%m-%Y", "%d %B %Y", "%d %b %Y",
                         "%B %d %Y", "%b %d %Y", "%B %d, %Y", "%b %d, %Y")
 _RELATIVE_DAYS = {"today": 0, "tomorrow": 1, "yesterday": -1}
+REGEX_TIMEOUT_S = 0.05
+"""How long a ``validate`` regex may search one answer; past it, TimeoutError propagates."""
 _OPTION_NUMBER = re.compile(r"[0-9]{1,4}")  # ASCII only: "²".isdigit() is true, int("²") fails
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
 _DATE_BOUND = re.compile(r"^today\s*(?:([+-])\s*(\d+))?$")
@@ -33,7 +35,7 @@ class Rule:
     """A compiled ``validate``: what the interpreter checks answers against."""
 
     type: str = "text"
-    regex: re.Pattern[str] | None = None
+    regex: Any = None  # a `regex` pattern: searched with a timeout
     min: Any = None
     max: Any = None
     min_length: int | None = None
@@ -48,7 +50,7 @@ def check(rule: Rule, text: str, today: date) -> Any:
     answer = text.strip()
     if not answer:
         raise Invalid("Please type an answer.")
-    if rule.regex is not None and not rule.regex.search(answer):
+    if rule.regex is not None and not rule.regex.search(answer, timeout=REGEX_TIMEOUT_S):
         raise Invalid("That answer is not in the expected format.")
     return _CHECKERS[rule.type](rule, answer, today)
 

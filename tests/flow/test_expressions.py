@@ -153,3 +153,42 @@ def test_template_failure_raises_render_error(source, scope, words):
 def test_expression_failure_raises_render_error(source, scope, words):
     with pytest.raises(RenderError, match=words):
         compile_expression(source).evaluate(scope)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ 10 ** (10 ** 10) }}",                          # would hang while Jinja folds constants
+    "{{ ((10 ** 200) ** 256) ** 256 }}",
+    "{{ ('x' * 10 ** 8) | length }}",
+    "{{ [0] * 10 ** 8 }}",
+    "{{ '{:>100000000}'.format('x') }}",
+    "{{ '{x:>9999999}'.format_map({'x': 1}) }}",
+    "{{ '%100000000s' % 'x' }}",
+    "{{ '%100000000s' | format('x') }}",
+    "{{ 'x' | center(10 ** 8) }}",
+    "{{ 'x'.ljust(10 ** 8) }}",
+    "{% for i in range(100000) %}xxxxxxxxxx{% endfor %}",  # over the rendered-text limit
+])
+def test_one_message_cannot_make_a_template_build_gigabytes(source):
+    with pytest.raises(RenderError, match="SecurityError"):
+        compile_template(source).render({})
+
+
+@pytest.mark.parametrize("source", [
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{% for x in xs recursive %}{{ loop(x) }}{% endfor %}",
+    "{% macro m() %}{% endmacro %}",
+])
+def test_templates_whose_cost_has_no_bound_are_refused_at_load(source):
+    with pytest.raises(ExpressionError, match="not allowed in flow templates"):
+        compile_template(source)
+
+
+def test_ordinary_arithmetic_and_formatting_still_work():
+    source = "{{ 2 ** 64 }} {{ 'ab' * 3 }} {{ '%05.1f' % 3.14159 }} {{ '{:>4}'.format(7) }} {{ 'x' | center(5) }}"
+    assert compile_template(source).render({}) == "18446744073709551616 ababab 003.1    7   x  "
+
+
+def test_json_keys_with_one_underscore_are_data():
+    assert compile_template("{{ doc['_id'] }}").render({"doc": {"_id": "abc"}}) == "abc"
+    with pytest.raises(ExpressionError):
+        compile_template("{{ doc['__class__'] }}")

@@ -1107,3 +1107,23 @@ def test_an_event_bringing_unstorable_vars_is_refused_and_the_state_kept(event):
     turn = c.event(event)
     assert turn.state == before
     assert [e.reason.split(":")[0] for e in of(turn, Unhandled)] == [f"{type(event).__name__.lower()} refused"]
+
+
+def test_a_regex_that_backtracks_forever_is_cut_off():
+    f = flow("""
+        flow: f
+        triggers: [{regex: "^(a|aa)+$"}]
+        start: a
+        on_error: oops
+        nodes:
+          a: {ask: q, validate: {regex: "^(a|aa)+$"}, save: x, next: b}
+          b: {say: ok, end: true}
+          oops: {say: "sorry: {{ error.message }}", end: true}
+        """)
+    evil = "a" * 40 + "b"
+    trigger = Convo(f)
+    trigger.send(evil)
+    assert [e.reason for e in trigger.effects(Unhandled)] == ["no flow's trigger matches this message"]
+    answer = Convo(f)
+    answer.event(Start("f"))
+    assert answer.send(evil) == ["sorry: the `validate` regex took too long on this answer"]

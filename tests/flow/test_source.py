@@ -143,3 +143,29 @@ def test_merge_keys_are_resolved():
 def test_a_key_may_override_a_merged_one():
     data, _ = read_source("base: &b {x: 1, y: 2}\nnode:\n  <<: *b\n  x: 3\n", "f.yaml")
     assert data["node"] == {"x": 3, "y": 2}
+
+
+def _laughs(levels: int) -> str:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(levels):
+        name, previous = chr(98 + i), chr(97 + i)
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, line, column, words", [
+    (_laughs(7), 1, 1, "more than 100,000 values once its aliases are expanded"),  # 523 bytes, 10^8 values
+    ("a: &a [*a]\n", 1, 4, "an alias refers to a value that contains it"),
+    ("a: &a {b: *a}\n", 1, 4, "an alias refers to a value that contains it"),
+    ("x: !!int abc\n", 1, 4, "tag:yaml.org,2002:int 'abc'"),
+    ("x: !!float abc\n", 1, 4, "tag:yaml.org,2002:float 'abc'"),
+    ("x: " + "[" * 3000 + "]" * 3000 + "\n", 1, 1, "nested too deeply"),
+])
+def test_documents_that_would_exhaust_the_loader_are_refused_with_a_position(text, line, column, words):
+    error = refused(text)
+    assert (error.line, error.column) == (line, column) and words in error.reason
+
+
+def test_aliases_within_the_limit_still_expand():
+    data, _ = read_source(_laughs(3), "f.yaml")
+    assert len(data["d"]) == 10 and data["d"][0][0][0] == ["x"] * 10

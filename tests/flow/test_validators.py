@@ -1,6 +1,8 @@
 """runtime/flow/validators.py: each answer type turns text into a value, or refuses it."""
 
 import re
+
+import regex
 from datetime import date
 
 import pytest
@@ -22,9 +24,9 @@ CASES = [
     (Rule(min_length=3), "abc", "abc"),
     (Rule(max_length=5), "abcde", "abcde"),
     (Rule(max_length=5), "abcdef", NO),
-    (Rule(regex=re.compile(r"^[A-Z]{3}$")), "ABC", "ABC"),
-    (Rule(regex=re.compile(r"^[A-Z]{3}$")), "abc", NO),
-    (Rule(type="integer", regex=re.compile(r"^\d+$")), "1,000", NO),  # regex first, on the raw text
+    (Rule(regex=regex.compile(r"^[A-Z]{3}$")), "ABC", "ABC"),
+    (Rule(regex=regex.compile(r"^[A-Z]{3}$")), "abc", NO),
+    (Rule(type="integer", regex=regex.compile(r"^\d+$")), "1,000", NO),  # regex first, on the raw text
     (Rule(type="integer"), "42", 42),
     (Rule(type="integer"), "-7", -7),
     (Rule(type="integer"), "+3", 3),
