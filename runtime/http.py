@@ -1,14 +1,17 @@
 """Carrying out a flow's :class:`~parlour.flow.HttpRequest` effects over real HTTP (aiohttp).
 
 Secrets are filled in here, at the last moment, from a mapping the operator provides; they
-never pass through the interpreter, the state or the effects. Timeouts, connection errors, 429
-and 5xx are retried ``request.retries`` times with exponential backoff and jitter; the outcome
-is always an :class:`~parlour.flow.HttpResult`, never an exception.
+never pass through the interpreter, the state or the effects, and they are masked in any error
+text that goes back to the flow. A request that carries a secret does not follow redirects, so
+a secret cannot travel to a host the flow did not name. Timeouts, connection errors, 408, 425,
+429 and 5xx are retried ``request.retries`` times with exponential backoff and jitter. The
+outcome is always an :class:`~parlour.flow.HttpResult`, never an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import random
 from collections.abc import Mapping
@@ -22,18 +25,41 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class MissingSecret(LookupError):
-    pass
+    """A request names a secret the operator did not provide (never leaves this module)."""
 
 
-def _fill(pairs, secrets: Mapping[str, str]) -> dict[str, str]:
+def _fill(pairs, secrets: Mapping[str, str], used: list[str]) -> dict[str, str]:
     out = {}
     for key, value in pairs:
         if isinstance(value, Secret):
             if value.name not in secrets:
                 raise MissingSecret(value.name)
+            used.append(secrets[value.name])
             value = value.prefix + secrets[value.name]
         out[key] = value
     return out
+
+
+def _mask(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    try:
+        codecs.lookup(charset or "utf-8")
+    except LookupError:
+        charset = "utf-8"
+    return raw.decode(charset or "utf-8", errors="replace")
+
+
+def _parse_json(text: str):
+    try:
+        return json.loads(text) if text.strip() else None
+    except (ValueError, RecursionError):
+        return None
 
 
 class HttpCaller:
@@ -59,9 +85,10 @@ class HttpCaller:
             self._session = None
 
     async def __call__(self, request: HttpRequest) -> HttpResult:
+        used: list[str] = []
         try:
-            headers = _fill(request.headers, self.secrets)
-            query = _fill(request.query, self.secrets)
+            headers = _fill(request.headers, self.secrets, used)
+            query = _fill(request.query, self.secrets, used)
         except MissingSecret as exc:
             return HttpResult(request.request_id, error=f"secret {exc.args[0]!r} is not set")
         result = HttpResult(request.request_id, error="not sent")
@@ -69,12 +96,15 @@ class HttpCaller:
             if attempt:
                 delay = self.backoff_s * 2 ** (attempt - 1)
                 await asyncio.sleep(delay + self.rng.uniform(0, delay))
-            result = await self._once(request, headers, query)
+            result = await self._once(request, headers, query, follow=not used)
             if result.error is None and result.status not in RETRY_STATUSES:
                 break
+        if result.error is not None:
+            result = HttpResult(request.request_id, status=result.status, error=_mask(result.error, used))
         return result
 
-    async def _once(self, request: HttpRequest, headers: dict[str, str], query: dict[str, str]) -> HttpResult:
+    async def _once(self, request: HttpRequest, headers: dict[str, str], query: dict[str, str],
+                    follow: bool) -> HttpResult:
         if self._session is None:
             raise RuntimeError("HttpCaller is used outside `async with`")
         body = {}
@@ -86,15 +116,20 @@ class HttpCaller:
             body["data"] = request.body.encode()
         try:
             async with self._session.request(
-                    request.method, request.url, headers=headers, params=query or None,
+                    request.method, request.url, headers=headers, params=query or None, allow_redirects=follow,
                     timeout=aiohttp.ClientTimeout(total=request.timeout_s), **body) as response:
-                raw = await response.content.read(MAX_BODY_BYTES)
-                text = raw.decode(response.charset or "utf-8", errors="replace")
-                try:
-                    parsed = json.loads(text) if text.strip() else None
-                except ValueError:
-                    parsed = None
-                return HttpResult(request.request_id, status=response.status, json=parsed, text=text,
+                raw = bytearray()
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    raw += chunk
+                    if len(raw) > MAX_BODY_BYTES:
+                        return HttpResult(request.request_id, status=response.status,
+                                          error=f"the response body is over {MAX_BODY_BYTES:,} bytes")
+                if not follow and 300 <= response.status < 400:
+                    return HttpResult(request.request_id, status=response.status,
+                                      error=f"HTTP {response.status}: a request carrying secrets does not "
+                                            "follow redirects")
+                text = _decode(bytes(raw), response.charset)
+                return HttpResult(request.request_id, status=response.status, json=_parse_json(text), text=text,
                                   headers={k: v for k, v in response.headers.items()})
         except asyncio.TimeoutError:
             return HttpResult(request.request_id, error=f"timed out after {request.timeout_s:g} s")

@@ -2,6 +2,8 @@
 
 import random
 
+from aiohttp import web
+
 from parlour.flow import HttpRequest, Secret
 from parlour.http import HttpCaller
 
@@ -73,3 +75,64 @@ async def test_form_and_raw_bodies():
         await call(request(f"{base}/b", body="plain text"))
     assert recorder.requests[0]["body"] == "a=1&b=two+words"
     assert recorder.requests[1]["body"] == "plain text"
+
+
+def special_app(recorder: Recorder, other: str = "") -> web.Application:
+    """Routes that misbehave: a redirect to ``other``, a large body, a bogus charset, deep JSON."""
+
+    async def redirect(request):
+        raise web.HTTPFound(f"{other}/landing")
+
+    async def landing(request):
+        recorder.requests.append({"path": request.path, "headers": dict(request.headers)})
+        return web.json_response({"landed": True})
+
+    async def big(request):
+        return web.Response(body=b'{"items": "' + b"x" * int(request.query["n"]) + b'"}',
+                            content_type="application/json")
+
+    async def charset(request):
+        return web.Response(body=b'{"ok": 1}', headers={"Content-Type": "application/json; charset=bogus"})
+
+    async def deep(request):
+        return web.Response(text="[" * 100_000 + "]" * 100_000, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/landing", landing)
+    app.router.add_get("/big", big)
+    app.router.add_get("/charset", charset)
+    app.router.add_get("/deep", deep)
+    return app
+
+
+async def test_a_request_with_secrets_does_not_follow_a_redirect_to_another_host():
+    elsewhere, here = Recorder(), Recorder()
+    async with serve(special_app(elsewhere)) as other, serve(special_app(here, other)) as base, \
+            HttpCaller({"KEY": "s3cr3t"}) as call:
+        result = await call(request(f"{base}/redirect", method="GET", headers=(("X-Api-Key", Secret("KEY")),)))
+        plain = await call(request(f"{base}/redirect", method="GET"))
+    assert result.status == 302 and "does not follow redirects" in result.error
+    assert plain.ok and plain.json == {"landed": True}  # without secrets, redirects are followed
+    assert [r["headers"].get("X-Api-Key") for r in elsewhere.requests] == [None]
+
+
+def test_secret_values_are_masked_in_error_text():
+    from parlour.http import _mask
+    assert _mask("InvalidURL: http://h/x?key=s3cr3t&b=1", ["s3cr3t", ""]) == "InvalidURL: http://h/x?key=***&b=1"
+
+
+async def test_bodies_are_read_whole_up_to_the_limit():
+    async with serve(special_app(Recorder())) as base, HttpCaller() as call:
+        whole = await call(request(f"{base}/big?n=300000", method="GET"))
+        over = await call(request(f"{base}/big?n=2000000", method="GET"))
+    assert whole.ok and len(whole.json["items"]) == 300_000
+    assert over.error == "the response body is over 1,048,576 bytes" and over.status == 200
+
+
+async def test_odd_responses_are_results_not_exceptions():
+    async with serve(special_app(Recorder())) as base, HttpCaller() as call:
+        charset = await call(request(f"{base}/charset", method="GET"))
+        deep = await call(request(f"{base}/deep", method="GET"))
+    assert charset.ok and charset.json == {"ok": 1}
+    assert deep.ok and deep.json is None and deep.text.startswith("[[[")
