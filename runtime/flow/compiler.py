@@ -20,9 +20,12 @@ from .compiled import (
     Ask, Branch, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, SecretT,
     TriggerT, Wait,
 )
-from .expressions import ExpressionError, Expression, Template, compile_expression, compile_template, constant
+from .expressions import (
+    ExpressionError, Expression, RenderError, Template, compile_expression, compile_template, constant,
+)
 from .source import Path, SourceMap
 from .validators import DEFAULT_DATE_FORMATS, Rule, date_bound
+from .values import plain
 
 _SINGLE_EXPRESSION = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
@@ -111,8 +114,9 @@ class Compiler:
             if value is None:
                 continue
             if v.type == "date":
+                value = str(value)
                 try:
-                    date_bound(str(value), date(2000, 1, 1))
+                    date_bound(value, date(2000, 1, 1))
                 except ValueError:
                     self.problem(loc + (name,), f"{name} of a date must be an ISO date, today, or today+N")
             elif v.type in ("integer", "number") and isinstance(value, str):
@@ -232,6 +236,16 @@ class Compiler:
         return TriggerT(tuple(k.strip().casefold() for k in t.keyword or ()), pattern, bool(t.default),
                         frozenset(t.channels) if t.channels is not None else None)
 
+    def variables(self) -> dict[str, Any]:
+        """The flow's ``vars``, checked to be data a conversation can hold."""
+        values = {}
+        for name, value in self.spec.vars.items():
+            try:
+                values[name] = plain(value, name)
+            except RenderError as exc:
+                self.problem(("vars", name), str(exc))
+        return values
+
     def flow(self) -> Flow:
         spec = self.spec
         nodes = {node_id: self.node(node_id, node) for node_id, node in spec.nodes.items()}
@@ -240,7 +254,7 @@ class Compiler:
             id=spec.flow, version=version, description=spec.description, start=spec.start,
             nodes=MappingProxyType(nodes),
             commands=MappingProxyType({k.strip().casefold(): v for k, v in spec.commands.items()}),
-            vars=MappingProxyType(dict(spec.vars)),
+            vars=MappingProxyType(self.variables()),
             triggers=tuple(self.trigger(t, ("triggers", i)) for i, t in enumerate(spec.triggers)),
             on_error=spec.on_error, max_steps=spec.max_steps, isolation=spec.isolation,
             path=self.smap.path, source=self.source)

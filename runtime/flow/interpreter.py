@@ -15,10 +15,8 @@ effect routed to ``on_error`` (the node's, else the flow's), or else end the con
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
-
-from jinja2 import Undefined
 
 from ..errors import FlowNotFound
 from .compiled import Ask, Branch, Catalog, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, SecretT, Wait
@@ -29,11 +27,11 @@ from .events import (
 from .expressions import Expression, RenderError, Template
 from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, Frame, State
 from .validators import Invalid, check, match_option
+from .values import plain
 
 INBOX_LIMIT = 50
 """User messages kept while an http call is out; beyond this the oldest is refused."""
 
-_INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 64 - 1  # what msgpack stores
 _NO_MESSAGE = {"text": None, "button": None, "kind": None, "data": None}
 
 
@@ -49,23 +47,12 @@ def advance(flows: Flow | Catalog, state: State | None, event: Event, now: float
     return run.finish()
 
 
-def plain(value: Any, name: str) -> Any:
-    """``value`` as plain data that msgpack stores, or :class:`RenderError` saying why not."""
-    if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
-        raise RenderError(f"{name!r} cannot hold {value}: integers are limited to 64 bits")
-    if value is None or type(value) in (bool, int, float, str):
-        return value
-    if isinstance(value, str):  # Markup and other str subclasses
-        return str(value)
-    if isinstance(value, Undefined):
+def _storable(value: Any, name: str) -> Any:
+    """``value`` as plain data, or None when the state cannot hold it (an API's error body)."""
+    try:
+        return plain(value, name)
+    except RenderError:
         return None
-    if isinstance(value, (list, tuple)):
-        return [plain(v, name) for v in value]
-    if isinstance(value, dict):
-        return {str(k): plain(v, name) for k, v in value.items()}
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    raise RenderError(f"{name!r} cannot hold a {type(value).__name__}")
 
 
 class _Run:
@@ -101,6 +88,7 @@ class _Run:
         self._now_dt: datetime | None = None
         if self.flow is None and state.active:
             self.effects.append(Error(state.flow, state.node, str(FlowNotFound(state.flow, state.version)), False))
+            self.disarm()
 
     # ------------------------------------------------------------ the way in and out
 
@@ -326,7 +314,8 @@ class _Run:
         self.in_error = True
         self.steps = 0  # the handler gets a step budget of its own
         self.leave()
-        self.vars["error"] = plain({"node": node.id if node else None, "message": reason, **details}, "error")
+        self.vars["error"] = {"node": node.id if node else None, "message": reason,
+                              **{k: _storable(v, "error") for k, v in details.items()}}
         self._scope = None
         return target
 

@@ -1127,3 +1127,57 @@ def test_a_regex_that_backtracks_forever_is_cut_off():
     answer = Convo(f)
     answer.event(Start("f"))
     assert answer.send(evil) == ["sorry: the `validate` regex took too long on this answer"]
+
+
+def test_an_error_body_the_state_cannot_hold_still_reaches_on_error():
+    c = Convo(flow("""
+        flow: g
+        triggers: [{default: true}]
+        start: a
+        on_error: o
+        nodes:
+          a: {http: {url: "http://api.test"}, next: b}
+          b: {say: ok, end: true}
+          o: {say: "failed {{ error.status }} {{ error.json }}", end: true}
+        """))
+    c.send("hi")
+    replies = [r.text for r in c.event(HttpResult(c.state.request, status=500, json={"n": 10 ** 30})).replies]
+    assert replies == ["failed 500 "]
+
+
+def test_a_response_nested_too_deeply_is_a_routed_error():
+    c = Convo(flow("""
+        flow: g
+        triggers: [{default: true}]
+        start: a
+        on_error: o
+        nodes:
+          a: {http: {url: "http://api.test", save: r}, next: b}
+          b: {say: ok, end: true}
+          o: {say: "failed: {{ error.message }}", end: true}
+        """))
+    c.send("hi")
+    nested: list = []
+    for _ in range(100):
+        nested = [nested]
+    turn = c.event(HttpResult(c.state.request, status=200, json=nested))
+    assert [r.text for r in turn.replies] == ["failed: 'r' cannot hold data nested more than 64 levels deep"]
+    assert [e.routed for e in of(turn, Error)] == [True]
+
+
+def test_a_vanished_flow_version_cancels_the_conversations_timer():
+    f = flow("""
+        flow: f
+        triggers: [{default: true}]
+        start: a
+        nodes:
+          a: {say: later, wait: 1h, next: b}
+          b: {say: now, end: true}
+        """)
+    c = Convo(f)
+    c.send("hi")
+    timer = c.state.timer
+    stale = State.from_data({**c.state.to_data(), "version": "gone"})
+    turn = advance(Catalog([f]), stale, TimerFired(timer), T0 + 3600)
+    assert turn.state.status == "failed" and turn.state.timer is None
+    assert CancelTimer(timer) in turn.effects

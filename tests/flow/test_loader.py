@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import flow
 from parlour.errors import FlowError
-from parlour.flow import load_catalog, load_flow, load_paths, load_text
+from parlour.flow import Start, UserMessage, advance, load_catalog, load_flow, load_paths, load_text
 
 REPO = Path(__file__).resolve().parents[2]
 E, W = "error", "warning"
@@ -589,3 +589,18 @@ def test_version_defaults_to_a_hash_of_the_source():
     text = "flow: x\nstart: a\nnodes:\n  a: {end: true}\n"
     assert load_text(text).version == load_text(text).version
     assert load_text(text).version != load_text(text + "# changed\n").version
+
+
+def test_flow_vars_must_be_data_a_conversation_can_hold(tmp_path):
+    path = write(tmp_path, "f.yaml", "flow: f\nstart: a\nvars: {x: 99999999999999999999, d: !!timestamp 2026-01-01}\n"
+                                     "nodes:\n  a: {say: hi, end: true}\n")
+    loaded = load_paths([path])
+    assert [(p.line, p.column, p.message) for p in loaded.problems] == [
+        (3, 11, "'x' cannot hold 99999999999999999999: integers are limited to 64 bits")]
+
+
+def test_a_date_bound_written_as_a_number_is_read_as_its_text():
+    f = load_text("flow: f\nstart: a\nnodes:\n  a: {ask: 'When?', validate: {type: date, min: 20261201}, "
+                  "save: d, next: b}\n  b: {say: ok, end: true}\n")
+    turn = advance(f, advance(f, None, Start("f"), 1.7e9).state, UserMessage("2026-12-05"), 1.7e9)
+    assert [r.text for r in turn.replies] == ["ok"] and turn.state.vars["d"] == "2026-12-05"
