@@ -16,7 +16,7 @@ from typing import Any
 import regex
 
 from ..errors import FlowNotFound
-from .expressions import Expression, Template
+from .expressions import Expression, Template, Verbatim
 from .validators import Rule
 
 
@@ -184,7 +184,8 @@ class Catalog:
     def __init__(self, flows: Iterable[Flow] = (), env: Mapping[str, str] | None = None):
         self._versions: dict[str, dict[str, Flow]] = {}
         self._current: dict[str, str] = {}
-        self.env: Mapping[str, str] = MappingProxyType(dict(env or {}))
+        # Operator values: an http `url` inserts them as they are (a base URL), not encoded.
+        self.env: Mapping[str, str] = MappingProxyType({k: Verbatim(v) for k, v in (env or {}).items()})
         for flow in flows:
             self.add(flow)
 

@@ -65,11 +65,11 @@ class Compiler:
 
     # ------------------------------------------------------------ pieces
 
-    def template(self, text: str | None, loc: Path) -> Template | None:
+    def template(self, text: str | None, loc: Path, *, url: bool = False) -> Template | None:
         if text is None:
             return None
         try:
-            compiled = compile_template(text)
+            compiled = compile_template(text, url=url)
         except ExpressionError as exc:
             self.problem(loc, f"template does not compile: {exc}")
             return Template(text, frozenset(), None)
@@ -193,7 +193,7 @@ class Compiler:
 
     def http(self, h: m.HttpSpec, loc: Path) -> Http:
         return Http(
-            method=h.method, url=self.template(h.url, loc + ("url",)),
+            method=h.method, url=self.template(h.url, loc + ("url",), url=True),
             headers=self.pairs(h.headers, loc + ("headers",)), query=self.pairs(h.query, loc + ("query",)),
             json=self.json_body(h.json_, loc + ("json",)),
             form=tuple((k, self.template(v, loc + ("form", k))) for k, v in h.form.items()) if h.form else None,

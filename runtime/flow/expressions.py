@@ -18,6 +18,7 @@ from typing import Any
 
 import functools
 import re
+from urllib.parse import quote
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
@@ -130,9 +131,33 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return wrapped
 
 
-ENVIRONMENT = _Sandbox(autoescape=False, finalize=_finalize, keep_trailing_newline=True)
-ENVIRONMENT.filters = {name: _bounded(f) for name, f in ENVIRONMENT.filters.items()}
-ENVIRONMENT.concat = _bounded_concat  # type: ignore[assignment]
+class Verbatim(str):
+    """Text an http `url` template inserts as it is: operator `env` values, or `| verbatim`."""
+
+
+def _url_part(value: Any) -> str:
+    """What a `{{ }}` in an http `url` inserts: percent-encoded, so that a user's answer can
+    never change the path or the query of a request (`../admin`, `?all=1`)."""
+    if value is None:
+        return ""
+    if isinstance(value, Verbatim):
+        return str(value)
+    text = str(value)
+    if text in (".", ".."):  # the URL library decodes %2E and would walk up the path
+        raise SecurityError(f"a URL part may not be {text!r}")
+    return quote(text, safe="")
+
+
+def _environment(finalize: Callable[[Any], Any]) -> _Sandbox:
+    environment = _Sandbox(autoescape=False, finalize=finalize, keep_trailing_newline=True)
+    environment.filters = {name: _bounded(f) for name, f in environment.filters.items()}
+    environment.filters["verbatim"] = lambda value: Verbatim("" if value is None else value)
+    environment.concat = _bounded_concat  # type: ignore[assignment]
+    return environment
+
+
+ENVIRONMENT = _environment(_finalize)
+URL_ENVIRONMENT = _environment(_url_part)
 
 
 def _unsafe(name: object, *, item: bool = False) -> bool:
@@ -216,12 +241,13 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def compile_template(source: str) -> Template:
+def compile_template(source: str, *, url: bool = False) -> Template:
+    """A template; with ``url``, each ``{{ }}`` output is percent-encoded (see :func:`_url_part`)."""
     if not any(marker in source for marker in _MARKERS):
         return Template(source, frozenset(), None)
     ast = _parse(source)
     try:
-        compiled = ENVIRONMENT.from_string(ast)
+        compiled = (URL_ENVIRONMENT if url else ENVIRONMENT).from_string(ast)
     except TemplateSyntaxError as exc:  # and TemplateAssertionError: an unknown filter or test
         raise ExpressionError(exc.message or "does not compile", exc.lineno) from exc
     return Template(source, frozenset(meta.find_undeclared_variables(ast)), compiled.render)

@@ -1181,3 +1181,35 @@ def test_a_vanished_flow_version_cancels_the_conversations_timer():
     turn = advance(Catalog([f]), stale, TimerFired(timer), T0 + 3600)
     assert turn.state.status == "failed" and turn.state.timer is None
     assert CancelTimer(timer) in turn.effects
+
+
+@pytest.mark.parametrize("answer, url", [
+    ("123456", "https://api.test/v1/orders/123456?x=1"),
+    ("../../admin/users/delete?all=1#", "https://api.test/v1/orders/..%2F..%2Fadmin%2Fusers%2Fdelete%3Fall%3D1%23?x=1"),
+    ("a b/é", "https://api.test/v1/orders/a%20b%2F%C3%A9?x=1"),
+])
+def test_a_users_answer_cannot_change_the_path_or_query_of_a_request(answer, url):
+    c = Convo(Catalog([flow(URL_FLOW)], env={"API": "https://api.test/v1"}))
+    c.send("hi")
+    c.send(answer)
+    assert [r.url for r in c.effects(HttpRequest)] == [url]
+
+
+def test_a_url_part_that_walks_up_the_path_is_refused():
+    c = Convo(Catalog([flow(URL_FLOW)], env={"API": "https://api.test/v1"}))
+    c.send("hi")
+    assert c.send("..") == ["failed: template '{{ env.API }}/orders/{{ id }}?x=1': SecurityError: "
+                            "a URL part may not be '..'"]
+
+
+URL_FLOW = """
+    flow: u
+    triggers: [{default: true}]
+    start: a
+    on_error: o
+    nodes:
+      a: {ask: "Which order?", save: id, next: b}
+      b: {http: {url: "{{ env.API }}/orders/{{ id }}?x=1", headers: {K: {secret: KEY}}}, next: c}
+      c: {say: ok, end: true}
+      o: {say: "failed: {{ error.message }}", end: true}
+"""
