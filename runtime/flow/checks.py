@@ -57,8 +57,12 @@ class FlowChecker:
             self.check_var_name(name, ("vars", name), key=True)
         for node_id, node in self.spec.nodes.items():
             self.check_node(node_id, node, ("nodes", node_id))
+        used = {node.menu.use for node in self.spec.nodes.values() if node.menu is not None}
         for name, menu in self.spec.menus.items():
             self.check_menu_spec(menu, ("menus", name), needs_next=True)
+            if name not in used:
+                self.problems.append(self.smap.problem(("menus", name), f"menu {name!r} is not used by any node",
+                                                       key=True, severity="warning"))
         self.check_references()
         self.check_reachable()
         self.check_loops()
@@ -236,9 +240,12 @@ class FlowChecker:
             if source is None or target not in out:
                 continue
             if instant_only:
-                kind, _ = kind_of(self.spec.nodes[source])
+                node = self.spec.nodes[source]
+                kind, _ = kind_of(node)
                 if kind not in (None, "branch", "goto") or loc[-1] in ("on_error", "on_fail", "on_timeout"):
                     continue
+                if kind == "goto" and node.goto.return_ and loc[-1] == "next":
+                    continue  # the flow it calls may wait before coming back
             out[source].add(target)
         return out
 

@@ -63,6 +63,19 @@ class Compiler:
     def problem(self, loc: Path, message: str) -> None:
         self.problems.append(self.smap.problem(loc, message))
 
+    def compile_problem(self, loc: Path, what: str, exc: ExpressionError) -> None:
+        """Where a template fails: its own line, for a block scalar (``|``) whose text starts on
+        the line after its key; otherwise the value's start, naming the line within the text."""
+        line = exc.line or 1
+        if self.smap.resolve(loc) in self.smap.blocks:
+            number = self.smap.spot(loc).line + line
+            text = self.source.splitlines()[number - 1] if number <= len(self.source.splitlines()) else ""
+            self.problems.append(Problem(self.smap.path, number, len(text) - len(text.lstrip()) + 1,
+                                         f"{what} does not compile: {exc}"))
+            return
+        within = f" (line {line} of the text)" if line > 1 else ""
+        self.problem(loc, f"{what} does not compile: {exc}{within}")
+
     # ------------------------------------------------------------ pieces
 
     def template(self, text: str | None, loc: Path, *, url: bool = False) -> Template | None:
@@ -71,7 +84,7 @@ class Compiler:
         try:
             compiled = compile_template(text, url=url)
         except ExpressionError as exc:
-            self.problem(loc, f"template does not compile: {exc}")
+            self.compile_problem(loc, "template", exc)
             return Template(text, frozenset(), None)
         self.templates.append((compiled.names, loc, frozenset()))
         return compiled
@@ -82,7 +95,7 @@ class Compiler:
         try:
             compiled = compile_expression(value)
         except ExpressionError as exc:
-            self.problem(loc, f"expression does not compile: {exc}")
+            self.compile_problem(loc, "expression", exc)
             return constant(None)
         self.templates.append((compiled.names, loc, extra))
         return compiled
@@ -181,15 +194,20 @@ class Compiler:
         retries = node.retries if node.retries is not None else (2 if node.on_fail else None)
         return retries, node.on_fail
 
+    def menu_parts(self, spec: m.MenuSpec, loc: Path) -> tuple[Template, tuple[Choice, ...], Template | None]:
+        return (self.template(spec.text or "", loc + ("text",)), self.choices(spec.options, loc + ("options",)),
+                self.template(spec.invalid, loc + ("invalid",)))
+
     def menu(self, node: m.Node, loc: Path) -> Menu:
-        spec, spec_loc = node.menu, loc + ("menu",)
-        if spec.use is not None:
-            if spec.use not in self.spec.menus:
-                self.problem(spec_loc, f"no menu {spec.use!r} under `menus`")
-            else:
-                spec, spec_loc = self.spec.menus[spec.use], ("menus", spec.use)
-        return Menu(self.template(spec.text or "", spec_loc + ("text",)), self.choices(spec.options, spec_loc + ("options",)),
-                    self.template(spec.invalid, spec_loc + ("invalid",)), node.save, *self.retries(node))
+        spec = node.menu
+        if spec.use is None:
+            parts = self.menu_parts(spec, loc + ("menu",))
+        elif spec.use in self.shared_menus:
+            parts = self.shared_menus[spec.use]
+        else:
+            self.problem(loc + ("menu",), f"no menu {spec.use!r} under `menus`")
+            parts = self.menu_parts(m.MenuSpec(), loc + ("menu",))
+        return Menu(*parts, node.save, *self.retries(node))
 
     def http(self, h: m.HttpSpec, loc: Path) -> Http:
         return Http(
@@ -248,6 +266,8 @@ class Compiler:
 
     def flow(self) -> Flow:
         spec = self.spec
+        # Reusable menus compile once, used or not, and every node that uses one shares it.
+        self.shared_menus = {name: self.menu_parts(menu, ("menus", name)) for name, menu in spec.menus.items()}
         nodes = {node_id: self.node(node_id, node) for node_id, node in spec.nodes.items()}
         version = spec.version or hashlib.sha256(self.source.encode()).hexdigest()[:12]
         return Flow(

@@ -101,7 +101,9 @@ def translate(exc: ValidationError, smap: SourceMap, root: type[BaseModel]) -> l
                                    + (f" in {_dotted(loc[:-1])}" if loc[:-1] else ""))
         else:
             value = err.get("input")
-            hint = " (unquoted true/false is a boolean in YAML: quote it)" if isinstance(value, bool) else ""
+            message = message.removeprefix("Value error, ")
+            quoted = isinstance(value, bool) and "quote it" not in message
+            hint = " (unquoted true/false is a boolean in YAML: quote it)" if quoted else ""
             problem = smap.problem(loc, f"{_dotted(loc)}: {message}{hint}")
         problems.setdefault((problem.line, problem.column, problem.message), problem)
     return list(problems.values())

@@ -16,9 +16,18 @@ NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 NODE_ID = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 FLOW_ID = r"^[a-z0-9][a-z0-9_-]*$"
 
-VarName = Annotated[str, Field(pattern=NAME)]
-NodeRef = Annotated[str, Field(pattern=NODE_ID)]
-FlowId = Annotated[str, Field(pattern=FLOW_ID, max_length=64)]
+def _exact_text(value: Any) -> Any:
+    """Names and ids are text: an integer reads as its digits, but a float would lose some
+    (YAML reads ``1.10`` as 1.1) and a boolean is surely a mistake."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"YAML reads this as {value!r}: quote it to keep it as written")
+    return str(value) if isinstance(value, int) else value
+
+
+Text = Annotated[str, BeforeValidator(_exact_text)]
+VarName = Annotated[Text, Field(pattern=NAME)]
+NodeRef = Annotated[Text, Field(pattern=NODE_ID)]
+FlowId = Annotated[Text, Field(pattern=FLOW_ID, max_length=64)]
 Duration = Annotated[int | float | str, Field(description="seconds, or a duration such as 90s, 15m, 2h, 1d, 1h30m")]
 Scalar = str | int | float | bool | None
 
@@ -51,8 +60,8 @@ def _messages(value: Any) -> Any:
 class Option(Spec):
     """A button, list row or menu option. ``next`` is only meaningful in menus."""
 
-    id: Annotated[str, Field(min_length=1, max_length=256)]
-    title: Annotated[str | None, Field(max_length=256)] = None
+    id: Annotated[Text, Field(min_length=1, max_length=256)]
+    title: Annotated[Text | None, Field(max_length=256)] = None
     description: str | None = None
     next: NodeRef | None = None
 
@@ -222,7 +231,7 @@ class FlowSpec(Spec):
 
     flow: FlowId
     description: str = ""
-    version: str | None = Field(default=None, description="a label; by default a hash of the source")
+    version: Text | None = Field(default=None, description="a label; by default a hash of the source")
     isolation: Literal["shared", "dedicated"] = "shared"
     triggers: list[Trigger] = []
     vars: dict[VarName, Any] = {}

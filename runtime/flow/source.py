@@ -36,15 +36,8 @@ class SourceMap:
     blocks: set[Path] = field(default_factory=set)
     """Paths of block scalars (``|`` and ``>``), whose text starts on the line after the key."""
 
-    def text_line(self, loc: Path, line_in_text: int) -> Spot:
-        """The file position of line ``line_in_text`` (1-based) of the text at ``loc``."""
-        spot = self.spot(loc)
-        if loc in self.blocks:
-            return Spot(spot.line + line_in_text, 1)
-        return spot
-
-    def spot(self, loc: Path, *, key: bool = False) -> Spot:
-        """The position of ``loc``, or of its nearest ancestor that exists in the file.
+    def resolve(self, loc: Path) -> Path:
+        """The path in the file that ``loc`` stands for.
 
         Components the file does not have are skipped rather than ending the walk: pydantic
         adds union tags, and shorthands (``say: "hi"`` read as ``say: [{text: "hi"}]``) add
@@ -52,9 +45,13 @@ class SourceMap:
         """
         found: Path = ()
         for part in loc:
-            candidate = found + (part,)
-            if candidate in self.values:
-                found = candidate
+            if found + (part,) in self.values:
+                found = found + (part,)
+        return found
+
+    def spot(self, loc: Path, *, key: bool = False) -> Spot:
+        """The position of ``loc``, or of its nearest ancestor that exists in the file."""
+        found = self.resolve(loc)
         if key and found and found[-1] == loc[-1] and found in self.keys:
             return self.keys[found]
         return self.values.get(found, Spot(1, 1))

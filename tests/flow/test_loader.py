@@ -253,7 +253,7 @@ ONE_FLOW = [
               options:
                 - {id: true, next: a}
                 - {id: "no", next: a}
-        """, 8, 16, E, "Input should be a valid string (unquoted true/false is a boolean in YAML: quote it)"),
+        """, 8, 16, E, "nodes.a.menu.options[0].id: YAML reads this as True: quote it to keep it as written"),
     ("true-unquoted-in-button-shorthand", """
         flow: x
         start: a
@@ -604,3 +604,33 @@ def test_a_date_bound_written_as_a_number_is_read_as_its_text():
                   "save: d, next: b}\n  b: {say: ok, end: true}\n")
     turn = advance(f, advance(f, None, Start("f"), 1.7e9).state, UserMessage("2026-12-05"), 1.7e9)
     assert [r.text for r in turn.replies] == ["ok"] and turn.state.vars["d"] == "2026-12-05"
+
+
+@pytest.mark.parametrize("text, line, column, severity, message", [
+    ("flow: f\nversion: 1.10\nstart: a\nnodes:\n  a: {end: true}\n", 2, 10, E,
+     "version: YAML reads this as 1.1: quote it to keep it as written"),
+    ("flow: f\nstart: a\nnodes:\n  a: {say: hi, next: 1.10}\n  '1.10': {end: true}\n", 4, 22, E,
+     "nodes.a.next: YAML reads this as 1.1: quote it to keep it as written"),
+    ("flow: f\nstart: a\nnodes:\n  a:\n    say: |\n      Hello,\n      {{ items | join(', ') }\n    end: true\n",
+     7, 7, E, "template does not compile: unexpected '}'"),
+    ("flow: f\nstart: a\nnodes:\n  a:\n    say: \"Hello,\\n{{ x }\"\n    end: true\n",
+     5, 10, E, "template does not compile: unexpected '}' (line 2 of the text)"),
+    ("flow: f\nstart: a\nmenus:\n  spare: {text: hi, options: [{id: b, next: a}]}\nnodes:\n  a: {end: true}\n",
+     4, 3, W, "menu 'spare' is not used by any node"),
+])
+def test_positions_and_hints_for_less_common_mistakes(tmp_path, text, line, column, severity, message):
+    loaded = load_paths([write(tmp_path, "f.yaml", text)])
+    assert [(p.line, p.column, p.severity, p.message) for p in loaded.problems] == [(line, column, severity, message)]
+
+
+def test_a_shared_menu_with_a_broken_template_is_reported_once(tmp_path):
+    text = ("flow: f\nstart: a\nmenus:\n  m: {text: '{{ x', options: [{id: o, next: b}]}\n"
+            "nodes:\n  a: {menu: m}\n  b: {menu: m}\n")
+    loaded = load_paths([write(tmp_path, "f.yaml", text)])
+    assert [(p.line, p.message.split(":")[0]) for p in loaded.errors] == [(4, "template does not compile")]
+
+
+def test_a_loop_through_a_called_flow_that_waits_is_not_a_runaway(tmp_path):
+    write(tmp_path, "main.yaml", "flow: main\nstart: again\nnodes:\n  again: {goto: {flow: quiz, return: true}, next: again}\n")
+    write(tmp_path, "quiz.yaml", "flow: quiz\nstart: q\nnodes:\n  q: {ask: '2+2?', save: a, next: e}\n  e: {end: true}\n")
+    assert load_paths([tmp_path]).problems == []
