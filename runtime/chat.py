@@ -45,8 +45,8 @@ class Chat:
                 if reply.text:
                     self.print("bot › " + reply.text.replace("\n", "\n      "))
                 choices = reply.buttons or reply.list
+                self.buttons = [(b.id, b.title) for b in choices]  # numbers refer to the last message
                 if choices:
-                    self.buttons = [(b.id, b.title) for b in choices]
                     self.print("      " + "   ".join(f"{i}. {title}" for i, (_, title) in enumerate(self.buttons, 1)))
             elif isinstance(effect, Handoff):
                 self.print(f"  ⤷ handed to a human ({effect.reason or 'no reason given'}); /resume hands it back")
@@ -69,8 +69,8 @@ class Chat:
     def message(self, text: str) -> UserMessage:
         typed = text.strip()
         if typed.isascii() and typed.isdigit() and 1 <= int(typed) <= len(self.buttons):
-            button, title = self.buttons[int(typed) - 1]
-            return UserMessage(title, button=button, kind="button", **self.user)
+            button, _ = self.buttons[int(typed) - 1]  # a press, as a channel sends it
+            return UserMessage("", button=button, kind="button", **self.user)
         return UserMessage(text, **self.user)
 
     async def command(self, line: str) -> bool:
@@ -87,7 +87,9 @@ class Chat:
             try:
                 seconds = float(arg)
             except ValueError:
-                self.print("usage: /wait SECONDS")
+                seconds = 0.0
+            if not 0 < seconds < float("inf"):
+                self.print("usage: /wait SECONDS (a positive number)")
                 return True
             self.session.now = self.now()
             self.offset += seconds

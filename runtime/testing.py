@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import FlowError, Problem
 from .flow import (
@@ -39,13 +39,34 @@ class Canned(_Spec):
     error: str | None = Field(default=None, description="no response at all: a timeout, a refused connection")
 
 
+def _pattern(text: str | None) -> str | None:
+    if text is not None and text.startswith("re:"):
+        try:
+            re.compile(text[3:])
+        except re.error as exc:
+            raise ValueError(f"the regular expression does not compile: {exc}") from None
+    return text
+
+
+def _duration(value: int | float | str | None) -> int | float | str | None:
+    if value is not None:
+        parse_duration(value)  # raises ValueError with a readable reason
+    return value
+
+
+def _utc(moment: datetime) -> datetime:
+    """A clock start without a zone is UTC, as everywhere in parlour (not the machine's zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Step(_Spec):
     user: str | None = None
     press: str | None = None
-    bot: str | None = Field(default=None, description="the next reply contains this; `re:` for a regex")
+    bot: Annotated[str | None, AfterValidator(_pattern)] = Field(
+        default=None, description="the next reply contains this; `re:` for a regex")
     buttons: list[str] | None = None
     vars: dict[str, Any] | None = None
-    wait: int | float | str | None = None
+    wait: Annotated[int | float | str | None, AfterValidator(_duration)] = None
     node: str | None = None
     status: Literal["idle", "waiting", "handoff", "ended", "failed"] | None = None
     handoff: bool | None = None
@@ -57,7 +78,7 @@ class FlowTest(_Spec):
     description: str = ""
     env: dict[str, str] = {}
     http: dict[str, Canned] = {}
-    now: datetime = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    now: Annotated[datetime, AfterValidator(_utc)] = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     user: dict[str, str] = {"id": "tester"}
     channel: str = "test"
     steps: list[Step] = Field(min_length=1)
@@ -156,9 +177,11 @@ class _Runner:
         elif step.handoff is not None:
             if self.handed_off != step.handoff:
                 raise StepFailed(f"expected {'a' if step.handoff else 'no'} hand-off since the last message")
-        elif step.no_reply:
-            if self.pending:
+        elif step.no_reply is not None:
+            if step.no_reply and self.pending:
                 raise StepFailed(f"expected no more replies, the bot said {self.pending[0].reply.text!r}")
+            if not step.no_reply and not self.pending:
+                raise StepFailed("expected a reply not yet checked, but the bot said nothing more")
         else:
             raise StepFailed("an empty step: give one of user, press, bot, buttons, vars, wait, node, status, "
                              "handoff, no_reply")

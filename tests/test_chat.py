@@ -72,3 +72,34 @@ async def test_timers_fire_in_real_time_while_the_user_is_idle():
         queue.put_nowait(None)
         await task
     assert "It has been an hour." in chat.out.getvalue()
+
+
+GUESTS = """\
+flow: guests
+triggers: [{default: true}]
+commands: {help: helped}
+start: pick
+nodes:
+  pick:
+    menu: {text: "Table or help?", options: [{id: table, title: Table, next: count}, {id: h, title: Help, next: option}]}
+  option: {say: "This is the Help option.", next: pick}
+  helped: {say: "This is the help command.", next: pick}
+  count: {ask: "How many guests?", validate: {type: integer}, save: n, next: done}
+  done: {say: "A table for {{ n }}.", end: true}
+"""
+
+
+async def test_numbers_refer_only_to_the_buttons_of_the_last_message():
+    async with HttpCaller() as http:
+        chat = Chat(Catalog([load_text(GUESTS)]), http, io.StringIO())
+        out = await talk(chat, "hi", "2", "1", "2")
+    # "2" presses Help (an option, not the `help` command); later "2" is an answer, not a button
+    assert "This is the Help option." in out and "This is the help command." not in out
+    assert "bot › A table for 2." in out
+
+
+async def test_slash_wait_wants_a_positive_number():
+    async with HttpCaller() as http:
+        chat = Chat(Catalog([load_text(REMINDER)]), http, io.StringIO())
+        out = await talk(chat, "hi", "/wait nan", "/wait -5", "/wait soon", "/state")
+    assert out.count("usage: /wait SECONDS (a positive number)") == 3 and '"status": "waiting"' in out

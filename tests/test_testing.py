@@ -1,6 +1,7 @@
 """The flow test runner: passing files, and how each kind of failure is reported."""
 
 import shutil
+import time
 import textwrap
 from pathlib import Path
 
@@ -120,3 +121,35 @@ def test_every_bundled_flow_has_a_test_file():
     flows = {p.name.removesuffix(".yaml") for p in FLOWS.glob("*.yaml") if not p.name.endswith(".test.yaml")}
     tests = {p.name.removesuffix(".test.yaml") for p in find_test_files([FLOWS])}
     assert len(flows) >= 3 and flows <= tests, f"flows without a test file: {sorted(flows - tests)}"
+
+
+@pytest.mark.parametrize("step, where, message", [
+    ("  - wait: soon", "7:11", "'soon' is not a duration"),
+    ("  - bot: \"re:Table (or\"", "7:10", "the regular expression does not compile"),
+])
+async def test_bad_step_values_are_positioned_problems_not_crashes(folder, step, where, message):
+    (folder / "t.test.yaml").write_text(HEAD + step + "\n")
+    outcome = await run_file(folder / "t.test.yaml")
+    assert str(outcome.failure).startswith(f"{folder}/t.test.yaml:{where}: ") and message in outcome.failure.message
+
+
+async def test_no_reply_false_expects_a_pending_reply(folder):
+    (folder / "t.test.yaml").write_text(HEAD + "  - no_reply: false\n  - bot: Welcome\n  - bot: What\n  - no_reply: false\n")
+    outcome = await run_file(folder / "t.test.yaml")
+    assert outcome.failure.message == "step 5 (no_reply): expected a reply not yet checked, but the bot said nothing more"
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Tokyo"])
+async def test_a_clock_start_without_a_zone_is_utc_whatever_the_machine_says(tmp_path, monkeypatch, tz):
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        (tmp_path / "clock.yaml").write_text(
+            "flow: clock\ntriggers: [{default: true}]\nstart: a\nnodes:\n  a: {say: \"It is {{ now.hour }}:00 UTC\", end: true}\n")
+        (tmp_path / "clock.test.yaml").write_text(
+            "flow: clock\nnow: \"2026-11-22T10:00:00\"\nsteps:\n  - user: hi\n  - bot: It is 10:00 UTC\n")
+        outcome = await run_file(tmp_path / "clock.test.yaml")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert outcome.passed, outcome.failure
