@@ -9,6 +9,7 @@ A directory loads every ``*.yaml``, ``*.yml`` and ``*.json`` in it, except flow 
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -83,12 +84,43 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
+_PATTERNS = {
+    m.NAME: "letters, digits and _, not starting with a digit",
+    m.NODE_ID: "letters, digits, _, . and -",
+    m.FLOW_ID: "lowercase letters, digits, _ and -",
+}
+
+
+@functools.cache
+def _tags(root: type[BaseModel]) -> frozenset[str]:
+    """Names pydantic puts in an error's path for union members: model and type names."""
+    names, todo = {"str", "int", "float", "bool", "list", "dict", "none"}, [root]
+    while todo:
+        model = todo.pop()
+        if model.__name__ in names:
+            continue
+        names.add(model.__name__)
+        for info in model.model_fields.values():
+            todo += [a for a in _annotations(info.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return frozenset(names)
+
+
+def _annotations(tp: Any) -> list[Any]:
+    args = typing.get_args(tp)
+    return [tp] + [found for arg in args for found in _annotations(arg)]
+
+
 def translate(exc: ValidationError, smap: SourceMap, root: type[BaseModel]) -> list[Problem]:
     """Pydantic's errors as problems at their place in the file, in words an author reads."""
+    tags = _tags(root)
+    errors = [(err, tuple(p for p in err["loc"] if not (isinstance(p, str) and (p in tags or p.startswith("function-")))))
+              for err in exc.errors(include_url=False)]
     problems: dict[tuple[int, int, str], Problem] = {}
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        kind, message = err["type"], err["msg"]
+    for err, loc in errors:
+        kind, message = err["type"], err["msg"].removeprefix("Value error, ")
+        if loc != tuple(err["loc"]) and kind.endswith("_type") and any(
+                other is not err and len(where) > len(loc) and where[:len(loc)] == loc for other, where in errors):
+            continue  # the value is meant for another member of a union, which says what is wrong
         if kind == "extra_forbidden":
             parent = _model_at(root, loc[:-1])
             keys = [f.alias or n for n, f in parent.model_fields.items()] if parent else []
@@ -99,9 +131,13 @@ def translate(exc: ValidationError, smap: SourceMap, root: type[BaseModel]) -> l
         elif kind == "missing":
             problem = smap.problem(loc[:-1], f"missing required key {loc[-1]!r}"
                                    + (f" in {_dotted(loc[:-1])}" if loc[:-1] else ""))
+        elif loc and loc[-1] == "[key]":
+            rule = _PATTERNS.get(err.get("ctx", {}).get("pattern"), message)
+            problem = smap.problem(loc[:-1], f"{_dotted(loc[:-2])}: {loc[-2]!r} is not a valid name: {rule}", key=True)
         else:
+            if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") in _PATTERNS:
+                message = f"{err['input']!r} is not a valid name: {_PATTERNS[err['ctx']['pattern']]}"
             value = err.get("input")
-            message = message.removeprefix("Value error, ")
             quoted = isinstance(value, bool) and "quote it" not in message
             hint = " (unquoted true/false is a boolean in YAML: quote it)" if quoted else ""
             problem = smap.problem(loc, f"{_dotted(loc)}: {message}{hint}")

@@ -76,7 +76,7 @@ ONE_FLOW = [
         start: a
         nodes:
           a: {end: true}
-        """, 1, 7, E, "flow: String should match pattern"),
+        """, 1, 7, E, "flow: 'My Flow' is not a valid name: lowercase letters, digits, _ and -"),
     ("next-to-missing-node", """
         flow: x
         start: a
@@ -634,3 +634,16 @@ def test_a_loop_through_a_called_flow_that_waits_is_not_a_runaway(tmp_path):
     write(tmp_path, "main.yaml", "flow: main\nstart: again\nnodes:\n  again: {goto: {flow: quiz, return: true}, next: again}\n")
     write(tmp_path, "quiz.yaml", "flow: quiz\nstart: q\nnodes:\n  q: {ask: '2+2?', save: a, next: e}\n  e: {end: true}\n")
     assert load_paths([tmp_path]).problems == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("flow: f\nstart: a\nvars: {9bad: 1}\nnodes:\n  a: {end: true}\n",
+     [(3, 8, "vars: '9bad' is not a valid name: letters, digits and _, not starting with a digit")]),
+    # a union (text, or {secret: NAME}): one error, for the member the value was meant for, no tags
+    ("flow: f\nstart: a\nnodes:\n  a:\n    http: {url: 'http://x', headers: {A: {secret: 1}}}\n    next: b\n"
+     "  b: {end: true}\n",
+     [(5, 51, "nodes.a.http.headers.A.secret: 1 is not a valid name: letters, digits and _, not starting with a digit")]),
+])
+def test_names_and_unions_read_plainly(tmp_path, text, expected):
+    loaded = load_paths([write(tmp_path, "f.yaml", text)])
+    assert [(p.line, p.column, p.message) for p in loaded.problems] == expected
