@@ -70,12 +70,13 @@ def scenarios(catalog: Catalog) -> dict[str, tuple[str, Callable[[], object]]]:
 
 def measure(turn: Callable[[], object], seconds: float, repeats: int = 5) -> list[float]:
     """Turns per second in each of ``repeats`` timed batches of about ``seconds / repeats``."""
-    batch = 200
+    batch, turns = 200, 0
     start = time.perf_counter()
     while time.perf_counter() - start < 0.05:  # warm up and size the batch
         for _ in range(batch):
             turn()
-    per_turn = (time.perf_counter() - start) / batch
+        turns += batch
+    per_turn = (time.perf_counter() - start) / turns
     batch = max(200, int(seconds / repeats / max(per_turn, 1e-7)))
     rates = []
     for _ in range(repeats):

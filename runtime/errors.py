@@ -7,6 +7,11 @@
      +-- FlowNotFound         a flow id or pinned version is not in the catalog
      +-- StateError           stored conversation state cannot be read (schema, migration)
 
+Inside the flow language a few signals never leave it: ``ExpressionError`` becomes a Problem,
+``RenderError`` an Error effect routed to ``on_error``, ``validators.Invalid`` a reply to the
+user. Likewise ``parlour.http.MissingSecret`` becomes an HttpResult. None of them reaches a
+caller, so none is part of this tree.
+
 This module imports nothing, so every layer, the flow language included, may use it.
 """
 

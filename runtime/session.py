@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from .flow import (
-    CancelTimer, Catalog, Effect, Event, HttpRequest, HttpResult, Start, StartTimer, State, TimerFired,
-    advance,
+    CancelTimer, Catalog, Effect, Event, HttpRequest, HttpResult, StartTimer, State, TimerFired, advance,
 )
 
 HttpFn = Callable[[HttpRequest], Awaitable[HttpResult]]
@@ -44,9 +43,6 @@ class Session:
                 elif isinstance(effect, HttpRequest):
                     pending.append(await self.http(effect))
         return done
-
-    async def start(self, flow: str, **kwargs) -> list[Effect]:
-        return await self.send(Start(flow, **kwargs))
 
     def next_due(self) -> float | None:
         return min(self.timers.values(), default=None)

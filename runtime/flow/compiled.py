@@ -130,10 +130,6 @@ class Node:
     timeout_s: float | None
     on_timeout: str | None
 
-    @property
-    def waits_for_reply(self) -> bool:
-        return isinstance(self.action, (Ask, Menu)) or (isinstance(self.action, Wait) and self.action.reply)
-
 
 @dataclass(frozen=True, slots=True)
 class TriggerT:

@@ -39,8 +39,8 @@ _MARKERS = ("{{", "{%", "{#")
 
 
 class ExpressionError(Exception):
-    """A template or expression that does not compile, or is unsafe; ``column`` is 1-based
-    within the source text when Jinja can tell, else None."""
+    """A template or expression that does not compile, or is unsafe; ``line`` is the line
+    within the template's own text (1-based) when Jinja can tell, else None."""
 
     def __init__(self, message: str, line: int | None = None):
         super().__init__(message)

@@ -30,7 +30,8 @@ from .validators import Invalid, check, match_option
 from .values import plain
 
 INBOX_LIMIT = 50
-"""User messages kept while an http call is out; beyond this the oldest is refused."""
+"""User messages kept while an http call is out; beyond this the oldest is dropped (and an
+Unhandled effect says so)."""
 
 _NO_MESSAGE = {"text": None, "button": None, "kind": None, "data": None}
 
@@ -151,9 +152,6 @@ class _Run:
     def buttons(self, choices: tuple[Choice, ...]) -> tuple[Button, ...]:
         return tuple(Button(c.id, self.render(c.title), self.render(c.description)) for c in choices)
 
-    def menu_buttons(self, menu: Menu) -> tuple[Button, ...]:
-        return self.buttons(menu.options)
-
     # ------------------------------------------------------------ timers and waiting
 
     def arm(self, seconds: float) -> None:
@@ -222,7 +220,7 @@ class _Run:
         self.wait(node, "reply")
 
     def enter_menu(self, node: Node, menu: Menu) -> None:
-        self.say(self.render(menu.text), self.menu_buttons(menu))
+        self.say(self.render(menu.text), self.buttons(menu.options))
         self.wait(node, "reply")
 
     def enter_branch(self, node: Node, branch: Branch) -> str:
@@ -403,7 +401,7 @@ class _Run:
         self.run(node.next)
 
     def answer_menu(self, node: Node, menu: Menu, msg: UserMessage) -> None:
-        buttons = self.menu_buttons(menu)
+        buttons = self.buttons(menu.options)
         picked = match_option([(b.id, b.title) for b in buttons], msg.text or "", msg.button)
         if picked is None:
             reason = self.render(menu.invalid) or "Please choose one of the options."

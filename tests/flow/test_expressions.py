@@ -1,7 +1,6 @@
 """runtime/flow/expressions.py: sandboxed Jinja2, compiled once, internals refused at load."""
 
 import pytest
-from jinja2 import TemplateAssertionError
 
 from parlour.flow.expressions import ExpressionError, RenderError, compile_expression, compile_template, constant
 
