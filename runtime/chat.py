@@ -125,7 +125,7 @@ class Chat:
             timeout = None if due is None else min(self.tick_s, max(0.0, due - self.now()))
             try:
                 line = await asyncio.wait_for(lines.get(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.fire_due()
                 continue
             if line is None:

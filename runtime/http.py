@@ -131,7 +131,7 @@ class HttpCaller:
                 text = _decode(bytes(raw), response.charset)
                 return HttpResult(request.request_id, status=response.status, json=_parse_json(text), text=text,
                                   headers={k: v for k, v in response.headers.items()})
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return HttpResult(request.request_id, error=f"timed out after {request.timeout_s:g} s")
         except (aiohttp.ClientError, ValueError, OSError) as exc:
             return HttpResult(request.request_id, error=f"{type(exc).__name__}: {exc}")
