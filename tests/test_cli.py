@@ -41,6 +41,7 @@ def test_validate_reports_every_problem_with_its_position(tmp_path):
     run = parlour("flows", "validate", str(tmp_path))
     assert run.returncode == 1
     assert run.stdout.splitlines() == [
+        f"{tmp_path}/bad.yaml:2:8: no node 'welcom' (did you mean 'welcome'?)",
         f"{tmp_path}/bad.yaml:6:5: unknown key 'nxt' (did you mean 'next'?); expected one of: set, say, ask, "
         "menu, branch, http, handoff, wait, goto, end, next, save, validate, retries, on_fail, on_error, "
         "timeout_s, on_timeout, note"]

@@ -169,11 +169,42 @@ def compile_source(text: str, path: str) -> tuple[Flow | None, m.FlowSpec | None
     try:
         spec = m.FlowSpec.model_validate(data)
     except ValidationError as exc:
-        return None, None, smap, translate(exc, smap, m.FlowSpec)
+        return None, None, smap, translate(exc, smap, m.FlowSpec) + _meaning_despite_shape(data, exc, smap, text)
     compiler = Compiler(spec, smap, text)
     flow = compiler.flow()
     problems = compiler.problems + FlowChecker(spec, smap, compiler.templates).run()
     return flow, spec, smap, problems
+
+
+_OPTIONAL = frozenset(m.FlowSpec.model_fields) - {"flow", "start", "nodes", "menus"}
+
+
+def _meaning_despite_shape(data: dict, exc: ValidationError, smap: SourceMap, text: str) -> list[Problem]:
+    """The errors of meaning in a flow that also has errors of shape, so that one typo does not
+    hide the rest. Each node or menu of the wrong shape is replaced by a neutral stand-in, and an
+    optional top-level key of the wrong shape dropped; warnings are left out, since stand-ins
+    would skew them (a node only the broken one led to would look unreachable)."""
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict) or not nodes:
+        return []
+    broken = {tuple(err["loc"][:2]) for err in exc.errors() if err["loc"]}
+    stand_in_target = next(iter(nodes))
+    partial = {k: v for k, v in data.items() if not (k in _OPTIONAL and (k,) in {b[:1] for b in broken})}
+    partial["nodes"] = {k: ({"end": True} if ("nodes", k) in broken else v) for k, v in nodes.items()}
+    if isinstance(data.get("menus"), dict):
+        partial["menus"] = {k: ({"options": [{"id": "stand-in", "next": stand_in_target}]}
+                                if ("menus", k) in broken else v) for k, v in data["menus"].items()}
+    for key in ("flow", "start"):
+        if (key,) in broken or key not in data:
+            partial[key] = "stand-in" if key == "flow" else stand_in_target
+    try:
+        spec = m.FlowSpec.model_validate(partial)
+    except ValidationError:
+        return []
+    compiler = Compiler(spec, smap, text)
+    compiler.flow()
+    found = compiler.problems + FlowChecker(spec, smap, compiler.templates).run()
+    return [p for p in found if p.severity == "error"]
 
 
 def load_paths(paths: Iterable[str | FsPath]) -> Loaded:

@@ -647,3 +647,18 @@ def test_a_loop_through_a_called_flow_that_waits_is_not_a_runaway(tmp_path):
 def test_names_and_unions_read_plainly(tmp_path, text, expected):
     loaded = load_paths([write(tmp_path, "f.yaml", text)])
     assert [(p.line, p.column, p.message) for p in loaded.problems] == expected
+
+
+def test_a_shape_error_does_not_hide_the_flows_other_errors(tmp_path):
+    text = ("flow: f\nstart: a\nnodes:\n  a:\n    ask: 'Name?'\n    sav: name\n    next: b\n"
+            "  b:\n    say: '{{ x.__class__ }}'\n    next: nowhere\n"
+            "  c:\n    menu: {text: x, options: [{id: 1.5, next: a}]}\n")
+    loaded = load_paths([write(tmp_path, "f.yaml", text)])
+    assert [(p.line, p.column, p.message.split(" (")[0].split(";")[0]) for p in loaded.problems] == [
+        (6, 5, "unknown key 'sav'"),
+        (12, 36, "nodes.c.menu.options[0].id: YAML reads this as 1.5: quote it to keep it as written"),
+        (9, 10, "template does not compile: '__class__' is not allowed: names starting with '_' and interpreter "
+                "internals are outside the sandbox"),
+        (10, 11, "no node 'nowhere'"),
+    ]
+    assert all(p.severity == "error" for p in loaded.problems)
