@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import FlowNotFound
-from .compiled import Ask, Branch, Catalog, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, SecretT, Wait
+from .compiled import Ask, Branch, Catalog, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, Wait
 from .events import (
-    Button, CancelTimer, Effect, End, Error, Event, Forward, Handoff, HttpRequest, HttpResult, Reply,
-    Resume, Secret, Send, Start, StartTimer, TimerFired, Turn, Unhandled, UserMessage,
+    Button, CancelTimer, Effect, End, Error, Event, Forward, HttpResult, Reply,
+    Resume, Send, Start, StartTimer, TimerFired, Turn, Unhandled, UserMessage,
 )
-from .expressions import Expression, RenderError, Template
-from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, Frame, State
-from .validators import Invalid, check, match_option
+from .expressions import RenderError, Template
+from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, State
+from .steps import NodeSteps
 from .values import plain
 
 INBOX_LIMIT = 50
@@ -56,7 +56,7 @@ def _storable(value: Any, name: str) -> Any:
         return None
 
 
-class _Run:
+class _Run(NodeSteps):
     """One call of :func:`advance`: a working copy of the state, and the effects so far."""
 
     def __init__(self, catalog: Catalog, state: State, now: float):
@@ -215,93 +215,6 @@ class _Run:
             return node.next
         return _ENTER[type(node.action)](self, node, node.action)
 
-    def enter_ask(self, node: Node, ask: Ask) -> None:
-        self.effects.append(Send(self.reply(ask.prompt)))
-        self.wait(node, "reply")
-
-    def enter_menu(self, node: Node, menu: Menu) -> None:
-        self.say(self.render(menu.text), self.buttons(menu.options))
-        self.wait(node, "reply")
-
-    def enter_branch(self, node: Node, branch: Branch) -> str:
-        for condition, target in branch.cases:
-            if condition.evaluate(self.scope()):
-                return target
-        if branch.otherwise is None:
-            raise RenderError("no condition of the branch holds, and it has no `else`")
-        return branch.otherwise
-
-    def enter_http(self, node: Node, http: Http) -> None:
-        self.seq += 1
-        request_id = f"r{self.seq}"
-        self.effects.append(HttpRequest(
-            request_id=request_id, method=http.method, url=self.render(http.url),
-            headers=self.pairs(http.headers), query=self.pairs(http.query),
-            json=self.json_body(http.json), body=self.render(http.body), timeout_s=http.timeout_s,
-            form=tuple((k, self.render(v)) for k, v in http.form) if http.form is not None else None,
-            retries=http.retries))
-        self.status, self.wait_for, self.request = WAITING, "http", request_id
-
-    def pairs(self, items: tuple[tuple[str, Template | SecretT], ...]) -> tuple[tuple[str, str | Secret], ...]:
-        return tuple((k, Secret(v.name, v.prefix) if isinstance(v, SecretT) else self.render(v)) for k, v in items)
-
-    def json_body(self, value: Any) -> Any:
-        if isinstance(value, Template):
-            return self.render(value)
-        if isinstance(value, Expression):
-            return plain(value.evaluate(self.scope()), "json")
-        if isinstance(value, dict):
-            return {k: self.json_body(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.json_body(v) for v in value]
-        return value
-
-    def enter_handoff(self, node: Node, handoff: HandoffA) -> None:
-        self.effects.append(Handoff(self.render(handoff.reason) or "", handoff.queue))
-        self.status, self.wait_for = HANDOFF, "agent"
-
-    def enter_wait(self, node: Node, wait: Wait) -> str | None:
-        if wait.reply:
-            self.wait(node, "reply")
-            return None
-        seconds = wait.seconds
-        if wait.at is not None:
-            text = self.render(wait.at).strip()
-            try:
-                due = datetime.fromisoformat(text)
-            except ValueError:
-                raise RenderError(f"wait `at` gave {text!r}, not an ISO date-time") from None
-            due = due if due.tzinfo else due.replace(tzinfo=UTC)
-            seconds = due.timestamp() - self.now
-            if seconds <= 0:
-                return node.next
-        self.wait(node, "timer")
-        self.arm(seconds)
-        return None
-
-    def enter_goto(self, node: Node, goto: Goto) -> str | None:
-        if goto.flow is None:
-            return goto.node
-        target = self.catalog.current(goto.flow) if goto.flow in self.catalog else None
-        if target is None:
-            raise RenderError(f"no flow {goto.flow!r} is loaded")
-        if goto.returns:
-            self.stack = self.stack + (Frame(self.flow.id, self.flow.version, node.next),)
-        self.flow = target  # without `return`, a tail call: the caller's frames stay
-        for name, value in target.vars.items():
-            self.vars.setdefault(name, value)
-        self._scope = None
-        return goto.node or target.start
-
-    def enter_end(self, node: Node, end: EndA) -> str | None:
-        if self.stack:
-            frame, self.stack = self.stack[-1], self.stack[:-1]
-            self.flow = self.catalog.get(frame.flow, frame.version)
-            return frame.node
-        self.effects.append(End(self.flow.id, node.id))
-        self.stop(ENDED)
-        return None
-
     def fail(self, reason: str, node: Node | None, **details: Any) -> str | None:
         target = (node.on_error if node else None) or self.flow.on_error
         routed = target is not None and not self.in_error
@@ -373,51 +286,6 @@ class _Run:
                 self.run(target)
                 return True
         return False
-
-    def refuse(self, node: Node, retries: int | None, on_fail: str | None, reason: str,
-               buttons: tuple[Button, ...] = ()) -> None:
-        self.attempts += 1
-        if retries is not None and self.attempts > retries:
-            self.leave()
-            self.run(on_fail)
-            return
-        self.say(reason, buttons)
-        if node.timeout_s is not None:
-            self.arm(node.timeout_s)
-
-    def answer_ask(self, node: Node, ask: Ask, msg: UserMessage) -> None:
-        text = msg.text or msg.button or ""
-        try:
-            value = check(ask.rule, text, datetime.fromtimestamp(self.now, UTC).date())
-        except TimeoutError:
-            raise RenderError("the `validate` regex took too long on this answer") from None
-        except Invalid as exc:
-            reason = self.render(ask.error) if ask.error is not None else str(exc)
-            self.refuse(node, ask.retries, ask.on_fail, reason, self.reply(ask.prompt).buttons)
-            return
-        self.leave()
-        if ask.save:
-            self.assign(ask.save, value)
-        self.run(node.next)
-
-    def answer_menu(self, node: Node, menu: Menu, msg: UserMessage) -> None:
-        buttons = self.buttons(menu.options)
-        picked = match_option([(b.id, b.title) for b in buttons], msg.text or "", msg.button)
-        if picked is None:
-            reason = self.render(menu.invalid) or "Please choose one of the options."
-            self.refuse(node, menu.retries, menu.on_fail, reason, buttons)
-            return
-        self.leave()
-        if menu.save:
-            self.assign(menu.save, picked)
-        option = next(o for o in menu.options if o.id == picked)
-        self.run(option.next or node.next)
-
-    def answer_wait(self, node: Node, wait: Wait, msg: UserMessage) -> None:
-        self.leave()
-        if wait.save:
-            self.assign(wait.save, msg.text or msg.button or "")
-        self.run(node.next)
 
     def on_timer(self, event: TimerFired) -> None:
         if event.timer_id != self.timer or self.status != WAITING:
@@ -494,9 +362,9 @@ _HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
     Start: _Run.on_start, Resume: _Run.on_resume,
 }
 _ENTER: dict[type, Callable[[_Run, Node, Any], str | None]] = {
-    Ask: _Run.enter_ask, Menu: _Run.enter_menu, Branch: _Run.enter_branch, Http: _Run.enter_http,
-    HandoffA: _Run.enter_handoff, Wait: _Run.enter_wait, Goto: _Run.enter_goto, EndA: _Run.enter_end,
+    Ask: NodeSteps.enter_ask, Menu: NodeSteps.enter_menu, Branch: NodeSteps.enter_branch, Http: NodeSteps.enter_http,
+    HandoffA: NodeSteps.enter_handoff, Wait: NodeSteps.enter_wait, Goto: NodeSteps.enter_goto, EndA: NodeSteps.enter_end,
 }
 _ANSWER: dict[type, Callable[[_Run, Node, Any, UserMessage], None]] = {
-    Ask: _Run.answer_ask, Menu: _Run.answer_menu, Wait: _Run.answer_wait,
+    Ask: NodeSteps.answer_ask, Menu: NodeSteps.answer_menu, Wait: NodeSteps.answer_wait,
 }
