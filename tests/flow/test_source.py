@@ -157,13 +157,24 @@ def _laughs(levels: int) -> str:
     (_laughs(7), 1, 1, "more than 100,000 values once its aliases are expanded"),  # 523 bytes, 10^8 values
     ("a: &a [*a]\n", 1, 4, "an alias refers to a value that contains it"),
     ("a: &a {b: *a}\n", 1, 4, "an alias refers to a value that contains it"),
-    ("x: !!int abc\n", 1, 4, "tag:yaml.org,2002:int 'abc'"),
-    ("x: !!float abc\n", 1, 4, "tag:yaml.org,2002:float 'abc'"),
+    ("x: !!int abc\n", 1, 4, "!!int 'abc': the value does not fit its tag"),
+    ("x: !!float abc\n", 1, 4, "!!float 'abc': the value does not fit its tag"),
+    ("x: !!bool maybe\n", 1, 4, "!!bool 'maybe': the value does not fit its tag"),
+    ("x: !!timestamp notadate\n", 1, 4, "!!timestamp 'notadate': the value does not fit its tag"),
+    ("x: {<<: 5}\n", 1, 9, "a merge key (<<) takes a mapping or a list of mappings"),
     ("x: " + "[" * 3000 + "]" * 3000 + "\n", 1, 1, "nested too deeply"),
 ])
 def test_documents_that_would_exhaust_the_loader_are_refused_with_a_position(text, line, column, words):
     error = refused(text)
     assert (error.line, error.column) == (line, column) and words in error.reason
+
+
+def test_merges_of_merges_stay_the_size_of_their_distinct_keys():
+    inner = "&a0 {" + ", ".join(f"k{i}: {i}" for i in range(10)) + "}"
+    for level in range(1, 13):  # PyYAML alone would build 10^12 pairs
+        inner = f"&a{level} {{<<: [{inner}, " + ", ".join([f"*a{level - 1}"] * 9) + "]}"
+    data, _ = read_source("x: " + inner + "\n", "f.yaml")
+    assert data["x"] == {f"k{i}": i for i in range(10)}
 
 
 def test_aliases_within_the_limit_still_expand():
