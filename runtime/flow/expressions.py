@@ -16,13 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import functools
-import re
 from urllib.parse import quote
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .bounds import BoundedSandbox, bounded_concat, guarded_filter
 
 BUILTIN_NAMES = frozenset({"user", "message", "channel", "now", "env", "error"})
 """Names every template sees besides the flow's variables; a variable may not take them."""
@@ -55,82 +54,6 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
-MAX_TEXT = 100_000
-"""The longest text, list or number argument a template may build or pass: a chat message is a
-few thousand characters, and one message must not make a host build gigabytes."""
-MAX_EXPONENT = 256
-
-
-def _check_size(value: Any) -> Any:
-    if isinstance(value, (str, list, tuple, bytes)) and len(value) > MAX_TEXT:
-        raise SecurityError(f"a value of {len(value):,} items is over the limit of {MAX_TEXT:,}")
-    return value
-
-
-_WIDE = re.compile(r"\d{6,}")  # a width or precision of a million or more, in a format string
-
-
-def _check_format(text: Any) -> None:
-    if isinstance(text, str) and _WIDE.search(text):
-        raise SecurityError("a format width or precision over 99,999 is not allowed")
-
-
-def _check_arguments(args: tuple, kwargs: dict) -> None:
-    for value in (*args, *kwargs.values()):
-        if type(value) is int and abs(value) > MAX_TEXT:
-            raise SecurityError(f"an argument of {value:,} is over the limit of {MAX_TEXT:,}")
-
-
-def _bounded(function: Callable[..., Any]) -> Callable[..., Any]:
-    """A filter whose numeric arguments and result are held to MAX_TEXT (``center(10**8)``)."""
-    @functools.wraps(function)  # keeps Jinja's pass_context / pass_environment marks
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        _check_arguments(args[1:], kwargs)
-        if function.__name__ == "do_format":
-            _check_format(args[0])
-        return _check_size(function(*args, **kwargs))
-    return bounded
-
-
-def _bounded_concat(parts) -> str:
-    out, size = [], 0
-    for part in parts:
-        size += len(part)
-        if size > MAX_TEXT:
-            raise SecurityError(f"the rendered text is over the limit of {MAX_TEXT:,} characters")
-        out.append(part)
-    return "".join(out)
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, also bounded in the work one message can cause: ``*``, ``**``
-    and ``%`` are checked (and so not folded at load), as are calls' arguments and results."""
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def call_binop(self, context, operator, left, right):
-        if operator == "**" and isinstance(right, (int, float)):
-            if abs(right) > MAX_EXPONENT or (type(left) is int and left.bit_length() * right > 8 * MAX_TEXT):
-                raise SecurityError(f"a power that large is not allowed (exponents up to {MAX_EXPONENT})")
-        if operator == "%":
-            _check_format(left)
-        if operator == "*":
-            for sequence, times in ((left, right), (right, left)):
-                if isinstance(sequence, (str, list, tuple)) and type(times) is int:
-                    _check_size(range(len(sequence) * max(times, 0)))
-        return _check_size(super().call_binop(context, operator, left, right))
-
-    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's signature)
-        _check_arguments(args, kwargs)
-        return _check_size(super().call(__context, __obj, *args, **kwargs))
-
-    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:  # "...".format, format_map
-        wrapped = super().wrap_str_format(value)
-        if wrapped is not None:
-            _check_format(value.__self__)
-        return wrapped
-
-
 class Verbatim(str):
     """Text an http `url` template inserts as it is: operator `env` values, or `| verbatim`."""
 
@@ -148,11 +71,12 @@ def _url_part(value: Any) -> str:
     return quote(text, safe="")
 
 
-def _environment(finalize: Callable[[Any], Any]) -> _Sandbox:
-    environment = _Sandbox(autoescape=False, finalize=finalize, keep_trailing_newline=True)
-    environment.filters = {name: _bounded(f) for name, f in environment.filters.items()}
+def _environment(finalize: Callable[[Any], Any]) -> BoundedSandbox:
+    environment = BoundedSandbox(autoescape=False, finalize=finalize, keep_trailing_newline=True)
+    environment.filters = {name: guarded_filter(name, f) for name, f in environment.filters.items()}
     environment.filters["verbatim"] = lambda value: Verbatim("" if value is None else value)
-    environment.concat = _bounded_concat  # type: ignore[assignment]
+    environment.globals.pop("lipsum", None)  # generates text in loops: no use to a chat flow
+    environment.concat = bounded_concat  # type: ignore[assignment]
     return environment
 
 
@@ -203,6 +127,8 @@ def _parse(source: str) -> nodes.Template:
         ast = ENVIRONMENT.parse(source)
     except TemplateSyntaxError as exc:
         raise ExpressionError(exc.message or "syntax error", exc.lineno) from exc
+    except RecursionError:
+        raise ExpressionError("nested too deeply") from None
     _check_safe(ast)
     return ast
 
@@ -250,6 +176,8 @@ def compile_template(source: str, *, url: bool = False) -> Template:
         compiled = (URL_ENVIRONMENT if url else ENVIRONMENT).from_string(ast)
     except TemplateSyntaxError as exc:  # and TemplateAssertionError: an unknown filter or test
         raise ExpressionError(exc.message or "does not compile", exc.lineno) from exc
+    except RecursionError:
+        raise ExpressionError("nested too deeply") from None
     return Template(source, frozenset(meta.find_undeclared_variables(ast)), compiled.render)
 
 
@@ -264,6 +192,8 @@ def compile_expression(source: str) -> Expression:
         evaluate = ENVIRONMENT.compile_expression(text, undefined_to_none=True)
     except TemplateSyntaxError as exc:
         raise ExpressionError(exc.message or "syntax error", exc.lineno) from exc
+    except RecursionError:
+        raise ExpressionError("nested too deeply") from None
     return Expression(source, frozenset(meta.find_undeclared_variables(ast)), evaluate)
 
 

@@ -26,9 +26,12 @@ from .events import (
 )
 from .expressions import RenderError, Template
 from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, State
+from .bounds import MAX_TEXT, work_budget
 from .steps import NodeSteps
 from .values import plain
 
+MAX_TURN_TEXT = 10 * MAX_TEXT
+"""The characters of replies one call of :func:`advance` may produce."""
 INBOX_LIMIT = 50
 """User messages kept while an http call is out; beyond this the oldest is dropped (and an
 Unhandled effect says so)."""
@@ -42,7 +45,8 @@ def advance(flows: Flow | Catalog, state: State | None, event: Event, now: float
     catalog = flows if isinstance(flows, Catalog) else Catalog([flows])
     run = _Run(catalog, state or State(), now)
     try:
-        run.handle(event)
+        with work_budget():
+            run.handle(event)
     except Exception as exc:  # a defect in parlour: still a value, never an exception out
         run.crash(f"internal error: {type(exc).__name__}: {exc}")
     return run.finish()
@@ -82,6 +86,7 @@ class _Run(NodeSteps):
         self.user = state.user
         self.channel = state.channel
         self.effects: list[Effect] = []
+        self.sent = 0  # characters of replies in this turn
         self.message: dict[str, Any] = _NO_MESSAGE
         self.steps = 0
         self.in_error = False
@@ -146,8 +151,16 @@ class _Run(NodeSteps):
             media_url=self.render(msg.media_url), media_kind=msg.media_kind,
             media_filename=msg.media_filename)
 
+    def send(self, reply: Reply) -> None:
+        """Queue a reply, within what one turn may send."""
+        size = len(reply.text or "") + sum(len(b.title) for b in reply.buttons + reply.list)
+        if self.sent + size > MAX_TURN_TEXT:
+            raise RenderError(f"the replies of one turn are over {MAX_TURN_TEXT:,} characters (a loop?)")
+        self.sent += size
+        self.effects.append(Send(reply))
+
     def say(self, text: str, buttons: tuple[Button, ...] = ()) -> None:
-        self.effects.append(Send(Reply(text=text, buttons=buttons)))
+        self.send(Reply(text=text, buttons=buttons))
 
     def buttons(self, choices: tuple[Choice, ...]) -> tuple[Button, ...]:
         return tuple(Button(c.id, self.render(c.title), self.render(c.description)) for c in choices)
@@ -210,7 +223,7 @@ class _Run(NodeSteps):
         for name, expression in node.sets:
             self.assign(name, expression.evaluate(self.scope()))
         for msg in node.say:
-            self.effects.append(Send(self.reply(msg)))
+            self.send(self.reply(msg))
         if node.action is None:
             return node.next
         return _ENTER[type(node.action)](self, node, node.action)

@@ -239,7 +239,7 @@ class FlowSpec(Spec):
     menus: dict[NodeRef, MenuSpec] = {}
     start: NodeRef
     on_error: NodeRef | None = Field(default=None, description="where run-time errors go by default")
-    max_steps: int = Field(default=100, ge=1, le=10_000, description="nodes one turn may run")
+    max_steps: int = Field(default=100, ge=1, le=1_000, description="nodes one turn may run")
     nodes: dict[NodeRef, Node] = Field(min_length=1)
 
 

@@ -184,7 +184,7 @@ class _Reader:
             self.smap.blocks.add(path)
         try:
             return self.loader.construct_object(node, deep=True)
-        except Exception as exc:  # an explicit tag its text does not fit: `!!int abc`, `!!bool maybe`
+        except Exception:  # an explicit tag its text does not fit: `!!int abc`, `!!bool maybe`
             spot = _spot(node)
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             self.problems.append(Problem(self.smap.path, spot.line, spot.column,

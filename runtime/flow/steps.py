@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .compiled import Ask, Branch, EndA, Goto, HandoffA, Http, Menu, Node, SecretT, Wait
-from .events import Button, End, Handoff, HttpRequest, Secret, Send, UserMessage
+from .events import Button, End, Handoff, HttpRequest, Secret, UserMessage
 from .expressions import Expression, RenderError, Template
 from .state import ENDED, HANDOFF, WAITING, Frame
 from .validators import Invalid, check, match_option
@@ -20,7 +20,7 @@ from .values import plain
 
 class NodeSteps:
     def enter_ask(self, node: Node, ask: Ask) -> None:
-        self.effects.append(Send(self.reply(ask.prompt)))
+        self.send(self.reply(ask.prompt))
         self.wait(node, "reply")
 
     def enter_menu(self, node: Node, menu: Menu) -> None:

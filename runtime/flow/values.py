@@ -11,6 +11,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
+from .bounds import MAX_TEXT
 from .expressions import RenderError
 
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 64 - 1  # what msgpack stores
@@ -23,6 +24,8 @@ def plain(value: Any, name: str, depth: int = 0) -> Any:
         raise RenderError(f"{name!r} cannot hold data nested more than {MAX_DEPTH} levels deep")
     if type(value) is int and not INT_MIN <= value <= INT_MAX:
         raise RenderError(f"{name!r} cannot hold {value}: integers are limited to 64 bits")
+    if isinstance(value, (str, list, tuple, dict)) and len(value) > MAX_TEXT:
+        raise RenderError(f"{name!r} cannot hold {len(value):,} characters or items (at most {MAX_TEXT:,})")
     if value is None or type(value) in (bool, int, float, str):
         return value
     if isinstance(value, str):  # Markup and other str subclasses

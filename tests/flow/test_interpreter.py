@@ -1213,3 +1213,29 @@ URL_FLOW = """
       c: {say: ok, end: true}
       o: {say: "failed: {{ error.message }}", end: true}
 """
+
+
+def test_a_turn_cannot_store_or_send_without_bound():
+    big_var = Convo(flow("""
+        flow: f
+        triggers: [{default: true}]
+        start: a
+        on_error: o
+        nodes:
+          a: {set: {a: "'x' * 60000", b: "a ~ a"}, say: never, end: true}
+          o: {say: "{{ error.message }}", end: true}
+        """))
+    assert big_var.send("hi") == ["'b' cannot hold 120,000 characters or items (at most 100,000)"]
+    loud = Convo(flow("""
+        flow: f
+        triggers: [{default: true}]
+        start: a
+        max_steps: 1000
+        on_error: o
+        nodes:
+          a: {say: "{{ 'x' * 90000 }}", next: b}
+          b: {branch: [{if: "true", next: a}, {else: o}]}
+          o: {say: "{{ error.message }}", end: true}
+        """))
+    replies = loud.send("hi")
+    assert len(replies) == 12 and replies[-1] == "the replies of one turn are over 1,000,000 characters (a loop?)"
