@@ -7,10 +7,12 @@ outside the sandbox) becomes a :class:`~parlour.errors.Problem` at its place in 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 import regex
 from datetime import date
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -26,6 +28,37 @@ from .expressions import (
 from .source import Path, SourceMap
 from .validators import DEFAULT_DATE_FORMATS, Rule, date_bound
 from .values import plain
+
+MAX_REPEATS = 10_000
+"""The product of nested counted repeats a regex may have: `regex` expands them when it compiles
+(``(?:x{1000}){8000}`` took 2 GB), where Python's `re` would not."""
+_COUNT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def _repeat_product(source: str) -> int:
+    """The largest product of counted repeats nested in ``source`` (``{n}``, ``{n,m}``)."""
+    try:
+        parsed = re._parser.parse(source)  # the stdlib's parser: it only reads the pattern
+    except (re.error, RecursionError, OverflowError):
+        return math.prod(max(int(n), int(m or 0)) for n, m in _COUNT.findall(source)) if _COUNT.search(source) else 1
+    return _nested_product(parsed)
+
+
+def _nested_product(items) -> int:
+    largest = 1
+    for op, arg in items:
+        if op in (re._constants.MAX_REPEAT, re._constants.MIN_REPEAT, re._constants.POSSESSIVE_REPEAT):
+            low, high, inner = arg
+            count = low if high == re._constants.MAXREPEAT else high
+            largest = max(largest, max(count, 1) * _nested_product(inner))
+        elif op in (re._constants.SUBPATTERN, re._constants.ATOMIC_GROUP):
+            largest = max(largest, _nested_product(arg[-1]))
+        elif op == re._constants.BRANCH:
+            largest = max([largest] + [_nested_product(branch) for branch in arg[1]])
+        elif op in (re._constants.ASSERT, re._constants.ASSERT_NOT):
+            largest = max(largest, _nested_product(arg[1]))
+    return largest
+
 
 _SINGLE_EXPRESSION = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
@@ -46,8 +79,8 @@ def parse_duration(value: int | float | str) -> float:
                 raise ValueError(f"{value!r} is not a duration (e.g. 90s, 15m, 2h, 1d, 1h30m)") from None
         else:
             seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"a duration must be a positive, finite number of seconds, got {value!r}")
     return seconds
 
 
@@ -58,7 +91,21 @@ class Compiler:
         self.source = source
         self.problems: list[Problem] = []
         self.templates: list[tuple[frozenset[str], Path, frozenset[str]]] = []
+        self._cache: dict[tuple, Any] = {}
         """(names used, where, names allowed there besides the variables), for the checks."""
+
+    def compiled(self, compile_: Callable[..., Any], text: str, **options: Any) -> Any:
+        """Compile ``text`` once per flow: YAML aliases can repeat one text thousands of times."""
+        key = (compile_, text, tuple(options.items()))
+        if key not in self._cache:
+            try:
+                self._cache[key] = compile_(text, **options)
+            except ExpressionError as exc:
+                self._cache[key] = exc
+        found = self._cache[key]
+        if isinstance(found, ExpressionError):
+            raise found
+        return found
 
     def problem(self, loc: Path, message: str) -> None:
         self.problems.append(self.smap.problem(loc, message))
@@ -82,7 +129,7 @@ class Compiler:
         if text is None:
             return None
         try:
-            compiled = compile_template(text, url=url)
+            compiled = self.compiled(compile_template, text, url=url)
         except ExpressionError as exc:
             self.compile_problem(loc, "template", exc)
             return Template(text, frozenset(), None)
@@ -93,7 +140,7 @@ class Compiler:
         if not isinstance(value, str):
             return constant(value)
         try:
-            compiled = compile_expression(value)
+            compiled = self.compiled(compile_expression, value)
         except ExpressionError as exc:
             self.compile_problem(loc, "expression", exc)
             return constant(None)
@@ -243,6 +290,11 @@ class Compiler:
     def pattern(self, source: str, loc: Path, flags: int) -> regex.Pattern | None:
         """An author's regular expression, compiled with `regex`, which the interpreter runs
         with a timeout (a pattern that backtracks badly must not stall a host)."""
+        repeats = _repeat_product(source)
+        if repeats > MAX_REPEATS:
+            self.problem(loc, f"regex repeats too much: its nested counts multiply to {repeats:,} "
+                              f"(at most {MAX_REPEATS:,})")
+            return None
         try:
             return regex.compile(source, flags)
         except regex.error as exc:

@@ -173,7 +173,7 @@ def compile_source(text: str, path: str) -> tuple[Flow | None, m.FlowSpec | None
     compiler = Compiler(spec, smap, text)
     flow = compiler.flow()
     problems = compiler.problems + FlowChecker(spec, smap, compiler.templates).run()
-    return flow, spec, smap, problems
+    return flow, spec, smap, list(dict.fromkeys(problems))  # an aliased value is one problem, once
 
 
 _OPTIONAL = frozenset(m.FlowSpec.model_fields) - {"flow", "start", "nodes", "menus"}

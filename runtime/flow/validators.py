@@ -23,7 +23,7 @@ REGEX_TIMEOUT_S = 0.05
 """How long a ``validate`` regex may search one answer; past it, TimeoutError propagates."""
 _OPTION_NUMBER = re.compile(r"[0-9]{1,4}")  # ASCII only: "²".isdigit() is true, int("²") fails
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
-_DATE_BOUND = re.compile(r"^today\s*(?:([+-])\s*(\d+))?$")
+_DATE_BOUND = re.compile(r"^today\s*(?:([+-])\s*(\d{1,5}))?$")  # up to 99,999 days: within year 9999
 
 
 class Invalid(ValueError):

@@ -662,3 +662,34 @@ def test_a_shape_error_does_not_hide_the_flows_other_errors(tmp_path):
         (10, 11, "no node 'nowhere'"),
     ]
     assert all(p.severity == "error" for p in loaded.problems)
+
+
+@pytest.mark.parametrize("pattern, words", [
+    ("(?:x{1000}){8000}", "nested counts multiply to 8,000,000"),  # `regex` would build 2 GB compiling it
+    ("((a{400}){100}){100}", "nested counts multiply to 4,000,000"),
+])
+def test_a_regex_that_would_explode_when_compiled_is_refused(tmp_path, pattern, words):
+    text = f"flow: f\ntriggers: [{{regex: '{pattern}'}}]\nstart: a\nnodes:\n  a: {{end: true}}\n"
+    (problem,) = load_paths([write(tmp_path, "f.yaml", text)]).problems
+    assert (problem.line, problem.column) == (2, 20) and words in problem.message
+
+
+@pytest.mark.parametrize("node, column, words", [
+    ("{wait: nan, next: b}", 13, "a duration must be a positive, finite number of seconds, got 'nan'"),
+    ("{wait: .inf, next: b}", 13, "a duration must be a positive, finite number of seconds"),
+    ("{ask: 'When?', validate: {type: date, max: today+3000000}, save: d, next: b}", 49,
+     "max of a date must be an ISO date, today, or today+N"),
+])
+def test_durations_and_date_bounds_stay_within_what_a_clock_can_hold(tmp_path, node, column, words):
+    text = f"flow: f\nstart: a\nnodes:\n  a: {node}\n  b: {{end: true}}\n"
+    (problem,) = load_paths([write(tmp_path, "f.yaml", text)]).problems
+    assert (problem.line, problem.column) == (4, column) and words in problem.message
+
+
+def test_a_text_repeated_by_aliases_compiles_once_and_reports_once(tmp_path):
+    template = "{{ " + " ~ ".join(["(nam | upper | trim)"] * 12) + " }}"
+    lines = ["flow: f", "start: n0", f"description: &t '{template}'",
+             "nodes:", "  n0: {say: &l [" + ", ".join(["*t"] * 100) + "], next: n1}"]
+    lines += [f"  n{i}: {{say: *l, next: n{i + 1}}}" for i in range(1, 199)] + ["  n199: {end: true}"]
+    loaded = load_paths([write(tmp_path, "f.yaml", "\n".join(lines) + "\n")])
+    assert [(p.line, p.message) for p in loaded.problems] == [(3, "unknown variable 'nam'")]
