@@ -16,6 +16,8 @@ import json
 import random
 from collections.abc import Mapping
 
+from urllib.parse import quote, quote_plus
+
 import aiohttp
 
 from .flow.events import HttpRequest, HttpResult, Secret
@@ -41,15 +43,27 @@ def _fill(pairs, secrets: Mapping[str, str], used: list[str]) -> dict[str, str]:
 
 
 def _mask(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret, as written or as a URL would carry it, replaced by ***."""
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        for form in {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), repr(secret)[1:-1]}:
+            if form:
+                text = text.replace(form, "***")
     return text
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for the flow, without the URL (whose query may carry secrets)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: {exc.status} {exc.message}".strip()
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__}: cannot connect to {exc.host}:{exc.port}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _decode(raw: bytes, charset: str | None) -> str:
     try:
-        codecs.lookup(charset or "utf-8")
+        if not codecs.lookup(charset or "utf-8")._is_text_encoding:  # rot13, base64, hex...
+            charset = "utf-8"
     except LookupError:
         charset = "utf-8"
     return raw.decode(charset or "utf-8", errors="replace")
@@ -96,7 +110,10 @@ class HttpCaller:
             if attempt:
                 delay = self.backoff_s * 2 ** (attempt - 1)
                 await asyncio.sleep(delay + self.rng.uniform(0, delay))
-            result = await self._once(request, headers, query, follow=not used)
+            try:
+                result = await self._once(request, headers, query, follow=not used)
+            except Exception as exc:  # the boundary: whatever aiohttp or a codec raises is a result
+                result = HttpResult(request.request_id, error=_describe(exc))
             if result.error is None and result.status not in RETRY_STATUSES:
                 break
         if result.error is not None:
@@ -113,7 +130,7 @@ class HttpCaller:
         elif request.form is not None:
             body["data"] = dict(request.form)
         elif request.body is not None:
-            body["data"] = request.body.encode()
+            body["data"] = request.body.encode("utf-8", errors="replace")
         try:
             async with self._session.request(
                     request.method, request.url, headers=headers, params=query or None, allow_redirects=follow,
@@ -134,4 +151,4 @@ class HttpCaller:
         except TimeoutError:
             return HttpResult(request.request_id, error=f"timed out after {request.timeout_s:g} s")
         except (aiohttp.ClientError, ValueError, OSError) as exc:
-            return HttpResult(request.request_id, error=f"{type(exc).__name__}: {exc}")
+            return HttpResult(request.request_id, error=_describe(exc))

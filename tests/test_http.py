@@ -1,6 +1,9 @@
 """The HTTP caller against a real aiohttp server on loopback."""
 
+import asyncio
 import random
+
+import pytest
 
 from aiohttp import web
 
@@ -136,3 +139,36 @@ async def test_odd_responses_are_results_not_exceptions():
         deep = await call(request(f"{base}/deep", method="GET"))
     assert charset.ok and charset.json == {"ok": 1}
     assert deep.ok and deep.json is None and deep.text.startswith("[[[")
+
+
+def test_secret_values_are_masked_in_every_form_a_url_carries():
+    from parlour.http import _mask
+    text = "url='http://h/x?key=ab/c%2Bd%3D%3D&k2=ab%2Fc%2Bd%3D%3D&k3=ab%2Fc+d' ab/c+d=="
+    assert "ab" not in _mask(text, ["ab/c+d==", "ab/c d"]).replace("***", "")
+
+
+async def test_a_malformed_response_is_an_error_result_without_the_url():
+    async def broken(reader, writer):
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 200 OK\r\nthis header has no colon\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(broken, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, HttpCaller({"KEY": "ab/c+d=="}) as call:
+        result = await call(request(f"http://127.0.0.1:{port}/x", method="GET", query=(("key", Secret("KEY")),)))
+    assert result.error and "ab" not in result.error and "/x" not in result.error
+
+
+async def test_a_body_that_cannot_be_encoded_or_decoded_is_not_an_exception():
+    recorder = Recorder()
+    async with serve(members_app(recorder)) as base, HttpCaller() as call:
+        sent = await call(request(f"{base}/members", body="lone \ud800 surrogate"))
+    assert sent.status == 201 and recorder.requests[0]["body"] == "lone ? surrogate"
+
+
+@pytest.mark.parametrize("charset", ["bogus", "rot13", "base64", None])
+def test_a_charset_that_is_not_a_text_encoding_reads_as_utf8(charset):
+    from parlour.http import _decode
+    assert _decode('{"a": "é"}'.encode(), charset) == '{"a": "é"}'
