@@ -24,6 +24,7 @@ from .compiled import (
 )
 from .expressions import (
     ExpressionError, Expression, RenderError, Template, compile_expression, compile_template, constant,
+    url_starts_trusted,
 )
 from .source import Path, SourceMap
 from .validators import DEFAULT_DATE_FORMATS, Rule, date_bound
@@ -257,6 +258,10 @@ class Compiler:
         return Menu(*parts, node.save, *self.retries(node))
 
     def http(self, h: m.HttpSpec, loc: Path) -> Http:
+        if not url_starts_trusted(h.url):
+            self.problems.append(self.smap.problem(
+                loc + ("url",), "the start of this url is percent-encoded like any inserted value: begin it "
+                "with text, {{ env.NAME }} or a trusted value marked | verbatim", severity="warning"))
         return Http(
             method=h.method, url=self.template(h.url, loc + ("url",), url=True),
             headers=self.pairs(h.headers, loc + ("headers",)), query=self.pairs(h.query, loc + ("query",)),

@@ -181,6 +181,21 @@ def compile_template(source: str, *, url: bool = False) -> Template:
     return Template(source, frozenset(meta.find_undeclared_variables(ast)), compiled.render)
 
 
+def url_starts_trusted(source: str) -> bool:
+    """Whether an http ``url`` template begins with literal text, an ``env`` value or something
+    marked ``| verbatim``: anything else at its start is percent-encoded, ``https://`` included."""
+    try:
+        ast = ENVIRONMENT.parse(source)
+    except TemplateSyntaxError:
+        return True  # reported elsewhere
+    first = ast.body[0].nodes[0] if ast.body and isinstance(ast.body[0], nodes.Output) and ast.body[0].nodes else None
+    if first is None or isinstance(first, nodes.TemplateData):
+        return True
+    if isinstance(first, nodes.Filter) and first.name == "verbatim":
+        return True
+    return isinstance(first, nodes.Getattr) and isinstance(first.node, nodes.Name) and first.node.name == "env"
+
+
 def compile_expression(source: str) -> Expression:
     text = source.strip()
     if not text:

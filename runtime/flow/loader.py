@@ -118,9 +118,16 @@ def translate(exc: ValidationError, smap: SourceMap, root: type[BaseModel]) -> l
     problems: dict[tuple[int, int, str], Problem] = {}
     for err, loc in errors:
         kind, message = err["type"], err["msg"].removeprefix("Value error, ")
-        if loc != tuple(err["loc"]) and kind.endswith("_type") and any(
-                other is not err and len(where) > len(loc) and where[:len(loc)] == loc for other, where in errors):
-            continue  # the value is meant for another member of a union, which says what is wrong
+        if loc != tuple(err["loc"]) and kind.endswith("_type"):
+            if any(other is not err and len(where) > len(loc) and where[:len(loc)] == loc for other, where in errors):
+                continue  # the value is meant for another member of a union, which says what is wrong
+            members = [o for o, where in errors if where == loc and o["type"].endswith("_type")]
+            if len(members) > 1:  # fits no member: say so once
+                if members[0] is not err:
+                    continue
+                message = " or ".join(dict.fromkeys(o["msg"].removeprefix("Input should be ") for o in members))
+                message = f"Input should be {message}".replace("a valid dictionary or instance of SecretRef",
+                                                               "a secret, {secret: NAME}")
         if kind == "extra_forbidden":
             parent = _model_at(root, loc[:-1])
             keys = [f.alias or n for n, f in parent.model_fields.items()] if parent else []
@@ -188,12 +195,19 @@ def _meaning_despite_shape(data: dict, exc: ValidationError, smap: SourceMap, te
     if not isinstance(nodes, dict) or not nodes:
         return []
     broken = {tuple(err["loc"][:2]) for err in exc.errors() if err["loc"]}
-    stand_in_target = next(iter(nodes))
+    # A name that is itself invalid (`my node:`) cannot stay, even as a stand-in: it is left out,
+    # and so are the "no node ..." reports that leaving it out would cause.
+    misnamed = {tuple(err["loc"][:2]) for err in exc.errors() if tuple(err["loc"][2:3]) == ("[key]",)}
+    stand_in_target = next((k for k in nodes if ("nodes", k) not in misnamed), None)
+    if stand_in_target is None:
+        return []
     partial = {k: v for k, v in data.items() if not (k in _OPTIONAL and (k,) in {b[:1] for b in broken})}
-    partial["nodes"] = {k: ({"end": True} if ("nodes", k) in broken else v) for k, v in nodes.items()}
+    partial["nodes"] = {k: ({"end": True} if ("nodes", k) in broken else v)
+                        for k, v in nodes.items() if ("nodes", k) not in misnamed}
     if isinstance(data.get("menus"), dict):
         partial["menus"] = {k: ({"options": [{"id": "stand-in", "next": stand_in_target}]}
-                                if ("menus", k) in broken else v) for k, v in data["menus"].items()}
+                                if ("menus", k) in broken else v)
+                            for k, v in data["menus"].items() if ("menus", k) not in misnamed}
     for key in ("flow", "start"):
         if (key,) in broken or key not in data:
             partial[key] = "stand-in" if key == "flow" else stand_in_target
@@ -204,7 +218,8 @@ def _meaning_despite_shape(data: dict, exc: ValidationError, smap: SourceMap, te
     compiler = Compiler(spec, smap, text)
     compiler.flow()
     found = compiler.problems + FlowChecker(spec, smap, compiler.templates).run()
-    return [p for p in found if p.severity == "error"]
+    left_out = tuple(f"no node {name!r}" for _, name in misnamed) + tuple(f"no menu {name!r}" for _, name in misnamed)
+    return [p for p in found if p.severity == "error" and not p.message.startswith(left_out or ("\0",))]
 
 
 def load_paths(paths: Iterable[str | FsPath]) -> Loaded:

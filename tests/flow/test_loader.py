@@ -693,3 +693,30 @@ def test_a_text_repeated_by_aliases_compiles_once_and_reports_once(tmp_path):
     lines += [f"  n{i}: {{say: *l, next: n{i + 1}}}" for i in range(1, 199)] + ["  n199: {end: true}"]
     loaded = load_paths([write(tmp_path, "f.yaml", "\n".join(lines) + "\n")])
     assert [(p.line, p.message) for p in loaded.problems] == [(3, "unknown variable 'nam'")]
+
+
+@pytest.mark.parametrize("url, warned", [
+    ("{{ env.BASE }}/orders/{{ q }}", False),
+    ("https://api.test/orders/{{ q }}", False),
+    ("{{ api | verbatim }}/orders", False),
+    ("{{ api }}/orders", True),
+    ("{{ env.BASE ~ '/orders' }}", True),
+])
+def test_a_url_whose_start_would_be_encoded_is_warned_about(tmp_path, url, warned):
+    text = f"flow: f\nstart: a\nvars: {{api: x, q: y}}\nnodes:\n  a: {{http: {{url: \"{url}\"}}, next: b}}\n  b: {{end: true}}\n"
+    problems = load_paths([write(tmp_path, "f.yaml", text)]).problems
+    assert [(p.line, p.severity, p.message.split(":")[0]) for p in problems] == (
+        [(5, W, "the start of this url is percent-encoded like any inserted value")] if warned else [])
+
+
+def test_an_invalid_name_does_not_hide_the_other_errors(tmp_path):
+    text = ("flow: f\nstart: a\nmenus:\n  main menu: {text: x, options: [{id: o, next: a}]}\nnodes:\n"
+            "  a: {say: \"{{ name | nosuchfilter }}\", end: true}\n  my node: {end: true}\n"
+            "  b:\n    http: {url: 'http://x', headers: {A: [1]}}\n    next: a\n")
+    problems = load_paths([write(tmp_path, "f.yaml", text)]).problems
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (4, 3, "menus: 'main menu' is not a valid name: letters, digits, _, . and -"),
+        (7, 3, "nodes: 'my node' is not a valid name: letters, digits, _, . and -"),
+        (9, 42, "nodes.b.http.headers.A: Input should be a valid string or a secret, {secret: NAME}"),
+        (6, 12, "template does not compile: No filter named 'nosuchfilter'."),
+    ]
