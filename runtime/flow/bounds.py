@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from jinja2.exceptions import SecurityError
@@ -39,16 +39,25 @@ TURN_BUDGET_S = 0.25
 _deadline: ContextVar[float | None] = ContextVar("parlour_template_deadline", default=None)
 
 
+def start_budget(seconds: float = TURN_BUDGET_S) -> Token[float | None]:
+    """Bound the template work from now on to ``seconds`` (within an outer budget, keep it);
+    give the token back to :func:`end_budget`. The hot path's form of :func:`work_budget`."""
+    current = _deadline.get()
+    return _deadline.set(time.monotonic() + seconds if current is None else current)
+
+
+def end_budget(token: Token[float | None]) -> None:
+    _deadline.reset(token)
+
+
 @contextmanager
 def work_budget(seconds: float = TURN_BUDGET_S) -> Iterator[None]:
-    """Bound the template work done inside the block to ``seconds`` (nested blocks keep the
-    outer, earlier deadline)."""
-    current = _deadline.get()
-    token = _deadline.set(time.monotonic() + seconds if current is None else current)
+    """Bound the template work done inside the block to ``seconds``."""
+    token = start_budget(seconds)
     try:
         yield
     finally:
-        _deadline.reset(token)
+        end_budget(token)
 
 
 def check_time() -> None:

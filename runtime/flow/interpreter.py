@@ -26,7 +26,7 @@ from .events import (
 )
 from .expressions import RenderError, Template
 from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, State
-from .bounds import MAX_TEXT, work_budget
+from .bounds import MAX_TEXT, end_budget, start_budget
 from .steps import NodeSteps
 from .values import plain
 
@@ -44,11 +44,13 @@ def advance(flows: Flow | Catalog, state: State | None, event: Event, now: float
     the effects. ``flows`` is the catalog (or a single flow) the conversation runs in."""
     catalog = flows if isinstance(flows, Catalog) else Catalog([flows])
     run = _Run(catalog, state or State(), now)
+    budget = start_budget()
     try:
-        with work_budget():
-            run.handle(event)
+        run.handle(event)
     except Exception as exc:  # a defect in parlour: still a value, never an exception out
         run.crash(f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        end_budget(budget)
     return run.finish()
 
 
