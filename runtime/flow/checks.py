@@ -318,18 +318,26 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def check_together(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
-    """Checks across the flows loaded together: ids, keywords, defaults, gotos between flows."""
-    problems: list[Problem] = []
-    ids: dict[str, SourceMap] = {}
+    """Checks across the flows loaded together: ids, keywords and defaults, gotos between flows."""
+    return _duplicate_ids(loaded) + _trigger_claims(loaded) + _gotos_between_flows(loaded)
+
+
+def _duplicate_ids(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
+    problems, first_seen = [], {}
     for spec, smap in loaded:
-        if spec.flow in ids:
-            first = ids[spec.flow].spot(("flow",))
+        if spec.flow in first_seen:
+            other = first_seen[spec.flow]
             problems.append(smap.problem(("flow",), f"duplicate flow id {spec.flow!r} "
-                                         f"(also in {ids[spec.flow].path}:{first.line})"))
-        ids.setdefault(spec.flow, smap)
-    # (what is claimed) -> [(flow, channels or None for all)]: two flows may claim the same
-    # keyword, or both be the default, only on channels that do not overlap.
-    claims: dict[str, list[tuple[str, frozenset[str] | None]]] = {}
+                                         f"(also in {other.path}:{other.spot(('flow',)).line})"))
+        first_seen.setdefault(spec.flow, smap)
+    return problems
+
+
+def _trigger_claims(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
+    """Two flows may claim the same keyword, or both be the default, only on channels that do
+    not overlap (a trigger without `channels` overlaps every channel)."""
+    problems: list[Problem] = []
+    claims: dict[str, list[tuple[str, frozenset[str] | None]]] = {}  # claim -> [(flow, channels)]
     for spec, smap in loaded:
         for i, t in enumerate(spec.triggers):
             names = [("keyword " + repr(k.strip().casefold()), ("triggers", i, "keyword")) for k in t.keyword or ()]
@@ -341,16 +349,25 @@ def check_together(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
                         problems.append(smap.problem(loc, f"{name} is claimed by flow {other!r} too"))
                         break
                 claims.setdefault(name, []).append((spec.flow, channels))
+    return problems
+
+
+def _gotos_between_flows(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
+    problems: list[Problem] = []
+    flows: dict[str, m.FlowSpec] = {}
+    for spec, _ in loaded:
+        flows.setdefault(spec.flow, spec)
     for spec, smap in loaded:
         for node_id, node in spec.nodes.items():
-            if node.goto and node.goto.flow and node.goto.flow not in ids:
+            if not (node.goto and node.goto.flow):
+                continue
+            target = flows.get(node.goto.flow)
+            if target is None:
                 problems.append(smap.problem(("nodes", node_id, "goto", "flow"),
                                              f"no flow {node.goto.flow!r} among those loaded"
-                                             f"{did_you_mean(node.goto.flow, ids)}"))
-            elif node.goto and node.goto.flow and node.goto.node:
-                target = next(s for s, _ in loaded if s.flow == node.goto.flow)
-                if node.goto.node not in target.nodes:
-                    problems.append(smap.problem(("nodes", node_id, "goto", "node"),
-                                                 f"flow {target.flow!r} has no node {node.goto.node!r}"
-                                                 f"{did_you_mean(node.goto.node, target.nodes)}"))
+                                             f"{did_you_mean(node.goto.flow, flows)}"))
+            elif node.goto.node and node.goto.node not in target.nodes:
+                problems.append(smap.problem(("nodes", node_id, "goto", "node"),
+                                             f"flow {target.flow!r} has no node {node.goto.node!r}"
+                                             f"{did_you_mean(node.goto.node, target.nodes)}"))
     return problems

@@ -15,6 +15,7 @@ effect routed to ``on_error`` (the node's, else the flow's), or else end the con
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -284,8 +285,7 @@ class _Run(NodeSteps):
         if len(self.inbox) >= INBOX_LIMIT:
             self.effects.append(Unhandled(f"more than {INBOX_LIMIT} messages during an http call: oldest dropped"))
             self.inbox = self.inbox[1:]
-        self.inbox = self.inbox + ({"text": msg.text, "button": msg.button, "kind": msg.kind, "data": msg.data,
-                                    "user_id": msg.user_id, "user_name": msg.user_name, "channel": msg.channel},)
+        self.inbox = self.inbox + (asdict(msg),)  # plain data, read back as UserMessage(**item)
 
     def command(self, text: str) -> bool:
         word = text.strip().casefold()
