@@ -62,3 +62,18 @@ class Convo:
 
     def effects(self, kind: type) -> list:
         return of(self.turn, kind)
+
+
+# ---------------------------------------------------------------- real services for integration tests
+
+import pytest  # noqa: E402
+
+from tests.redis_server import RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One real redis-server for the session (AOF on), on a free port."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

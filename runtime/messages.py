@@ -1,0 +1,100 @@
+"""What crosses a process boundary between the gateway, the hosts and the caller.
+
+A conversation is named by a :class:`ConversationKey` (tenant, channel, the channel's user or
+chat id), which hashes to one of a fixed number of partitions. An :class:`Inbound` carries one
+event for one conversation with the channel's own message id, which deduplicates a redelivery;
+the host answers each with an :class:`Outcome`.
+
+>>> key = ConversationKey("demo", "web", "u1")
+>>> inbound = Inbound(key, "m-1", UserMessage("hi"))
+>>> outcome.status in (APPLIED, DUPLICATE)          # the turn ran once; its replies are here
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from .flow.events import Event, Reply
+
+DEFAULT_PARTITIONS = 1024
+
+APPLIED = "applied"
+"""The event ran its turn, which is committed to the store."""
+DUPLICATE = "duplicate"
+"""The message id was seen before: the flow did not move; ``replies`` are the first turn's."""
+MOVED = "moved"
+"""The host does not own the conversation's partition (any more); ``epoch`` is the table's
+epoch it knows of. The caller refreshes its table and sends again."""
+FAILED = "failed"
+"""Nothing was committed (the store was down, the host was restarting...). ``retryable``
+tells whether sending the same message again may succeed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    tenant: str
+    channel: str
+    user: str
+
+    def __post_init__(self) -> None:
+        for name in ("tenant", "channel"):
+            value = getattr(self, name)
+            if not value or "/" in value:
+                raise ValueError(f"a conversation's {name} must be non-empty text without '/', got {value!r}")
+        if not self.user:
+            raise ValueError("a conversation's user must be non-empty")
+
+    @property
+    def id(self) -> str:
+        """The key as one string: ``tenant/channel/user`` (the user may hold '/')."""
+        return f"{self.tenant}/{self.channel}/{self.user}"
+
+    @classmethod
+    def parse(cls, text: str) -> ConversationKey:
+        tenant, channel, user = text.split("/", 2)
+        return cls(tenant, channel, user)
+
+    def partition(self, partitions: int = DEFAULT_PARTITIONS) -> int:
+        return partition_of(self.id, partitions)
+
+
+def partition_of(key_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
+    """The partition of a conversation; the same in every process (CRC-32, not ``hash()``)."""
+    return zlib.crc32(key_id.encode()) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One event for one conversation. ``message_id`` is the channel's id for the message
+    (wamid, update_id, a web client's id): a second Inbound with the same id never moves the
+    flow again."""
+
+    key: ConversationKey
+    message_id: str
+    event: Event
+    trace: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.message_id:
+            raise ValueError("an inbound message needs the channel's message id, for deduplication")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one :class:`Inbound`."""
+
+    message_id: str
+    status: str
+    replies: tuple[Reply, ...] = ()
+    error: str | None = None
+    retryable: bool = False
+    epoch: int | None = None
+    flow: str | None = None
+    node: str | None = None
+    conversation_status: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The message is durably handled (applied now or before): acknowledge it."""
+        return self.status in (APPLIED, DUPLICATE)

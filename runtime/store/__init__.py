@@ -1,0 +1,36 @@
+"""Stores: where conversations, timers, the outbox and the flow registry live.
+
+=================  ===================================================================
+``memory://``      in this process only; unit tests and one-host benchmarks
+``sqlite:///PATH``  one file in WAL mode; the embedded default, durable on one machine
+``redis://HOST``    a cluster's shared store (redis-py asyncio with hiredis)
+=================  ===================================================================
+
+>>> store = open_store("sqlite:///.parlour/parlour.db")
+>>> await store.open()
+"""
+
+from __future__ import annotations
+
+from .base import Commit, Fenced, FlowRecord, OutboxEntry, Store, StoreError, StoreUnavailable, Timer
+
+
+def open_store(url: str) -> Store:
+    """The store at ``url`` (not yet opened); :class:`StoreError` for a URL no backend takes."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "memory":
+        from .memory import MemoryStore
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from .sqlite import SqliteStore
+        return SqliteStore(url)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisStore
+        return RedisStore(url)
+    raise StoreError(f"no store for {url!r}: use memory://, sqlite:///path or redis://host:port/db")
+
+
+__all__ = [
+    "Commit", "Fenced", "FlowRecord", "OutboxEntry", "Store", "StoreError", "StoreUnavailable",
+    "Timer", "open_store",
+]

@@ -1,0 +1,132 @@
+"""The store's contract: one small Protocol that every backend implements.
+
+A store keeps, for the whole cluster:
+
+- conversation **records** (msgpack bytes: state, dedup window, outbox counter), each with a
+  time after which it may be expired;
+- the **fence**: for each partition, the epoch of the host that owns it. A commit names the
+  epoch it writes under for each partition it touches; a partition fenced at another epoch
+  refuses the whole commit (:class:`Fenced`), so a zombie host never overwrites newer state;
+- durable **timers** (conversation, timer id, due time), **outbox** entries (replies to send,
+  in order) and the **replies** of recent turns (what a duplicate message gets back);
+- the flow **registry** (every version of every flow per tenant, and which one is current)
+  and small named **meta** values (the router's partition table).
+
+A :class:`Commit` is applied atomically: all of it or, on :class:`Fenced` or
+:class:`StoreUnavailable`, none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import ParlourError
+
+
+class StoreError(ParlourError):
+    """A store operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or did not answer in time; nothing was written. Retry."""
+
+
+class Fenced(StoreError):
+    """A commit or claim named an epoch older than a partition's fence: nothing was written.
+
+    ``epochs`` maps each refusing partition to the epoch it is fenced at."""
+
+    def __init__(self, epochs: dict[int, int]):
+        self.epochs = epochs
+        super().__init__(f"partitions fenced at newer epochs: {dict(sorted(epochs.items())[:8])}")
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    key: str
+    partition: int
+    timer_id: str
+    due_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A reply to send. ``id`` is the store's cursor (ordered); ``key`` and ``seq`` (the
+    conversation's reply counter) make the idempotency key ``f"{key}#{seq}"``."""
+
+    id: str
+    key: str
+    seq: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    tenant: str
+    flow: str
+    version: str
+    source: str
+    path: str
+    created_at: float
+    current: bool
+
+
+@dataclass(slots=True)
+class Commit:
+    """Everything one batch of turns changes, written as one atomic store operation.
+
+    ``fences`` maps every partition the commit touches to the epoch the writer holds it at.
+    ``records``: (key, partition, record bytes, expires_at epoch seconds).
+    ``timers``: timers to set (a timer id set again moves its due time); ``cancels``: (key,
+    partition, timer id) to delete. ``outbox``: (key, seq, data). ``replies``: (key, message
+    id, data, expires_at).
+    """
+
+    fences: dict[int, int] = field(default_factory=dict)
+    records: list[tuple[str, int, bytes, float]] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+    cancels: list[tuple[str, int, str]] = field(default_factory=list)
+    outbox: list[tuple[str, int, bytes]] = field(default_factory=list)
+    replies: list[tuple[str, str, bytes, float]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.timers or self.cancels or self.outbox or self.replies)
+
+
+class Store(Protocol):
+    """One backend. Every method is a coroutine; none blocks the event loop."""
+
+    url: str
+
+    async def open(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+    # conversations
+    async def load(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The records of ``keys`` that exist and have not expired."""
+    async def commit(self, commit: Commit) -> None:
+        """Apply ``commit`` atomically; :class:`Fenced` or :class:`StoreUnavailable` if not."""
+    async def claim(self, epochs: dict[int, int]) -> None:
+        """Fence each partition at its epoch; :class:`Fenced` (nothing changed) if any
+        partition is already fenced at a newer one."""
+    async def fences(self, partitions: Sequence[int]) -> dict[int, int]: ...
+    async def due_timers(self, partitions: Sequence[int], until: float, limit: int) -> list[Timer]:
+        """Timers of ``partitions`` due at or before ``until``, earliest first."""
+    async def reply(self, key: str, message_id: str) -> bytes | None:
+        """The replies a committed turn gave to ``message_id``, while kept."""
+    async def sweep(self, now: float) -> int:
+        """Delete the records and replies expired at ``now``; how many were deleted."""
+
+    # outbox
+    async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]: ...
+    async def ack_outbox(self, ids: Sequence[str]) -> None: ...
+
+    # registry and meta
+    async def put_flow(self, record: FlowRecord) -> None:
+        """Store a flow version (idempotent for the same version); when ``record.current``,
+        it becomes the version new conversations start on."""
+    async def flows(self, tenant: str | None = None) -> list[FlowRecord]: ...
+    async def get_meta(self, name: str) -> bytes | None: ...
+    async def put_meta(self, name: str, value: bytes) -> None: ...

@@ -1,0 +1,120 @@
+"""A store in the process's memory: for unit tests and benchmarks of one host. Nothing
+survives the process, and two processes never share one; use SQLite or Redis for that."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from .base import Commit, Fenced, FlowRecord, OutboxEntry, Timer
+
+
+class MemoryStore:
+    def __init__(self, url: str = "memory://", clock: Callable[[], float] = time.time):
+        self.url = url
+        self.clock = clock
+        self._records: dict[str, tuple[bytes, float]] = {}
+        self._fence: dict[int, int] = {}
+        self._timers: dict[tuple[str, str], Timer] = {}
+        self._outbox: dict[int, OutboxEntry] = {}
+        self._outbox_ids = itertools.count(1)
+        self._replies: dict[tuple[str, str], tuple[bytes, float]] = {}
+        self._flows: dict[tuple[str, str, str], FlowRecord] = {}
+        self._meta: dict[str, bytes] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def load(self, keys: Sequence[str]) -> dict[str, bytes]:
+        out, now = {}, self.clock()
+        for key in keys:
+            found = self._records.get(key)
+            if found is not None and found[1] > now:
+                out[key] = found[0]
+        return out
+
+    def _check(self, epochs: dict[int, int], *, exact: bool) -> None:
+        stale = {}
+        for partition, epoch in epochs.items():
+            held = self._fence.get(partition, 0)
+            if held > epoch or (exact and held != epoch):
+                stale[partition] = held
+        if stale:
+            raise Fenced(stale)
+
+    async def commit(self, commit: Commit) -> None:
+        self._check(commit.fences, exact=True)
+        for key, _partition, record, expires_at in commit.records:
+            self._records[key] = (record, expires_at)
+        for key, _partition, timer_id in commit.cancels:
+            self._timers.pop((key, timer_id), None)
+        for timer in commit.timers:
+            self._timers[(timer.key, timer.timer_id)] = timer
+        for key, seq, data in commit.outbox:
+            entry_id = next(self._outbox_ids)
+            self._outbox[entry_id] = OutboxEntry(f"{entry_id:020d}", key, seq, data)
+        for key, message_id, data, expires_at in commit.replies:
+            self._replies[(key, message_id)] = (data, expires_at)
+
+    async def claim(self, epochs: dict[int, int]) -> None:
+        self._check(epochs, exact=False)
+        self._fence.update(epochs)
+
+    async def fences(self, partitions: Sequence[int]) -> dict[int, int]:
+        return {p: self._fence.get(p, 0) for p in partitions}
+
+    async def due_timers(self, partitions: Sequence[int], until: float, limit: int) -> list[Timer]:
+        wanted = set(partitions)
+        due = (t for t in self._timers.values() if t.due_at <= until and t.partition in wanted)
+        return heapq.nsmallest(limit, due, key=lambda t: (t.due_at, t.key, t.timer_id))
+
+    async def reply(self, key: str, message_id: str) -> bytes | None:
+        found = self._replies.get((key, message_id))
+        if found is None or found[1] <= self.clock():
+            return None
+        return found[0]
+
+    async def sweep(self, now: float) -> int:
+        gone = [k for k, (_, expires_at) in self._records.items() if expires_at <= now]
+        for key in gone:
+            del self._records[key]
+        old = [k for k, (_, expires_at) in self._replies.items() if expires_at <= now]
+        for key in old:
+            del self._replies[key]
+        return len(gone) + len(old)
+
+    async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:
+        start = int(after) if after else 0
+        ids = sorted(i for i in self._outbox if i > start)[:limit]
+        return [self._outbox[i] for i in ids]
+
+    async def ack_outbox(self, ids: Sequence[str]) -> None:
+        for entry_id in ids:
+            self._outbox.pop(int(entry_id), None)
+
+    async def put_flow(self, record: FlowRecord) -> None:
+        key = (record.tenant, record.flow, record.version)
+        if record.current:
+            for other_key, other in self._flows.items():
+                if other_key[:2] == key[:2] and other.current:
+                    self._flows[other_key] = replace(other, current=False)
+        old = self._flows.get(key)
+        if old is not None:
+            record = replace(old, current=record.current or old.current)
+        self._flows[key] = record
+
+    async def flows(self, tenant: str | None = None) -> list[FlowRecord]:
+        found = [r for r in self._flows.values() if tenant is None or r.tenant == tenant]
+        return sorted(found, key=lambda r: (r.tenant, r.flow, r.created_at, r.version))
+
+    async def get_meta(self, name: str) -> bytes | None:
+        return self._meta.get(name)
+
+    async def put_meta(self, name: str, value: bytes) -> None:
+        self._meta[name] = value

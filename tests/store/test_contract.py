@@ -1,0 +1,210 @@
+"""The contract every store backend passes: the same tests on memory, SQLite and a real Redis."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from parlour.store import Commit, Fenced, FlowRecord, StoreUnavailable, Timer, open_store
+
+_prefixes = itertools.count()
+BACKENDS = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request, tmp_path):
+    if request.param == "memory":
+        url = "memory://"
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/parlour.db"
+    else:
+        server = request.getfixturevalue("redis_server")
+        url = f"{server.url}?prefix=contract{next(_prefixes)}:"
+    store = open_store(url)
+    await store.open()
+    yield store
+    await store.aclose()
+
+
+LATER = time.time() + 3600
+
+
+def commit(fences=None, **parts) -> Commit:
+    return Commit(fences=fences or {}, **parts)
+
+
+async def test_a_record_committed_is_loaded_and_a_missing_one_is_not(store):
+    await store.claim({1: 1, 2: 1})
+    await store.commit(commit({1: 1, 2: 1}, records=[("t/web/a", 1, b"A1", LATER), ("t/web/b", 2, b"B1", LATER)]))
+    assert await store.load(["t/web/a", "t/web/b", "t/web/none"]) == {"t/web/a": b"A1", "t/web/b": b"B1"}
+    await store.commit(commit({1: 1}, records=[("t/web/a", 1, b"A2", LATER)]))
+    assert await store.load(["t/web/a"]) == {"t/web/a": b"A2"}
+    assert await store.load([]) == {}
+
+
+async def test_binary_records_and_odd_keys_round_trip(store):
+    key = "t/whatsapp/+44 7700/900123 ü\x00x"
+    data = bytes(range(256)) * 4
+    await store.claim({3: 1})
+    await store.commit(commit({3: 1}, records=[(key, 3, data, LATER)]))
+    assert await store.load([key]) == {key: data}
+
+
+async def test_a_commit_under_an_old_epoch_writes_nothing(store):
+    await store.claim({1: 5})
+    stale = commit({1: 4}, records=[("t/web/a", 1, b"zombie", LATER)], outbox=[("t/web/a", 1, b"hi")],
+                   timers=[Timer("t/web/a", 1, "t1", 10.0)], replies=[("t/web/a", "m1", b"r", LATER)])
+    with pytest.raises(Fenced) as caught:
+        await store.commit(stale)
+    assert caught.value.epochs == {1: 5}
+    assert await store.load(["t/web/a"]) == {}
+    assert await store.read_outbox(None, 10) == []
+    assert await store.due_timers([1], 100.0, 10) == []
+    assert await store.reply("t/web/a", "m1") is None
+
+
+async def test_one_stale_partition_refuses_the_whole_commit(store):
+    await store.claim({1: 2, 2: 3})
+    mixed = commit({1: 2, 2: 2}, records=[("t/web/a", 1, b"A", LATER), ("t/web/b", 2, b"B", LATER)])
+    with pytest.raises(Fenced) as caught:
+        await store.commit(mixed)
+    assert caught.value.epochs == {2: 3}
+    assert await store.load(["t/web/a", "t/web/b"]) == {}
+
+
+async def test_a_commit_to_an_unclaimed_partition_is_refused(store):
+    with pytest.raises(Fenced):
+        await store.commit(commit({9: 1}, records=[("t/web/a", 9, b"A", LATER)]))
+
+
+async def test_claims_only_move_epochs_forward_and_all_or_nothing(store):
+    await store.claim({1: 5, 2: 5})
+    await store.claim({1: 5})  # the same epoch again: a restarted host re-claiming
+    with pytest.raises(Fenced) as caught:
+        await store.claim({1: 7, 2: 4})
+    assert caught.value.epochs == {2: 5}
+    assert await store.fences([1, 2, 3]) == {1: 5, 2: 5, 3: 0}
+    await store.claim({1: 7})
+    assert await store.fences([1]) == {1: 7}
+
+
+async def test_timers_come_due_in_order_for_the_partitions_asked(store):
+    await store.claim({1: 1, 2: 1})
+    await store.commit(commit({1: 1, 2: 1}, timers=[
+        Timer("t/web/a", 1, "t1", 30.0), Timer("t/web/b", 2, "t1", 10.0),
+        Timer("t/web/a", 1, "t2", 20.0), Timer("t/web/c", 1, "t1", 99.0)]))
+    due = await store.due_timers([1, 2], 50.0, 10)
+    assert [(t.key, t.timer_id, t.due_at) for t in due] == [
+        ("t/web/b", "t1", 10.0), ("t/web/a", "t2", 20.0), ("t/web/a", "t1", 30.0)]
+    assert [t.partition for t in due] == [2, 1, 1]
+    assert [t.key for t in await store.due_timers([1], 50.0, 10)] == ["t/web/a", "t/web/a"]
+    assert len(await store.due_timers([1, 2], 50.0, 2)) == 2
+
+
+async def test_a_timer_set_again_moves_and_a_cancelled_one_is_gone(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, timers=[Timer("t/web/a", 1, "t1", 10.0), Timer("t/web/a", 1, "t2", 11.0)]))
+    await store.commit(commit({1: 1}, timers=[Timer("t/web/a", 1, "t1", 40.0)], cancels=[("t/web/a", 1, "t2")]))
+    assert [(t.timer_id, t.due_at) for t in await store.due_timers([1], 100.0, 10)] == [("t1", 40.0)]
+    await store.commit(commit({1: 1}, cancels=[("t/web/a", 1, "t1"), ("t/web/a", 1, "never-set")]))
+    assert await store.due_timers([1], 100.0, 10) == []
+
+
+async def test_the_outbox_keeps_commit_order_and_acked_entries_leave(store):
+    await store.claim({1: 1, 2: 1})
+    await store.commit(commit({1: 1}, outbox=[("t/web/a", 1, b"a1"), ("t/web/a", 2, b"a2")]))
+    await store.commit(commit({2: 1}, outbox=[("t/web/b", 1, b"b1")]))
+    entries = await store.read_outbox(None, 10)
+    assert [(e.key, e.seq, e.data) for e in entries] == [("t/web/a", 1, b"a1"), ("t/web/a", 2, b"a2"), ("t/web/b", 1, b"b1")]
+    assert [e.data for e in await store.read_outbox(entries[0].id, 10)] == [b"a2", b"b1"]
+    assert [e.data for e in await store.read_outbox(None, 1)] == [b"a1"]
+    await store.ack_outbox([entries[0].id, entries[2].id])
+    assert [e.data for e in await store.read_outbox(None, 10)] == [b"a2"]
+
+
+async def test_replies_are_kept_until_they_expire(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"R1", LATER), ("t/web/a", "m0", b"R0", time.time() - 1)]))
+    assert await store.reply("t/web/a", "m1") == b"R1"
+    assert await store.reply("t/web/a", "m0") is None
+    assert await store.reply("t/web/b", "m1") is None
+
+
+async def test_expired_records_are_not_loaded_and_sweep_removes_them(store):
+    await store.claim({1: 1})
+    now = time.time()
+    await store.commit(commit({1: 1}, records=[("t/web/old", 1, b"O", now - 1), ("t/web/new", 1, b"N", now + 3600)]))
+    assert await store.load(["t/web/old", "t/web/new"]) == {"t/web/new": b"N"}
+    await store.sweep(now)
+    assert await store.load(["t/web/old", "t/web/new"]) == {"t/web/new": b"N"}
+    await store.sweep(now + 7200)
+    assert await store.load(["t/web/new"]) == {} or store.url.startswith("redis")  # Redis expires by its own clock
+
+
+def flow_record(version: str, current: bool, created_at: float, tenant: str = "demo", flow: str = "registration"):
+    return FlowRecord(tenant, flow, version, f"flow: {flow}  # {version}", f"{flow}.yaml", created_at, current)
+
+
+async def test_the_registry_keeps_every_version_and_one_current(store):
+    await store.put_flow(flow_record("v1", True, 1.0))
+    await store.put_flow(flow_record("v2", True, 2.0))
+    await store.put_flow(flow_record("v1", False, 3.0))  # the same version again: kept, not current
+    await store.put_flow(flow_record("x1", True, 1.0, tenant="other"))
+    found = await store.flows("demo")
+    assert [(r.version, r.current) for r in found] == [("v1", False), ("v2", True)]
+    assert found[0].source == "flow: registration  # v1" and found[0].created_at == 1.0
+    await store.put_flow(flow_record("v1", True, 4.0))  # roll back to v1
+    assert [(r.version, r.current) for r in await store.flows("demo")] == [("v1", True), ("v2", False)]
+    assert {r.tenant for r in await store.flows()} == {"demo", "other"}
+
+
+async def test_meta_values_are_stored_whole(store):
+    assert await store.get_meta("router") is None
+    await store.put_meta("router", b"\x00table-1")
+    await store.put_meta("router", b"\x00table-2")
+    assert await store.get_meta("router") == b"\x00table-2"
+
+
+async def test_an_empty_commit_is_accepted(store):
+    await store.commit(Commit())
+
+
+# ---------------------------------------------------------------- backend-specific
+
+
+async def test_sqlite_keeps_everything_across_a_reopen_and_fences_other_connections(tmp_path):
+    url = f"sqlite:///{tmp_path}/deep/folder/parlour.db"
+    first, second = open_store(url), open_store(url)
+    await first.open()
+    await second.open()
+    await first.claim({1: 1})
+    await first.commit(commit({1: 1}, records=[("t/web/a", 1, b"A", LATER)], timers=[Timer("t/web/a", 1, "t1", 5.0)]))
+    await second.claim({1: 2})  # another host (process) takes the partition over
+    with pytest.raises(Fenced):
+        await first.commit(commit({1: 1}, records=[("t/web/a", 1, b"zombie", LATER)]))
+    await first.aclose()
+    await second.aclose()
+    again = open_store(url)
+    await again.open()
+    assert await again.load(["t/web/a"]) == {"t/web/a": b"A"}
+    assert [t.timer_id for t in await again.due_timers([1], 10.0, 5)] == ["t1"]
+    await again.aclose()
+
+
+async def test_redis_that_cannot_be_reached_raises_store_unavailable():
+    from tests.redis_server import free_port
+    store = open_store(f"redis://127.0.0.1:{free_port()}/0?timeout_s=0.5")
+    await store.open()
+    with pytest.raises(StoreUnavailable):
+        await store.load(["t/web/a"])
+    with pytest.raises(StoreUnavailable):
+        await store.commit(commit({1: 1}, records=[("t/web/a", 1, b"A", LATER)]))
+    await store.aclose()
+
+
+def test_an_unknown_store_url_is_refused_with_the_choices():
+    from parlour.store import StoreError
+    with pytest.raises(StoreError, match="memory://, sqlite:///path or redis://"):
+        open_store("postgres://localhost/x")
