@@ -1,4 +1,7 @@
-"""Bytes for the store: conversation state as msgpack, with the schema version inside.
+"""Bytes for the store: msgpack, each value with its schema version inside.
+
+- a conversation's **record**: its state, its window of recent message ids, its reply counter;
+- **replies** (what a turn said, kept for a duplicate of its message) and **outbox** entries.
 
 >>> unpack_state(pack_state(state)) == state
 True
@@ -6,10 +9,27 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import msgpack
 
 from .errors import StateError
+from .flow.events import Button, Reply
 from .flow.state import State
+
+RECORD_SCHEMA = 1
+RECORD_MIGRATIONS: dict[int, Callable[[list[Any]], list[Any]]] = {}
+"""``RECORD_MIGRATIONS[n]`` turns a record of schema ``n`` into schema ``n + 1`` (the state
+inside has migrations of its own: :data:`parlour.flow.state.MIGRATIONS`)."""
+
+
+def _unpack(data: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:
+        raise StateError(f"{what} is not msgpack: {exc}") from exc
 
 
 def pack_state(state: State) -> bytes:
@@ -18,10 +38,82 @@ def pack_state(state: State) -> bytes:
 
 def unpack_state(data: bytes) -> State:
     """The state in ``data``, migrated to the current schema; :class:`StateError` if unreadable."""
-    try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (msgpack.UnpackException, ValueError, TypeError) as exc:
-        raise StateError(f"conversation state is not msgpack: {exc}") from exc
+    value = _unpack(data, "conversation state")
     if not isinstance(value, dict):
         raise StateError(f"conversation state is a {type(value).__name__}, not a map")
     return State.from_data(value)
+
+
+@dataclass(slots=True)
+class Record:
+    """A conversation as stored: ``seen`` holds the 8-byte digests of its latest message ids
+    (newest last), ``replies`` counts the replies it ever sent (the outbox's sequence)."""
+
+    state: State
+    seen: bytes = b""
+    replies: int = 0
+
+
+def pack_record(record: Record) -> bytes:
+    return msgpack.packb([RECORD_SCHEMA, record.state.to_data(), record.seen, record.replies], use_bin_type=True)
+
+
+def unpack_record(data: bytes) -> Record:
+    value = _unpack(data, "conversation record")
+    if not isinstance(value, list) or not value or not isinstance(value[0], int):
+        raise StateError("a conversation record is a list that starts with its schema version")
+    while value[0] < RECORD_SCHEMA:
+        value = RECORD_MIGRATIONS[value[0]](value)
+    if value[0] != RECORD_SCHEMA:
+        raise StateError(f"record schema {value[0]} is newer than this parlour ({RECORD_SCHEMA})")
+    try:
+        _, state, seen, replies = value
+    except ValueError as exc:
+        raise StateError(f"unreadable conversation record: {exc}") from exc
+    if not isinstance(state, dict):
+        raise StateError("a conversation record holds its state as a map")
+    return Record(State.from_data(state), bytes(seen), int(replies))
+
+
+def reply_data(reply: Reply) -> dict[str, Any]:
+    """``reply`` as plain data, leaving out what it does not use."""
+    data: dict[str, Any] = {}
+    for name in Reply.__slots__:
+        value = getattr(reply, name)
+        if value:
+            data[name] = [[b.id, b.title, b.description] for b in value] if name in ("buttons", "list") else value
+    return data
+
+
+def reply_of(data: dict[str, Any]) -> Reply:
+    fields = dict(data)
+    for name in ("buttons", "list"):
+        if name in fields:
+            fields[name] = tuple(Button(*b) for b in fields[name])
+    return Reply(**fields)
+
+
+def pack_replies(replies: list[Reply] | tuple[Reply, ...]) -> bytes:
+    return msgpack.packb([reply_data(r) for r in replies], use_bin_type=True)
+
+
+def unpack_replies(data: bytes) -> tuple[Reply, ...]:
+    value = _unpack(data, "stored replies")
+    if not isinstance(value, list):
+        raise StateError("stored replies are a list")
+    return tuple(reply_of(item) for item in value)
+
+
+def pack_outbound(key: str, seq: int, message_id: str | None, reply: Reply, at: float) -> bytes:
+    """An outbox entry: a reply for the delivery supervisor, whose idempotency key is
+    ``f"{key}#{seq}"``."""
+    return msgpack.packb({"schema": 1, "key": key, "seq": seq, "message_id": message_id,
+                          "reply": reply_data(reply), "at": at}, use_bin_type=True)
+
+
+def unpack_outbound(data: bytes) -> dict[str, Any]:
+    value = _unpack(data, "outbox entry")
+    if not isinstance(value, dict) or value.get("schema") != 1:
+        raise StateError("an outbox entry is a map of schema 1")
+    value["reply"] = reply_of(value["reply"])
+    return value

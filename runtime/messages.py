@@ -98,3 +98,26 @@ class Outcome:
     def ok(self) -> bool:
         """The message is durably handled (applied now or before): acknowledge it."""
         return self.status in (APPLIED, DUPLICATE)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionTable:
+    """Which host owns each partition, as of ``epoch``. ``owners[p]`` indexes ``hosts``.
+
+    Callers cache it; a host that answers :data:`MOVED` with a newer epoch makes them fetch
+    it again from the router."""
+
+    epoch: int
+    hosts: tuple[str, ...]
+    owners: tuple[int, ...]
+
+    @property
+    def partitions(self) -> int:
+        return len(self.owners)
+
+    def host_of(self, partition: int) -> str:
+        return self.hosts[self.owners[partition]]
+
+    def partitions_of(self, host: str) -> list[int]:
+        index = self.hosts.index(host)
+        return [p for p, owner in enumerate(self.owners) if owner == index]

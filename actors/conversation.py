@@ -1,0 +1,122 @@
+"""The conversation: a virtual actor, resident in a host while it is in use.
+
+Resident, a conversation is a :class:`Conversation`: its key, its partition and its record
+exactly as last committed (msgpack bytes), so that a host holds hundreds of thousands of them
+and passivating one is only forgetting it. A batch of work decodes the record once into a
+:class:`Working` copy, runs each event through the pure interpreter in arrival order, and
+packs the record again for the commit. The same code runs a conversation in a Ray actor of its
+own (``isolation: dedicated``), through :func:`run_turns`.
+
+Deduplication: the record keeps the 8-byte BLAKE2b digests of the conversation's latest
+``window`` message ids. A message whose id is in the window does not move the flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from parlour.codec import Record, pack_record, unpack_record
+from parlour.flow import (
+    Catalog,
+    Effect,
+    Event,
+    Reply,
+    Send,
+    State,
+    UserMessage,
+    advance,
+)
+from parlour.messages import ConversationKey
+
+DIGEST_BYTES = 8
+DEFAULT_WINDOW = 32
+
+
+def digest(message_id: str) -> bytes:
+    return hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
+
+
+class Conversation:
+    """A resident conversation. ``record`` is what the store holds for it, byte for byte."""
+
+    __slots__ = ("key", "partition", "record", "used_at")
+
+    def __init__(self, key: str, partition: int, record: bytes | None, used_at: float):
+        self.key = key
+        self.partition = partition
+        self.record = record
+        self.used_at = used_at
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one event did to a conversation."""
+
+    message_id: str | None
+    duplicate: bool
+    effects: tuple[Effect, ...] = ()
+    reply_seq: int = 0  # the conversation's reply counter before this step's replies
+    flow: str | None = None
+    node: str | None = None
+    status: str | None = None
+
+    @property
+    def replies(self) -> tuple[Reply, ...]:
+        return tuple(e.reply for e in self.effects if isinstance(e, Send))
+
+
+class Working:
+    """A conversation during one batch: its record decoded, changed turn by turn."""
+
+    __slots__ = ("changed", "key", "record", "window")
+
+    def __init__(self, key: str, record: bytes | None, window: int = DEFAULT_WINDOW):
+        self.key = key
+        self.record = unpack_record(record) if record is not None else Record(State())
+        self.window = window
+        self.changed = False
+
+    @property
+    def state(self) -> State:
+        return self.record.state
+
+    def seen(self, message_id: str) -> bool:
+        mark, seen = digest(message_id), self.record.seen
+        return any(seen[i:i + DIGEST_BYTES] == mark for i in range(0, len(seen), DIGEST_BYTES))
+
+    def apply(self, catalog: Catalog, message_id: str | None, event: Event, now: float) -> Step:
+        """Run ``event``; a ``message_id`` already in the window runs nothing."""
+        if message_id is not None:
+            if self.seen(message_id):
+                return Step(message_id, duplicate=True)
+            seen = self.record.seen + digest(message_id)
+            self.record.seen = seen[-self.window * DIGEST_BYTES:]
+        turn = advance(catalog, self.record.state, _addressed(event, self.key), now)
+        before = self.record.replies
+        self.record.state = turn.state
+        self.record.replies += sum(1 for e in turn.effects if isinstance(e, Send))
+        self.changed = True
+        state = turn.state
+        return Step(message_id, False, turn.effects, before, state.flow, state.node, state.status)
+
+    def pack(self) -> bytes:
+        return pack_record(self.record)
+
+
+def _addressed(event: Event, key: str) -> Event:
+    """A user message with the sender and channel filled in from the conversation's key."""
+    if isinstance(event, UserMessage) and (event.user_id is None or event.channel is None):
+        parsed = ConversationKey.parse(key)
+        return UserMessage(event.text, event.button, event.kind, event.data,
+                           event.user_id or parsed.user, event.user_name, event.channel or parsed.channel)
+    return event
+
+
+def run_turns(catalog: Catalog, key: str, record: bytes | None, events: list[tuple[str | None, Event]],
+              now: float, window: int = DEFAULT_WINDOW) -> tuple[bytes | None, list[Step]]:
+    """Run ``events`` on one conversation in order; its new record (None if unchanged) and
+    what each event did. Pure: what a dedicated conversation actor runs."""
+    working = Working(key, record, window)
+    steps = [working.apply(catalog, message_id, event, now) for message_id, event in events]
+    return (working.pack() if working.changed else None), steps

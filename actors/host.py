@@ -1,0 +1,412 @@
+"""The conversation host: many conversations in one process, committed a batch at a time.
+
+A host owns a set of partitions, each at the epoch its claim was granted. :meth:`Host.deliver`
+takes a batch of :class:`~parlour.messages.Inbound` events and answers each with an
+:class:`~parlour.messages.Outcome`, once the batch is committed. Inside, batches run one at a
+time (so each conversation sees its events in arrival order, one turn at a time), and each
+is written with one store commit: the changed records, the outbox entries, the timers and the
+replies for deduplication, fenced by the partitions' epochs.
+
+Slow work never holds a batch: an HTTP effect runs as a task after the commit that records
+the conversation waiting on it, and its result comes back as an event of a later batch.
+Timers (``wait``, inactivity timeouts, and a guard for each HTTP call in flight) are rows in
+the store, polled for the host's partitions; a timer's row is deleted by the commit of the
+turn it fires, so it fires once, also across restarts.
+
+This module knows nothing of Ray: :mod:`parlour.actors.remote` wraps a host in a Ray actor.
+
+>>> host = Host("host-0", store, HostConfig(), claim=router_claim)
+>>> await host.start()
+>>> outcomes = await host.deliver([Inbound(ConversationKey("demo", "web", "u1"), "m-1", UserMessage("hi"))])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from parlour.codec import pack_outbound, pack_replies, unpack_replies
+from parlour.errors import ParlourError, StateError
+from parlour.flow import (
+    CancelTimer,
+    Catalog,
+    Event,
+    HttpRequest,
+    HttpResult,
+    Send,
+    StartTimer,
+    TimerFired,
+)
+from parlour.flow.state import ENDED, IDLE
+from parlour.flow.state import FAILED as STATE_FAILED
+from parlour.messages import (
+    APPLIED,
+    DUPLICATE,
+    FAILED,
+    MOVED,
+    Inbound,
+    Outcome,
+    partition_of,
+)
+from parlour.store import Commit, Fenced, Store, StoreError, StoreUnavailable, Timer
+
+from .conversation import DEFAULT_WINDOW, Conversation, Step, Working
+from .flows import Flows
+
+log = logging.getLogger("parlour.host")
+
+ClaimFn = Callable[[str], Awaitable[tuple[int, list[int]]]]
+"""Asks the router for this host's partitions: ``await claim(name) -> (epoch, partitions)``."""
+HttpFn = Callable[[HttpRequest], Awaitable[HttpResult]]
+IsolatedFn = Callable[[str, str, bytes | None, list[tuple[str | None, Event]], float],
+                      Awaitable[tuple[bytes | None, list[Step]]]]
+"""Runs a dedicated conversation's turns in its own actor: ``(tenant, key, record, events, now)``."""
+
+HTTP_GUARD = "http:"
+"""Timer ids of this prefix guard an HTTP call: if the host dies during the call, the timer
+answers the flow with an error instead of leaving it waiting forever."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    partitions: int = 1024
+    max_resident: int = 1_000_000
+    idle_s: float = 600.0
+    window: int = DEFAULT_WINDOW
+    ended_ttl_s: float = 86_400.0
+    abandoned_ttl_s: float = 30 * 86_400.0
+    reply_ttl_s: float = 86_400.0
+    timer_poll_s: float = 1.0
+    sweep_s: float = 60.0
+    max_batch: int = 1000
+    ready_timeout_s: float = 30.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Work:
+    """One event for one conversation: from a caller (``index`` into its batch), or internal
+    (a timer that fired, an HTTP result)."""
+
+    index: int | None
+    key: str
+    partition: int
+    message_id: str | None
+    event: Event
+    timer: str | None = None  # the timer row this work consumes
+
+
+class Host:
+    def __init__(self, name: str, store: Store, config: HostConfig, claim: ClaimFn, *,
+                 http: HttpFn | None = None, isolated: IsolatedFn | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.name = name
+        self.store = store
+        self.config = config
+        self.claim = claim
+        self.http = http
+        self.isolated = isolated
+        self.clock = clock
+        self.flows = Flows(store, config.env)
+        self.epoch = 0
+        self.owned: dict[int, int] = {}
+        self.resident: OrderedDict[str, Conversation] = OrderedDict()
+        self.counts: Counter[str] = Counter()
+        self._lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        self._internal: asyncio.Queue[Work] = asyncio.Queue()
+        self._firing: set[tuple[str, str]] = set()
+        self._calls: dict[str, asyncio.Task] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    # ------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Open the store, claim this host's partitions, load the flows, start the loops.
+        Raises what stopped it (the store or the router not up yet): call again to retry."""
+        await self.store.open()
+        await self._claim()
+        await self.flows.reload()
+        self._tasks = [asyncio.create_task(loop()) for loop in (self._run_internal, self._poll_timers, self._upkeep)]
+        self._ready.set()
+        log.info("%s owns %d partitions at epoch %d", self.name, len(self.owned), self.epoch)
+
+    async def _claim(self) -> None:
+        epoch, partitions = await self.claim(self.name)
+        await self.store.claim({p: epoch for p in partitions})
+        self.epoch, self.owned = epoch, {p: epoch for p in partitions}
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, cancel the loops and calls in flight (their guard timers
+        answer them after a restart), close the store."""
+        async with self._lock:
+            for task in [*self._tasks, *self._calls.values()]:
+                task.cancel()
+            await asyncio.gather(*self._tasks, *self._calls.values(), return_exceptions=True)
+            await self.store.aclose()
+
+    async def ready(self) -> dict:
+        await self._wait_ready()
+        return {"name": self.name, "epoch": self.epoch, "partitions": len(self.owned)}
+
+    async def _wait_ready(self) -> None:
+        await asyncio.wait_for(self._ready.wait(), self.config.ready_timeout_s)
+
+    # ------------------------------------------------------------ the entry point
+
+    async def deliver(self, batch: list[Inbound]) -> list[Outcome]:
+        """Run ``batch``; each event's outcome, in order, once the batch is committed."""
+        try:
+            await self._wait_ready()
+        except TimeoutError:
+            return [Outcome(i.message_id, FAILED, error=f"host {self.name} is not ready", retryable=True) for i in batch]
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        works = []
+        for index, inbound in enumerate(batch):
+            key = inbound.key.id
+            partition = partition_of(key, self.config.partitions)
+            if partition in self.owned:
+                works.append(Work(index, key, partition, inbound.message_id, inbound.event))
+            else:
+                outcomes[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
+        for work, outcome in zip(works, await self._process(works)):
+            if outcome.status == DUPLICATE:
+                outcome = Outcome(outcome.message_id, DUPLICATE, await self._first_replies(work))
+            outcomes[work.index] = outcome
+        return outcomes
+
+    async def _first_replies(self, work: Work) -> tuple:
+        """A duplicate's replies are those its message got the first time, while kept."""
+        try:
+            data = await self.store.reply(work.key, work.message_id)
+        except StoreError:
+            return ()
+        return unpack_replies(data) if data else ()
+
+    # ------------------------------------------------------------ a batch
+
+    async def _process(self, works: list[Work]) -> list[Outcome]:
+        if not works:
+            return []
+        async with self._lock:
+            now = self.clock()
+            try:
+                return await self._run_batch(works, now)
+            except Fenced as exc:
+                self._lose(exc.epochs)
+                return [Outcome(w.message_id, MOVED if w.partition in exc.epochs else FAILED,
+                                error=None if w.partition in exc.epochs else "batch refused by the store's fence",
+                                retryable=True, epoch=self.epoch) for w in works]
+            except StoreUnavailable as exc:
+                self.counts["store_unavailable"] += 1
+                return [Outcome(w.message_id, FAILED, error=f"store unavailable: {exc}", retryable=True) for w in works]
+
+    async def _run_batch(self, works: list[Work], now: float) -> list[Outcome]:
+        groups: dict[str, list[Work]] = {}
+        for work in works:
+            groups.setdefault(work.key, []).append(work)
+        missing = [key for key in groups if key not in self.resident]
+        loaded = await self.store.load(missing) if missing else {}
+        self.counts["activations"] += len(missing)
+        commit, calls = Commit(), []
+        steps: dict[int, Step] = {}
+        results: dict[str, bytes | None] = {}
+        for key, group in groups.items():
+            conversation = self.resident.get(key)
+            record = conversation.record if conversation is not None else loaded.get(key)
+            new_record, done = await self._turns(key, record, group, now)
+            results[key] = new_record
+            for work, step in zip(group, done):
+                steps[id(work)] = step
+            self._record(commit, calls, key, group, done, new_record, now)
+        await self.store.commit(commit) if commit else None
+        self.counts["commits"] += 1
+        self.counts["turns"] += sum(1 for s in steps.values() if not s.duplicate)
+        self._install(groups, results, loaded, now)
+        for key, partition, request in calls:
+            self._calls[request.request_id] = asyncio.create_task(self._call(key, partition, request))
+        return [self._outcome(work, steps[id(work)]) for work in works]
+
+    async def _turns(self, key: str, record: bytes | None, group: list[Work], now: float):
+        events = [(w.message_id, w.event) for w in group]
+        tenant = key.split("/", 1)[0]
+        catalog = self.flows.catalog(tenant)
+        try:
+            working = Working(key, record, self.config.window)
+        except StateError as exc:
+            # An unreadable record must not wedge the conversation: it starts afresh.
+            log.error("conversation %s had an unreadable record, starting afresh: %s", key, exc)
+            self.counts["unreadable_records"] += 1
+            working = Working(key, None, self.config.window)
+        if self.isolated is not None and self._dedicated(catalog, working, group):
+            self.counts["dedicated_turns"] += len(group)
+            return await self.isolated(tenant, key, record, events, now)
+        done = [working.apply(catalog, message_id, event, now) for message_id, event in events]
+        return (working.pack() if working.changed else None), done
+
+    @staticmethod
+    def _dedicated(catalog: Catalog, working: Working, group: list[Work]) -> bool:
+        state = working.state
+        flow_id = state.flow if state.active else None
+        if flow_id is None:
+            first = group[0].event
+            text = getattr(first, "text", None) or getattr(first, "button", None) or ""
+            flow_id = getattr(first, "flow", None) or catalog.match(text, state.channel)
+        try:
+            return flow_id is not None and catalog.get(flow_id, state.version if state.flow == flow_id else None).isolation == "dedicated"
+        except ParlourError:
+            return False
+
+    def _record(self, commit: Commit, calls: list, key: str, group: list[Work], done: list[Step],
+                record: bytes | None, now: float) -> None:
+        """Add what ``key``'s turns changed to ``commit``; HTTP calls to start go to ``calls``."""
+        partition = group[0].partition
+        timers: dict[str, float | None] = {}
+        status = IDLE
+        for work, step in zip(group, done):
+            if work.timer is not None:
+                timers[work.timer] = None
+            if isinstance(work.event, HttpResult):
+                timers[HTTP_GUARD + work.event.request_id] = None
+            seq = step.reply_seq
+            for effect in step.effects:
+                if isinstance(effect, Send):
+                    seq += 1
+                    commit.outbox.append((key, seq, pack_outbound(key, seq, work.message_id, effect.reply, now)))
+                elif isinstance(effect, StartTimer):
+                    timers[effect.timer_id] = effect.due_at
+                elif isinstance(effect, CancelTimer):
+                    timers[effect.timer_id] = None
+                elif isinstance(effect, HttpRequest):
+                    timers[HTTP_GUARD + effect.request_id] = now + _guard_s(effect)
+                    calls.append((key, partition, effect))
+            if work.index is not None and work.message_id is not None and not step.duplicate:
+                commit.replies.append((key, work.message_id, pack_replies(step.replies), now + self.config.reply_ttl_s))
+            status = step.status or status
+        for timer_id, due_at in timers.items():
+            if due_at is None:
+                commit.cancels.append((key, partition, timer_id))
+            else:
+                commit.timers.append(Timer(key, partition, timer_id, due_at))
+        if record is not None:
+            ttl = self.config.ended_ttl_s if status in (IDLE, ENDED, STATE_FAILED) else self.config.abandoned_ttl_s
+            latest = max((d for d in timers.values() if d is not None), default=now)
+            commit.records.append((key, partition, record, max(now + ttl, latest + self.config.ended_ttl_s)))
+        if commit.records or commit.timers or commit.cancels or commit.outbox or commit.replies:
+            commit.fences[partition] = self.owned[partition]
+
+    def _install(self, groups: dict[str, list[Work]], results: dict[str, bytes | None],
+                 loaded: dict[str, bytes], now: float) -> None:
+        """The batch is committed: its records become the resident ones (most recent last)."""
+        for key, group in groups.items():
+            conversation = self.resident.pop(key, None)
+            record = results[key] or (conversation.record if conversation else loaded.get(key))
+            if record is None:
+                continue
+            if conversation is None:
+                conversation = Conversation(key, group[0].partition, record, now)
+            conversation.record, conversation.used_at = record, now
+            self.resident[key] = conversation
+        while len(self.resident) > self.config.max_resident:
+            self.resident.popitem(last=False)
+            self.counts["passivated_lru"] += 1
+
+    def _outcome(self, work: Work, step: Step) -> Outcome:
+        if step.duplicate:
+            self.counts["duplicates"] += 1
+            return Outcome(work.message_id or "", DUPLICATE)
+        return Outcome(work.message_id or "", APPLIED, step.replies, flow=step.flow, node=step.node,
+                       conversation_status=step.status)
+
+    def _lose(self, epochs: dict[int, int]) -> None:
+        """Another host holds these partitions now: stop serving them, forget their conversations."""
+        log.warning("%s lost %d partitions to newer epochs", self.name, len(epochs))
+        for partition in epochs:
+            self.owned.pop(partition, None)
+        for key in [k for k, c in self.resident.items() if c.partition in epochs]:
+            del self.resident[key]
+        self.counts["fenced"] += 1
+
+    # ------------------------------------------------------------ internal work
+
+    async def _call(self, key: str, partition: int, request: HttpRequest) -> None:
+        try:
+            result = await self.http(request) if self.http else HttpResult(request.request_id, error="no HTTP client")
+        finally:
+            self._calls.pop(request.request_id, None)
+        self._internal.put_nowait(Work(None, key, partition, None, result))
+
+    async def _run_internal(self) -> None:
+        """Timers that fired and HTTP results, run in batches like a caller's."""
+        while True:
+            works = [await self._internal.get()]
+            while not self._internal.empty() and len(works) < self.config.max_batch:
+                works.append(self._internal.get_nowait())
+            works = [w for w in works if w.partition in self.owned]
+            outcomes = await self._process(works)
+            for work, outcome in zip(works, outcomes):
+                if work.timer is not None:
+                    self._firing.discard((work.key, work.timer))
+                elif outcome.status == FAILED:  # an HTTP result not committed: try again shortly
+                    asyncio.get_running_loop().call_later(self.config.timer_poll_s, self._internal.put_nowait, work)
+
+    async def _poll_timers(self) -> None:
+        while True:
+            try:
+                due = await self.store.due_timers(list(self.owned), self.clock(), self.config.max_batch)
+            except StoreError as exc:
+                log.warning("%s cannot read due timers: %s", self.name, exc)
+                due = []
+            for timer in due:
+                mark = (timer.key, timer.timer_id)
+                if mark in self._firing or _guarded_call(timer) in self._calls:
+                    continue
+                self._firing.add(mark)
+                self._internal.put_nowait(Work(None, timer.key, timer.partition, None, _fired(timer), timer.timer_id))
+            await asyncio.sleep(self.config.timer_poll_s)
+
+    async def _upkeep(self) -> None:
+        """Passivate idle conversations; expire old records from the store."""
+        last_sweep = 0.0
+        while True:
+            await asyncio.sleep(min(self.config.idle_s / 4, 30.0))
+            now = self.clock()
+            idle = [k for k, c in self.resident.items() if now - c.used_at > self.config.idle_s]
+            for key in idle:
+                del self.resident[key]
+            self.counts["passivated_idle"] += len(idle)
+            if now - last_sweep >= self.config.sweep_s:
+                try:
+                    self.counts["expired"] += await self.store.sweep(now)
+                    last_sweep = now
+                except StoreError as exc:
+                    log.warning("%s cannot sweep the store: %s", self.name, exc)
+
+    # ------------------------------------------------------------ administration
+
+    async def reload_flows(self) -> int:
+        """Read the flow registry again (after a deploy); how many flow versions are loaded."""
+        return await self.flows.reload()
+
+    def stats(self) -> dict:
+        return {"name": self.name, "epoch": self.epoch, "partitions": len(self.owned),
+                "resident": len(self.resident), "http_in_flight": len(self._calls), **self.counts}
+
+
+def _guard_s(request: HttpRequest) -> float:
+    """Longer than the call can take with its retries and backoff."""
+    return request.timeout_s * (request.retries + 1) + 2.0 ** request.retries + 30.0
+
+
+def _guarded_call(timer: Timer) -> str | None:
+    return timer.timer_id[len(HTTP_GUARD):] if timer.timer_id.startswith(HTTP_GUARD) else None
+
+
+def _fired(timer: Timer) -> Event:
+    if timer.timer_id.startswith(HTTP_GUARD):
+        return HttpResult(timer.timer_id[len(HTTP_GUARD):], error="the call was interrupted (its host restarted)")
+    return TimerFired(timer.timer_id)

@@ -1,0 +1,201 @@
+"""The Ray actors: thin wrappers that give the router, the hosts and dedicated conversations
+a process of their own. Every ``ray.`` call of the actors lives here (and in
+:mod:`parlour.cluster`); the classes they wrap know nothing of Ray.
+
+- :class:`RouterActor`: named, detached, restarted by Ray without limit; its state is in the store.
+- :class:`HostActor`: named, detached, restarted by Ray without limit; on (re)start it claims its
+  partitions from the router under a new epoch.
+- :class:`DedicatedActor`: one conversation of an ``isolation: dedicated`` flow, created by its
+  host on first use and killed when idle; it runs the same :func:`run_turns` as a host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import ray
+from parlour.flow import Event
+from parlour.http import HttpCaller
+from parlour.messages import Inbound, Outcome, PartitionTable
+from parlour.store import FlowRecord, open_store
+from ray.exceptions import RayError
+
+from .conversation import Step, run_turns
+from .flows import Flows
+from .host import Host, HostConfig
+from .router import Router
+
+log = logging.getLogger("parlour.actors")
+
+NAMESPACE = "parlour"
+RESTART = {"max_restarts": -1, "max_task_retries": 0, "lifetime": "detached", "namespace": NAMESPACE}
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """The actor names of one runtime; ``prefix`` lets several runtimes share a Ray cluster."""
+
+    prefix: str = "parlour"
+    hosts: int = 1
+
+    @property
+    def router(self) -> str:
+        return f"{self.prefix}-router"
+
+    def host(self, index: int) -> str:
+        return f"{self.prefix}-host-{index}"
+
+    @property
+    def all_hosts(self) -> list[str]:
+        return [self.host(i) for i in range(self.hosts)]
+
+
+@dataclass(frozen=True, slots=True)
+class HostSettings:
+    """What a host actor needs to rebuild itself after a restart."""
+
+    store_url: str
+    names: Names
+    config: HostConfig = field(default_factory=HostConfig)
+    secrets: dict[str, str] = field(default_factory=dict)
+    dedicated_idle_s: float = 600.0
+    log_level: str = "WARNING"
+
+
+@ray.remote(num_cpus=0, **RESTART)
+class RouterActor:
+    def __init__(self, store_url: str, partitions: int, hosts: list[str]):
+        self.router = Router(open_store(store_url), partitions, hosts)
+        self.started = asyncio.get_running_loop().create_task(self.router.start())
+
+    async def table(self) -> PartitionTable:
+        await self.started
+        return await self.router.table()
+
+    async def claim(self, host: str) -> tuple[int, list[int]]:
+        await self.started
+        return await self.router.claim(host)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0, **RESTART)
+class HostActor:
+    def __init__(self, name: str, settings: HostSettings):
+        logging.basicConfig(level=settings.log_level)
+        self.settings = settings
+        self.http = HttpCaller(settings.secrets)
+        router = ray.get_actor(settings.names.router, namespace=NAMESPACE)
+
+        async def claim(host: str) -> tuple[int, list[int]]:
+            return await router.claim.remote(host)
+
+        self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http)
+        self.dedicated = _Dedicated(settings, self.host.flows)
+        self.host.isolated = self.dedicated.run
+        self.started = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        await self.http.__aenter__()
+        while True:
+            try:
+                await self.host.start()
+                return
+            except Exception as exc:  # noqa: BLE001 - the store or the router is not up yet: keep trying
+                log.warning("host %s cannot start yet: %r", self.host.name, exc)
+                await asyncio.sleep(1.0)
+
+    async def deliver(self, batch: list[Inbound]) -> list[Outcome]:
+        return await self.host.deliver(batch)
+
+    async def ready(self) -> dict:
+        await self.started
+        return await self.host.ready()
+
+    async def install_flows(self, records: list[FlowRecord]) -> int:
+        """Store ``records`` (idempotent) and serve the registry as it now is."""
+        await self.started
+        for record in records:
+            await self.host.store.put_flow(record)
+        count = await self.host.reload_flows()
+        await self.dedicated.install()
+        return count
+
+    async def stats(self) -> dict:
+        return {**self.host.stats(), "pid": os.getpid(), "rss_bytes": _rss(), "dedicated": len(self.dedicated.actors)}
+
+    async def stop(self) -> None:
+        await self.started
+        await self.host.stop()
+        await self.http.aclose()
+        self.dedicated.stop()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0)
+class DedicatedActor:
+    """One conversation in a process of its own."""
+
+    def __init__(self, records: list[FlowRecord], env: dict[str, str]):
+        self.flows = Flows(None, env)
+        self.flows.install(records)
+
+    def install(self, records: list[FlowRecord]) -> None:
+        self.flows.install(records)
+
+    def run(self, tenant: str, key: str, record: bytes | None, events: list[tuple[str | None, Event]],
+            now: float, window: int) -> tuple[bytes | None, list[Step]]:
+        return run_turns(self.flows.catalog(tenant), key, record, events, now, window)
+
+    def rss(self) -> int:
+        return _rss()
+
+
+class _Dedicated:
+    """The dedicated conversation actors of one host, by conversation key."""
+
+    def __init__(self, settings: HostSettings, flows: Flows):
+        self.settings = settings
+        self.flows = flows
+        self.actors: dict[str, tuple[ray.actor.ActorHandle, float]] = {}
+
+    async def run(self, tenant: str, key: str, record: bytes | None, events: list, now: float):
+        self._reap()
+        found = self.actors.get(key)
+        actor = found[0] if found else DedicatedActor.options(
+            name=f"{self.settings.names.prefix}-conv-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}",
+            namespace=NAMESPACE, get_if_exists=True,
+        ).remote(self.flows.records, self.settings.config.env)
+        self.actors[key] = (actor, time.monotonic())
+        try:
+            return await actor.run.remote(tenant, key, record, events, now, self.settings.config.window)
+        except RayError:
+            self.actors.pop(key, None)
+            raise
+
+    async def install(self) -> None:
+        await asyncio.gather(*(a.install.remote(self.flows.records) for a, _ in self.actors.values()),
+                             return_exceptions=True)
+
+    def _reap(self) -> None:
+        cutoff = time.monotonic() - self.settings.dedicated_idle_s
+        for key in [k for k, (_, used) in self.actors.items() if used < cutoff]:
+            ray.kill(self.actors.pop(key)[0])
+
+    def stop(self) -> None:
+        for actor, _ in self.actors.values():
+            ray.kill(actor)
+        self.actors.clear()
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

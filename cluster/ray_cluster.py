@@ -1,0 +1,47 @@
+"""Starting or joining Ray, and placing a runtime's actors on it.
+
+>>> connect()                                   # a local Ray with this machine's cores
+>>> connect("ray://head:10001")                 # or join an existing cluster
+>>> router, hosts = place(settings, partitions=1024)
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+from parlour.actors.remote import NAMESPACE, HostActor, HostSettings, RouterActor
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Start a local Ray (``address`` None) or join the cluster at ``address``. Returns
+    whether this call started Ray (and so whether :func:`disconnect` should stop it)."""
+    if ray.is_initialized():
+        return False
+    options = {"namespace": NAMESPACE, "logging_level": "WARNING", "log_to_driver": True}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **options)
+    return True
+
+
+def disconnect() -> None:
+    ray.shutdown()
+
+
+def place(settings: HostSettings, partitions: int) -> tuple[ray.actor.ActorHandle, dict[str, ray.actor.ActorHandle]]:
+    """The router and the hosts of ``settings.names``: found if they run, created if not."""
+    names = settings.names
+    router = RouterActor.options(name=names.router, get_if_exists=True).remote(
+        settings.store_url, partitions, names.all_hosts)
+    hosts = {name: HostActor.options(name=name, get_if_exists=True).remote(name, settings)
+             for name in names.all_hosts}
+    return router, hosts
+
+
+def kill(*actors: ray.actor.ActorHandle) -> None:
+    """End ``actors`` for good (no restart)."""
+    for actor in actors:
+        ray.kill(actor, no_restart=True)

@@ -1,0 +1,110 @@
+"""The Python API: a parlour runtime on Ray, for embedding and for tests.
+
+>>> async with await Runtime.start(store="sqlite:///.parlour/parlour.db", hosts=2) as runtime:
+...     await runtime.deploy("demo", ["flows/"])
+...     outcome = await runtime.send(Inbound(ConversationKey("demo", "web", "u1"), "m-1", UserMessage("hi")))
+...     [reply.text for reply in outcome.replies]
+
+:meth:`Runtime.start` starts a local Ray with this machine's cores (or joins the cluster at
+``address``), then finds or creates the router and the conversation hosts. :meth:`send` hands
+an event to its conversation's host and returns its :class:`~parlour.messages.Outcome` once
+the turn is committed: acknowledge the channel only when ``outcome.ok``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from collections.abc import Iterable
+from pathlib import Path
+
+from .actors.dispatch import Dispatcher
+from .actors.host import HostConfig
+from .actors.remote import HostSettings, Names
+from .cluster import ray_cluster
+from .errors import FlowError, ParlourError
+from .flow import load_paths
+from .messages import DEFAULT_PARTITIONS, Inbound, Outcome
+from .store import FlowRecord
+
+DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
+
+
+class Runtime:
+    def __init__(self, settings: HostSettings, partitions: int, started_ray: bool):
+        self.settings = settings
+        self.partitions = partitions
+        self._started_ray = started_ray
+        self.router, self.hosts = ray_cluster.place(settings, partitions)
+        self.dispatcher = Dispatcher(self._table, self._deliver)
+
+    @classmethod
+    async def start(cls, *, store: str = DEFAULT_STORE, hosts: int = 1, partitions: int = DEFAULT_PARTITIONS,
+                    address: str | None = None, num_cpus: int | None = None, name: str = "parlour",
+                    env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
+                    config: HostConfig | None = None, ready_timeout_s: float = 60.0) -> Runtime:
+        """Start (or join) Ray and the runtime named ``name``; return once every host is ready."""
+        if store.startswith("memory:") and hosts != 1:
+            raise ParlourError("memory:// lives in one process: it serves exactly one host (use sqlite or redis)")
+        if store.startswith("sqlite:") and address:
+            raise ParlourError("sqlite is one machine's store: a Ray cluster needs redis://")
+        config = config or HostConfig()
+        config = replace(config, partitions=partitions, env={**config.env, **(env or {})})
+        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}))
+        started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
+        runtime = cls(settings, partitions, started)
+        await runtime.ready(ready_timeout_s)
+        return runtime
+
+    async def ready(self, timeout_s: float = 60.0) -> list[dict]:
+        """Wait until every host has claimed its partitions; what each reports."""
+        return await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.hosts.values())), timeout_s)
+
+    async def deploy(self, tenant: str, paths: Iterable[str | Path]) -> list[FlowRecord]:
+        """Validate the flows under ``paths`` together and make them current for ``tenant``;
+        :class:`FlowError` (nothing deployed) if any has an error. Conversations in progress
+        stay on the version they started on."""
+        loaded = load_paths(paths)
+        if loaded.errors:
+            raise FlowError(loaded.errors)
+        now = time.time()
+        records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True) for f in loaded.flows]
+        await asyncio.gather(*(h.install_flows.remote(records) for h in self.hosts.values()))
+        return records
+
+    async def send(self, inbound: Inbound) -> Outcome:
+        return await self.dispatcher.send(inbound)
+
+    async def send_many(self, batch: list[Inbound]) -> list[Outcome]:
+        return await self.dispatcher.send_many(batch)
+
+    async def stats(self) -> list[dict]:
+        return list(await asyncio.gather(*(h.stats.remote() for h in self.hosts.values())))
+
+    async def pids(self) -> dict[str, int]:
+        """The worker process of each host (and ``router``), e.g. to kill one in a test."""
+        names = [*self.hosts, "router"]
+        pids = await asyncio.gather(*(h.pid.remote() for h in self.hosts.values()), self.router.pid.remote())
+        return dict(zip(names, pids))
+
+    async def stop(self, *, shutdown_ray: bool | None = None) -> None:
+        """Let each host finish and commit the batch in hand, then end the actors (and Ray,
+        if this runtime started it)."""
+        await self.dispatcher.aclose()
+        await asyncio.gather(*(h.stop.remote() for h in self.hosts.values()), return_exceptions=True)
+        ray_cluster.kill(self.router, *self.hosts.values())
+        if shutdown_ray if shutdown_ray is not None else self._started_ray:
+            await asyncio.to_thread(ray_cluster.disconnect)
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    async def _table(self):
+        return await self.router.table.remote()
+
+    async def _deliver(self, host: str, batch: list[Inbound]) -> list[Outcome]:
+        return await self.hosts[host].deliver.remote(batch)

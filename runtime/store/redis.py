@@ -1,0 +1,284 @@
+r"""A store in Redis, shared by every host of a cluster: redis-py's asyncio client with hiredis.
+
+``redis://HOST:PORT/DB?prefix=parlour:&timeout_s=5`` (also ``rediss://`` and ``unix://``):
+``prefix`` starts every key, ``timeout_s`` bounds connecting and each reply. It needs Redis 6.2
+or newer (exclusive ``XRANGE`` starts) and targets standalone or replicated (Sentinel) Redis,
+not Redis Cluster: see the commit script. Keys, ``P`` being the prefix::
+
+    P c:{key}                             string  a conversation's record, PEXPIREAT its expiry
+    P fence                               hash    partition -> epoch
+    P t:{partition}                       zset    msgpack [key, timer id], scored by due time
+    P outbox                              stream  fields key, seq, data; the entry id is the cursor
+    P r:{key}\0{message id}               string  a turn's replies, PEXPIREAT their expiry
+    P flow:{tenant}\0{flow}\0{version}    hash    source, path, created_at
+    P versions:{tenant}\0{flow}           set     the versions of one flow
+    P flows                               set     tenant\0flow of every flow
+    P current                             hash    tenant\0flow -> its current version
+    P meta:{name}                         string
+
+A commit is one Lua script (``EVALSHA``) because Redis runs a script alone: the fence check and
+every write of the commit happen with nothing in between, so a zombie host cannot slip a write
+past a newer claim (which a read-check-write from Python would allow), and a refused commit has
+written nothing. The whole commit travels as one msgpack blob, unpacked by Redis' ``cmsgpack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgpack
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .base import (
+    Commit,
+    Fenced,
+    FlowRecord,
+    OutboxEntry,
+    StoreError,
+    StoreUnavailable,
+    Timer,
+)
+
+# The script reads and writes keys it does not declare in KEYS (they depend on the commit's
+# contents). Standalone Redis and Sentinel setups allow that; Redis Cluster does not.
+_COMMIT = r"""
+local prefix, c = ARGV[1], cmsgpack.unpack(ARGV[2])
+local fence, refused = prefix .. 'fence', {}
+for _, f in ipairs(c[1]) do
+  local held = redis.call('HGET', fence, f[1]) or '0'
+  if held ~= f[2] then
+    refused[#refused + 1] = f[1]
+    refused[#refused + 1] = held
+  end
+end
+if #refused > 0 then return refused end
+local function put(key, value, at_ms)
+  redis.call('SET', key, value)
+  redis.call('PEXPIREAT', key, at_ms)
+end
+for _, r in ipairs(c[2]) do put(prefix .. 'c:' .. r[1], r[2], r[3]) end
+for _, x in ipairs(c[3]) do redis.call('ZREM', prefix .. 't:' .. x[1], x[2]) end
+for _, t in ipairs(c[4]) do redis.call('ZADD', prefix .. 't:' .. t[1], t[2], t[3]) end
+for _, o in ipairs(c[5]) do
+  redis.call('XADD', prefix .. 'outbox', '*', 'key', o[1], 'seq', o[2], 'data', o[3])
+end
+for _, r in ipairs(c[6]) do put(prefix .. 'r:' .. r[1], r[2], r[3]) end
+return refused
+"""
+
+_CLAIM = r"""
+local fence, newer = ARGV[1] .. 'fence', {}
+for i = 2, #ARGV, 2 do
+  local held = redis.call('HGET', fence, ARGV[i]) or '0'
+  if tonumber(held) > tonumber(ARGV[i + 1]) then
+    newer[#newer + 1] = ARGV[i]
+    newer[#newer + 1] = held
+  end
+end
+if #newer > 0 then return newer end
+for i = 2, #ARGV, 2 do redis.call('HSET', fence, ARGV[i], ARGV[i + 1]) end
+return newer
+"""
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError, asyncio.TimeoutError)
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Redis' errors as the store's: :class:`StoreUnavailable` when it cannot be reached."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"redis {action}: {exc}") from exc
+    except RedisError as exc:
+        raise StoreError(f"redis {action}: {exc}") from exc
+
+
+def _split_url(url: str) -> tuple[str, str, float]:
+    """``url`` without our query parameters, the key prefix and the timeout."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {name: value for name, value in query if name in ("prefix", "timeout_s")}
+    rest = urlencode([(name, value) for name, value in query if name not in ours])
+    try:
+        timeout_s = float(ours.get("timeout_s", 5))
+    except ValueError:
+        raise StoreError(f"timeout_s in {url!r} is not a number of seconds") from None
+    return urlunsplit(parts._replace(query=rest)), ours.get("prefix", "parlour:"), timeout_s
+
+
+def _ms(at: float) -> str:
+    return str(int(at * 1000))
+
+
+def _member(key: str, timer_id: str) -> bytes:
+    return msgpack.packb([key, timer_id], use_bin_type=True)
+
+
+def _epochs(pairs: list[bytes]) -> dict[int, int]:
+    return {int(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+
+
+class RedisStore:
+    def __init__(self, url: str):
+        self.url = url
+        self._url, self.prefix, self.timeout_s = _split_url(url)
+        self._client: redis.asyncio.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    async def open(self) -> None:
+        # After a restart every pooled connection is dead, and redis-py 8 does not check them when
+        # they leave the pool, so each would fail one call: one immediate retry on a connection
+        # error reconnects instead. Never on a timeout: the server may have run the command, and
+        # a commit run twice would append its outbox twice. Callers retry StoreUnavailable.
+        self._client = redis.asyncio.from_url(
+            self._url, decode_responses=False, socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
+        self._scripts = {"commit": self._client.register_script(_COMMIT),
+                         "claim": self._client.register_script(_CLAIM)}
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def _redis(self) -> redis.asyncio.Redis:
+        if self._client is None:
+            raise StoreError("the Redis store is not open: await store.open() first")
+        return self._client
+
+    async def _run(self, script: str, *args: str | bytes) -> list[bytes]:
+        client = self._redis
+        with _translated(script):
+            return await self._scripts[script](args=args, client=client)
+
+    async def load(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        with _translated("load"):
+            found = await self._redis.mget([f"{self.prefix}c:{key}" for key in keys])
+        return {key: value for key, value in zip(keys, found) if value is not None}
+
+    async def commit(self, commit: Commit) -> None:
+        if not commit and not commit.fences:
+            return
+        # Redis' cmsgpack predates msgpack's bin type: the old raw type carries bytes unchanged.
+        blob = msgpack.packb([
+            [[str(p), str(epoch)] for p, epoch in commit.fences.items()],
+            [[key, record, _ms(expires_at)] for key, _p, record, expires_at in commit.records],
+            [[str(p), _member(key, timer_id)] for key, p, timer_id in commit.cancels],
+            [[str(t.partition), repr(t.due_at), _member(t.key, t.timer_id)] for t in commit.timers],
+            [[key, str(seq), data] for key, seq, data in commit.outbox],
+            [[f"{key}\x00{message_id}", data, _ms(expires_at)]
+             for key, message_id, data, expires_at in commit.replies],
+        ], use_bin_type=False)
+        refused = await self._run("commit", self.prefix, blob)
+        if refused:
+            raise Fenced(_epochs(refused))
+
+    async def claim(self, epochs: dict[int, int]) -> None:
+        if not epochs:
+            return
+        args = [str(n) for pair in epochs.items() for n in pair]
+        newer = await self._run("claim", self.prefix, *args)
+        if newer:
+            raise Fenced(_epochs(newer))
+
+    async def fences(self, partitions: Sequence[int]) -> dict[int, int]:
+        if not partitions:
+            return {}
+        with _translated("fences"):
+            held = await self._redis.hmget(f"{self.prefix}fence", [str(p) for p in partitions])
+        return {p: int(epoch or 0) for p, epoch in zip(partitions, held)}
+
+    async def due_timers(self, partitions: Sequence[int], until: float, limit: int) -> list[Timer]:
+        wanted = list(dict.fromkeys(partitions))
+        if limit <= 0 or not wanted:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for p in wanted:
+            pipe.zrangebyscore(f"{self.prefix}t:{p}", "-inf", until, start=0, num=limit, withscores=True)
+        with _translated("due_timers"):
+            found = await pipe.execute()
+        timers = [Timer(key, p, timer_id, due_at)
+                  for p, members in zip(wanted, found) for member, due_at in members
+                  for key, timer_id in [msgpack.unpackb(member, raw=False)]]
+        return sorted(timers, key=lambda t: (t.due_at, t.key, t.timer_id))[:limit]
+
+    async def reply(self, key: str, message_id: str) -> bytes | None:
+        with _translated("reply"):
+            return await self._redis.get(f"{self.prefix}r:{key}\x00{message_id}")
+
+    async def sweep(self, now: float) -> int:
+        """Nothing to do: every record and reply is written with ``PEXPIREAT``, so Redis deletes
+        it by its own clock (and never returns it once expired). Always 0."""
+        return 0
+
+    async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:
+        if limit <= 0:
+            return []
+        with _translated("read_outbox"):
+            entries = await self._redis.xrange(
+                f"{self.prefix}outbox", min=f"({after}" if after else "-", max="+", count=limit)
+        return [OutboxEntry(entry_id.decode(), fields[b"key"].decode(), int(fields[b"seq"]), fields[b"data"])
+                for entry_id, fields in entries]
+
+    async def ack_outbox(self, ids: Sequence[str]) -> None:
+        if ids:
+            with _translated("ack_outbox"):
+                await self._redis.xdel(f"{self.prefix}outbox", *ids)
+
+    async def put_flow(self, record: FlowRecord) -> None:
+        # MULTI/EXEC without WATCH: HSETNX keeps a stored version's fields as they were, and the
+        # current pointer is only ever set, so no read has to precede the writes.
+        flow = f"{record.tenant}\x00{record.flow}"
+        version = f"{self.prefix}flow:{flow}\x00{record.version}"
+        pipe = self._redis.pipeline(transaction=True)
+        for name, value in (("source", record.source), ("path", record.path), ("created_at", repr(record.created_at))):
+            pipe.hsetnx(version, name, value)
+        pipe.sadd(f"{self.prefix}versions:{flow}", record.version)
+        pipe.sadd(f"{self.prefix}flows", flow)
+        if record.current:
+            pipe.hset(f"{self.prefix}current", flow, record.version)
+        with _translated("put_flow"):
+            await pipe.execute()
+
+    async def flows(self, tenant: str | None = None) -> list[FlowRecord]:
+        with _translated("flows"):
+            names = [n.decode() for n in await self._redis.smembers(f"{self.prefix}flows")]
+            wanted = sorted(n for n in names if tenant is None or n.split("\x00", 1)[0] == tenant)
+            if not wanted:
+                return []
+            pipe = self._redis.pipeline(transaction=False)
+            for flow in wanted:
+                pipe.smembers(f"{self.prefix}versions:{flow}")
+            versions = [(flow, v.decode()) for flow, vs in zip(wanted, await pipe.execute()) for v in vs]
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hmget(f"{self.prefix}current", wanted)
+            for flow, version in versions:
+                pipe.hgetall(f"{self.prefix}flow:{flow}\x00{version}")
+            current, *fields = await pipe.execute()
+        pointers = {flow: (v or b"").decode() for flow, v in zip(wanted, current)}
+        found = [FlowRecord(*flow.split("\x00", 1), version, f[b"source"].decode(), f[b"path"].decode(),
+                            float(f[b"created_at"]), pointers[flow] == version)
+                 for (flow, version), f in zip(versions, fields)]
+        return sorted(found, key=lambda r: (r.tenant, r.flow, r.created_at, r.version))
+
+    async def get_meta(self, name: str) -> bytes | None:
+        with _translated("get_meta"):
+            return await self._redis.get(f"{self.prefix}meta:{name}")
+
+    async def put_meta(self, name: str, value: bytes) -> None:
+        with _translated("put_meta"):
+            await self._redis.set(f"{self.prefix}meta:{name}", value)
