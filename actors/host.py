@@ -29,7 +29,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from parlour.codec import pack_outbound, pack_replies, unpack_replies
+from parlour.codec import Record, pack_outbound, pack_replies, unpack_record, unpack_replies
 from parlour.errors import ParlourError, StateError
 from parlour.flow import (
     CancelTimer,
@@ -202,6 +202,10 @@ class Host:
                                 error=None if w.partition in exc.epochs else "batch refused by the store's fence",
                                 retryable=True, epoch=self.epoch) for w in works]
             except StoreUnavailable as exc:
+                # The commit may have landed before the error (a timeout): forget these
+                # conversations, so that their next event reads what the store really holds.
+                for work in works:
+                    self.resident.pop(work.key, None)
                 self.counts["store_unavailable"] += 1
                 return [Outcome(w.message_id, FAILED, error=f"store unavailable: {exc}", retryable=True) for w in works]
 
@@ -391,6 +395,12 @@ class Host:
     async def reload_flows(self) -> int:
         """Read the flow registry again (after a deploy); how many flow versions are loaded."""
         return await self.flows.reload()
+
+    async def inspect(self, key: ConversationKey) -> Record | None:
+        """A conversation's record as committed (resident or in the store); None if it has none."""
+        conversation = self.resident.get(key.id)
+        data = conversation.record if conversation else (await self.store.load([key.id])).get(key.id)
+        return unpack_record(data) if data else None
 
     def stats(self) -> dict:
         return {"name": self.name, "epoch": self.epoch, "partitions": len(self.owned),

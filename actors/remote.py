@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import ray
 from parlour.flow import Event
 from parlour.http import HttpCaller
-from parlour.messages import Inbound, Outcome, PartitionTable
+from parlour.codec import Record
+from parlour.messages import ConversationKey, Inbound, Outcome, PartitionTable
 from parlour.store import FlowRecord, open_store
 from ray.exceptions import RayError
 
@@ -126,6 +127,10 @@ class HostActor:
         count = await self.host.reload_flows()
         await self.dedicated.install()
         return count
+
+    async def inspect(self, key: ConversationKey) -> Record | None:
+        await self.started
+        return await self.host.inspect(key)
 
     async def stats(self) -> dict:
         return {**self.host.stats(), "pid": os.getpid(), "rss_bytes": _rss(), "dedicated": len(self.dedicated.actors)}

@@ -25,7 +25,8 @@ from .actors.remote import HostSettings, Names
 from .cluster import ray_cluster
 from .errors import FlowError, ParlourError
 from .flow import load_paths
-from .messages import DEFAULT_PARTITIONS, Inbound, Outcome
+from .codec import Record
+from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
 from .store import FlowRecord
 
 DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
@@ -78,6 +79,12 @@ class Runtime:
 
     async def send_many(self, batch: list[Inbound]) -> list[Outcome]:
         return await self.dispatcher.send_many(batch)
+
+    async def conversation(self, key: ConversationKey) -> Record | None:
+        """The conversation's record as committed: its state, pinned flow version, dedup window."""
+        table = self.dispatcher.table or await self.dispatcher.refresh()
+        host = self.hosts[table.host_of(key.partition(table.partitions))]
+        return await host.inspect.remote(key)
 
     async def stats(self) -> list[dict]:
         return list(await asyncio.gather(*(h.stats.remote() for h in self.hosts.values())))

@@ -14,6 +14,7 @@ class Recorder:
     requests: list[dict] = field(default_factory=list)
     script: list[tuple[int, dict | None]] = field(default_factory=list)  # answers to give, in order
     delay_s: float = 0.0
+    gate: asyncio.Event | None = None  # when set, every answer waits until the test opens it
 
 
 def members_app(recorder: Recorder) -> web.Application:
@@ -25,6 +26,8 @@ def members_app(recorder: Recorder) -> web.Application:
                                   "headers": dict(request.headers), "body": body})
         if recorder.delay_s:
             await asyncio.sleep(recorder.delay_s)
+        if recorder.gate is not None:
+            await recorder.gate.wait()
         if recorder.script:
             status, payload = recorder.script.pop(0)
             return web.json_response(payload, status=status)

@@ -27,13 +27,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -124,6 +124,11 @@ def _member(key: str, timer_id: str) -> bytes:
     return msgpack.packb([key, timer_id], use_bin_type=True)
 
 
+def _timer(partition: int, member: bytes, due_at: float) -> Timer:
+    key, timer_id = msgpack.unpackb(member, raw=False)
+    return Timer(key, partition, timer_id, due_at)
+
+
 def _epochs(pairs: list[bytes]) -> dict[int, int]:
     return {int(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
 
@@ -133,13 +138,14 @@ class RedisStore:
         self.url = url
         self._url, self.prefix, self.timeout_s = _split_url(url)
         self._client: redis.asyncio.Redis | None = None
-        self._scripts: dict[str, Any] = {}
+        self._scripts: dict[str, AsyncScript] = {}
 
     async def open(self) -> None:
-        # After a restart every pooled connection is dead, and redis-py 8 does not check them when
-        # they leave the pool, so each would fail one call: one immediate retry on a connection
-        # error reconnects instead. Never on a timeout: the server may have run the command, and
-        # a commit run twice would append its outbox twice. Callers retry StoreUnavailable.
+        # After a restart every pooled connection is dead, and redis-py 8 skips its check of a
+        # connection taken from the pool (while maintenance notifications are "auto", the
+        # default), so each would fail one call: one immediate retry on a connection error
+        # reconnects instead. Never on a timeout: the server may have run the command, and a
+        # commit run twice would append its outbox twice. Callers retry StoreUnavailable.
         self._client = redis.asyncio.from_url(
             self._url, decode_responses=False, socket_timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,
@@ -211,9 +217,7 @@ class RedisStore:
             pipe.zrangebyscore(f"{self.prefix}t:{p}", "-inf", until, start=0, num=limit, withscores=True)
         with _translated("due_timers"):
             found = await pipe.execute()
-        timers = [Timer(key, p, timer_id, due_at)
-                  for p, members in zip(wanted, found) for member, due_at in members
-                  for key, timer_id in [msgpack.unpackb(member, raw=False)]]
+        timers = [_timer(p, member, due_at) for p, pairs in zip(wanted, found) for member, due_at in pairs]
         return sorted(timers, key=lambda t: (t.due_at, t.key, t.timer_id))[:limit]
 
     async def reply(self, key: str, message_id: str) -> bytes | None:
@@ -245,7 +249,8 @@ class RedisStore:
         flow = f"{record.tenant}\x00{record.flow}"
         version = f"{self.prefix}flow:{flow}\x00{record.version}"
         pipe = self._redis.pipeline(transaction=True)
-        for name, value in (("source", record.source), ("path", record.path), ("created_at", repr(record.created_at))):
+        fields = {"source": record.source, "path": record.path, "created_at": repr(record.created_at)}
+        for name, value in fields.items():
             pipe.hsetnx(version, name, value)
         pipe.sadd(f"{self.prefix}versions:{flow}", record.version)
         pipe.sadd(f"{self.prefix}flows", flow)
