@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from .actors.dispatch import Dispatcher
 from .actors.host import HostConfig
 from .actors.remote import HostSettings, Names
 from .cluster import ray_cluster
+from .codec import Record
 from .errors import FlowError, ParlourError
 from .flow import load_paths
-from .codec import Record
 from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
 from .store import FlowRecord
 
@@ -82,7 +82,7 @@ class Runtime:
 
     async def conversation(self, key: ConversationKey) -> Record | None:
         """The conversation's record as committed: its state, pinned flow version, dedup window."""
-        table = self.dispatcher.table or await self.dispatcher.refresh()
+        table = await self._table()
         host = self.hosts[table.host_of(key.partition(table.partitions))]
         return await host.inspect.remote(key)
 
