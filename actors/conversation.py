@@ -82,16 +82,15 @@ class Working:
         return self.record.state
 
     def seen(self, message_id: str) -> bool:
-        mark, seen = digest(message_id), self.record.seen
-        return any(seen[i:i + DIGEST_BYTES] == mark for i in range(0, len(seen), DIGEST_BYTES))
+        return _holds(self.record.seen, digest(message_id))
 
     def apply(self, catalog: Catalog, message_id: str | None, event: Event, now: float) -> Step:
         """Run ``event``; a ``message_id`` already in the window runs nothing."""
         if message_id is not None:
-            if self.seen(message_id):
+            mark = digest(message_id)
+            if _holds(self.record.seen, mark):
                 return Step(message_id, duplicate=True)
-            seen = self.record.seen + digest(message_id)
-            self.record.seen = seen[-self.window * DIGEST_BYTES:]
+            self.record.seen = (self.record.seen + mark)[-self.window * DIGEST_BYTES:]
         turn = advance(catalog, self.record.state, _addressed(event, self.key), now)
         before = self.record.replies
         self.record.state = turn.state
@@ -102,6 +101,16 @@ class Working:
 
     def pack(self) -> bytes:
         return pack_record(self.record)
+
+
+def _holds(seen: bytes, mark: bytes) -> bool:
+    """Whether the window ``seen`` holds ``mark`` at a digest boundary."""
+    at = seen.find(mark)
+    while at != -1:
+        if at % DIGEST_BYTES == 0:
+            return True
+        at = seen.find(mark, at + 1)
+    return False
 
 
 def _addressed(event: Event, key: str) -> Event:

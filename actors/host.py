@@ -29,7 +29,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from parlour.codec import Record, pack_outbound, pack_replies, unpack_record, unpack_replies
+from parlour.codec import Record, pack_outbound, pack_replies, reply_data, unpack_record, unpack_replies
 from parlour.errors import ParlourError, StateError
 from parlour.flow import (
     CancelTimer,
@@ -276,11 +276,12 @@ class Host:
                 timers[work.timer] = None
             if isinstance(work.event, HttpResult):
                 timers[HTTP_GUARD + work.event.request_id] = None
-            seq = step.reply_seq
+            seq, said = step.reply_seq, []
             for effect in step.effects:
                 if isinstance(effect, Send):
                     seq += 1
-                    commit.outbox.append((key, seq, pack_outbound(key, seq, work.message_id, effect.reply, now)))
+                    said.append(reply_data(effect.reply))
+                    commit.outbox.append((key, seq, pack_outbound(key, seq, work.message_id, said[-1], now)))
                 elif isinstance(effect, StartTimer):
                     timers[effect.timer_id] = effect.due_at
                 elif isinstance(effect, CancelTimer):
@@ -289,7 +290,7 @@ class Host:
                     timers[HTTP_GUARD + effect.request_id] = now + _guard_s(effect)
                     calls.append((key, partition, effect))
             if work.index is not None and work.message_id is not None and not step.duplicate:
-                commit.replies.append((key, work.message_id, pack_replies(step.replies), now + self.config.reply_ttl_s))
+                commit.replies.append((key, work.message_id, pack_replies(said), now + self.config.reply_ttl_s))
             status = step.status or status
         for timer_id, due_at in timers.items():
             if due_at is None:

@@ -93,8 +93,9 @@ def reply_of(data: dict[str, Any]) -> Reply:
     return Reply(**fields)
 
 
-def pack_replies(replies: list[Reply] | tuple[Reply, ...]) -> bytes:
-    return msgpack.packb([reply_data(r) for r in replies], use_bin_type=True)
+def pack_replies(replies: list[Reply] | tuple[Reply, ...] | list[dict[str, Any]]) -> bytes:
+    """``replies`` (or their :func:`reply_data`) for the store."""
+    return msgpack.packb([r if isinstance(r, dict) else reply_data(r) for r in replies], use_bin_type=True)
 
 
 def unpack_replies(data: bytes) -> tuple[Reply, ...]:
@@ -104,11 +105,12 @@ def unpack_replies(data: bytes) -> tuple[Reply, ...]:
     return tuple(reply_of(item) for item in value)
 
 
-def pack_outbound(key: str, seq: int, message_id: str | None, reply: Reply, at: float) -> bytes:
+def pack_outbound(key: str, seq: int, message_id: str | None, reply: Reply | dict[str, Any], at: float) -> bytes:
     """An outbox entry: a reply for the delivery supervisor, whose idempotency key is
     ``f"{key}#{seq}"``."""
+    data = reply if isinstance(reply, dict) else reply_data(reply)
     return msgpack.packb({"schema": 1, "key": key, "seq": seq, "message_id": message_id,
-                          "reply": reply_data(reply), "at": at}, use_bin_type=True)
+                          "reply": data, "at": at}, use_bin_type=True)
 
 
 def unpack_outbound(data: bytes) -> dict[str, Any]:

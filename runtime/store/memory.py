@@ -19,7 +19,7 @@ class MemoryStore:
         self._records: dict[str, tuple[bytes, float]] = {}
         self._fence: dict[int, int] = {}
         self._timers: dict[tuple[str, str], Timer] = {}
-        self._outbox: dict[int, OutboxEntry] = {}
+        self._outbox: dict[int, tuple[str, int, bytes]] = {}
         self._outbox_ids = itertools.count(1)
         self._replies: dict[tuple[str, str], tuple[bytes, float]] = {}
         self._flows: dict[tuple[str, str, str], FlowRecord] = {}
@@ -56,9 +56,8 @@ class MemoryStore:
             self._timers.pop((key, timer_id), None)
         for timer in commit.timers:
             self._timers[(timer.key, timer.timer_id)] = timer
-        for key, seq, data in commit.outbox:
-            entry_id = next(self._outbox_ids)
-            self._outbox[entry_id] = OutboxEntry(f"{entry_id:020d}", key, seq, data)
+        ids = self._outbox_ids
+        self._outbox.update((next(ids), entry) for entry in commit.outbox)
         for key, message_id, data, expires_at in commit.replies:
             self._replies[(key, message_id)] = (data, expires_at)
 
@@ -92,7 +91,7 @@ class MemoryStore:
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:
         start = int(after) if after else 0
         ids = sorted(i for i in self._outbox if i > start)[:limit]
-        return [self._outbox[i] for i in ids]
+        return [OutboxEntry(f"{i:020d}", *self._outbox[i]) for i in ids]
 
     async def ack_outbox(self, ids: Sequence[str]) -> None:
         for entry_id in ids:
