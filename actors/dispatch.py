@@ -1,11 +1,12 @@
 """The caller's side: route each inbound event to the host of its partition, in batches.
 
 One :class:`Dispatcher` per calling process (the gateway, a test, the Python API). It caches
-the router's partition table and keeps one lane per host. A lane sends one batch at a time:
-while a batch is out, new events gather behind it and leave together as the next batch, so a
-lane flushes at once when idle and batches under load. One batch in flight per lane is also
-what keeps each conversation's events in the order :meth:`Dispatcher.send` was called: a Ray
-async actor does not promise to run two calls from one caller in the order they were sent.
+the router's partition table and keeps one lane per host. A lane flushes at once when idle
+and batches under load: while its batches are out (two at most), new events gather and leave
+together as the next batch. A conversation is in one batch in flight at most, which is what
+keeps its events in the order :meth:`Dispatcher.send` was called: a Ray async actor does not
+promise to run two calls from one caller in the order they were sent (the order test of
+tests/actors fails when two batches may carry one conversation).
 
 An event whose host answers :data:`~parlour.messages.MOVED` is routed again with a fresh
 table. A host that cannot be reached (killed, restarting) makes its batch fail with a
@@ -110,31 +111,72 @@ class Dispatcher:
 
 
 class _Lane:
-    """Events for one host: at most one batch in flight, the rest waiting in order."""
+    """Events for one host, in order. Up to ``max_in_flight`` batches are out at once, but a
+    conversation is in at most one of them: its later events wait for the batch that holds
+    its earlier ones, so no reordering by Ray can reorder a conversation."""
 
-    def __init__(self, host: str, deliver: DeliverFn, max_batch: int):
+    def __init__(self, host: str, deliver: DeliverFn, max_batch: int, max_in_flight: int = 2):
         self.host = host
         self.deliver = deliver
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self.waiting: list[tuple[Inbound, asyncio.Future]] = []
-        self.in_flight: list[tuple[Inbound, asyncio.Future]] = []
-        self.sender: asyncio.Task | None = None
+        self.busy: dict[str, int] = {}  # conversation key -> its events in flight
+        self.senders: set[asyncio.Task] = set()
+        self.scheduled = False
 
     def submit(self, inbound: Inbound, future: asyncio.Future) -> None:
         self.waiting.append((inbound, future))
-        if self.sender is None or self.sender.done():
-            self.sender = asyncio.ensure_future(self._send_all())
+        if not self.scheduled:
+            self.scheduled = True
+            # the sends of this loop iteration leave together
+            asyncio.get_running_loop().call_soon(self._launch)
 
-    async def _send_all(self) -> None:
-        await asyncio.sleep(0)  # let the sends of this loop iteration join the first batch
-        while self.waiting:
-            batch, self.waiting = self.waiting[:self.max_batch], self.waiting[self.max_batch:]
-            self.in_flight = batch
+    def _launch(self) -> None:
+        self.scheduled = False
+        while self.waiting and len(self.senders) < self.max_in_flight:
+            batch = self._take()
+            if not batch:
+                return
+            sender = asyncio.ensure_future(self._send(batch))
+            self.senders.add(sender)
+            sender.add_done_callback(self.senders.discard)
+
+    def _take(self) -> list[tuple[Inbound, asyncio.Future]]:
+        """The next batch: waiting events, in order, of conversations not in flight. Once a
+        conversation's event stays behind, so do its later ones."""
+        batch, kept, held = [], [], set()
+        for item in self.waiting:
+            key = item[0].key.id
+            if len(batch) < self.max_batch and key not in self.busy and key not in held:
+                batch.append(item)
+            else:
+                held.add(key)
+                kept.append(item)
+        for inbound, _ in batch:
+            self.busy[inbound.key.id] = self.busy.get(inbound.key.id, 0) + 1
+        self.waiting = kept
+        return batch
+
+    async def _send(self, batch: list[tuple[Inbound, asyncio.Future]]) -> None:
+        try:
             outcomes = await self._deliver_safely([inbound for inbound, _ in batch])
-            self.in_flight = []
-            for (_, future), outcome in zip(batch, outcomes):
-                if not future.done():
-                    future.set_result(outcome)
+        except BaseException as exc:  # noqa: BLE001 - every waiting sender must hear of it
+            outcomes = [exc] * len(batch)
+        for inbound, _ in batch:
+            key = inbound.key.id
+            if self.busy[key] == 1:
+                del self.busy[key]
+            else:
+                self.busy[key] -= 1
+        for (_, future), outcome in zip(batch, outcomes):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        self._launch()
 
     async def _deliver_safely(self, batch: list[Inbound]) -> list[Outcome]:
         try:
@@ -148,13 +190,13 @@ class _Lane:
         return outcomes
 
     async def aclose(self) -> None:
-        if self.sender is not None:
-            self.sender.cancel()
-            await asyncio.gather(self.sender, return_exceptions=True)
-        for _, future in [*self.in_flight, *self.waiting]:
+        for sender in list(self.senders):
+            sender.cancel()
+        await asyncio.gather(*self.senders, return_exceptions=True)
+        for _, future in self.waiting:
             if not future.done():
                 future.set_exception(ConnectionError("the dispatcher is closed"))
-        self.waiting = self.in_flight = []
+        self.waiting = []
 
 
 def _short(exc: Any) -> str:

@@ -29,7 +29,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from parlour.codec import Record, pack_outbound, pack_replies, reply_data, unpack_record, unpack_replies
+from parlour.codec import (
+    Record,
+    pack_outbound,
+    pack_replies,
+    reply_data,
+    unpack_record,
+    unpack_replies,
+)
 from parlour.errors import ParlourError, StateError
 from parlour.flow import (
     CancelTimer,
@@ -48,6 +55,7 @@ from parlour.messages import (
     DUPLICATE,
     FAILED,
     MOVED,
+    ConversationKey,
     Inbound,
     Outcome,
     partition_of,
@@ -402,6 +410,13 @@ class Host:
         conversation = self.resident.get(key.id)
         data = conversation.record if conversation else (await self.store.load([key.id])).get(key.id)
         return unpack_record(data) if data else None
+
+    def passivate(self) -> int:
+        """Forget every resident conversation (each is in the store already); how many."""
+        count = len(self.resident)
+        self.resident.clear()
+        self.counts["passivated_asked"] += count
+        return count
 
     def stats(self) -> dict:
         return {"name": self.name, "epoch": self.epoch, "partitions": len(self.owned),

@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 import ray
+from parlour.codec import Record
 from parlour.flow import Event
 from parlour.http import HttpCaller
-from parlour.codec import Record
-from parlour.messages import ConversationKey, Inbound, Outcome, PartitionTable
+from parlour.messages import ConversationKey, PartitionTable
 from parlour.store import FlowRecord, open_store
+from parlour.wire import decode_batch, encode_outcomes
 from ray.exceptions import RayError
 
 from .conversation import Step, run_turns
@@ -112,8 +113,14 @@ class HostActor:
                 log.warning("host %s cannot start yet: %r", self.host.name, exc)
                 await asyncio.sleep(1.0)
 
-    async def deliver(self, batch: list[Inbound]) -> list[Outcome]:
-        return await self.host.deliver(batch)
+    async def deliver(self, batch: bytes) -> bytes:
+        """A batch in :mod:`parlour.wire` format; its outcomes likewise."""
+        started = time.perf_counter()
+        try:
+            return encode_outcomes(await self.host.deliver(decode_batch(batch)))
+        finally:
+            self.host.counts["deliver_ms"] += (time.perf_counter() - started) * 1000
+            self.host.counts["delivers"] += 1
 
     async def ready(self) -> dict:
         await self.started
@@ -134,6 +141,14 @@ class HostActor:
 
     async def stats(self) -> dict:
         return {**self.host.stats(), "pid": os.getpid(), "rss_bytes": _rss(), "dedicated": len(self.dedicated.actors)}
+
+    async def passivate(self) -> int:
+        await self.started
+        return self.host.passivate()
+
+    async def dedicated_rss(self) -> list[int]:
+        """The resident memory of each dedicated conversation's process."""
+        return list(await asyncio.gather(*(a.rss.remote() for a, _ in self.dedicated.actors.values())))
 
     async def stop(self) -> None:
         await self.started

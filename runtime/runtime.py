@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Self
 
 from .actors.dispatch import Dispatcher
 from .actors.host import HostConfig
@@ -28,6 +29,7 @@ from .errors import FlowError, ParlourError
 from .flow import load_paths
 from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
 from .store import FlowRecord
+from .wire import decode_outcomes, encode_batch
 
 DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
 
@@ -104,7 +106,7 @@ class Runtime:
         if shutdown_ray if shutdown_ray is not None else self._started_ray:
             await asyncio.to_thread(ray_cluster.disconnect)
 
-    async def __aenter__(self) -> Runtime:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -114,4 +116,4 @@ class Runtime:
         return await self.router.table.remote()
 
     async def _deliver(self, host: str, batch: list[Inbound]) -> list[Outcome]:
-        return await self.hosts[host].deliver.remote(batch)
+        return decode_outcomes(await self.hosts[host].deliver.remote(encode_batch(batch)))

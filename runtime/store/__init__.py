@@ -12,7 +12,16 @@
 
 from __future__ import annotations
 
-from .base import Commit, Fenced, FlowRecord, OutboxEntry, Store, StoreError, StoreUnavailable, Timer
+from .base import (
+    Commit,
+    Fenced,
+    FlowRecord,
+    OutboxEntry,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    Timer,
+)
 
 
 def open_store(url: str) -> Store:

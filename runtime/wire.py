@@ -1,0 +1,64 @@
+"""The wire format between a caller and a host: a batch of inbound events and their
+outcomes as msgpack, not pickled dataclasses.
+
+Ray would pickle the dataclasses; for a batch of 500 that costs ~26 ms of pickling and
+unpickling on the two sides (measured on this project's machine), as much as running the
+turns. msgpack of the same values costs well under a millisecond.
+
+>>> decode_batch(encode_batch(batch)) == batch
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .codec import reply_data, reply_of
+from .errors import StateError
+from .flow.events import Event, Resume, Start, UserMessage
+from .messages import ConversationKey, Inbound, Outcome
+
+
+def _event_data(event: Event) -> list[Any]:
+    if isinstance(event, UserMessage):
+        return ["u", event.text, event.button, event.kind, event.data, event.user_id, event.user_name, event.channel]
+    if isinstance(event, Start):
+        message = _event_data(event.message) if event.message is not None else None
+        return ["s", event.flow, event.node, event.vars, message]
+    if isinstance(event, Resume):
+        return ["r", event.vars]
+    raise TypeError(f"a {type(event).__name__} is not an inbound event (user message, start, resume)")
+
+
+def _event_of(data: list[Any]) -> Event:
+    kind, *fields = data
+    if kind == "u":
+        return UserMessage(*fields)
+    if kind == "s":
+        flow, node, vars_, message = fields
+        return Start(flow, node, vars_, _event_of(message) if message is not None else None)
+    if kind == "r":
+        return Resume(*fields)
+    raise StateError(f"unknown inbound event kind {kind!r}")
+
+
+def encode_batch(batch: list[Inbound]) -> bytes:
+    return msgpack.packb([[i.key.tenant, i.key.channel, i.key.user, i.message_id, _event_data(i.event), i.trace]
+                          for i in batch], use_bin_type=True)
+
+
+def decode_batch(data: bytes) -> list[Inbound]:
+    return [Inbound(ConversationKey(tenant, channel, user), message_id, _event_of(event), trace)
+            for tenant, channel, user, message_id, event, trace in msgpack.unpackb(data, raw=False)]
+
+
+def encode_outcomes(outcomes: list[Outcome]) -> bytes:
+    return msgpack.packb([[o.message_id, o.status, [reply_data(r) for r in o.replies], o.error, o.retryable,
+                           o.epoch, o.flow, o.node, o.conversation_status] for o in outcomes], use_bin_type=True)
+
+
+def decode_outcomes(data: bytes) -> list[Outcome]:
+    return [Outcome(message_id, status, tuple(reply_of(r) for r in replies), *rest)
+            for message_id, status, replies, *rest in msgpack.unpackb(data, raw=False)]
