@@ -16,6 +16,7 @@ from typing import Any
 import regex
 
 from ..errors import FlowNotFound
+from .events import Button
 from .expressions import Expression, Template, Verbatim
 from .validators import Rule
 
@@ -26,6 +27,13 @@ class Choice:
     title: Template
     next: str | None = None
     description: Template | None = None
+    constant: Button | None = field(default=None, compare=False)
+    """The button itself, built once, when neither title nor description has a template."""
+
+    def __post_init__(self) -> None:
+        if self.title.constant and (self.description is None or self.description.constant):
+            button = Button(self.id, self.title.source, self.description.source if self.description else None)
+            object.__setattr__(self, "constant", button)
 
 
 REGEX_TIMEOUT_S = 0.05

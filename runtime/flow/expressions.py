@@ -141,6 +141,10 @@ class Template:
     names: frozenset[str]
     _render: Callable[[Mapping[str, Any]], str] | None
 
+    @property
+    def constant(self) -> bool:
+        return self._render is None
+
     def render(self, scope: Mapping[str, Any]) -> str:
         if self._render is None:
             return self.source

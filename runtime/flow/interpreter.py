@@ -166,7 +166,7 @@ class _Run(NodeSteps):
         self.send(Reply(text=text, buttons=buttons))
 
     def buttons(self, choices: tuple[Choice, ...]) -> tuple[Button, ...]:
-        return tuple(Button(c.id, self.render(c.title), self.render(c.description)) for c in choices)
+        return tuple(c.constant or Button(c.id, self.render(c.title), self.render(c.description)) for c in choices)
 
     # ------------------------------------------------------------ timers and waiting
 
