@@ -12,6 +12,7 @@ a process of their own. Every ``ray.`` call of the actors lives here (and in
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -91,6 +92,9 @@ class RouterActor:
 class HostActor:
     def __init__(self, name: str, settings: HostSettings):
         logging.basicConfig(level=settings.log_level)
+        # Hundreds of thousands of long-lived conversations: collect the young generation
+        # less often, so that each batch does not pay for scanning them.
+        gc.set_threshold(50_000, 20, 20)
         self.settings = settings
         self.http = HttpCaller(settings.secrets)
         router = ray.get_actor(settings.names.router, namespace=NAMESPACE)
