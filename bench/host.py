@@ -86,6 +86,15 @@ async def send_all(runtime: Runtime, inbounds: list[Inbound], label: str, chunk:
 # ---------------------------------------------------------------- resident conversations per GB
 
 
+async def timed(runtime: Runtime, inbound: Inbound) -> float:
+    """One send, alone; milliseconds until its outcome."""
+    started = time.perf_counter()
+    outcome = await runtime.send(inbound)
+    if not outcome.ok:
+        raise RuntimeError(f"{inbound.message_id}: {outcome}")
+    return (time.perf_counter() - started) * 1000
+
+
 async def resident(sizes: Sizes, report: Report, folder: Path) -> None:
     dedicated = folder / "dedicated"
     dedicated.mkdir()
@@ -113,7 +122,16 @@ async def resident(sizes: Sizes, report: Report, folder: Path) -> None:
         report.figures["resident_conversations"] = after["resident"]
 
         host_before = after["rss_bytes"]
+        firsts = [await timed(runtime, Inbound(key("dedicated", f"u{i}"), f"a{i}", UserMessage("hi")))
+                  for i in range(sizes.dedicated)]
         await walk("dedicated", range(sizes.dedicated), "dedicated")
+        dedicated_turns = [await timed(runtime, Inbound(key("dedicated", "u0"), f"t{i}", UserMessage("2")))
+                           for i in range(50)]
+        shared_turns = [await timed(runtime, Inbound(key("shared", "u0"), f"t{i}", UserMessage("2")))
+                        for i in range(50)]
+        report.figures["dedicated_first_turn_ms"] = round(statistics.median(firsts), 1)
+        report.figures["dedicated_turn_p50_ms"] = round(statistics.median(dedicated_turns), 2)
+        report.figures["shared_turn_p50_ms"] = round(statistics.median(shared_turns), 2)
         actors = await host.dedicated_rss.remote()
         host_growth = (await host.stats.remote())["rss_bytes"] - host_before
         per_dedicated = (sum(actors) + max(host_growth, 0)) / len(actors)
@@ -247,6 +265,8 @@ def table(figures: dict) -> str:
         ("  same flow, isolation: dedicated", "dedicated_per_gb", "(anchor)"),
         ("  bytes per resident conversation (host RSS growth)", "resident_bytes_per_conversation", ""),
         ("  bytes per dedicated conversation (its process)", "dedicated_bytes_per_conversation", ""),
+        ("  dedicated: first turn (the actor starts) p50 (ms)", "dedicated_first_turn_ms", ""),
+        ("  a turn, one at a time, dedicated / shared host p50 (ms)", ("dedicated_turn_p50_ms", "shared_turn_p50_ms"), ""),
         ("turns/s through one host, memory store (Ray, dispatcher)", "turns_per_s_memory", ">= 50,000"),
         ("turns/s through one host, Redis store", "turns_per_s_redis", ""),
         ("turns/s, the same host in-process (no Ray)", "turns_per_s_in_process", "(anchor)"),

@@ -28,7 +28,7 @@ from .codec import Record
 from .errors import FlowError, ParlourError
 from .flow import load_paths
 from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
-from .store import FlowRecord
+from .store import FlowRecord, open_store
 from .wire import decode_outcomes, encode_batch
 
 DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
@@ -48,6 +48,11 @@ class Runtime:
                     env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
                     config: HostConfig | None = None, ready_timeout_s: float = 60.0) -> Runtime:
         """Start (or join) Ray and the runtime named ``name``; return once every host is ready."""
+        if hosts < 1:
+            raise ParlourError(f"a runtime needs at least one host, got {hosts}")
+        if not hosts <= partitions <= 65_536:
+            raise ParlourError(f"{partitions} partitions cannot be shared by {hosts} hosts (between {hosts} and 65,536)")
+        open_store(store)  # refuses a URL no backend takes, before Ray starts
         if store.startswith("memory:") and hosts != 1:
             raise ParlourError("memory:// lives in one process: it serves exactly one host (use sqlite or redis)")
         if store.startswith("sqlite:") and address:

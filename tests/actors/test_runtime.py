@@ -282,3 +282,64 @@ async def test_deploying_an_invalid_flow_changes_nothing(tmp_path):
         with pytest.raises(FlowError, match=r"bad.yaml:\d+:\d+"):
             await runtime.deploy("t", [bad])
         assert (await runtime.send(message("a", 0))).status == APPLIED
+
+
+async def test_a_router_restarted_by_ray_keeps_its_table_and_its_epochs_only_grow(tmp_path):
+    async with running(f"sqlite:///{tmp_path}/parlour.db") as runtime:
+        before = await runtime.router.table.remote()
+        assert before.epoch == 3  # the table made (1), then claimed by each of two hosts
+        os.kill((await runtime.pids())["router"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                after = await runtime.router.table.remote()
+                break
+            except RayError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+        assert after == before
+        os.kill((await runtime.pids())[runtime.settings.names.host(1)], signal.SIGKILL)
+        await until_ready(runtime)
+        epochs = {s["name"]: s["epoch"] for s in await runtime.stats()}
+        assert epochs[runtime.settings.names.host(1)] == before.epoch + 1
+        assert (await runtime.send(message("a", 0))).status == APPLIED
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"hosts": 0}, "at least one host"),
+    ({"hosts": 3, "partitions": 2}, "partitions"),
+    ({"store": "memory://", "hosts": 2}, "exactly one host"),
+    ({"store": "postgres://x"}, "no store for"),
+])
+async def test_a_runtime_that_cannot_work_is_refused_before_it_starts(kwargs, error):
+    from parlour.errors import ParlourError
+    with pytest.raises(ParlourError, match=error):
+        await Runtime.start(**{"store": "memory://", **kwargs})
+
+
+async def test_another_process_joins_the_running_cluster_by_its_address(redis_server):
+    """A second driver (a gateway, say) joins this Ray cluster by address and talks to a runtime."""
+    import subprocess
+    import sys
+    import textwrap
+    address = ray.get_runtime_context().gcs_address
+    script = textwrap.dedent(f"""
+        import asyncio
+        from parlour.flow import UserMessage
+        from parlour.messages import ConversationKey, Inbound
+        from parlour.runtime import Runtime
+
+        async def main():
+            runtime = await Runtime.start(address={address!r}, store={redis_server.url + "?prefix=join:"!r},
+                                          name="joined", hosts=1)
+            try:
+                await runtime.deploy("t", [{str(FLOWS)!r}])
+                outcome = await runtime.send(Inbound(ConversationKey("t", "web", "u"), "m0", UserMessage("joined")))
+                print(outcome.status, [r.text for r in outcome.replies])
+            finally:
+                await runtime.stop()
+        asyncio.run(main())
+    """)
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "applied ['1:joined']"
