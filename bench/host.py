@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import ray
-
 from parlour import __version__
 from parlour.actors.host import Host, HostConfig
 from parlour.flow import UserMessage, load_flow
@@ -37,6 +36,7 @@ from parlour.messages import ConversationKey, Inbound
 from parlour.runtime import Runtime
 from parlour.store import FlowRecord
 from parlour.store.memory import MemoryStore
+
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent

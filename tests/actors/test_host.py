@@ -7,15 +7,21 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from parlour.actors.host import HTTP_GUARD, Host, HostConfig
 from parlour.codec import unpack_outbound, unpack_record
-from parlour.flow import load_paths
+from parlour.flow import UserMessage, load_paths
 from parlour.http import HttpCaller
-from parlour.messages import APPLIED, DUPLICATE, MOVED, ConversationKey, Inbound, partition_of
+from parlour.messages import (
+    APPLIED,
+    DUPLICATE,
+    MOVED,
+    ConversationKey,
+    Inbound,
+    partition_of,
+)
 from parlour.store import FlowRecord
 from parlour.store.memory import MemoryStore
-from parlour.flow import UserMessage
+
 from tests.servers import Recorder, members_app, serve
 
 FLOWS = Path(__file__).parent / "flows"

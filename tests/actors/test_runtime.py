@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import ray
-from ray.exceptions import RayError
-
 from parlour.actors.host import HostConfig
 from parlour.codec import unpack_outbound
 from parlour.flow import UserMessage
 from parlour.messages import APPLIED, DUPLICATE, ConversationKey, Inbound
 from parlour.runtime import Runtime
 from parlour.store import open_store
+from ray.exceptions import RayError
+
 from tests.redis_server import RedisServer
 from tests.servers import Recorder, members_app, serve
 

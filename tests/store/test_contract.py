@@ -6,8 +6,14 @@ import itertools
 import time
 
 import pytest
-
-from parlour.store import Commit, Fenced, FlowRecord, StoreUnavailable, Timer, open_store
+from parlour.store import (
+    Commit,
+    Fenced,
+    FlowRecord,
+    StoreUnavailable,
+    Timer,
+    open_store,
+)
 
 _prefixes = itertools.count()
 BACKENDS = ["memory", "sqlite", "redis"]
