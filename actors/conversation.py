@@ -69,11 +69,12 @@ class Step:
 class Working:
     """A conversation during one batch: its record decoded, changed turn by turn."""
 
-    __slots__ = ("changed", "key", "record", "window")
+    __slots__ = ("changed", "key", "record", "source", "window")
 
     def __init__(self, key: str, record: bytes | None, window: int = DEFAULT_WINDOW):
         self.key = key
         self.record = unpack_record(record) if record is not None else Record(State())
+        self.source = record
         self.window = window
         self.changed = False
 

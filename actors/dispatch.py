@@ -51,15 +51,14 @@ class Dispatcher:
 
     async def send(self, inbound: Inbound) -> Outcome:
         """Hand ``inbound`` to its conversation's host; its outcome once committed (or failed)."""
-        for _ in range(self.max_moves):
+        for attempt in range(self.max_moves):
             table = self.table
             outcome = await self._route(inbound)
             if outcome.status != MOVED:
                 return outcome
-            if table is not None and outcome.epoch is not None and outcome.epoch < table.epoch:
-                await asyncio.sleep(0.05)  # the host has not caught up with the table yet
-            elif self.table is table:
+            if self.table is table:
                 self.table = None  # fetch the table again before routing anything else
+            await asyncio.sleep(0.05 * attempt)  # a restarted host may not have claimed yet
         return Outcome(inbound.message_id, FAILED, error="the conversation's host kept moving", retryable=True)
 
     async def send_many(self, batch: list[Inbound]) -> list[Outcome]:
@@ -124,6 +123,7 @@ class _Lane:
         self.busy: dict[str, int] = {}  # conversation key -> its events in flight
         self.senders: set[asyncio.Task] = set()
         self.scheduled = False
+        self.closed = False
 
     def submit(self, inbound: Inbound, future: asyncio.Future) -> None:
         self.waiting.append((inbound, future))
@@ -134,7 +134,7 @@ class _Lane:
 
     def _launch(self) -> None:
         self.scheduled = False
-        while self.waiting and len(self.senders) < self.max_in_flight:
+        while not self.closed and self.waiting and len(self.senders) < self.max_in_flight:
             batch = self._take()
             if not batch:
                 return
@@ -161,7 +161,10 @@ class _Lane:
     async def _send(self, batch: list[tuple[Inbound, asyncio.Future]]) -> None:
         try:
             outcomes = await self._deliver_safely([inbound for inbound, _ in batch])
-        except BaseException as exc:  # noqa: BLE001 - every waiting sender must hear of it
+        except asyncio.CancelledError:
+            self.closed = True
+            outcomes = [ConnectionError("the dispatcher is closed")] * len(batch)
+        except Exception as exc:  # noqa: BLE001 - every waiting sender must hear of it
             outcomes = [exc] * len(batch)
         for inbound, _ in batch:
             key = inbound.key.id
@@ -169,14 +172,31 @@ class _Lane:
                 del self.busy[key]
             else:
                 self.busy[key] -= 1
-        for (_, future), outcome in zip(batch, outcomes):
+        failed = set()
+        for (inbound, future), outcome in zip(batch, outcomes):
+            if isinstance(outcome, Outcome) and outcome.status == FAILED and outcome.retryable:
+                failed.add(inbound.key.id)
             if future.done():
                 continue
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+        if failed:
+            self._fail_followers(failed)
+        self.senders.discard(asyncio.current_task())  # before its done-callback, or no one launches
         self._launch()
+
+    def _fail_followers(self, keys: set[str]) -> None:
+        """Events sent after one that failed must not overtake its resend: they fail too."""
+        kept = []
+        for inbound, future in self.waiting:
+            if inbound.key.id not in keys:
+                kept.append((inbound, future))
+            elif not future.done():
+                future.set_result(Outcome(inbound.message_id, FAILED, retryable=True,
+                                          error="an earlier message of this conversation failed; send both again"))
+        self.waiting = kept
 
     async def _deliver_safely(self, batch: list[Inbound]) -> list[Outcome]:
         try:
@@ -190,6 +210,7 @@ class _Lane:
         return outcomes
 
     async def aclose(self) -> None:
+        self.closed = True
         for sender in list(self.senders):
             sender.cancel()
         await asyncio.gather(*self.senders, return_exceptions=True)

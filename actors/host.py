@@ -206,59 +206,91 @@ class Host:
                 return await self._run_batch(works, now)
             except Fenced as exc:
                 self._lose(exc.epochs)
-                return [Outcome(w.message_id, MOVED if w.partition in exc.epochs else FAILED,
+                return [Outcome(w.message_id or "", MOVED if w.partition in exc.epochs else FAILED,
                                 error=None if w.partition in exc.epochs else "batch refused by the store's fence",
                                 retryable=True, epoch=self.epoch) for w in works]
-            except StoreUnavailable as exc:
+            except StoreError as exc:
                 # The commit may have landed before the error (a timeout): forget these
                 # conversations, so that their next event reads what the store really holds.
                 for work in works:
                     self.resident.pop(work.key, None)
-                self.counts["store_unavailable"] += 1
-                return [Outcome(w.message_id, FAILED, error=f"store unavailable: {exc}", retryable=True) for w in works]
+                self.counts["store_unavailable" if isinstance(exc, StoreUnavailable) else "store_errors"] += 1
+                return [Outcome(w.message_id or "", FAILED, error=f"store: {exc}", retryable=True) for w in works]
 
     async def _run_batch(self, works: list[Work], now: float) -> list[Outcome]:
+        outcomes: dict[int, Outcome] = {}
         groups: dict[str, list[Work]] = {}
         for work in works:
-            groups.setdefault(work.key, []).append(work)
-        missing = [key for key in groups if key not in self.resident]
-        loaded = await self.store.load(missing) if missing else {}
+            if work.partition in self.owned:
+                groups.setdefault(work.key, []).append(work)
+            else:  # lost to a newer owner while this batch waited
+                outcomes[id(work)] = Outcome(work.message_id or "", MOVED, epoch=self.epoch)
+        # What is resident now is what the store holds: take it before any await, so that a
+        # passivation meanwhile cannot make a conversation start from nothing.
+        held = {key: c.record for key in groups if (c := self.resident.get(key)) is not None}
+        missing = [key for key in groups if key not in held]
+        records = {**(await self.store.load(missing) if missing else {}), **held}
         self.counts["activations"] += len(missing)
-        commit, calls = Commit(), []
-        steps: dict[int, Step] = {}
-        results: dict[str, bytes | None] = {}
+        done = await self._turns(groups, records, now)
+        commit, calls, results = Commit(), [], {}
         for key, group in groups.items():
-            conversation = self.resident.get(key)
-            record = conversation.record if conversation is not None else loaded.get(key)
-            new_record, done = await self._turns(key, record, group, now)
-            results[key] = new_record
-            for work, step in zip(group, done):
-                steps[id(work)] = step
-            self._record(commit, calls, key, group, done, new_record, now)
-        await self.store.commit(commit) if commit else None
+            try:
+                if isinstance(done[key], BaseException):
+                    raise done[key]
+                new_record, steps = done[key]
+                part = Commit()
+                self._record(part, calls, key, group, steps, new_record, now)
+            except Exception as exc:
+                log.exception("turns of %s failed", key)
+                self.counts["turn_errors"] += 1
+                for work in group:
+                    outcomes[id(work)] = Outcome(work.message_id or "", FAILED, retryable=False,
+                                                 error=f"the turn failed: {type(exc).__name__}: {exc}")
+                continue
+            commit.extend(part)
+            results[key] = new_record if new_record is not None else records.get(key)
+            for work, step in zip(group, steps):
+                outcomes[id(work)] = self._outcome(work, step)
+        if commit:
+            await self.store.commit(commit)
         self.counts["commits"] += 1
-        self.counts["turns"] += sum(1 for s in steps.values() if not s.duplicate)
-        self._install(groups, results, loaded, now)
+        self.counts["turns"] += sum(1 for o in outcomes.values() if o.status == APPLIED)
+        self._install(groups, results, now)
         for key, partition, request in calls:
             self._calls[request.request_id] = asyncio.create_task(self._call(key, partition, request))
-        return [self._outcome(work, steps[id(work)]) for work in works]
+        return [outcomes[id(work)] for work in works]
 
-    async def _turns(self, key: str, record: bytes | None, group: list[Work], now: float):
-        events = [(w.message_id, w.event) for w in group]
-        tenant = key.split("/", 1)[0]
-        catalog = self.flows.catalog(tenant)
+    async def _turns(self, groups: dict[str, list[Work]], records: dict[str, bytes], now: float) -> dict:
+        """Each conversation's new record and steps, or the exception its turns raised.
+        Dedicated conversations run in their actors, concurrently."""
+        done: dict[str, tuple | BaseException] = {}
+        remote = {}
+        for key, group in groups.items():
+            events = [(w.message_id, w.event) for w in group]
+            tenant = key.split("/", 1)[0]
+            catalog = self.flows.catalog(tenant)
+            try:
+                working = self._open(key, records.get(key))
+                if self.isolated is not None and self._dedicated(catalog, working, group):
+                    self.counts["dedicated_turns"] += len(group)
+                    remote[key] = self.isolated(tenant, key, working.source, events, now)
+                    continue
+                steps = [working.apply(catalog, message_id, event, now) for message_id, event in events]
+                done[key] = ((working.pack() if working.changed else None), steps)
+            except Exception as exc:  # noqa: BLE001 - reported per conversation by the caller
+                done[key] = exc
+        if remote:
+            done.update(zip(remote, await asyncio.gather(*remote.values(), return_exceptions=True)))
+        return done
+
+    def _open(self, key: str, record: bytes | None) -> Working:
         try:
-            working = Working(key, record, self.config.window)
+            return Working(key, record, self.config.window)
         except StateError as exc:
             # An unreadable record must not wedge the conversation: it starts afresh.
             log.error("conversation %s had an unreadable record, starting afresh: %s", key, exc)
             self.counts["unreadable_records"] += 1
-            working = Working(key, None, self.config.window)
-        if self.isolated is not None and self._dedicated(catalog, working, group):
-            self.counts["dedicated_turns"] += len(group)
-            return await self.isolated(tenant, key, record, events, now)
-        done = [working.apply(catalog, message_id, event, now) for message_id, event in events]
-        return (working.pack() if working.changed else None), done
+            return Working(key, None, self.config.window)
 
     @staticmethod
     def _dedicated(catalog: Catalog, working: Working, group: list[Work]) -> bool:
@@ -312,16 +344,14 @@ class Host:
         if commit.records or commit.timers or commit.cancels or commit.outbox or commit.replies:
             commit.fences[partition] = self.owned[partition]
 
-    def _install(self, groups: dict[str, list[Work]], results: dict[str, bytes | None],
-                 loaded: dict[str, bytes], now: float) -> None:
+    def _install(self, groups: dict[str, list[Work]], results: dict[str, bytes | None], now: float) -> None:
         """The batch is committed: its records become the resident ones (most recent last)."""
-        for key, group in groups.items():
-            conversation = self.resident.pop(key, None)
-            record = results[key] or (conversation.record if conversation else loaded.get(key))
+        for key, record in results.items():
             if record is None:
                 continue
+            conversation = self.resident.pop(key, None)
             if conversation is None:
-                conversation = Conversation(key, group[0].partition, record, now)
+                conversation = Conversation(key, groups[key][0].partition, record, now)
             conversation.record, conversation.used_at = record, now
             self.resident[key] = conversation
         while len(self.resident) > self.config.max_resident:
@@ -360,19 +390,24 @@ class Host:
             while not self._internal.empty() and len(works) < self.config.max_batch:
                 works.append(self._internal.get_nowait())
             works = [w for w in works if w.partition in self.owned]
-            outcomes = await self._process(works)
+            try:
+                outcomes = await self._process(works)
+            except Exception:  # a defect must not stop every timer and HTTP result of the host
+                log.exception("%s failed a batch of %d internal events", self.name, len(works))
+                self.counts["internal_errors"] += 1
+                outcomes = [Outcome("", FAILED, retryable=True)] * len(works)
             for work, outcome in zip(works, outcomes):
                 if work.timer is not None:
-                    self._firing.discard((work.key, work.timer))
-                elif outcome.status == FAILED:  # an HTTP result not committed: try again shortly
+                    self._firing.discard((work.key, work.timer))  # polled again if still due
+                elif outcome.status == FAILED and outcome.retryable:  # an HTTP result not committed
                     asyncio.get_running_loop().call_later(self.config.timer_poll_s, self._internal.put_nowait, work)
 
     async def _poll_timers(self) -> None:
         while True:
             try:
                 due = await self.store.due_timers(list(self.owned), self.clock(), self.config.max_batch)
-            except StoreError as exc:
-                log.warning("%s cannot read due timers: %s", self.name, exc)
+            except Exception as exc:  # noqa: BLE001 - the loop goes on; the store comes back
+                log.warning("%s cannot read due timers: %r", self.name, exc)
                 due = []
             for timer in due:
                 mark = (timer.key, timer.timer_id)
@@ -388,9 +423,10 @@ class Host:
         while True:
             await asyncio.sleep(min(self.config.idle_s / 4, 30.0))
             now = self.clock()
-            idle = [k for k, c in self.resident.items() if now - c.used_at > self.config.idle_s]
-            for key in idle:
-                del self.resident[key]
+            async with self._lock:
+                idle = [k for k, c in self.resident.items() if now - c.used_at > self.config.idle_s]
+                for key in idle:
+                    del self.resident[key]
             self.counts["passivated_idle"] += len(idle)
             if now - last_sweep >= self.config.sweep_s:
                 try:
@@ -411,10 +447,11 @@ class Host:
         data = conversation.record if conversation else (await self.store.load([key.id])).get(key.id)
         return unpack_record(data) if data else None
 
-    def passivate(self) -> int:
+    async def passivate(self) -> int:
         """Forget every resident conversation (each is in the store already); how many."""
-        count = len(self.resident)
-        self.resident.clear()
+        async with self._lock:
+            count = len(self.resident)
+            self.resident.clear()
         self.counts["passivated_asked"] += count
         return count
 

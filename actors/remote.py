@@ -74,7 +74,16 @@ class HostSettings:
 class RouterActor:
     def __init__(self, store_url: str, partitions: int, hosts: list[str]):
         self.router = Router(open_store(store_url), partitions, hosts)
-        self.started = asyncio.get_running_loop().create_task(self.router.start())
+        self.started = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        while True:
+            try:
+                await self.router.start()
+                return
+            except Exception as exc:  # noqa: BLE001 - the store is not up yet: keep trying
+                log.warning("the router cannot start yet: %r", exc)
+                await asyncio.sleep(1.0)
 
     async def table(self) -> PartitionTable:
         await self.started
@@ -148,7 +157,7 @@ class HostActor:
 
     async def passivate(self) -> int:
         await self.started
-        return self.host.passivate()
+        return await self.host.passivate()
 
     async def dedicated_rss(self) -> list[int]:
         """The resident memory of each dedicated conversation's process."""

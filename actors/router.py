@@ -36,11 +36,14 @@ class Router:
         self.hosts = tuple(hosts)
         self.table_: PartitionTable | None = None
         self._lock = asyncio.Lock()
+        self._opened = False
 
     async def start(self) -> PartitionTable:
         """Read the table from the store; make (and store) a new one if there is none, or if
         the hosts or partition count changed."""
-        await self.store.open()
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
         async with self._lock:
             stored = await self.store.get_meta(META)
             table = _decode(stored) if stored else None

@@ -2,7 +2,8 @@
 
 >>> connect()                                   # a local Ray with this machine's cores
 >>> connect("ray://head:10001")                 # or join an existing cluster
->>> router, hosts = place(settings, partitions=1024)
+>>> router = place_router(settings, partitions=1024)
+>>> hosts = place_hosts(settings)
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 
 import ray
-
 from parlour.actors.remote import NAMESPACE, HostActor, HostSettings, RouterActor
 
 
@@ -31,14 +31,16 @@ def disconnect() -> None:
     ray.shutdown()
 
 
-def place(settings: HostSettings, partitions: int) -> tuple[ray.actor.ActorHandle, dict[str, ray.actor.ActorHandle]]:
-    """The router and the hosts of ``settings.names``: found if they run, created if not."""
-    names = settings.names
-    router = RouterActor.options(name=names.router, get_if_exists=True).remote(
-        settings.store_url, partitions, names.all_hosts)
-    hosts = {name: HostActor.options(name=name, get_if_exists=True).remote(name, settings)
-             for name in names.all_hosts}
-    return router, hosts
+def place_router(settings: HostSettings, partitions: int) -> ray.actor.ActorHandle:
+    """The router of ``settings.names``: found if it runs, created if not."""
+    return RouterActor.options(name=settings.names.router, get_if_exists=True).remote(
+        settings.store_url, partitions, settings.names.all_hosts)
+
+
+def place_hosts(settings: HostSettings) -> dict[str, ray.actor.ActorHandle]:
+    """The hosts of ``settings.names``: found if they run, created if not."""
+    return {name: HostActor.options(name=name, get_if_exists=True).remote(name, settings)
+            for name in settings.names.all_hosts}
 
 
 def kill(*actors: ray.actor.ActorHandle) -> None:

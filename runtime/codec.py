@@ -19,6 +19,10 @@ from .errors import StateError
 from .flow.events import Button, Reply
 from .flow.state import State
 
+TEXT_ERRORS = "surrogatepass"
+"""Text may hold lone surrogates (JSON's "\\ud800" decodes to one): they are stored as they
+are, so that no user's text or API's answer can make a conversation impossible to store."""
+
 RECORD_SCHEMA = 1
 RECORD_MIGRATIONS: dict[int, Callable[[list[Any]], list[Any]]] = {}
 """``RECORD_MIGRATIONS[n]`` turns a record of schema ``n`` into schema ``n + 1`` (the state
@@ -27,13 +31,13 @@ inside has migrations of its own: :data:`parlour.flow.state.MIGRATIONS`)."""
 
 def _unpack(data: bytes, what: str) -> Any:
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, unicode_errors=TEXT_ERRORS)
     except (msgpack.UnpackException, ValueError, TypeError) as exc:
         raise StateError(f"{what} is not msgpack: {exc}") from exc
 
 
 def pack_state(state: State) -> bytes:
-    return msgpack.packb(state.to_data(), use_bin_type=True)
+    return msgpack.packb(state.to_data(), use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def unpack_state(data: bytes) -> State:
@@ -55,7 +59,8 @@ class Record:
 
 
 def pack_record(record: Record) -> bytes:
-    return msgpack.packb([RECORD_SCHEMA, record.state.to_data(), record.seen, record.replies], use_bin_type=True)
+    return msgpack.packb([RECORD_SCHEMA, record.state.to_data(), record.seen, record.replies],
+                         use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def unpack_record(data: bytes) -> Record:
@@ -95,7 +100,7 @@ def reply_of(data: dict[str, Any]) -> Reply:
 
 def pack_replies(replies: list[Reply] | tuple[Reply, ...] | list[dict[str, Any]]) -> bytes:
     """``replies`` (or their :func:`reply_data`) for the store."""
-    return msgpack.packb([r if isinstance(r, dict) else reply_data(r) for r in replies], use_bin_type=True)
+    return msgpack.packb([r if isinstance(r, dict) else reply_data(r) for r in replies], use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def unpack_replies(data: bytes) -> tuple[Reply, ...]:
@@ -110,7 +115,7 @@ def pack_outbound(key: str, seq: int, message_id: str | None, reply: Reply | dic
     ``f"{key}#{seq}"``."""
     data = reply if isinstance(reply, dict) else reply_data(reply)
     return msgpack.packb({"schema": 1, "key": key, "seq": seq, "message_id": message_id,
-                          "reply": data, "at": at}, use_bin_type=True)
+                          "reply": data, "at": at}, use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def unpack_outbound(data: bytes) -> dict[str, Any]:

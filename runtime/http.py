@@ -87,7 +87,9 @@ class HttpCaller:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> HttpCaller:
-        self._session = aiohttp.ClientSession()
+        # One slow API must not take every connection: 100 at most per host, 1000 in all.
+        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=100)
+        self._session = aiohttp.ClientSession(connector=connector)
         return self
 
     async def __aexit__(self, *exc_info) -> None:

@@ -44,6 +44,7 @@ class ConversationKey:
                 raise ValueError(f"a conversation's {name} must be non-empty text without '/', got {value!r}")
         if not self.user:
             raise ValueError("a conversation's user must be non-empty")
+        _check_text(self.id, "a conversation key")
 
     @property
     def id(self) -> str:
@@ -57,6 +58,19 @@ class ConversationKey:
 
     def partition(self, partitions: int = DEFAULT_PARTITIONS) -> int:
         return partition_of(self.id, partitions)
+
+
+MAX_ID_CHARS = 1024
+
+
+def _check_text(value: str, what: str) -> None:
+    """Ids are stored as keys: valid Unicode (no lone surrogates), of a bounded length."""
+    if not isinstance(value, str) or len(value) > MAX_ID_CHARS:
+        raise ValueError(f"{what} must be text of at most {MAX_ID_CHARS} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode: {exc.reason} at character {exc.start}") from None
 
 
 def partition_of(key_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
@@ -78,6 +92,7 @@ class Inbound:
     def __post_init__(self) -> None:
         if not self.message_id:
             raise ValueError("an inbound message needs the channel's message id, for deduplication")
+        _check_text(self.message_id, "a message id")
 
 
 @dataclass(frozen=True, slots=True)

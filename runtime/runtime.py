@@ -27,7 +27,7 @@ from .cluster import ray_cluster
 from .codec import Record
 from .errors import FlowError, ParlourError
 from .flow import load_paths
-from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
+from .messages import DEFAULT_PARTITIONS, FAILED, ConversationKey, Inbound, Outcome
 from .store import FlowRecord, open_store
 from .wire import decode_outcomes, encode_batch
 
@@ -35,11 +35,11 @@ DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
 
 
 class Runtime:
-    def __init__(self, settings: HostSettings, partitions: int, started_ray: bool):
+    def __init__(self, settings: HostSettings, partitions: int, started_ray: bool, router, hosts: dict):
         self.settings = settings
         self.partitions = partitions
         self._started_ray = started_ray
-        self.router, self.hosts = ray_cluster.place(settings, partitions)
+        self.router, self.hosts = router, hosts
         self.dispatcher = Dispatcher(self._table, self._deliver)
 
     @classmethod
@@ -61,7 +61,13 @@ class Runtime:
         config = replace(config, partitions=partitions, env={**config.env, **(env or {})})
         settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}))
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
-        runtime = cls(settings, partitions, started)
+        router = ray_cluster.place_router(settings, partitions)
+        table = await asyncio.wait_for(router.table.remote(), ready_timeout_s)
+        if list(table.hosts) != settings.names.all_hosts or table.partitions != partitions:
+            raise ParlourError(
+                f"runtime {name!r} already runs with {len(table.hosts)} hosts and {table.partitions} partitions: "
+                "stop it before starting it with other numbers (moving partitions comes with scaling)")
+        runtime = cls(settings, partitions, started, router, ray_cluster.place_hosts(settings))
         await runtime.ready(ready_timeout_s)
         return runtime
 
@@ -121,4 +127,22 @@ class Runtime:
         return await self.router.table.remote()
 
     async def _deliver(self, host: str, batch: list[Inbound]) -> list[Outcome]:
-        return decode_outcomes(await self.hosts[host].deliver.remote(encode_batch(batch)))
+        try:
+            data = encode_batch(batch)
+        except (TypeError, ValueError, OverflowError):
+            return await self._deliver_encodable(host, batch)
+        return decode_outcomes(await self.hosts[host].deliver.remote(data))
+
+    async def _deliver_encodable(self, host: str, batch: list[Inbound]) -> list[Outcome]:
+        """One event that cannot be encoded (a value msgpack does not take) fails alone."""
+        good, outcomes = [], {}
+        for index, inbound in enumerate(batch):
+            try:
+                encode_batch([inbound])
+                good.append(index)
+            except (TypeError, ValueError, OverflowError) as exc:
+                outcomes[index] = Outcome(inbound.message_id, FAILED, error=f"the event cannot be sent: {exc}")
+        if good:
+            sent = await self._deliver(host, [batch[i] for i in good])
+            outcomes.update(zip(good, sent))
+        return [outcomes[i] for i in range(len(batch))]

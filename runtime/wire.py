@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from .codec import reply_data, reply_of
+from .codec import TEXT_ERRORS, reply_data, reply_of
 from .errors import StateError
 from .flow.events import Event, Resume, Start, UserMessage
 from .messages import ConversationKey, Inbound, Outcome
@@ -46,19 +46,19 @@ def _event_of(data: list[Any]) -> Event:
 
 def encode_batch(batch: list[Inbound]) -> bytes:
     return msgpack.packb([[i.key.tenant, i.key.channel, i.key.user, i.message_id, _event_data(i.event), i.trace]
-                          for i in batch], use_bin_type=True)
+                          for i in batch], use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def decode_batch(data: bytes) -> list[Inbound]:
     return [Inbound(ConversationKey(tenant, channel, user), message_id, _event_of(event), trace)
-            for tenant, channel, user, message_id, event, trace in msgpack.unpackb(data, raw=False)]
+            for tenant, channel, user, message_id, event, trace in msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)]
 
 
 def encode_outcomes(outcomes: list[Outcome]) -> bytes:
     return msgpack.packb([[o.message_id, o.status, [reply_data(r) for r in o.replies], o.error, o.retryable,
-                           o.epoch, o.flow, o.node, o.conversation_status] for o in outcomes], use_bin_type=True)
+                           o.epoch, o.flow, o.node, o.conversation_status] for o in outcomes], use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def decode_outcomes(data: bytes) -> list[Outcome]:
     return [Outcome(message_id, status, tuple(reply_of(r) for r in replies), *rest)
-            for message_id, status, replies, *rest in msgpack.unpackb(data, raw=False)]
+            for message_id, status, replies, *rest in msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)]

@@ -91,6 +91,15 @@ class Commit:
     outbox: list[tuple[str, int, bytes]] = field(default_factory=list)
     replies: list[tuple[str, str, bytes, float]] = field(default_factory=list)
 
+    def extend(self, other: Commit) -> None:
+        """Add ``other``'s changes to this commit."""
+        self.fences.update(other.fences)
+        self.records += other.records
+        self.timers += other.timers
+        self.cancels += other.cancels
+        self.outbox += other.outbox
+        self.replies += other.replies
+
     def __bool__(self) -> bool:
         return bool(self.records or self.timers or self.cancels or self.outbox or self.replies)
 

@@ -9,7 +9,7 @@ not Redis Cluster: see the commit script. Keys, ``P`` being the prefix::
     P fence                               hash    partition -> epoch
     P t:{partition}                       zset    msgpack [key, timer id], scored by due time
     P outbox                              stream  fields key, seq, data; the entry id is the cursor
-    P r:{key}\0{message id}               string  a turn's replies, PEXPIREAT their expiry
+    P r:{len(key)}:{key}{message id}     string  a turn's replies, PEXPIREAT their expiry
     P flow:{tenant}\0{flow}\0{version}    hash    source, path, created_at
     P versions:{tenant}\0{flow}           set     the versions of one flow
     P flows                               set     tenant\0flow of every flow
@@ -116,6 +116,11 @@ def _split_url(url: str) -> tuple[str, str, float]:
     return urlunsplit(parts._replace(query=rest)), ours.get("prefix", "parlour:"), timeout_s
 
 
+def _reply_id(key: str, message_id: str) -> str:
+    """Length-prefixed, so that no key and id can spell another pair's."""
+    return f"{len(key)}:{key}{message_id}"
+
+
 def _ms(at: float) -> str:
     return str(int(at * 1000))
 
@@ -186,7 +191,7 @@ class RedisStore:
             [[str(p), _member(key, timer_id)] for key, p, timer_id in commit.cancels],
             [[str(t.partition), repr(t.due_at), _member(t.key, t.timer_id)] for t in commit.timers],
             [[key, str(seq), data] for key, seq, data in commit.outbox],
-            [[f"{key}\x00{message_id}", data, _ms(expires_at)]
+            [[_reply_id(key, message_id), data, _ms(expires_at)]
              for key, message_id, data, expires_at in commit.replies],
         ], use_bin_type=False)
         refused = await self._run("commit", self.prefix, blob)
@@ -222,7 +227,7 @@ class RedisStore:
 
     async def reply(self, key: str, message_id: str) -> bytes | None:
         with _translated("reply"):
-            return await self._redis.get(f"{self.prefix}r:{key}\x00{message_id}")
+            return await self._redis.get(f"{self.prefix}r:{_reply_id(key, message_id)}")
 
     async def sweep(self, now: float) -> int:
         """Nothing to do: every record and reply is written with ``PEXPIREAT``, so Redis deletes

@@ -14,6 +14,7 @@ from parlour.http import HttpCaller
 from parlour.messages import (
     APPLIED,
     DUPLICATE,
+    FAILED,
     MOVED,
     ConversationKey,
     Inbound,
@@ -257,3 +258,81 @@ async def test_stats_count_turns_duplicates_and_activations(window):
     await host.deliver([Inbound(key("a"), "m1", UserMessage("x")), Inbound(key("a"), "m1", UserMessage("x"))])
     stats = host.stats()
     assert (stats["turns"], stats["duplicates"], stats["activations"], stats["resident"]) == (1, 1, 1, 1)
+
+
+async def test_an_api_answer_with_a_lone_surrogate_neither_stops_the_host_nor_wedges_anyone():
+    from aiohttp import web
+
+    async def odd(request):
+        return web.Response(text='{"id": "\\ud800"}', content_type="application/json", status=201)
+
+    app = web.Application()
+    app.router.add_post("/members", odd)
+    clock = Clock()
+    async with serve(app) as url, HttpCaller() as http:
+        store = MemoryStore(clock=clock)
+        await deploy(store)
+        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url}), _claim_all,
+                    http=http, clock=clock)
+        await host.start()
+        await host.deliver([Inbound(key("a"), "m1", UserMessage("call")), Inbound(key("b"), "m1", UserMessage("timer"))])
+        await until(lambda: _said(store, "a", "member \ud800"))
+        clock.now += 2
+        await until(lambda: _fired(host, "b"))  # the internal loop is still alive
+        assert (await host.inspect(key("a"))).state.vars["member"] == {"id": "\ud800"}
+        await host.stop()
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose loads wait for the test to open a gate."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.gate: asyncio.Event | None = None
+
+    async def load(self, keys):
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().load(keys)
+
+
+async def test_passivating_while_a_batch_reads_the_store_loses_nothing():
+    store = GatedStore()
+    host = await make_host(store)
+    await host.deliver([Inbound(key("a"), f"a{i}", UserMessage(f"x{i}")) for i in range(2)])
+    store.gate = asyncio.Event()
+    batch = asyncio.ensure_future(host.deliver([Inbound(key("a"), "a2", UserMessage("x2")),
+                                                Inbound(key("b"), "b0", UserMessage("y"))]))
+    await asyncio.sleep(0.01)  # the batch waits on the store's read of b
+    passivate = asyncio.ensure_future(host.passivate())
+    await asyncio.sleep(0.01)
+    store.gate.set()
+    assert [o.status for o in await batch] == [APPLIED, APPLIED]
+    await passivate
+    assert (await host.inspect(key("a"))).state.vars["log"] == ["x0", "x1", "x2"]
+    assert (await host.deliver([Inbound(key("a"), "a0", UserMessage("x0"))]))[0].status == DUPLICATE
+
+
+async def test_a_dedicated_turn_that_fails_fails_only_its_own_conversation():
+    from parlour.actors.conversation import run_turns
+    seen_records = []
+
+    async def isolated(tenant, k, record, events, now):
+        seen_records.append(record)
+        if k.endswith("/bad"):
+            raise RuntimeError("its actor died")
+        return run_turns(host.flows.catalog(tenant), k, record, events, now)
+
+    store = MemoryStore()
+    host = await make_host(store)
+    host.isolated = isolated
+    outcomes = await host.deliver([Inbound(key("bad"), "m1", UserMessage("heavy")),
+                                   Inbound(key("good"), "m1", UserMessage("heavy")),
+                                   Inbound(key("plain"), "m1", UserMessage("hello"))])
+    assert [(o.status, o.retryable) for o in outcomes] == [(FAILED, False), (APPLIED, False), (APPLIED, False)]
+    assert "its actor died" in outcomes[0].error and said(outcomes[1]) == ["your name?"]
+    assert host.stats()["turn_errors"] == 1
+    await store.commit(_raw_commit(key("good"), b"\xc1 garbage"))
+    host.resident.clear()
+    outcome = (await host.deliver([Inbound(key("good"), "m2", UserMessage("heavy"))]))[0]
+    assert outcome.status == APPLIED and seen_records[-1] is None  # an unreadable record is not sent on

@@ -343,3 +343,30 @@ async def test_another_process_joins_the_running_cluster_by_its_address(redis_se
     done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "applied ['1:joined']"
+
+
+async def test_a_runtime_started_before_its_store_is_up_starts_when_the_store_comes(tmp_path):
+    server = RedisServer(tmp_path / "late")  # its port is chosen, nothing listens yet
+    starting = asyncio.ensure_future(Runtime.start(store=server.url + "?timeout_s=1", name="late", hosts=1,
+                                                   config=HostConfig(timer_poll_s=0.1)))
+    await asyncio.sleep(3.0)
+    assert not starting.done()
+    server.start()
+    try:
+        runtime = await asyncio.wait_for(starting, 60)
+        try:
+            await runtime.deploy("t", [FLOWS])
+            assert (await runtime.send(message("a", 0))).status == APPLIED
+        finally:
+            await runtime.stop()
+    finally:
+        server.stop()
+
+
+async def test_a_running_runtime_is_not_restarted_with_other_numbers(tmp_path):
+    from parlour.errors import ParlourError
+    url = f"sqlite:///{tmp_path}/parlour.db"
+    async with running(url, hosts=1) as runtime:
+        with pytest.raises(ParlourError, match="already runs with 1 hosts"):
+            await Runtime.start(store=url, name=runtime.settings.names.prefix, hosts=2)
+        assert (await runtime.send(message("a", 0))).status == APPLIED
