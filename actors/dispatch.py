@@ -39,7 +39,9 @@ DeliverFn = Callable[[str, list[Inbound]], Awaitable[list[Outcome]]]
 
 
 class Dispatcher:
-    def __init__(self, table: TableFn, deliver: DeliverFn, *, max_batch: int = 500, max_moves: int = 5):
+    def __init__(self, table: TableFn, deliver: DeliverFn, *, max_batch: int = 500, max_moves: int = 5,
+                 timeout_s: float = 60.0):
+        self.timeout_s = timeout_s
         self._fetch_table = table
         self._deliver = deliver
         self.max_batch = max_batch
@@ -53,7 +55,12 @@ class Dispatcher:
         """Hand ``inbound`` to its conversation's host; its outcome once committed (or failed)."""
         for attempt in range(self.max_moves):
             table = self.table
-            outcome = await self._route(inbound)
+            try:
+                outcome = await asyncio.wait_for(self._route(inbound), self.timeout_s)
+            except TimeoutError:  # never leave a caller hanging, whatever went wrong below
+                log.error("no outcome for %s within %g s", inbound.message_id, self.timeout_s)
+                return Outcome(inbound.message_id, FAILED, retryable=True,
+                               error=f"no outcome within {self.timeout_s:g} s")
             if outcome.status != MOVED:
                 return outcome
             if self.table is table:
@@ -162,8 +169,11 @@ class _Lane:
         try:
             outcomes = await self._deliver_safely([inbound for inbound, _ in batch])
         except asyncio.CancelledError:
-            self.closed = True
-            outcomes = [ConnectionError("the dispatcher is closed")] * len(batch)
+            if self.closed:
+                outcomes = [ConnectionError("the dispatcher is closed")] * len(batch)
+            else:  # the call was cancelled under us (Ray does so when its actor dies)
+                outcomes = [Outcome(i.message_id, FAILED, error=f"host {self.host}: the call was cancelled",
+                                    retryable=True) for i, _ in batch]
         except Exception as exc:  # noqa: BLE001 - every waiting sender must hear of it
             outcomes = [exc] * len(batch)
         for inbound, _ in batch:

@@ -134,3 +134,12 @@ async def test_closing_the_dispatcher_rejects_what_waits_instead_of_leaving_it_h
 def test_ids_that_could_not_be_stored_are_refused_where_they_are_made(make):
     with pytest.raises(ValueError):
         make()
+
+
+async def test_a_host_that_never_answers_gives_a_retryable_failure_after_the_timeout():
+    hosts = ScriptedHosts()
+    hosts.gate = asyncio.Event()  # never opened
+    dispatcher = Dispatcher(hosts.fetch_table, hosts.deliver, timeout_s=0.05)
+    outcome = await dispatcher.send(inbound("a", 0))
+    assert (outcome.status, outcome.retryable) == (FAILED, True) and "no outcome" in outcome.error
+    await dispatcher.aclose()

@@ -182,7 +182,13 @@ async def test_killing_a_host_under_load_loses_nothing_and_applies_nothing_twice
             await asyncio.sleep(0.01)
         victim = (await runtime.pids())[runtime.settings.names.host(0)]
         os.kill(victim, signal.SIGKILL)
-        await load
+        try:
+            await asyncio.wait_for(asyncio.shield(load), 90)
+        except TimeoutError:
+            d = runtime.dispatcher
+            print("STUCK", channel.acked, channel.failures, d.table, len(d._unrouted), d._routing,
+                  {h: (len(l.waiting), dict(list(l.busy.items())[:5]), l.senders, l.scheduled, l.closed) for h, l in d._lanes.items()})
+            raise
         assert channel.acked == 10_000
         assert channel.failures > 0, "the kill landed after the load: nothing was tested"
         assert channel.replays > 500
