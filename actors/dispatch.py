@@ -103,7 +103,7 @@ class Dispatcher:
         host = self.table.host_of(partition_of(inbound.key.id, self.table.partitions))
         lane = self._lanes.get(host)
         if lane is None:
-            lane = self._lanes[host] = _Lane(host, self._deliver, self.max_batch)
+            lane = self._lanes[host] = _Lane(host, self._deliver, self.max_batch, call_timeout_s=self.timeout_s / 2)
         return lane
 
     async def aclose(self) -> None:
@@ -121,7 +121,9 @@ class _Lane:
     conversation is in at most one of them: its later events wait for the batch that holds
     its earlier ones, so no reordering by Ray can reorder a conversation."""
 
-    def __init__(self, host: str, deliver: DeliverFn, max_batch: int, max_in_flight: int = 2):
+    def __init__(self, host: str, deliver: DeliverFn, max_batch: int, max_in_flight: int = 2,
+                 call_timeout_s: float = 30.0):
+        self.call_timeout_s = call_timeout_s
         self.host = host
         self.deliver = deliver
         self.max_batch = max_batch
@@ -210,7 +212,7 @@ class _Lane:
 
     async def _deliver_safely(self, batch: list[Inbound]) -> list[Outcome]:
         try:
-            outcomes = await self.deliver(self.host, batch)
+            outcomes = await asyncio.wait_for(self.deliver(self.host, batch), self.call_timeout_s)
         except (RayError, ConnectionError, TimeoutError) as exc:
             log.warning("host %s failed a batch of %d: %s", self.host, len(batch), _short(exc))
             return [Outcome(i.message_id, FAILED, error=f"host {self.host} unavailable: {_short(exc)}",

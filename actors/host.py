@@ -148,14 +148,17 @@ class Host:
         await self.store.claim({p: epoch for p in partitions})
         self.epoch, self.owned = epoch, {p: epoch for p in partitions}
 
-    async def stop(self) -> None:
-        """Finish the batch in hand, cancel the loops and calls in flight (their guard timers
-        answer them after a restart), close the store."""
-        async with self._lock:
-            for task in [*self._tasks, *self._calls.values()]:
-                task.cancel()
-            await asyncio.gather(*self._tasks, *self._calls.values(), return_exceptions=True)
-            await self.store.aclose()
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the batch in hand (for up to ``timeout_s``), cancel the loops and calls in
+        flight (their guard timers answer them after a restart), close the store."""
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout_s)
+        except TimeoutError:
+            log.error("%s: a batch still holds the lock after %g s; stopping anyway", self.name, timeout_s)
+        for task in [*self._tasks, *self._calls.values()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._calls.values(), return_exceptions=True)
+        await self.store.aclose()
 
     async def ready(self) -> dict:
         await self._wait_ready()

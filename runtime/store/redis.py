@@ -25,8 +25,8 @@ written nothing. The whole commit travels as one msgpack blob, unpacked by Redis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
@@ -92,11 +92,14 @@ return newer
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError, asyncio.TimeoutError)
 
 
-@contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Redis' errors as the store's: :class:`StoreUnavailable` when it cannot be reached."""
+@asynccontextmanager
+async def _translated(action: str, timeout_s: float) -> AsyncIterator[None]:
+    """Redis' errors as the store's: :class:`StoreUnavailable` when it cannot be reached, or
+    when the whole operation takes longer than twice the socket timeout (a connection left in
+    a bad state by a server that died mid-reply must not hang a host)."""
     try:
-        yield
+        async with asyncio.timeout(2 * timeout_s):
+            yield
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"redis {action}: {exc}") from exc
     except RedisError as exc:
@@ -171,13 +174,13 @@ class RedisStore:
 
     async def _run(self, script: str, *args: str | bytes) -> list[bytes]:
         client = self._redis
-        with _translated(script):
+        async with _translated(script, self.timeout_s):
             return await self._scripts[script](args=args, client=client)
 
     async def load(self, keys: Sequence[str]) -> dict[str, bytes]:
         if not keys:
             return {}
-        with _translated("load"):
+        async with _translated("load", self.timeout_s):
             found = await self._redis.mget([f"{self.prefix}c:{key}" for key in keys])
         return {key: value for key, value in zip(keys, found) if value is not None}
 
@@ -209,7 +212,7 @@ class RedisStore:
     async def fences(self, partitions: Sequence[int]) -> dict[int, int]:
         if not partitions:
             return {}
-        with _translated("fences"):
+        async with _translated("fences", self.timeout_s):
             held = await self._redis.hmget(f"{self.prefix}fence", [str(p) for p in partitions])
         return {p: int(epoch or 0) for p, epoch in zip(partitions, held)}
 
@@ -220,13 +223,13 @@ class RedisStore:
         pipe = self._redis.pipeline(transaction=False)
         for p in wanted:
             pipe.zrangebyscore(f"{self.prefix}t:{p}", "-inf", until, start=0, num=limit, withscores=True)
-        with _translated("due_timers"):
+        async with _translated("due_timers", self.timeout_s):
             found = await pipe.execute()
         timers = [_timer(p, member, due_at) for p, pairs in zip(wanted, found) for member, due_at in pairs]
         return sorted(timers, key=lambda t: (t.due_at, t.key, t.timer_id))[:limit]
 
     async def reply(self, key: str, message_id: str) -> bytes | None:
-        with _translated("reply"):
+        async with _translated("reply", self.timeout_s):
             return await self._redis.get(f"{self.prefix}r:{_reply_id(key, message_id)}")
 
     async def sweep(self, now: float) -> int:
@@ -237,7 +240,7 @@ class RedisStore:
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:
         if limit <= 0:
             return []
-        with _translated("read_outbox"):
+        async with _translated("read_outbox", self.timeout_s):
             entries = await self._redis.xrange(
                 f"{self.prefix}outbox", min=f"({after}" if after else "-", max="+", count=limit)
         return [OutboxEntry(entry_id.decode(), fields[b"key"].decode(), int(fields[b"seq"]), fields[b"data"])
@@ -245,7 +248,7 @@ class RedisStore:
 
     async def ack_outbox(self, ids: Sequence[str]) -> None:
         if ids:
-            with _translated("ack_outbox"):
+            async with _translated("ack_outbox", self.timeout_s):
                 await self._redis.xdel(f"{self.prefix}outbox", *ids)
 
     async def put_flow(self, record: FlowRecord) -> None:
@@ -261,11 +264,11 @@ class RedisStore:
         pipe.sadd(f"{self.prefix}flows", flow)
         if record.current:
             pipe.hset(f"{self.prefix}current", flow, record.version)
-        with _translated("put_flow"):
+        async with _translated("put_flow", self.timeout_s):
             await pipe.execute()
 
     async def flows(self, tenant: str | None = None) -> list[FlowRecord]:
-        with _translated("flows"):
+        async with _translated("flows", self.timeout_s):
             names = [n.decode() for n in await self._redis.smembers(f"{self.prefix}flows")]
             wanted = sorted(n for n in names if tenant is None or n.split("\x00", 1)[0] == tenant)
             if not wanted:
@@ -286,9 +289,9 @@ class RedisStore:
         return sorted(found, key=lambda r: (r.tenant, r.flow, r.created_at, r.version))
 
     async def get_meta(self, name: str) -> bytes | None:
-        with _translated("get_meta"):
+        async with _translated("get_meta", self.timeout_s):
             return await self._redis.get(f"{self.prefix}meta:{name}")
 
     async def put_meta(self, name: str, value: bytes) -> None:
-        with _translated("put_meta"):
+        async with _translated("put_meta", self.timeout_s):
             await self._redis.set(f"{self.prefix}meta:{name}", value)
