@@ -9,9 +9,8 @@ replies for deduplication, fenced by the partitions' epochs.
 
 Slow work never holds a batch: an HTTP effect runs as a task after the commit that records
 the conversation waiting on it, and its result comes back as an event of a later batch.
-Timers (``wait``, inactivity timeouts, and a guard for each HTTP call in flight) are rows in
-the store, polled for the host's partitions; a timer's row is deleted by the commit of the
-turn it fires, so it fires once, also across restarts.
+Timers, HTTP calls, passivation and expiry are the host's background work
+(:mod:`parlour.actors.background`).
 
 This module knows nothing of Ray: :mod:`parlour.actors.remote` wraps a host in a Ray actor.
 
@@ -46,7 +45,6 @@ from parlour.flow import (
     HttpResult,
     Send,
     StartTimer,
-    TimerFired,
 )
 from parlour.flow.state import ENDED, IDLE
 from parlour.flow.state import FAILED as STATE_FAILED
@@ -62,6 +60,7 @@ from parlour.messages import (
 )
 from parlour.store import Commit, Fenced, Store, StoreError, StoreUnavailable, Timer
 
+from .background import HTTP_GUARD, Background, Work, guard_s
 from .conversation import DEFAULT_WINDOW, Conversation, Step, Working
 from .flows import Flows
 
@@ -73,10 +72,6 @@ HttpFn = Callable[[HttpRequest], Awaitable[HttpResult]]
 IsolatedFn = Callable[[str, str, bytes | None, list[tuple[str | None, Event]], float],
                       Awaitable[tuple[bytes | None, list[Step]]]]
 """Runs a dedicated conversation's turns in its own actor: ``(tenant, key, record, events, now)``."""
-
-HTTP_GUARD = "http:"
-"""Timer ids of this prefix guard an HTTP call: if the host dies during the call, the timer
-answers the flow with an error instead of leaving it waiting forever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,20 +90,7 @@ class HostConfig:
     env: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Work:
-    """One event for one conversation: from a caller (``index`` into its batch), or internal
-    (a timer that fired, an HTTP result)."""
-
-    index: int | None
-    key: str
-    partition: int
-    message_id: str | None
-    event: Event
-    timer: str | None = None  # the timer row this work consumes
-
-
-class Host:
+class Host(Background):
     def __init__(self, name: str, store: Store, config: HostConfig, claim: ClaimFn, *,
                  http: HttpFn | None = None, isolated: IsolatedFn | None = None,
                  clock: Callable[[], float] = time.time):
@@ -330,7 +312,7 @@ class Host:
                 elif isinstance(effect, CancelTimer):
                     timers[effect.timer_id] = None
                 elif isinstance(effect, HttpRequest):
-                    timers[HTTP_GUARD + effect.request_id] = now + _guard_s(effect)
+                    timers[HTTP_GUARD + effect.request_id] = now + guard_s(effect)
                     calls.append((key, partition, effect))
             if work.index is not None and work.message_id is not None and not step.duplicate:
                 commit.replies.append((key, work.message_id, pack_replies(said), now + self.config.reply_ttl_s))
@@ -377,67 +359,6 @@ class Host:
             del self.resident[key]
         self.counts["fenced"] += 1
 
-    # ------------------------------------------------------------ internal work
-
-    async def _call(self, key: str, partition: int, request: HttpRequest) -> None:
-        try:
-            result = await self.http(request) if self.http else HttpResult(request.request_id, error="no HTTP client")
-        finally:
-            self._calls.pop(request.request_id, None)
-        self._internal.put_nowait(Work(None, key, partition, None, result))
-
-    async def _run_internal(self) -> None:
-        """Timers that fired and HTTP results, run in batches like a caller's."""
-        while True:
-            works = [await self._internal.get()]
-            while not self._internal.empty() and len(works) < self.config.max_batch:
-                works.append(self._internal.get_nowait())
-            works = [w for w in works if w.partition in self.owned]
-            try:
-                outcomes = await self._process(works)
-            except Exception:  # a defect must not stop every timer and HTTP result of the host
-                log.exception("%s failed a batch of %d internal events", self.name, len(works))
-                self.counts["internal_errors"] += 1
-                outcomes = [Outcome("", FAILED, retryable=True)] * len(works)
-            for work, outcome in zip(works, outcomes):
-                if work.timer is not None:
-                    self._firing.discard((work.key, work.timer))  # polled again if still due
-                elif outcome.status == FAILED and outcome.retryable:  # an HTTP result not committed
-                    asyncio.get_running_loop().call_later(self.config.timer_poll_s, self._internal.put_nowait, work)
-
-    async def _poll_timers(self) -> None:
-        while True:
-            try:
-                due = await self.store.due_timers(list(self.owned), self.clock(), self.config.max_batch)
-            except Exception as exc:  # noqa: BLE001 - the loop goes on; the store comes back
-                log.warning("%s cannot read due timers: %r", self.name, exc)
-                due = []
-            for timer in due:
-                mark = (timer.key, timer.timer_id)
-                if mark in self._firing or _guarded_call(timer) in self._calls:
-                    continue
-                self._firing.add(mark)
-                self._internal.put_nowait(Work(None, timer.key, timer.partition, None, _fired(timer), timer.timer_id))
-            await asyncio.sleep(self.config.timer_poll_s)
-
-    async def _upkeep(self) -> None:
-        """Passivate idle conversations; expire old records from the store."""
-        last_sweep = 0.0
-        while True:
-            await asyncio.sleep(min(self.config.idle_s / 4, 30.0))
-            now = self.clock()
-            async with self._lock:
-                idle = [k for k, c in self.resident.items() if now - c.used_at > self.config.idle_s]
-                for key in idle:
-                    del self.resident[key]
-            self.counts["passivated_idle"] += len(idle)
-            if now - last_sweep >= self.config.sweep_s:
-                try:
-                    self.counts["expired"] += await self.store.sweep(now)
-                    last_sweep = now
-                except StoreError as exc:
-                    log.warning("%s cannot sweep the store: %s", self.name, exc)
-
     # ------------------------------------------------------------ administration
 
     async def reload_flows(self) -> int:
@@ -461,18 +382,3 @@ class Host:
     def stats(self) -> dict:
         return {"name": self.name, "epoch": self.epoch, "partitions": len(self.owned),
                 "resident": len(self.resident), "http_in_flight": len(self._calls), **self.counts}
-
-
-def _guard_s(request: HttpRequest) -> float:
-    """Longer than the call can take with its retries and backoff."""
-    return request.timeout_s * (request.retries + 1) + 2.0 ** request.retries + 30.0
-
-
-def _guarded_call(timer: Timer) -> str | None:
-    return timer.timer_id[len(HTTP_GUARD):] if timer.timer_id.startswith(HTTP_GUARD) else None
-
-
-def _fired(timer: Timer) -> Event:
-    if timer.timer_id.startswith(HTTP_GUARD):
-        return HttpResult(timer.timer_id[len(HTTP_GUARD):], error="the call was interrupted (its host restarted)")
-    return TimerFired(timer.timer_id)
