@@ -92,7 +92,10 @@ class Working:
             if _holds(self.record.seen, mark):
                 return Step(message_id, duplicate=True)
             self.record.seen = (self.record.seen + mark)[-self.window * DIGEST_BYTES:]
-        turn = advance(catalog, self.record.state, _addressed(event, self.key), now)
+        state = self.record.state
+        if isinstance(event, UserMessage) and (state.channel is None or state.user.get("id") is None):
+            event = _addressed(event, self.key)  # the first message: who and where, from the key
+        turn = advance(catalog, state, event, now)
         before = self.record.replies
         self.record.state = turn.state
         self.record.replies += sum(1 for e in turn.effects if isinstance(e, Send))

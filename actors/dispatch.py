@@ -53,24 +53,44 @@ class Dispatcher:
 
     async def send(self, inbound: Inbound) -> Outcome:
         """Hand ``inbound`` to its conversation's host; its outcome once committed (or failed)."""
-        for attempt in range(self.max_moves):
-            table = self.table
-            try:
-                outcome = await asyncio.wait_for(self._route(inbound), self.timeout_s)
-            except TimeoutError:  # never leave a caller hanging, whatever went wrong below
-                log.error("no outcome for %s within %g s", inbound.message_id, self.timeout_s)
-                return Outcome(inbound.message_id, FAILED, retryable=True,
-                               error=f"no outcome within {self.timeout_s:g} s")
-            if outcome.status != MOVED:
-                return outcome
-            if self.table is table:
-                self.table = None  # fetch the table again before routing anything else
-            await asyncio.sleep(0.05 * attempt)  # a restarted host may not have claimed yet
-        return Outcome(inbound.message_id, FAILED, error="the conversation's host kept moving", retryable=True)
+        return (await self.send_many([inbound]))[0]
 
     async def send_many(self, batch: list[Inbound]) -> list[Outcome]:
-        """Send ``batch`` (in order per conversation); the outcomes in the same order."""
-        return list(await asyncio.gather(*(self.send(inbound) for inbound in batch)))
+        """Send ``batch`` (in order per conversation); the outcomes in the same order. Events
+        whose host answers ``moved`` are routed again with a fresh table."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        pending = list(range(len(batch)))
+        for attempt in range(self.max_moves):
+            table = self.table
+            results = await self._outcomes([self._route(batch[i]) for i in pending])
+            moved = []
+            for index, outcome in zip(pending, results):
+                if outcome is None:  # never leave a caller hanging, whatever went wrong below
+                    outcome = Outcome(batch[index].message_id, FAILED, retryable=True,
+                                      error=f"no outcome within {self.timeout_s:g} s")
+                if outcome.status == MOVED:
+                    moved.append(index)
+                else:
+                    outcomes[index] = outcome
+            if not moved:
+                return outcomes
+            if self.table is table:
+                self.table = None  # fetch the table again before routing anything else
+            pending = moved
+            await asyncio.sleep(0.05 * attempt)  # a restarted host may not have claimed yet
+        for index in pending:
+            outcomes[index] = Outcome(batch[index].message_id, FAILED, retryable=True,
+                                      error="the conversation's host kept moving")
+        return outcomes
+
+    async def _outcomes(self, futures: list[asyncio.Future]) -> list[Outcome | None]:
+        """The futures' outcomes; None for any still unresolved after ``timeout_s``."""
+        if not futures:
+            return []
+        done, _ = await asyncio.wait(futures, timeout=self.timeout_s)
+        if len(done) < len(futures):
+            log.error("%d events got no outcome within %g s", len(futures) - len(done), self.timeout_s)
+        return [f.result() if f.done() and not f.cancelled() else None for f in futures]
 
     def _route(self, inbound: Inbound) -> asyncio.Future:
         """Put ``inbound`` in its host's lane, strictly in call order: while the table is
@@ -88,7 +108,7 @@ class Dispatcher:
         while self._unrouted:
             if self.table is None:
                 try:
-                    self.table = await self._fetch_table()
+                    self.table = await asyncio.wait_for(self._fetch_table(), self.timeout_s / 2)
                 except (RayError, ConnectionError, TimeoutError) as exc:
                     waiting, self._unrouted = self._unrouted, []
                     for inbound, future in waiting:
@@ -155,9 +175,12 @@ class _Lane:
         """The next batch: waiting events, in order, of conversations not in flight. Once a
         conversation's event stays behind, so do its later ones."""
         batch, kept, held = [], [], set()
-        for item in self.waiting:
+        for at, item in enumerate(self.waiting):
+            if len(batch) == self.max_batch:
+                kept += self.waiting[at:]
+                break
             key = item[0].key.id
-            if len(batch) < self.max_batch and key not in self.busy and key not in held:
+            if key not in self.busy and key not in held:
                 batch.append(item)
             else:
                 held.add(key)

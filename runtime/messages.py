@@ -13,7 +13,7 @@ the host answers each with an :class:`Outcome`.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .flow.events import Event, Reply
 
@@ -36,8 +36,11 @@ class ConversationKey:
     tenant: str
     channel: str
     user: str
+    id: str = field(init=False, repr=False, compare=False)
+    """The key as one string: ``tenant/channel/user`` (the user may hold '/')."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.tenant}/{self.channel}/{self.user}")
         for name in ("tenant", "channel"):
             value = getattr(self, name)
             if not value or "/" in value:
@@ -45,11 +48,6 @@ class ConversationKey:
         if not self.user:
             raise ValueError("a conversation's user must be non-empty")
         _check_text(self.id, "a conversation key")
-
-    @property
-    def id(self) -> str:
-        """The key as one string: ``tenant/channel/user`` (the user may hold '/')."""
-        return f"{self.tenant}/{self.channel}/{self.user}"
 
     @classmethod
     def parse(cls, text: str) -> ConversationKey:

@@ -145,3 +145,8 @@ async def test_a_host_that_never_answers_gives_a_retryable_failure_after_the_tim
     hosts.gate.set()  # the host answers again: the lane was not left stuck behind the lost call
     assert (await dispatcher.send(inbound("a", 0))).status == APPLIED
     await dispatcher.aclose()
+
+
+async def test_sending_nothing_answers_nothing():
+    hosts = ScriptedHosts()
+    assert await Dispatcher(hosts.fetch_table, hosts.deliver).send_many([]) == []
