@@ -196,7 +196,7 @@ class _Lane:
         except asyncio.CancelledError:
             if self.closed:
                 outcomes = [ConnectionError("the dispatcher is closed")] * len(batch)
-            else:  # the call was cancelled under us (Ray does so when its actor dies)
+            else:  # cancelled from outside while the lane is open: the batch failed, retryably
                 outcomes = [Outcome(i.message_id, FAILED, error=f"host {self.host}: the call was cancelled",
                                     retryable=True) for i, _ in batch]
         except Exception as exc:  # noqa: BLE001 - every waiting sender must hear of it

@@ -45,6 +45,3 @@ class Flows:
 
     def catalog(self, tenant: str) -> Catalog:
         return self._catalogs.get(tenant, self._empty)
-
-    def tenants(self) -> list[str]:
-        return sorted(self._catalogs)

@@ -166,9 +166,12 @@ class Host(Background):
                 works.append(Work(index, key, partition, inbound.message_id, inbound.event))
             else:
                 outcomes[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
-        for work, outcome in zip(works, await self._process(works)):
+        done = await self._process(works)
+        duplicates = [work for work, outcome in zip(works, done) if outcome.status == DUPLICATE]
+        firsts = dict(zip(map(id, duplicates), await asyncio.gather(*map(self._first_replies, duplicates))))
+        for work, outcome in zip(works, done):
             if outcome.status == DUPLICATE:
-                outcome = Outcome(outcome.message_id, DUPLICATE, await self._first_replies(work))
+                outcome = Outcome(outcome.message_id, DUPLICATE, firsts[id(work)])
             outcomes[work.index] = outcome
         return outcomes
 
@@ -326,7 +329,7 @@ class Host(Background):
             ttl = self.config.ended_ttl_s if status in (IDLE, ENDED, STATE_FAILED) else self.config.abandoned_ttl_s
             latest = max((d for d in timers.values() if d is not None), default=now)
             commit.records.append((key, partition, record, max(now + ttl, latest + self.config.ended_ttl_s)))
-        if commit.records or commit.timers or commit.cancels or commit.outbox or commit.replies:
+        if commit:
             commit.fences[partition] = self.owned[partition]
 
     def _install(self, groups: dict[str, list[Work]], results: dict[str, bytes | None], now: float) -> None:
@@ -334,9 +337,7 @@ class Host(Background):
         for key, record in results.items():
             if record is None:
                 continue
-            conversation = self.resident.pop(key, None)
-            if conversation is None:
-                conversation = Conversation(key, groups[key][0].partition, record, now)
+            conversation = self.resident.pop(key, None) or Conversation(key, groups[key][0].partition, record, now)
             conversation.record, conversation.used_at = record, now
             self.resident[key] = conversation
         while len(self.resident) > self.config.max_resident:

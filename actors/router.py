@@ -70,9 +70,6 @@ class Router:
             self.table_ = table
         return table.epoch, table.partitions_of(host)
 
-    async def aclose(self) -> None:
-        await self.store.aclose()
-
 
 def _ranges(partitions: int, hosts: int) -> tuple[int, ...]:
     return tuple(p * hosts // partitions for p in range(partitions))

@@ -35,9 +35,8 @@ DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
 
 
 class Runtime:
-    def __init__(self, settings: HostSettings, partitions: int, started_ray: bool, router, hosts: dict):
+    def __init__(self, settings: HostSettings, started_ray: bool, router, hosts: dict):
         self.settings = settings
-        self.partitions = partitions
         self._started_ray = started_ray
         self.router, self.hosts = router, hosts
         self.dispatcher = Dispatcher(self._table, self._deliver)
@@ -67,7 +66,7 @@ class Runtime:
             raise ParlourError(
                 f"runtime {name!r} already runs with {len(table.hosts)} hosts and {table.partitions} partitions: "
                 "stop it before starting it with other numbers (moving partitions comes with scaling)")
-        runtime = cls(settings, partitions, started, router, ray_cluster.place_hosts(settings))
+        runtime = cls(settings, started, router, ray_cluster.place_hosts(settings))
         await runtime.ready(ready_timeout_s)
         return runtime
 
