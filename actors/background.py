@@ -36,6 +36,7 @@ class Work:
     message_id: str | None
     event: Event
     timer: str | None = None  # the timer row this work consumes
+    trace: str | None = None  # the request id the event came with, for the logs
 
 
 class Background:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from parlour.codec import (
     Record,
     pack_outbound,
+    pack_record,
     pack_replies,
     reply_data,
     unpack_record,
@@ -46,8 +47,9 @@ from parlour.flow import (
     Send,
     StartTimer,
 )
-from parlour.flow.state import ENDED, IDLE
+from parlour.flow.state import ENDED, IDLE, State
 from parlour.flow.state import FAILED as STATE_FAILED
+from parlour.metrics import HostMetrics, host_gauges
 from parlour.messages import (
     APPLIED,
     DUPLICATE,
@@ -106,6 +108,7 @@ class Host(Background):
         self.owned: dict[int, int] = {}
         self.resident: OrderedDict[str, Conversation] = OrderedDict()
         self.counts: Counter[str] = Counter()
+        self.metrics = HostMetrics()
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._internal: asyncio.Queue[Work] = asyncio.Queue()
@@ -163,7 +166,7 @@ class Host(Background):
             key = inbound.key.id
             partition = partition_of(key, self.config.partitions)
             if partition in self.owned:
-                works.append(Work(index, key, partition, inbound.message_id, inbound.event))
+                works.append(Work(index, key, partition, inbound.message_id, inbound.event, trace=inbound.trace))
             else:
                 outcomes[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
         done = await self._process(works)
@@ -188,6 +191,7 @@ class Host(Background):
     async def _process(self, works: list[Work]) -> list[Outcome]:
         if not works:
             return []
+        self.metrics.batch_size.observe(len(works))
         async with self._lock:
             now = self.clock()
             try:
@@ -229,7 +233,7 @@ class Host(Background):
                 part = Commit()
                 self._record(part, calls, key, group, steps, new_record, now)
             except Exception as exc:
-                log.exception("turns of %s failed", key)
+                log.exception("turns of %s failed (requests %s)", key, ", ".join(str(w.trace) for w in group))
                 self.counts["turn_errors"] += 1
                 for work in group:
                     outcomes[id(work)] = Outcome(work.message_id or "", FAILED, retryable=False,
@@ -240,7 +244,9 @@ class Host(Background):
             for work, step in zip(group, steps):
                 outcomes[id(work)] = self._outcome(work, step)
         if commit:
+            started = time.perf_counter()
             await self.store.commit(commit)
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.counts["commits"] += 1
         self.counts["turns"] += sum(1 for o in outcomes.values() if o.status == APPLIED)
         self._install(groups, results, now)
@@ -371,6 +377,43 @@ class Host(Background):
         conversation = self.resident.get(key.id)
         data = conversation.record if conversation else (await self.store.load([key.id])).get(key.id)
         return unpack_record(data) if data else None
+
+    async def reset(self, key: ConversationKey) -> bool:
+        """Start ``key``'s conversation afresh (its flow state and pending timer dropped); False
+        if it has no record. Its dedup window and reply counter stay, so that an old message
+        replayed is still known and reply idempotency keys never repeat."""
+        partition = key.partition(self.config.partitions)
+        if partition not in self.owned:
+            raise Fenced({partition: -1})
+        async with self._lock:
+            conversation = self.resident.get(key.id)
+            data = conversation.record if conversation else (await self.store.load([key.id])).get(key.id)
+            if data is None:
+                return False
+            try:
+                old = unpack_record(data)
+            except StateError:
+                old = Record(State())
+            now = self.clock()
+            record = pack_record(Record(State(), old.seen, old.replies))
+            commit = Commit(fences={partition: self.owned[partition]},
+                            records=[(key.id, partition, record, now + self.config.ended_ttl_s)])
+            for timer in (old.state.timer, old.state.request and HTTP_GUARD + old.state.request):
+                if timer:
+                    commit.cancels.append((key.id, partition, timer))
+            try:
+                await self.store.commit(commit)
+            except StoreError:
+                self.resident.pop(key.id, None)
+                raise
+            self.resident.pop(key.id, None)
+            self.resident[key.id] = Conversation(key.id, partition, record, now)
+            self.counts["resets"] += 1
+            return True
+
+    def export_metrics(self) -> list:
+        """This host's figures for ``/metrics`` (:meth:`parlour.metrics.HostMetrics.export`)."""
+        return self.metrics.export(self.counts, host_gauges(self.stats()))
 
     async def passivate(self) -> int:
         """Forget every resident conversation (each is in the store already); how many."""

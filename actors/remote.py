@@ -23,6 +23,7 @@ import ray
 from parlour.codec import Record
 from parlour.flow import Event
 from parlour.http import HttpCaller
+from parlour.logs import setup_logging
 from parlour.messages import ConversationKey, PartitionTable
 from parlour.store import FlowRecord, open_store
 from parlour.wire import decode_batch, encode_outcomes
@@ -68,6 +69,7 @@ class HostSettings:
     secrets: dict[str, str] = field(default_factory=dict)
     dedicated_idle_s: float = 600.0
     log_level: str = "WARNING"
+    log_format: str = "text"
 
 
 @ray.remote(num_cpus=0, **RESTART)
@@ -100,7 +102,7 @@ class RouterActor:
 @ray.remote(num_cpus=0, **RESTART)
 class HostActor:
     def __init__(self, name: str, settings: HostSettings):
-        logging.basicConfig(level=settings.log_level)
+        setup_logging(settings.log_level, settings.log_format)
         # Hundreds of thousands of long-lived conversations: collect the young generation
         # less often, so that each batch does not pay for scanning them.
         gc.set_threshold(50_000, 20, 20)
@@ -151,6 +153,13 @@ class HostActor:
     async def inspect(self, key: ConversationKey) -> Record | None:
         await self.started
         return await self.host.inspect(key)
+
+    async def reset(self, key: ConversationKey) -> bool:
+        await self.started
+        return await self.host.reset(key)
+
+    async def metrics(self) -> list:
+        return self.host.export_metrics()
 
     async def stats(self) -> dict:
         return {**self.host.stats(), "pid": os.getpid(), "rss_bytes": _rss(), "dedicated": len(self.dedicated.actors)}

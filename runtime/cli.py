@@ -1,5 +1,7 @@
 """The ``parlour`` command.
 
+    parlour serve [--config FILE] [...]  run a node: Ray, hosts, the gateway (see --help)
+    parlour token new                  a new token and the hash to put in the config file
     parlour chat [PATH...]             talk to flows in the terminal (default: the bundled flows)
     parlour test [PATH...]             run flow test files (*.test.yaml)
     parlour flows validate PATH...     check flows: every problem as file:line:column
@@ -13,17 +15,13 @@ import asyncio
 import json
 import os
 import sys
-from importlib.resources import files
 from pathlib import Path
 
 from . import __version__
 from .errors import FlowError
 from .flow import json_schema, load_catalog, load_paths
+from .flows_dir import bundled_flows
 from .testing import find_test_files, run_file
-
-
-def bundled_flows() -> Path:
-    return Path(str(files("parlour.flows")))
 
 
 def _named_values(items: list[str], what: str) -> dict[str, str]:
@@ -111,10 +109,57 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_settings
+    from .serve import run
+
+    options = {name: getattr(args, name) for name in SERVE_OPTIONS}
+    try:
+        settings = load_settings(args.config or os.environ.get("PARLOUR_CONFIG"), **options)
+    except ConfigError as exc:
+        print(f"parlour: {exc}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .config import hash_token, new_token
+
+    token = new_token()
+    print(f"token: {token}\nhash:  {hash_token(token)}\n(give the token to its user; put the hash in the config "
+          "file's `tokens` list of the tenant)")
+    return 0
+
+
+SERVE_OPTIONS = {
+    "host": (str, "address to listen on (default 127.0.0.1)"),
+    "port": (int, "port to listen on (default 8080; 0 for any free one)"),
+    "data_dir": (Path, "folder for the SQLite store and the admin token (default ./.parlour)"),
+    "flows": (Path, "flows folder for tenants that name none (default: the bundled flows)"),
+    "store": (str, "sqlite:///path or redis://host:port/db (default: sqlite in the data folder)"),
+    "ray_address": (str, "join this Ray cluster instead of starting a local Ray"),
+    "hosts": (int, "conversation hosts (Ray actors) to run (default 1)"),
+    "log_format": (str, "text or json"),
+    "log_level": (str, "debug, info, warning or error"),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="parlour", description="An actor-model conversation runtime.")
     top.add_argument("--version", action="version", version=f"parlour {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node: Ray, the conversation hosts and the HTTP gateway",
+                           description="Every option is also PARLOUR_<NAME> in the environment and a key of the "
+                                       "config file; options win over the environment, which wins over the file.")
+    serve.add_argument("--config", metavar="FILE", help="a YAML config file (or PARLOUR_CONFIG)")
+    for name, (kind, text) in SERVE_OPTIONS.items():
+        serve.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    serve.set_defaults(run=cmd_serve)
+
+    token = sub.add_parser("token", help="make tokens for the admin API")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_sub.add_parser("new", help="print a new token and its hash").set_defaults(run=cmd_token)
 
     chat = sub.add_parser("chat", help="talk to flows in the terminal")
     chat.add_argument("paths", nargs="*", help="flow files or directories (default: the bundled flows)")

@@ -28,7 +28,7 @@ from .codec import Record
 from .errors import FlowError, ParlourError
 from .flow import load_paths
 from .messages import DEFAULT_PARTITIONS, FAILED, ConversationKey, Inbound, Outcome
-from .store import FlowRecord, open_store
+from .store import Fenced, FlowRecord, open_store
 from .wire import decode_outcomes, encode_batch
 
 DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
@@ -45,7 +45,8 @@ class Runtime:
     async def start(cls, *, store: str = DEFAULT_STORE, hosts: int = 1, partitions: int = DEFAULT_PARTITIONS,
                     address: str | None = None, num_cpus: int | None = None, name: str = "parlour",
                     env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
-                    config: HostConfig | None = None, ready_timeout_s: float = 60.0) -> Runtime:
+                    config: HostConfig | None = None, ready_timeout_s: float = 60.0,
+                    log_level: str = "WARNING", log_format: str = "text") -> Runtime:
         """Start (or join) Ray and the runtime named ``name``; return once every host is ready."""
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
@@ -58,7 +59,8 @@ class Runtime:
             raise ParlourError("sqlite is one machine's store: a Ray cluster needs redis://")
         config = config or HostConfig()
         config = replace(config, partitions=partitions, env={**config.env, **(env or {})})
-        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}))
+        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}), log_level=log_level.upper(),
+                                log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
         table = await asyncio.wait_for(router.table.remote(), ready_timeout_s)
@@ -83,8 +85,12 @@ class Runtime:
             raise FlowError(loaded.errors)
         now = time.time()
         records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True) for f in loaded.flows]
-        await asyncio.gather(*(h.install_flows.remote(records) for h in self.hosts.values()))
+        await self.install(records)
         return records
+
+    async def install(self, records: list[FlowRecord]) -> None:
+        """Put flow versions (validated already) in the registry; every host serves them."""
+        await asyncio.gather(*(h.install_flows.remote(records) for h in self.hosts.values()))
 
     async def send(self, inbound: Inbound) -> Outcome:
         return await self.dispatcher.send(inbound)
@@ -97,6 +103,24 @@ class Runtime:
         table = await self._table()
         host = self.hosts[table.host_of(key.partition(table.partitions))]
         return await host.inspect.remote(key)
+
+    async def reset(self, key: ConversationKey) -> bool:
+        """Start ``key``'s conversation afresh; False if it has none."""
+        for _ in range(3):
+            table = await self._table()
+            host = self.hosts[table.host_of(key.partition(table.partitions))]
+            try:
+                return await host.reset.remote(key)
+            except Fenced:  # the partition moved meanwhile: ask the new owner
+                continue
+        raise ParlourError(f"conversation {key.id} kept moving between hosts")
+
+    async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]:
+        """Each host's figures for ``/metrics``; a host that does not answer in time is left out."""
+        names = list(self.hosts)
+        answers = await asyncio.gather(*(asyncio.wait_for(h.metrics.remote(), timeout_s) for h in self.hosts.values()),
+                                       return_exceptions=True)
+        return {name: answer for name, answer in zip(names, answers) if not isinstance(answer, BaseException)}
 
     async def stats(self) -> list[dict]:
         return list(await asyncio.gather(*(h.stats.remote() for h in self.hosts.values())))

@@ -1,0 +1,122 @@
+"""The gateway: one aiohttp application with the web channel, the admin API and the
+operators' routes, in front of a parlour runtime.
+
+>>> gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token))
+>>> runner = web.AppRunner(gateway.app())
+
+It takes what it needs as handles (the runtime that sends messages, an open store for the
+registry and the outbox): :mod:`parlour.serve` puts it together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Protocol
+
+from aiohttp import web
+
+from parlour.codec import Record
+from parlour.config import Settings, TenantConfig, check_tenant_name
+from parlour.errors import ParlourError
+from parlour.messages import ConversationKey, Inbound, Outcome
+from parlour.metrics import GatewayMetrics
+from parlour.store import FlowRecord, Store
+
+from .admin import Admin
+from .auth import Auth
+from .ingress import Ingress
+from .middleware import middlewares
+from .openapi import openapi_route
+from .ops import Ops
+from .web import WebChannel, WebPush
+
+log = logging.getLogger("parlour.gateway")
+
+TENANTS_META = "tenants"
+
+
+class Backend(Protocol):
+    """What the gateway needs of a runtime (:class:`parlour.runtime.Runtime` is one)."""
+
+    async def send(self, inbound: Inbound) -> Outcome: ...
+    async def conversation(self, key: ConversationKey) -> Record | None: ...
+    async def reset(self, key: ConversationKey) -> bool: ...
+    async def install(self, records: list[FlowRecord]) -> None: ...
+    async def ready(self, timeout_s: float = 60.0) -> list[dict]: ...
+    async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]: ...
+
+
+class Gateway:
+    def __init__(self, settings: Settings, runtime: Backend, store: Store, *, operator_hash: str):
+        self.settings, self.runtime, self.store = settings, runtime, store
+        self.metrics = GatewayMetrics()
+        self.tenants: dict[str, tuple[TenantConfig, str]] = {n: (t, "config") for n, t in settings.tenants.items()}
+        self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()})
+        self.ingress = Ingress(runtime.send, self.metrics, max_pending=settings.limits.max_pending,
+                               timeout_s=settings.limits.request_timeout_s)
+        for name, tenant in settings.tenants.items():
+            self.ingress.set_rate_limit(name, tenant.rate_limit)
+        self.web = WebChannel(self)
+        self.admin = Admin(self)
+        self.ops = Ops(self)
+        self.push = WebPush(store, self.web, self.metrics)
+        self.stopping = False
+        self._push_task: asyncio.Task | None = None
+
+    def channels_of(self, tenant: str) -> dict:
+        entry = self.tenants.get(tenant)
+        return entry[0].channels if entry else {}
+
+    # ------------------------------------------------------------ tenants made with the API
+
+    async def load_tenants(self) -> None:
+        raw = await self.store.get_meta(TENANTS_META)
+        for name, fields in (json.loads(raw) if raw else {}).items():
+            if name not in self.tenants:
+                self._add_api_tenant(name, fields["tokens"])
+
+    async def save_tenant(self, name: str, token_hashes: list[str]) -> None:
+        try:
+            check_tenant_name(name)
+        except ValueError as exc:
+            raise ParlourError(str(exc)) from None
+        raw = await self.store.get_meta(TENANTS_META)
+        saved = json.loads(raw) if raw else {}
+        saved[name] = {"tokens": token_hashes}
+        await self.store.put_meta(TENANTS_META, json.dumps(saved).encode())
+        self._add_api_tenant(name, token_hashes)
+
+    def _add_api_tenant(self, name: str, token_hashes: list[str]) -> None:
+        tenant = TenantConfig(tokens=token_hashes)
+        self.tenants[name] = (tenant, "api")
+        self.auth.set_tenant(name, token_hashes)
+        self.ingress.set_rate_limit(name, tenant.rate_limit)
+
+    # ------------------------------------------------------------ the application
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
+                              middlewares=middlewares(self.metrics))
+        app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.admin.routes()])
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        await self.load_tenants()
+        self._push_task = asyncio.create_task(self.push.run())
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        """Stop taking work: readiness fails, chat sockets close (their clients reconnect)."""
+        self.stopping = True
+        for peers in list(self.web.sockets.values()):
+            for ws in list(peers):
+                await ws.close(code=1001, message=b"server shutting down")
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        if self._push_task is not None:
+            self._push_task.cancel()
+            await asyncio.gather(self._push_task, return_exceptions=True)

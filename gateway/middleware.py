@@ -1,0 +1,95 @@
+"""What every request goes through: a request id, the error shape, security headers, metrics,
+and the access log (JSON lines when asked for)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from parlour.metrics import GatewayMetrics
+
+from .errors import HTTP_CODES, ApiError, error_response
+
+log = logging.getLogger("parlour.gateway")
+
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                                "img-src 'self' https: data:; media-src https:; frame-ancestors 'none'; base-uri 'none'; "
+                                "form-action 'none'"),
+}
+
+
+def route_of(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info.route is not None else None
+    return resource.canonical if resource is not None else "(unmatched)"
+
+
+def middlewares(metrics: GatewayMetrics):
+    @web.middleware
+    async def request_id(request: web.Request, handler):
+        given = request.headers.get("X-Request-Id", "")
+        request[REQUEST_ID_KEY] = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+        except web.HTTPException as exc:  # only a WebSocket handshake gets here (errors are shaped below)
+            status = exc.status
+            raise
+        finally:
+            channel = "web" if "/web/" in request.path or request.path.startswith("/chat/") else "api"
+            metrics.observe_request(route_of(request), channel, status, time.perf_counter() - started)
+        response.headers["X-Request-Id"] = request[REQUEST_ID_KEY]
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not response.prepared:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @web.middleware
+    async def errors(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = HTTP_CODES.get(exc.status, "error")
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+            return error_response(exc.status, code, exc.reason if exc.text is None else _plain(exc), None, headers)
+        except Exception:
+            log.exception("request %s %s failed (request id %s)", request.method, request.path, request[REQUEST_ID_KEY])
+            metrics.errors.labels("internal").inc()
+            return error_response(500, "internal", f"an internal error; the logs have it under request id "
+                                  f"{request[REQUEST_ID_KEY]}")
+
+    return [request_id, errors]
+
+
+def _plain(exc: web.HTTPException) -> str:
+    text = exc.text or exc.reason
+    return text.removeprefix(f"{exc.status}: ").strip()
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request, with its request id (structured fields for the JSON formatter)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.1fms request_id=%s", request.method, request.path, response.status, time * 1000,
+                         request.get(REQUEST_ID_KEY), extra={
+            "request_id": request.get(REQUEST_ID_KEY), "method": request.method, "path": request.path,
+            "status": response.status, "duration_ms": round(time * 1000, 2), "remote": request.remote})

@@ -1,0 +1,150 @@
+"""The bodies the HTTP API takes and gives, as pydantic models: they validate what comes in
+and describe both directions in ``/openapi.json``."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ID = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+
+
+class SocketMessage(BaseModel):
+    """A message sent over the chat WebSocket (the user is the socket's): ``text`` typed, or
+    the ``button`` pressed (its id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = ID
+    text: str | None = Field(None, max_length=4096)
+    button: str | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.text is None) == (self.button is None):
+            raise ValueError("a message has exactly one of `text` or `button`")
+        return self
+
+
+class WebMessage(SocketMessage):
+    """A message from a web chat user, posted over HTTP."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"user": "u1", "id": "m-1", "text": "hi"}, {"user": "u1", "id": "m-2", "button": "register"}]})
+
+    user: str = ID
+    name: str | None = Field(None, max_length=256, description="the user's display name, as flows see it")
+
+
+class ButtonOut(BaseModel):
+    id: str
+    title: str
+    description: str | None = None
+
+
+class ListOut(BaseModel):
+    button: str | None = None
+    items: list[ButtonOut]
+
+
+class MediaOut(BaseModel):
+    url: str
+    kind: str | None = None
+    filename: str | None = None
+
+
+class ReplyOut(BaseModel):
+    text: str | None = None
+    buttons: builtins.list[ButtonOut] = Field(default_factory=builtins.list)
+    list: ListOut | None = None
+    media: MediaOut | None = None
+
+
+class WebReplies(BaseModel):
+    replies: list[ReplyOut]
+    duplicate: bool = Field(description="this message id was handled before: these are the replies it got then")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class FlowVersionOut(BaseModel):
+    flow: str
+    version: str
+    created_at: float
+    current: bool
+
+
+class FlowOut(BaseModel):
+    flow: str
+    current: str | None
+    versions: list[FlowVersionOut]
+    source: str | None = Field(None, description="the source of the version asked for (default: the current one)")
+
+
+class FlowsOut(BaseModel):
+    flows: list[FlowOut]
+
+
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=128)
+
+
+class TurnOut(BaseModel):
+    message_id: str
+    replies: list[ReplyOut]
+    kept_until: float
+
+
+class ConversationOut(BaseModel):
+    tenant: str
+    channel: str
+    user: str
+    flow: str | None
+    version: str | None
+    node: str | None
+    status: str
+    waiting_for: str | None
+    vars: dict[str, Any]
+    replies_sent: int
+    recent_turns: list[TurnOut]
+
+
+class TenantOut(BaseModel):
+    tenant: str
+    channels: list[str]
+    rate_limit: str | None
+    declared_in: str = Field(description="`config` (the config file) or `api`")
+
+
+class TenantsOut(BaseModel):
+    tenants: list[TenantOut]
+
+
+class TenantCreated(BaseModel):
+    tenant: str
+    token: str = Field(description="the tenant's new token: shown once, stored only as its hash")
+
+
+class FlowCreated(FlowVersionOut):
+    warnings: list[str] = Field(default_factory=list, description="what looks wrong but does not stop the flow")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    hosts: int

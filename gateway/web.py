@@ -1,0 +1,240 @@
+"""The web channel: a JSON endpoint, a WebSocket for chat widgets, and the chat page.
+
+``POST /v1/{tenant}/web/messages`` with ``{"user": "u1", "id": "m-1", "text": "hi"}`` answers
+``200 {"replies": [...], "duplicate": false}`` once the turn is committed. The same ``id`` sent
+again is a retry: the flow does not move, and the answer carries the replies of the first time.
+
+``GET /v1/{tenant}/web/ws?user=u1`` is a WebSocket. The client sends ``{"id": ..., "text": ...}``
+(or ``"button"``); the server answers each with ``{"type": "replies", "id": ..., "replies": [...],
+"duplicate": ...}`` or ``{"type": "error", "id": ..., "error": {...}}``, in order, and pushes
+``{"type": "push", "replies": [...]}`` when a timer or an API call's result makes the flow speak
+later (:class:`WebPush`, which tails the store's outbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from importlib.resources import files
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ValidationError
+
+from parlour.codec import unpack_outbound
+from parlour.errors import ParlourError
+from parlour.flow.events import Reply, UserMessage
+from parlour.messages import DUPLICATE, ConversationKey, Inbound, Outcome
+from parlour.metrics import GatewayMetrics
+from parlour.store import Store, StoreError
+
+from .errors import ApiError, error_body, not_found, unavailable
+from .middleware import REQUEST_ID_KEY
+from .schemas import SocketMessage, WebMessage
+
+log = logging.getLogger("parlour.web")
+
+CHANNEL = "web"
+STATIC = files("parlour.gateway") / "static"
+
+
+def reply_json(reply: Reply) -> dict[str, Any]:
+    out: dict[str, Any] = {"text": reply.text, "buttons": [_button(b) for b in reply.buttons]}
+    if reply.list:
+        out["list"] = {"button": reply.list_button, "items": [_button(b) for b in reply.list]}
+    if reply.media_url:
+        out["media"] = {"url": reply.media_url, "kind": reply.media_kind, "filename": reply.media_filename}
+    return out
+
+
+def _button(button) -> dict[str, Any]:
+    out = {"id": button.id, "title": button.title}
+    if button.description:
+        out["description"] = button.description
+    return out
+
+
+def parse_body(raw: str | bytes, model: type[BaseModel]) -> Any:
+    """``raw`` as ``model``: 400 ``invalid_json`` or ``invalid_request`` (each field's error)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [{"field": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]} for e in exc.errors()]
+        raise ApiError(400, "invalid_request", "; ".join(f"{d['field']}: {d['message']}" for d in details),
+                       details) from None
+
+
+def outcome_error(outcome: Outcome) -> ApiError:
+    if outcome.retryable:
+        return unavailable(f"the message was not handled: {outcome.error or outcome.status}; send it again")
+    return ApiError(500, "turn_failed", f"the message could not be handled: {outcome.error}")
+
+
+async def _binary() -> dict[str, Any]:
+    return {"type": "error", "id": None, **error_body("invalid_request", "send messages as JSON text frames")}
+
+
+SOCKET_WINDOW = 64
+
+
+class WebChannel:
+    def __init__(self, gateway):
+        self.gateway = gateway
+        self.sockets: dict[tuple[str, str], list[web.WebSocketResponse]] = defaultdict(list)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/{tenant}/web/messages", self.post_message),
+                web.get("/v1/{tenant}/web/ws", self.socket),
+                web.get("/chat/{tenant}", self.chat_page),
+                web.get("/static/chat.js", self.static), web.get("/static/chat.css", self.static)]
+
+    def _check_tenant(self, tenant: str) -> None:
+        if CHANNEL not in self.gateway.channels_of(tenant):
+            raise not_found(f"web channel of tenant {tenant!r}")
+
+    async def _send(self, request: web.Request, tenant: str, user: str, message: SocketMessage,
+                    name: str | None = None) -> dict[str, Any]:
+        """Run one message's turn; the answer body, or :class:`ApiError`."""
+        self.gateway.ingress.admit(tenant)
+        try:
+            key = ConversationKey(tenant, CHANNEL, user)
+            event = (UserMessage("", button=message.button, kind="button", user_id=user, user_name=name, channel=CHANNEL)
+                     if message.button is not None else
+                     UserMessage(message.text or "", user_id=user, user_name=name, channel=CHANNEL))
+            inbound = Inbound(key, message.id, event, trace=request[REQUEST_ID_KEY])
+        except ParlourError as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from None
+        outcome = await self.gateway.ingress.send(inbound, CHANNEL)
+        if not outcome.ok:
+            raise outcome_error(outcome)
+        return {"replies": [reply_json(r) for r in outcome.replies], "duplicate": outcome.status == DUPLICATE}
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        tenant = request.match_info["tenant"]
+        self._check_tenant(tenant)
+        message: WebMessage = parse_body(await request.read(), WebMessage)
+        return web.json_response(await self._send(request, tenant, message.user, message, message.name))
+
+    async def socket(self, request: web.Request) -> web.StreamResponse:
+        tenant = request.match_info["tenant"]
+        self._check_tenant(tenant)
+        user = request.query.get("user", "")
+        if not 0 < len(user) <= 256 or not user.isprintable():
+            raise ApiError(400, "invalid_request", "`user` (1 to 256 printable characters) is required in the query")
+        peers = self.sockets[(tenant, user)]
+        if len(peers) >= self.gateway.settings.limits.ws_per_user:
+            raise ApiError(429, "too_many_sockets", f"user {user!r} has {len(peers)} sockets open already",
+                           headers={"Retry-After": "5"})
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=self.gateway.settings.limits.max_body_bytes)
+        await ws.prepare(request)
+        peers.append(ws)
+        self.gateway.metrics.websockets.inc()
+        # Frames are handed to the ingress in the order they came, without waiting for the
+        # turns before them (which keeps a conversation's order and lets a fast typist's
+        # messages share a batch); answers go back in the same order. At most SOCKET_WINDOW
+        # are in flight: beyond that the socket is not read, and TCP holds the sender back.
+        answers: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(SOCKET_WINDOW)
+        writer = asyncio.create_task(self._answer(ws, answers))
+        try:
+            async for frame in ws:
+                if frame.type == WSMsgType.TEXT:
+                    await answers.put(asyncio.create_task(self._socket_turn(request, tenant, user, frame.data)))
+                elif frame.type == WSMsgType.BINARY:
+                    await answers.put(asyncio.create_task(_binary()))
+                if writer.done():
+                    break
+        finally:
+            await answers.put(None)
+            await asyncio.gather(writer, return_exceptions=True)
+            peers.remove(ws)
+            if not peers:
+                self.sockets.pop((tenant, user), None)
+            self.gateway.metrics.websockets.dec()
+        return ws
+
+    @staticmethod
+    async def _answer(ws: web.WebSocketResponse, answers: asyncio.Queue) -> None:
+        while (task := await answers.get()) is not None:
+            body = await task
+            if not ws.closed:
+                await ws.send_json(body)
+
+    async def _socket_turn(self, request: web.Request, tenant: str, user: str, data: str) -> dict[str, Any]:
+        message_id = None
+        try:
+            message: SocketMessage = parse_body(data, SocketMessage)
+            message_id = message.id
+            return {"type": "replies", "id": message_id, **await self._send(request, tenant, user, message)}
+        except ApiError as exc:
+            self.gateway.metrics.errors.labels(exc.code).inc()
+            return {"type": "error", "id": message_id, **error_body(exc.code, exc.message, exc.details)}
+
+    async def chat_page(self, request: web.Request) -> web.StreamResponse:
+        self._check_tenant(request.match_info["tenant"])
+        return web.FileResponse(str(STATIC / "chat.html"), headers={"Cache-Control": "no-cache"})
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        name = request.path.rsplit("/", 1)[1]
+        return web.FileResponse(str(STATIC / name), headers={"Cache-Control": "no-cache"})
+
+    async def push(self, tenant: str, user: str, replies: list[Reply]) -> bool:
+        """Send ``replies`` to every socket ``user`` has open here; False if none is."""
+        peers = list(self.sockets.get((tenant, user), ()))
+        body = {"type": "push", "replies": [reply_json(r) for r in replies]}
+        sent = await asyncio.gather(*(ws.send_json(body) for ws in peers if not ws.closed), return_exceptions=True)
+        return any(result is None for result in sent)
+
+
+class WebPush:
+    """Tails the store's outbox for the web channel's entries: what a timer or an API result
+    made a flow say is pushed to the user's open sockets; the rest (replies to messages, which
+    their answer carried) is only acknowledged. Entries of other channels are left for their
+    delivery. A web user with no socket open misses a pushed message (counted as
+    ``parlour_web_pushed_total{result="no_socket"}``): the web channel keeps no mailbox."""
+
+    def __init__(self, store: Store, channel: WebChannel, metrics: GatewayMetrics, *, poll_s: float = 0.1,
+                 page: int = 500):
+        self.store, self.channel, self.metrics = store, channel, metrics
+        self.poll_s, self.page = poll_s, page
+        self.cursor: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                entries = await self.store.read_outbox(self.cursor, self.page)
+                if entries:
+                    await self._handle(entries)
+                    self.cursor = entries[-1].id
+            except StoreError as exc:
+                log.warning("web push: the store failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if len(entries) < self.page:
+                await asyncio.sleep(self.poll_s)
+
+    async def _handle(self, entries) -> None:
+        done = []
+        for entry in entries:
+            try:
+                key = ConversationKey.parse(entry.key)
+            except (ParlourError, ValueError):
+                continue
+            if key.channel != CHANNEL:
+                continue
+            done.append(entry.id)
+            try:
+                outbound = unpack_outbound(entry.data)
+            except ParlourError as exc:
+                log.error("web push: unreadable outbox entry %s: %s", entry.id, exc)
+                continue
+            if outbound["message_id"] is None:
+                pushed = await self.channel.push(key.tenant, key.user, [outbound["reply"]])
+                self.metrics.pushed.labels("delivered" if pushed else "no_socket").inc()
+        if done:
+            await self.store.ack_outbox(done)

@@ -1,0 +1,163 @@
+"""``parlour serve``'s settings: defaults, then a YAML file, then ``PARLOUR_*`` variables, then
+command-line options, each overriding the one before.
+
+>>> settings = load_settings(config_file="parlour.yaml", port=9000)
+>>> settings.store_url
+'sqlite:///.parlour/parlour.db'
+
+Every option is also an environment variable: ``PARLOUR_PORT=9000``, nested ones with a double
+underscore (``PARLOUR_LIMITS__MAX_BODY_BYTES=131072``). Tenants, their channels and their token
+hashes are declared in the file::
+
+    tenants:
+      acme:
+        flows: [flows/acme]            # deployed at start; default: --flows
+        tokens: ["sha256:9f86d0..."]   # `parlour token new` prints a token and its hash
+        rate_limit: "50/second"        # any `limits` expression; null for none
+        channels: {web: {}}
+
+A tenant token is never written down in clear: only its SHA-256 (tokens are 256-bit random
+strings, so a fast hash is enough; the point is that a leaked file leaks no token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+import limits
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from .errors import ParlourError
+
+TOKEN_PREFIX = "sha256:"
+
+
+class ConfigError(ParlourError):
+    """The settings are invalid: ``problems`` lists each as ``where: what``."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def hash_token(token: str) -> str:
+    return TOKEN_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "plr_" + secrets.token_urlsafe(32)
+
+
+class TenantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flows: list[Path] | None = None
+    tokens: list[str] = Field(default_factory=list, description="token hashes, sha256:<64 hex digits>")
+    rate_limit: str | None = "200/second"
+    channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"web": {}})
+
+    @field_validator("tokens")
+    @classmethod
+    def _hashed(cls, tokens: list[str]) -> list[str]:
+        for token in tokens:
+            digest = token.removeprefix(TOKEN_PREFIX)
+            if not token.startswith(TOKEN_PREFIX) or len(digest) != 64 or not _is_hex(digest):
+                raise ValueError("a token is given by its hash, sha256:<64 hex digits> (`parlour token new` makes one)")
+        return tokens
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                limits.parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"not a rate limit such as '50/second' or '10/second;500/minute': {exc}") from None
+        return value
+
+
+def check_tenant_name(name: str) -> str:
+    """``name`` if it can name a tenant (it appears in URLs and conversation keys), else ValueError."""
+    if not 0 < len(name) <= 64 or not name.isascii() or not all(c.isalnum() or c in "-_" for c in name) or name == "tenants":
+        raise ValueError(f"tenant name {name!r}: 1 to 64 ASCII letters, digits, '-' or '_' (and not 'tenants')")
+    return name
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    request_timeout_s: float = Field(30.0, gt=0)
+    max_pending: int = Field(10_000, ge=1, description="messages accepted and not yet answered, beyond which 503")
+    max_batch: int = Field(500, ge=1, le=10_000)
+    ws_per_user: int = Field(8, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLOUR_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65_535)
+    data_dir: Path = Path(".parlour")
+    flows: Path | None = Field(None, description="flows for tenants that name none (default: the bundled flows)")
+    store: str | None = Field(None, description="sqlite:///path or redis://host:port/db (default: sqlite in data_dir)")
+    ray_address: str | None = None
+    hosts: int = Field(1, ge=1, le=256)
+    partitions: int = Field(1024, ge=1, le=65_536)
+    num_cpus: int | None = Field(None, ge=1)
+    admin_token: SecretStr | None = Field(None, description="the operator's token; generated into data_dir if unset")
+    public_url: str | None = Field(None, description="the URL users reach this server at, for the printed links")
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout_s: float = Field(30.0, gt=0)
+    limits: Limits = Field(default_factory=Limits)
+    tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"demo": TenantConfig()})
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, tenants: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        for name in tenants:
+            check_tenant_name(name)
+        return tenants
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{self.data_dir / 'parlour.db'}"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config_file: str | Path | None = None, **options: Any) -> Settings:
+    """The settings from ``config_file`` (YAML), the environment and ``options`` (the command
+    line; ``None`` values are left out); :class:`ConfigError` with every problem."""
+    path = Path(config_file) if config_file else None
+    if path is not None and not path.is_file():
+        raise ConfigError([f"{path}: no such config file"])
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    try:
+        return FromFile(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError([f"{where}{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise ConfigError([f"{path}:{mark.line + 1}:{mark.column + 1}: {exc.problem}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    except (ValueError, TypeError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{path}: a config file is a YAML mapping of settings ({exc})"]) from None

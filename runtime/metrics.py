@@ -1,0 +1,109 @@
+"""Prometheus metrics for a whole node: the gateway's own, and its hosts'.
+
+Each host process keeps a :class:`HostMetrics` (its own registry, observed once per batch,
+never per message). When ``/metrics`` is scraped the gateway asks every host for
+:meth:`HostMetrics.export` and re-labels what they answer with ``host``, so one scrape of the
+gateway shows the whole node::
+
+    parlour_http_requests_total{route="/v1/{tenant}/web/messages",channel="web",status="200"} 12
+    parlour_host_turns_total{host="parlour-host-0"} 12
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+Exported = list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]
+"""Metric families as plain data, to cross from a host process: (name, type, help, samples)."""
+
+# Host.counts as metric families: name -> (help, {count: its `kind` label, or "" for none})
+HOST_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
+    "parlour_host_turns": ("turns applied", {"turns": ""}),
+    "parlour_host_dedup_hits": ("messages seen before (a channel's retry): replied, not applied again",
+                                {"duplicates": ""}),
+    "parlour_host_activations": ("conversations read from the store to run a turn", {"activations": ""}),
+    "parlour_host_commits": ("store commits (one per batch)", {"commits": ""}),
+    "parlour_host_passivations": ("resident conversations forgotten", {
+        "passivated_idle": "idle", "passivated_lru": "lru", "passivated_asked": "asked"}),
+    "parlour_host_errors": ("errors by kind", {
+        "turn_errors": "turn", "store_unavailable": "store_unavailable", "store_errors": "store",
+        "fenced": "fenced", "internal_errors": "internal", "unreadable_records": "unreadable_record"}),
+}
+
+
+class HostMetrics:
+    """What one host observes, per batch."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.batch_size = Histogram("parlour_host_batch_size", "events per batch a host runs",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.commit_seconds = Histogram("parlour_store_commit_duration_seconds", "one store commit (a batch)",
+                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def export(self, counts: Mapping[str, int], gauges: Mapping[str, float]) -> Exported:
+        families: Exported = [(m.name, m.type, m.documentation, [(s.name, dict(s.labels), s.value) for s in m.samples])
+                              for m in self.registry.collect()]
+        for name, (doc, sources) in HOST_COUNTERS.items():
+            samples = [(f"{name}_total", {"kind": kind} if kind else {}, float(counts.get(count, 0)))
+                       for count, kind in sources.items()]
+            families.append((name, "counter", doc, samples))
+        for name, value in gauges.items():
+            families.append((name, "gauge", name.removeprefix("parlour_host_").replace("_", " "),
+                             [(name, {}, float(value))]))
+        return families
+
+
+class HostsCollector(Collector):
+    """The hosts' latest figures (set before each scrape), labelled by host."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Exported] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for host, families in sorted(self.latest.items()):
+            for name, kind, doc, samples in families:
+                metric = merged.setdefault(name, Metric(name, doc, kind))
+                for sample, labels, value in samples:
+                    metric.add_sample(sample, {"host": host, **labels}, value)
+        return list(merged.values())
+
+
+class GatewayMetrics:
+    """The gateway process's metrics, in a registry of its own (so that two gateways in one
+    test process do not share figures)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("parlour_http_requests", "HTTP requests answered", ["route", "channel", "status"], registry=r)
+        self.request_seconds = Histogram("parlour_http_request_duration_seconds", "time to answer a request",
+                                         ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.turn_seconds = Histogram("parlour_turn_duration_seconds",
+                                      "a message's arrival at the gateway to its committed outcome",
+                                      ["channel"], buckets=LATENCY_BUCKETS, registry=r)
+        self.pending = Gauge("parlour_ingress_pending", "messages accepted and not yet answered", registry=r)
+        self.rejected = Counter("parlour_ingress_rejected", "messages refused before reaching a host", ["reason"], registry=r)
+        self.errors = Counter("parlour_errors", "errors by kind", ["kind"], registry=r)
+        self.websockets = Gauge("parlour_websockets_open", "open chat WebSockets", registry=r)
+        self.pushed = Counter("parlour_web_pushed", "replies from timers and calls pushed to web chats", ["result"], registry=r)
+        self.hosts = HostsCollector()
+        r.register(self.hosts)
+
+    def observe_request(self, route: str, channel: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, channel, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+
+def host_gauges(stats: Mapping[str, Any]) -> dict[str, float]:
+    return {"parlour_host_resident_conversations": stats.get("resident", 0),
+            "parlour_host_partitions": stats.get("partitions", 0),
+            "parlour_host_http_calls_in_flight": stats.get("http_in_flight", 0)}

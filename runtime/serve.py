@@ -1,0 +1,147 @@
+"""``parlour serve``: the composition root that puts a node together.
+
+1. settings (defaults, YAML file, ``PARLOUR_*``, options) and logging;
+2. every tenant's flows checked before anything starts (``file:line:column`` on error);
+3. Ray, the router and the hosts (:class:`~parlour.runtime.Runtime`), then the flows of each
+   tenant whose versions the registry does not hold yet;
+4. the gateway on ``host:port``, until SIGTERM or SIGINT;
+5. then, in order: stop accepting, let requests in flight finish (their turns commit and are
+   answered), close chat sockets, let each host commit the batch in hand, stop Ray if this
+   process started it. Exit status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import Settings, hash_token, new_token
+from .flows_dir import bundled_flows
+from .errors import FlowError
+from .flow import load_paths
+from .gateway.app import Gateway
+from .gateway.middleware import AccessLogger
+from .logs import setup_logging
+from .runtime import Runtime
+from .store import FlowRecord, Store, open_store
+
+log = logging.getLogger("parlour.serve")
+
+TOKEN_FILE = "admin-token"
+
+
+def admin_token(settings: Settings) -> tuple[str, str]:
+    """The operator's token and where it comes from (the environment, or a file in the data
+    folder, created with mode 0600 on first start)."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value(), "the PARLOUR_ADMIN_TOKEN environment variable"
+    path = settings.data_dir / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it (or delete it for a new token)")
+        return path.read_text().strip(), f"the file {path}"
+    token = new_token()
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token, f"the file {path} (new)"
+
+
+def tenant_flows(settings: Settings) -> dict[str, list[Path]]:
+    default = [settings.flows or bundled_flows()]
+    return {name: tenant.flows if tenant.flows is not None else default for name, tenant in settings.tenants.items()}
+
+
+def check_flows(flows: dict[str, list[Path]]) -> dict[str, list]:
+    """Every tenant's flows, loaded; :class:`FlowError` listing every problem of any."""
+    loaded, problems = {}, []
+    for tenant, paths in flows.items():
+        missing = [p for p in paths if not Path(p).exists()]
+        if missing:
+            raise SystemExit(f"parlour: tenant {tenant!r}: no such flows folder or file: {', '.join(map(str, missing))}")
+        result = load_paths(paths)
+        problems += result.errors
+        loaded[tenant] = result.flows
+    if problems:
+        raise FlowError(problems)
+    return loaded
+
+
+async def deploy_new(runtime: Runtime, store: Store, loaded: dict[str, list]) -> int:
+    """Install each flow version the registry does not hold yet, as current. A version it
+    holds is left as the registry has it, so that a restart does not undo an upload or a
+    rollback made with the admin API."""
+    held = {(r.tenant, r.flow, r.version) for r in await store.flows()}
+    now = time.time()
+    records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True)
+               for tenant, flows in loaded.items() for f in flows if (tenant, f.id, f.version) not in held]
+    if records:
+        await runtime.install(records)
+    return len(records)
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token, token_source = admin_token(settings)
+    loaded = check_flows(tenant_flows(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
+    runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
+                                  address=settings.ray_address, num_cpus=settings.num_cpus,
+                                  log_level=settings.log_level, log_format=settings.log_format)
+    store = open_store(settings.store_url)
+    runner = None
+    try:
+        await store.open()
+        installed = await deploy_new(runtime, store, loaded)
+        gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token))
+        runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, handle_signals=False,
+                               shutdown_timeout=settings.shutdown_timeout_s)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        base = settings.public_url or f"http://{settings.host}:{port}"
+        _announce(settings, base, token_source, installed)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        print("parlour: stopping: finishing the requests in flight", file=sys.stderr, flush=True)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await runtime.stop()
+        await store.aclose()
+    print("parlour: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _announce(settings: Settings, base: str, token_source: str, installed: int) -> None:
+    lines = [f"parlour: serving on {base} ({installed} new flow version(s) deployed)"]
+    for name, tenant in sorted(settings.tenants.items()):
+        if "web" in tenant.channels:
+            lines.append(f"parlour: chat with tenant {name!r} at {base}/chat/{name}")
+    lines.append(f"parlour: the admin token is in {token_source}")
+    lines.append(f"parlour: the API is described at {base}/openapi.json; stop with Ctrl-C")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def run(settings: Settings) -> int:
+    setup_logging(settings.log_level, settings.log_format)
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(serve(settings))
+    except FlowError as exc:
+        print(f"parlour: the flows have errors, nothing was started:\n{exc}", file=sys.stderr)
+        return 1

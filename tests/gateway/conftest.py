@@ -1,0 +1,174 @@
+"""A real node for the gateway tests: Ray (2 CPUs, once per package), a runtime on its own
+``redis-server``, and the gateway on a free loopback port, talked to over real HTTP.
+
+``node`` runs in the test's process (so a test can reach the runtime and the store);
+:class:`ServeProcess` runs ``parlour serve`` as a separate process, for what only a whole
+process shows (signals, a restart, a browser).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import ray
+from aiohttp import web
+
+from parlour.config import Settings, TenantConfig, hash_token, new_token
+from parlour.flows_dir import bundled_flows
+from parlour.gateway.app import Gateway
+from parlour.gateway.middleware import AccessLogger
+from parlour.runtime import Runtime
+from parlour.store import open_store
+from tests.redis_server import free_port
+from tests.servers import Recorder, members_app, serve
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="package", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="parlour")
+    yield
+    ray.shutdown()
+
+
+@dataclass
+class Node:
+    url: str
+    runtime: Runtime
+    gateway: Gateway
+    store: Any
+    operator: str
+    tokens: dict[str, str]
+    http: aiohttp.ClientSession
+    ids: itertools.count = field(default_factory=itertools.count)
+
+    async def say(self, user: str, text: str | None = None, *, button: str | None = None, id: str | None = None,
+                  tenant: str = "demo") -> tuple[int, dict]:
+        body = {"user": user, "id": id or f"m-{next(self.ids)}"}
+        body.update({"button": button} if button is not None else {"text": text})
+        async with self.http.post(f"{self.url}/v1/{tenant}/web/messages", json=body) as response:
+            return response.status, await response.json()
+
+    def auth(self, tenant: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[tenant] if tenant else self.operator}"}
+
+
+def texts(body: dict) -> list[str]:
+    return [reply["text"] for reply in body["replies"]]
+
+
+TEST_FLOWS = Path(__file__).parent.parent / "actors" / "flows"
+FLOWS = {"demo": [bundled_flows()], "acme": [TEST_FLOWS]}
+"""demo runs the bundled flows (registration is its default); acme the test flows (``log``,
+which keeps a transcript, is its default; ``timer`` speaks a second after ``timer``)."""
+
+
+async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_limit: str | None = None,
+                     **settings: Any):
+    """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`."""
+    tokens = {name: new_token() for name in FLOWS}
+    tenants = {name: TenantConfig(tokens=[hash_token(token)], rate_limit=rate_limit) for name, token in tokens.items()}
+    config = Settings(store=store_url, tenants=tenants, **settings)
+    runtime = await Runtime.start(store=store_url, hosts=1, name=f"gw{os.getpid()}-{next(_names)}", env=env)
+    for name, paths in FLOWS.items():
+        await runtime.deploy(name, paths)
+    store = open_store(store_url)
+    await store.open()
+    operator = new_token()
+    gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator))
+    runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    http = aiohttp.ClientSession()
+    node = Node(f"http://127.0.0.1:{port}", runtime, gateway, store, operator, tokens, http)
+    node.runner = runner  # type: ignore[attr-defined]
+    return node
+
+
+async def stop_node(node: Node) -> None:
+    await node.http.close()
+    await node.runner.cleanup()  # type: ignore[attr-defined]
+    await node.runtime.stop(shutdown_ray=False)
+    await node.store.aclose()
+
+
+@pytest.fixture
+async def members():
+    """The members API the registration flow registers people with."""
+    recorder = Recorder()
+    async with serve(members_app(recorder)) as url:
+        recorder.url = url  # type: ignore[attr-defined]
+        yield recorder
+
+
+@pytest.fixture
+async def node(redis_server, members):
+    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:", env={"MEMBERS_API": members.url})
+    yield started
+    await stop_node(started)
+
+
+class ServeProcess:
+    """``parlour serve`` in a process of its own, in ``folder`` (its data folder is
+    ``folder/.parlour``), on a free port."""
+
+    def __init__(self, folder: Path, *args: str, env: dict[str, str] | None = None):
+        self.folder, self.args = folder, list(args)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.log = folder / f"serve-{self.port}.log"
+
+    def start(self, timeout_s: float = 90.0) -> ServeProcess:
+        out = self.log.open("ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "parlour.cli", "serve", "--port", str(self.port),
+                                         *self.args], cwd=self.folder, env=self.env, stdout=out, stderr=out)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"parlour serve exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"parlour serve was not ready in {timeout_s} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    @property
+    def admin_token(self) -> str:
+        return (self.folder / ".parlour" / "admin-token").read_text().strip()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout_s)
+
+
+async def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval_s)
