@@ -52,8 +52,24 @@ class Dispatcher:
         self._routing: asyncio.Task | None = None
 
     async def send(self, inbound: Inbound) -> Outcome:
-        """Hand ``inbound`` to its conversation's host; its outcome once committed (or failed)."""
-        return (await self.send_many([inbound]))[0]
+        """Hand ``inbound`` to its conversation's host; its outcome once committed (or failed).
+        The same as ``send_many([inbound])``, without its bookkeeping: this is the gateway's
+        path, once per message."""
+        for attempt in range(self.max_moves):
+            table = self.table
+            future = self._route(inbound)
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    outcome = await future
+            except TimeoutError:
+                log.error("an event got no outcome within %g s", self.timeout_s)
+                return Outcome(inbound.message_id, FAILED, retryable=True, error=f"no outcome within {self.timeout_s:g} s")
+            if outcome.status != MOVED:
+                return outcome
+            if self.table is table:
+                self.table = None
+            await asyncio.sleep(0.05 * attempt)
+        return Outcome(inbound.message_id, FAILED, retryable=True, error="the conversation's host kept moving")
 
     async def send_many(self, batch: list[Inbound]) -> list[Outcome]:
         """Send ``batch`` (in order per conversation); the outcomes in the same order. Events
@@ -141,7 +157,7 @@ class _Lane:
     conversation is in at most one of them: its later events wait for the batch that holds
     its earlier ones, so no reordering by Ray can reorder a conversation."""
 
-    def __init__(self, host: str, deliver: DeliverFn, max_batch: int, max_in_flight: int = 2,
+    def __init__(self, host: str, deliver: DeliverFn, max_batch: int, max_in_flight: int = 4,
                  call_timeout_s: float = 30.0):
         self.call_timeout_s = call_timeout_s
         self.host = host

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -90,6 +90,10 @@ class HostConfig:
     max_batch: int = 1000
     ready_timeout_s: float = 30.0
     env: dict[str, str] = field(default_factory=dict)
+    answered_channels: frozenset[str] = frozenset({"web"})
+    """Channels whose caller receives a message's replies in its answer (the web channel's
+    HTTP response): those replies are kept for a retry but not put in the outbox. What a timer
+    or an API result makes a flow say still is, on every channel."""
 
 
 class Host(Background):
@@ -110,6 +114,7 @@ class Host(Background):
         self.counts: Counter[str] = Counter()
         self.metrics = HostMetrics()
         self._lock = asyncio.Lock()
+        self._queued: deque[tuple[list[Work], asyncio.Future]] = deque()
         self._ready = asyncio.Event()
         self._internal: asyncio.Queue[Work] = asyncio.Queue()
         self._firing: set[tuple[str, str]] = set()
@@ -189,25 +194,49 @@ class Host(Background):
     # ------------------------------------------------------------ a batch
 
     async def _process(self, works: list[Work]) -> list[Outcome]:
+        """Run ``works`` as part of the next batch. Batches that arrive while one commits wait,
+        and the first of them to get the lock runs them all as one batch with one commit
+        (group commit): under load, a slow commit makes the next one bigger, not later."""
         if not works:
             return []
-        self.metrics.batch_size.observe(len(works))
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append((works, done))
         async with self._lock:
-            now = self.clock()
-            try:
-                return await self._run_batch(works, now)
-            except Fenced as exc:
-                self._lose(exc.epochs)
-                return [Outcome(w.message_id or "", MOVED if w.partition in exc.epochs else FAILED,
-                                error=None if w.partition in exc.epochs else "batch refused by the store's fence",
-                                retryable=True, epoch=self.epoch) for w in works]
-            except StoreError as exc:
-                # The commit may have landed before the error (a timeout): forget these
-                # conversations, so that their next event reads what the store really holds.
-                for work in works:
-                    self.resident.pop(work.key, None)
-                self.counts["store_unavailable" if isinstance(exc, StoreUnavailable) else "store_errors"] += 1
-                return [Outcome(w.message_id or "", FAILED, error=f"store: {exc}", retryable=True) for w in works]
+            while not done.done():
+                taken, size = [], 0
+                while self._queued and (not taken or size + len(self._queued[0][0]) <= self.config.max_batch):
+                    taken.append(self._queued.popleft())
+                    size += len(taken[-1][0])
+                try:
+                    outcomes = await self._run_locked([work for batch, _ in taken for work in batch])
+                except BaseException as exc:
+                    for _, future in taken:
+                        if not future.done():
+                            future.set_exception(exc)
+                    raise
+                start = 0
+                for batch, future in taken:
+                    future.set_result(outcomes[start:start + len(batch)])
+                    start += len(batch)
+        return done.result()
+
+    async def _run_locked(self, works: list[Work]) -> list[Outcome]:
+        self.metrics.batch_size.observe(len(works))
+        now = self.clock()
+        try:
+            return await self._run_batch(works, now)
+        except Fenced as exc:
+            self._lose(exc.epochs)
+            return [Outcome(w.message_id or "", MOVED if w.partition in exc.epochs else FAILED,
+                            error=None if w.partition in exc.epochs else "batch refused by the store's fence",
+                            retryable=True, epoch=self.epoch) for w in works]
+        except StoreError as exc:
+            # The commit may have landed before the error (a timeout): forget these
+            # conversations, so that their next event reads what the store really holds.
+            for work in works:
+                self.resident.pop(work.key, None)
+            self.counts["store_unavailable" if isinstance(exc, StoreUnavailable) else "store_errors"] += 1
+            return [Outcome(w.message_id or "", FAILED, error=f"store: {exc}", retryable=True) for w in works]
 
     async def _run_batch(self, works: list[Work], now: float) -> list[Outcome]:
         outcomes: dict[int, Outcome] = {}
@@ -305,7 +334,9 @@ class Host(Background):
         partition = group[0].partition
         timers: dict[str, float | None] = {}
         status = IDLE
+        answered = key.split("/", 2)[1] in self.config.answered_channels
         for work, step in zip(group, done):
+            to_outbox = work.index is None or not answered
             if work.timer is not None:
                 timers[work.timer] = None
             if isinstance(work.event, HttpResult):
@@ -315,7 +346,8 @@ class Host(Background):
                 if isinstance(effect, Send):
                     seq += 1
                     said.append(reply_data(effect.reply))
-                    commit.outbox.append((key, seq, pack_outbound(key, seq, work.message_id, said[-1], now)))
+                    if to_outbox:
+                        commit.outbox.append((key, seq, pack_outbound(key, seq, work.message_id, said[-1], now)))
                 elif isinstance(effect, StartTimer):
                     timers[effect.timer_id] = effect.due_at
                 elif isinstance(effect, CancelTimer):

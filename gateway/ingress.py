@@ -59,7 +59,8 @@ class Ingress:
         self.metrics.pending.inc()
         started = time.perf_counter()
         try:
-            outcome = await asyncio.wait_for(self._send(inbound), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                outcome = await self._send(inbound)
         except TimeoutError:
             outcome = Outcome(inbound.message_id, FAILED, error=f"no outcome within {self.timeout_s:g} s", retryable=True)
         finally:

@@ -3,6 +3,7 @@ and the access log (JSON lines when asked for)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -37,10 +38,13 @@ def route_of(request: web.Request) -> str:
 
 
 def middlewares(metrics: GatewayMetrics):
+    prefix = uuid.uuid4().hex[:12]  # this process's; a counter after it (a uuid4 per request costs more)
+    numbers = itertools.count(1)
+
     @web.middleware
     async def request_id(request: web.Request, handler):
         given = request.headers.get("X-Request-Id", "")
-        request[REQUEST_ID_KEY] = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        request[REQUEST_ID_KEY] = given if given and REQUEST_ID.match(given) else f"{prefix}-{next(numbers):x}"
         started = time.perf_counter()
         status = 500
         try:

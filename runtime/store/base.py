@@ -125,6 +125,15 @@ class Store(Protocol):
         """Timers of ``partitions`` due at or before ``until``, earliest first."""
     async def reply(self, key: str, message_id: str) -> bytes | None:
         """The replies a committed turn gave to ``message_id``, while kept."""
+    async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
+        """The kept replies of ``key``'s latest turns, newest first: (message id, replies data,
+        kept until). Newest is the last written (of one commit's, the later entry); a message id
+        written again is listed once, where it was last written. At most ``limit``; the Redis
+        store keeps only the 50 newest.
+
+        >>> [message_id for message_id, _data, _until in await store.recent("t/web/ann", 3)]
+        ['m7', 'm6', 'm5']
+        """
     async def sweep(self, now: float) -> int:
         """Delete the records and replies expired at ``now``; how many were deleted."""
 

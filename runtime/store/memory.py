@@ -21,7 +21,7 @@ class MemoryStore:
         self._timers: dict[tuple[str, str], Timer] = {}
         self._outbox: dict[int, tuple[str, int, bytes]] = {}
         self._outbox_ids = itertools.count(1)
-        self._replies: dict[tuple[str, str], tuple[bytes, float]] = {}
+        self._replies: dict[tuple[str, str], tuple[bytes, float]] = {}  # in the order written
         self._flows: dict[tuple[str, str, str], FlowRecord] = {}
         self._meta: dict[str, bytes] = {}
 
@@ -59,6 +59,7 @@ class MemoryStore:
         ids = self._outbox_ids
         self._outbox.update((next(ids), entry) for entry in commit.outbox)
         for key, message_id, data, expires_at in commit.replies:
+            self._replies.pop((key, message_id), None)  # written again: it moves to the end
             self._replies[(key, message_id)] = (data, expires_at)
 
     async def claim(self, epochs: dict[int, int]) -> None:
@@ -78,6 +79,13 @@ class MemoryStore:
         if found is None or found[1] <= self.clock():
             return None
         return found[0]
+
+    async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
+        """Scans the kept replies: the memory store is for tests, not for big stores."""
+        now = self.clock()
+        kept = ((message_id, data, expires_at) for (k, message_id), (data, expires_at)
+                in reversed(self._replies.items()) if k == key and expires_at > now)
+        return list(itertools.islice(kept, max(limit, 0)))
 
     async def sweep(self, now: float) -> int:
         gone = [k for k, (_, expires_at) in self._records.items() if expires_at <= now]

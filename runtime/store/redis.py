@@ -10,6 +10,9 @@ not Redis Cluster: see the commit script. Keys, ``P`` being the prefix::
     P t:{partition}                       zset    msgpack [key, timer id], scored by due time
     P outbox                              stream  fields key, seq, data; the entry id is the cursor
     P r:{len(key)}:{key}{message id}     string  a turn's replies, PEXPIREAT their expiry
+    P recent:{key}                        list    "{expiry ms}:{message id}" of the conversation's
+                                                  50 newest replies, newest first; PEXPIREAT the
+                                                  latest expiry pushed
     P flow:{tenant}\0{flow}\0{version}    hash    source, path, created_at
     P versions:{tenant}\0{flow}           set     the versions of one flow
     P flows                               set     tenant\0flow of every flow
@@ -71,8 +74,42 @@ for _, t in ipairs(c[4]) do redis.call('ZADD', prefix .. 't:' .. t[1], t[2], t[3
 for _, o in ipairs(c[5]) do
   redis.call('XADD', prefix .. 'outbox', '*', 'key', o[1], 'seq', o[2], 'data', o[3])
 end
-for _, r in ipairs(c[6]) do put(prefix .. 'r:' .. r[1], r[2], r[3]) end
+-- The replies, grouped by conversation. Its index lists the 50 newest, newest first: one LPUSH
+-- of (at most) the last 50 of the group, trimmed only when it grew past 50. A message id written
+-- again is pushed again; recent() lists it once. The index lives until the latest expiry ever
+-- pushed, never less: a shorter one (a TTL cut) must not drop the replies kept longer.
+local clock = #c[6] > 0 and redis.call('TIME')
+local now_ms = clock and clock[1] * 1000 + math.floor(clock[2] / 1000)
+for _, g in ipairs(c[6]) do
+  local index, entries, latest = prefix .. 'recent:' .. g[2], {}, 0
+  for i, r in ipairs(g[3]) do
+    put(prefix .. 'r:' .. g[1] .. r[1], r[2], r[3])
+    if i > #g[3] - 50 then entries[#entries + 1] = r[3] .. ':' .. r[1] end
+    latest = math.max(latest, tonumber(r[3]))
+  end
+  local ttl = redis.call('PTTL', index)
+  if redis.call('LPUSH', index, unpack(entries)) > 50 then redis.call('LTRIM', index, 0, 49) end
+  if ttl < 0 or now_ms + ttl < latest then redis.call('PEXPIREAT', index, latest) end
+end
 return refused
+"""
+
+# ARGV: the index, the start of its reply keys, the limit. Returns message id, data and expiry ms
+# of each reply still kept, newest first, each message id once (its newest entry).
+_RECENT = r"""
+local found, seen, limit = {}, {}, tonumber(ARGV[3])
+for _, entry in ipairs(redis.call('LRANGE', ARGV[1], 0, -1)) do
+  if #found >= 3 * limit then break end
+  local colon = string.find(entry, ':', 1, true)
+  local id = string.sub(entry, colon + 1)
+  local data = not seen[id] and redis.call('GET', ARGV[2] .. id)
+  seen[id] = true
+  if data then
+    local n = #found
+    found[n + 1], found[n + 2], found[n + 3] = id, data, string.sub(entry, 1, colon - 1)
+  end
+end
+return found
 """
 
 _CLAIM = r"""
@@ -124,6 +161,15 @@ def _reply_id(key: str, message_id: str) -> str:
     return f"{len(key)}:{key}{message_id}"
 
 
+def _replies(replies: list[tuple[str, str, bytes, float]]) -> list[list]:
+    """The commit's replies as the script takes them: [reply keys' start, key, [[message id,
+    data, expiry ms], ...]] for each conversation, its replies in commit order."""
+    grouped: dict[str, list] = {}
+    for key, message_id, data, expires_at in replies:
+        grouped.setdefault(key, []).append([message_id, data, _ms(expires_at)])
+    return [[_reply_id(key, ""), key, entries] for key, entries in grouped.items()]
+
+
 def _ms(at: float) -> str:
     return str(int(at * 1000))
 
@@ -159,7 +205,8 @@ class RedisStore:
             socket_connect_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
         self._scripts = {"commit": self._client.register_script(_COMMIT),
-                         "claim": self._client.register_script(_CLAIM)}
+                         "claim": self._client.register_script(_CLAIM),
+                         "recent": self._client.register_script(_RECENT)}
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -194,8 +241,7 @@ class RedisStore:
             [[str(p), _member(key, timer_id)] for key, p, timer_id in commit.cancels],
             [[str(t.partition), repr(t.due_at), _member(t.key, t.timer_id)] for t in commit.timers],
             [[key, str(seq), data] for key, seq, data in commit.outbox],
-            [[_reply_id(key, message_id), data, _ms(expires_at)]
-             for key, message_id, data, expires_at in commit.replies],
+            _replies(commit.replies),
         ], use_bin_type=False)
         refused = await self._run("commit", self.prefix, blob)
         if refused:
@@ -232,9 +278,19 @@ class RedisStore:
         async with _translated("reply", self.timeout_s):
             return await self._redis.get(f"{self.prefix}r:{_reply_id(key, message_id)}")
 
+    async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
+        """At most the 50 newest: the index keeps no more. Kept until to the millisecond."""
+        if limit <= 0:
+            return []
+        found = await self._run("recent", f"{self.prefix}recent:{key}",
+                                f"{self.prefix}r:{_reply_id(key, '')}", str(limit))
+        return [(found[i].decode(), found[i + 1], int(found[i + 2]) / 1000)
+                for i in range(0, len(found), 3)]
+
     async def sweep(self, now: float) -> int:
-        """Nothing to do: every record and reply is written with ``PEXPIREAT``, so Redis deletes
-        it by its own clock (and never returns it once expired). Always 0."""
+        """Nothing to do: every record, reply and index of replies is written with
+        ``PEXPIREAT``, so Redis deletes it by its own clock (and never returns it once expired).
+        Always 0."""
         return 0
 
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:

@@ -6,7 +6,8 @@ The schema (``PRAGMA user_version`` is :data:`SCHEMA_VERSION`)::
     fences         partition PK, epoch
     timers         (key, timer_id) PK, partition, due_at         index on (partition, due_at)
     outbox         id PK AUTOINCREMENT, key, seq, data BLOB       ids never reused: a safe cursor
-    replies        (key, message_id) PK, data BLOB, expires_at   index on expires_at (sweep)
+    replies        (key, message_id) PK, data BLOB, expires_at   index on expires_at (sweep),
+                                                                  on key (recent, by rowid)
     flows          (tenant, flow, version) PK, source, path, created_at, current
     meta           name PK, value BLOB
 
@@ -21,6 +22,9 @@ Why it looks like this:
   one (a consistent snapshot). Any error rolls the whole of it back.
 - **WAL.** Readers (here or in another process) do not block the writer, nor it them.
 - **synchronous=FULL**, see :data:`_PRAGMAS`.
+- **New indexes keep the schema version.** ``CREATE INDEX IF NOT EXISTS`` adds one to an existing
+  file when it opens (``replies_recent`` came after version 1), and older code works with it, so
+  the version moves only for changes older code cannot read.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS replies (key TEXT NOT NULL, message_id TEXT NOT NULL,
         data BLOB NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (key, message_id))""",
     "CREATE INDEX IF NOT EXISTS replies_expiry ON replies (expires_at)",
+    # An index ends with the rowid, so this one serves recent()'s ORDER BY rowid as well.
+    "CREATE INDEX IF NOT EXISTS replies_recent ON replies (key)",
     """CREATE TABLE IF NOT EXISTS flows (tenant TEXT NOT NULL, flow TEXT NOT NULL,
         version TEXT NOT NULL, source TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
         current INTEGER NOT NULL, PRIMARY KEY (tenant, flow, version))""",
@@ -137,6 +143,13 @@ class SqliteStore:
             _execute, "SELECT data FROM replies WHERE key = ? AND message_id = ? AND expires_at > ?",
             (key, message_id, self.clock()))
         return rows[0][0] if rows else None
+
+    async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
+        # The rowid counts writes: a new row gets one above the largest in the table (so does a
+        # reply written again: INSERT OR REPLACE inserts a new row).
+        return await self._read(
+            _execute, "SELECT message_id, data, expires_at FROM replies WHERE key = ? AND expires_at > ?"
+            " ORDER BY rowid DESC LIMIT ?", (key, self.clock(), max(limit, 0)))
 
     async def sweep(self, now: float) -> int:
         return await self._write(_sweep, now)

@@ -43,7 +43,7 @@ async def deploy(store: MemoryStore, *paths, tenant: str = "t") -> None:
 
 
 def key(user: str) -> ConversationKey:
-    return ConversationKey("t", "web", user)
+    return ConversationKey("t", "sms", user)
 
 
 def said(outcome) -> list[str]:
@@ -128,6 +128,54 @@ async def test_a_zombie_host_cannot_overwrite_what_a_newer_owner_wrote():
     assert outcome.status == MOVED
     assert unpack_record((await store.load([key("a").id]))[key("a").id]).state.vars["log"] == ["x"]
     assert partition_of(key("a").id, 64) not in zombie.owned and key("a").id not in zombie.resident
+
+
+class SlowCommits(MemoryStore):
+    """A memory store whose commits wait for the test to open ``gate``."""
+
+    def __init__(self, clock):
+        super().__init__(clock=clock)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def commit(self, commit):
+        await self.gate.wait()
+        await super().commit(commit)
+
+
+async def test_batches_that_arrive_during_a_commit_are_committed_together_in_order():
+    clock = Clock()
+    store = SlowCommits(clock)
+    host = await make_host(store, clock=clock)
+    store.gate.clear()
+    first = asyncio.create_task(host.deliver([Inbound(key("a"), "a0", UserMessage("a0"))]))
+    await asyncio.sleep(0.01)  # the first batch holds the lock, waiting on its commit
+    later = [asyncio.create_task(host.deliver([Inbound(key(u), f"{u}{n}", UserMessage(f"{u}{n}")) for u in "ab"]))
+             for n in range(1, 4)]
+    await asyncio.sleep(0.01)
+    commits = host.stats().get("commits", 0)
+    store.gate.set()
+    outcomes = [await first] + [await task for task in later]
+    assert host.stats()["commits"] == commits + 2  # the first batch, then the three others as one
+    assert [said(o) for o in outcomes[3]] == [["4:a3"], ["3:b3"]]
+    assert (await host.inspect(key("a"))).state.vars["log"] == ["a0", "a1", "a2", "a3"]
+
+
+async def test_an_answered_channel_keeps_message_replies_out_of_the_outbox_but_not_timer_replies():
+    clock = Clock()
+    host = await make_host(clock=clock)
+    web = ConversationKey("t", "web", "w")
+    outcome = (await host.deliver([Inbound(web, "m1", UserMessage("timer"))]))[0]
+    assert said(outcome) == ["waiting"]  # the caller's answer carries it
+    assert (await host.deliver([Inbound(web, "m1", UserMessage("timer"))]))[0].replies == outcome.replies
+    clock.now += 1.5
+    await until(lambda: _has_outbox(host.store, web.id))
+    entries = [unpack_outbound(e.data) for e in await host.store.read_outbox(None, 100)]
+    assert [(e["reply"].text, e["message_id"], e["seq"]) for e in entries if e["key"] == web.id] == [("fired", None, 2)]
+
+
+async def _has_outbox(store, key_id: str) -> bool:
+    return any(e.key == key_id for e in await store.read_outbox(None, 100))
 
 
 async def test_a_timer_fires_once_when_due_and_its_row_goes_with_the_commit():

@@ -57,7 +57,7 @@ async def running(store_url: str, hosts: int = 2, env=None, **config):
 
 
 def key(user: str) -> ConversationKey:
-    return ConversationKey("t", "web", user)
+    return ConversationKey("t", "sms", user)
 
 
 def message(user: str, n: int, text: str | None = None) -> Inbound:

@@ -100,10 +100,14 @@ async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_
 
 
 async def stop_node(node: Node) -> None:
-    await node.http.close()
-    await node.runner.cleanup()  # type: ignore[attr-defined]
-    await node.runtime.stop(shutdown_ray=False)
-    await node.store.aclose()
+    """Stop every part, each within a bound: a part that hangs fails the test, naming itself."""
+    parts = {"client": node.http.close, "gateway": node.runner.cleanup,  # type: ignore[attr-defined]
+             "runtime": lambda: node.runtime.stop(shutdown_ray=False), "store": node.store.aclose}
+    for part, stop in parts.items():
+        try:
+            await asyncio.wait_for(stop(), 60)
+        except TimeoutError:
+            raise AssertionError(f"stopping the node's {part} took over 60 s") from None
 
 
 @pytest.fixture

@@ -138,6 +138,67 @@ async def test_replies_are_kept_until_they_expire(store):
     assert await store.reply("t/web/b", "m1") is None
 
 
+KEPT = float(int(time.time()) + 3600)  # whole seconds: Redis keeps an expiry to the millisecond
+
+
+async def test_recent_lists_a_conversations_replies_newest_first(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"R1", KEPT), ("t/web/b", "b1", b"B1", KEPT + 1)]))
+    # Equal expiries: the later written is newer, within a commit and across commits. The ids
+    # are in neither the order written nor its reverse.
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "y", b"Y", KEPT + 1), ("t/web/a", "z", b"Z", KEPT + 1)]))
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "x", b"X", KEPT + 1), ("t/web/b", "b2", b"B2", KEPT + 2)]))
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m5", b"R5", KEPT + 2)]))
+    assert await store.recent("t/web/a") == [
+        ("m5", b"R5", KEPT + 2), ("x", b"X", KEPT + 1), ("z", b"Z", KEPT + 1), ("y", b"Y", KEPT + 1), ("m1", b"R1", KEPT)]
+    assert await store.recent("t/web/b") == [("b2", b"B2", KEPT + 2), ("b1", b"B1", KEPT + 1)]
+    assert await store.recent("t/web/none") == []
+
+
+async def test_recent_orders_by_writing_not_by_expiry(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"R1", KEPT + 600)]))
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m2", b"R2", KEPT)]))  # a shorter TTL since
+    assert await store.recent("t/web/a") == [("m2", b"R2", KEPT), ("m1", b"R1", KEPT + 600)]
+
+
+async def test_recent_lists_at_most_limit_replies(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, replies=[("t/web/a", f"m{i}", b"R", KEPT + i) for i in range(5)]))
+    assert [m for m, _, _ in await store.recent("t/web/a", 2)] == ["m4", "m3"]
+    assert len(await store.recent("t/web/a")) == 5
+    assert await store.recent("t/web/a", 0) == []
+
+
+async def test_recent_skips_expired_replies(store):
+    await store.claim({1: 1})
+    gone = time.time() - 1
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"R1", KEPT), ("t/web/a", "m0", b"R0", gone)]))
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m2", b"R2", gone)]))
+    assert await store.recent("t/web/a") == [("m1", b"R1", KEPT)]
+    await store.sweep(time.time())
+    assert await store.recent("t/web/a") == [("m1", b"R1", KEPT)]
+
+
+async def test_a_reply_written_again_is_listed_once_as_the_newest(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"old", KEPT), ("t/web/a", "m2", b"R2", KEPT)]))
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"new", KEPT)]))
+    assert await store.recent("t/web/a") == [("m1", b"new", KEPT), ("m2", b"R2", KEPT)]
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m2", b"R2'", KEPT + 1), ("t/web/a", "m2", b"R2''", KEPT + 1)]))
+    assert await store.recent("t/web/a") == [("m2", b"R2''", KEPT + 1), ("m1", b"new", KEPT)]
+
+
+async def test_recent_keeps_odd_keys_apart(store):
+    odd = "t/whatsapp/+44 7700:{900123} ü"
+    keys = [odd, odd + ":{x}", odd[:-2], "t/web/a"]
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, replies=[(key, f"m:{{{n}}}é", key.encode(), KEPT + n) for n, key in enumerate(keys)]))
+    for n, key in enumerate(keys):
+        assert await store.recent(key) == [(f"m:{{{n}}}é", key.encode(), KEPT + n)]
+        assert await store.reply(key, f"m:{{{n}}}é") == key.encode()
+
+
 async def test_expired_records_are_not_loaded_and_sweep_removes_them(store):
     await store.claim({1: 1})
     now = time.time()
@@ -197,6 +258,43 @@ async def test_sqlite_keeps_everything_across_a_reopen_and_fences_other_connecti
     assert await again.load(["t/web/a"]) == {"t/web/a": b"A"}
     assert [t.timer_id for t in await again.due_timers([1], 10.0, 5)] == ["t1"]
     await again.aclose()
+
+
+async def test_sqlite_adds_the_recent_index_to_a_file_made_before_it(tmp_path):
+    import sqlite3
+    url = f"sqlite:///{tmp_path}/parlour.db"
+    store = open_store(url)
+    await store.open()
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"R1", KEPT)]))
+    await store.aclose()
+    with sqlite3.connect(tmp_path / "parlour.db") as conn:
+        conn.execute("DROP INDEX replies_recent")
+    again = open_store(url)
+    await again.open()
+    assert await again.recent("t/web/a") == [("m1", b"R1", KEPT)]
+    await again.aclose()
+    with sqlite3.connect(tmp_path / "parlour.db") as conn:
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT message_id FROM replies WHERE key = ? AND expires_at > ?"
+                            " ORDER BY rowid DESC LIMIT 10", ("t/web/a", 0)).fetchall()
+    assert "USING INDEX replies_recent" in str(plan) and "TEMP B-TREE" not in str(plan)
+
+
+async def test_redis_keeps_the_50_newest_replies_of_a_conversation_until_the_last_expires(redis_server):
+    store = open_store(f"{redis_server.url}?prefix=contract{next(_prefixes)}:")
+    await store.open()
+    await store.claim({1: 1})
+    for first in (0, 40):
+        await store.commit(commit({1: 1}, replies=[("t/web/a", f"m{i}", b"R", KEPT + i) for i in range(first, first + 40)]))
+    assert [m for m, _, _ in await store.recent("t/web/a", 100)] == [f"m{i}" for i in range(79, 29, -1)]
+    index = f"{store.prefix}recent:t/web/a"
+    assert await store._redis.llen(index) == 50
+    expires_in_ms = (KEPT + 79 - time.time()) * 1000
+    assert abs(await store._redis.pttl(index) - expires_in_ms) < 5000
+    # More replies in one commit than Lua can unpack into one call: the index takes the last 50.
+    await store.commit(commit({1: 1}, replies=[("t/web/b", f"m{i}", b"R", KEPT) for i in range(9000)]))
+    assert [m for m, _, _ in await store.recent("t/web/b", 100)] == [f"m{i}" for i in range(8999, 8949, -1)]
+    await store.aclose()
 
 
 async def test_redis_that_cannot_be_reached_raises_store_unavailable():
