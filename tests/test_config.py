@@ -1,0 +1,73 @@
+"""Settings for ``parlour serve``: precedence, every problem named, and JSON logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from parlour.config import ConfigError, hash_token, load_settings, new_token
+from parlour.logs import setup_logging
+
+
+def test_options_beat_the_environment_which_beats_the_file(tmp_path, monkeypatch):
+    (tmp_path / "p.yaml").write_text("port: 9001\nhosts: 2\nlog_level: debug\nlimits: {max_pending: 5}\n")
+    monkeypatch.setenv("PARLOUR_HOSTS", "3")
+    monkeypatch.setenv("PARLOUR_LIMITS__MAX_BODY_BYTES", "2048")
+    settings = load_settings(tmp_path / "p.yaml", port=None, log_level="warning")
+    assert (settings.port, settings.hosts, settings.log_level) == (9001, 3, "warning")
+    assert (settings.limits.max_pending, settings.limits.max_body_bytes) == (5, 2048)
+    assert settings.store_url == "sqlite:///.parlour/parlour.db" and list(settings.tenants) == ["demo"]
+
+
+def test_the_defaults_need_no_file():
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.hosts, settings.tenants["demo"].rate_limit) == (
+        "127.0.0.1", 8080, 1, "200/second")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("hosts: 0\n", ["hosts: Input should be greater than or equal to 1"]),
+    ("bogus: 1\nport: x\n", ["bogus: Extra inputs are not permitted", "port: Input should be a valid integer"]),
+    ("tenants:\n  acme: {tokens: [abc]}\n", ["tenants.acme.tokens: Value error, a token is given by its hash"]),
+    ("tenants:\n  acme: {rate_limit: often}\n", ["tenants.acme.rate_limit: Value error, not a rate limit"]),
+    ("tenants:\n  bad name: {}\n", ["tenants: Value error, tenant name 'bad name'"]),
+    ("port: [\n", [":2:1: expected the node content"]),
+    ("- 1\n", ["a config file is a YAML mapping of settings"]),
+])
+def test_every_problem_is_named_with_its_place(tmp_path, text, expected):
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path / "p.yaml")
+    for problem in expected:
+        assert any(problem in line for line in caught.value.problems), caught.value.problems
+    assert all(line.startswith(str(tmp_path / "p.yaml")) for line in caught.value.problems)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_tokens_are_random_and_kept_only_as_hashes(tmp_path):
+    token = new_token()
+    assert token != new_token() and len(token) > 40
+    (tmp_path / "p.yaml").write_text(f"tenants:\n  acme: {{tokens: ['{hash_token(token)}']}}\n")
+    assert load_settings(tmp_path / "p.yaml").tenants["acme"].tokens == [hash_token(token)]
+
+
+def test_json_logs_are_one_object_per_line_with_their_fields(monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("info", "json")
+        logging.getLogger("parlour.test").info("served %s", "it", extra={"request_id": "r-1", "status": 200})
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert (line["message"], line["request_id"], line["status"], line["level"], line["logger"]) == (
+        "served it", "r-1", 200, "INFO", "parlour.test")
