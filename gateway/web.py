@@ -14,6 +14,7 @@ later (:class:`WebPush`, which tails the store's outbox).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -168,6 +169,9 @@ class WebChannel:
     async def _socket_turn(self, request: web.Request, tenant: str, user: str, data: str) -> dict[str, Any]:
         message_id = None
         try:
+            with contextlib.suppress(ValueError):
+                readable = json.loads(data)
+                message_id = readable.get("id") if isinstance(readable, dict) and isinstance(readable.get("id"), str) else None
             message: SocketMessage = parse_body(data, SocketMessage)
             message_id = message.id
             return {"type": "replies", "id": message_id, **await self._send(request, tenant, user, message)}

@@ -110,12 +110,18 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
     from .config import ConfigError, load_settings
     from .serve import run
 
     options = {name: getattr(args, name) for name in SERVE_OPTIONS}
     try:
         settings = load_settings(args.config or os.environ.get("PARLOUR_CONFIG"), **options)
+        if args.env or args.secret:
+            settings = settings.model_copy(update={
+                "env": {**settings.env, **_named_values(args.env, "env")},
+                "secrets": {**settings.secrets, **{k: SecretStr(v) for k, v in _named_values(args.secret, "secret").items()}}})
     except ConfigError as exc:
         print(f"parlour: {exc}", file=sys.stderr)
         return 2
@@ -155,6 +161,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="a YAML config file (or PARLOUR_CONFIG)")
     for name, (kind, text) in SERVE_OPTIONS.items():
         serve.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    serve.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                       help="a value flows read as env.NAME (from the environment if no VALUE); also `env:` in the file")
+    serve.add_argument("--secret", action="append", default=[], metavar="NAME[=VALUE]",
+                       help="a secret http nodes may use (from the environment if no VALUE); also `secrets:` in the file")
     serve.set_defaults(run=cmd_serve)
 
     token = sub.add_parser("token", help="make tokens for the admin API")

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     num_cpus: int | None = Field(None, ge=1)
     admin_token: SecretStr | None = Field(None, description="the operator's token; generated into data_dir if unset")
     public_url: str | None = Field(None, description="the URL users reach this server at, for the printed links")
+    # Names keep their case only from the file and the options (the environment's are lowercased).
+    env: dict[str, str] = Field(default_factory=dict, description="values flows read as env.NAME")
+    secrets: dict[str, SecretStr] = Field(default_factory=dict, description="secrets http nodes use by name")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(30.0, gt=0)

@@ -47,7 +47,7 @@ def admin_token(settings: Settings) -> tuple[str, str]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         if path.stat().st_mode & 0o077:
-            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it (or delete it for a new token)")
+            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it (or delete it for a new token)") from None
         return path.read_text().strip(), f"the file {path}"
     token = new_token()
     with os.fdopen(fd, "w") as out:
@@ -98,7 +98,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
         loop.add_signal_handler(sig, stop.set)
     print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
-                                  address=settings.ray_address, num_cpus=settings.num_cpus,
+                                  address=settings.ray_address, num_cpus=settings.num_cpus, env=settings.env,
+                                  secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
                                   log_level=settings.log_level, log_format=settings.log_format)
     store = open_store(settings.store_url)
     runner = None

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,6 @@ class ServeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"parlour serve exited with {self.process.returncode}:\n{self.output()}")
             try:
-                import urllib.request
-
                 with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
                     if response.status == 200:
                         return self

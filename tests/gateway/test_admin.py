@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from parlour.flows_dir import bundled_flows
 from tests.gateway.conftest import texts

@@ -15,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -33,9 +34,6 @@ def test_serve_runs_on_defaults_and_stops_cleanly_on_sigterm(tmp_path):
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         out = serve.output()
         assert f"{serve.url}/chat/demo" in out and str(Path(".parlour") / "admin-token") in out
-        request = aiohttp.ClientSession  # noqa: F841 - plain urllib keeps this test synchronous
-        import urllib.request
-
         with urllib.request.urlopen(urllib.request.Request(
                 f"{serve.url}/v1/demo/flows", headers={"Authorization": f"Bearer {serve.admin_token}"})) as answer:
             assert {f["flow"] for f in json.load(answer)["flows"]} == {"registration", "booking", "support"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import aiohttp
 
 from parlour.messages import ConversationKey
 from tests.gateway.conftest import start_node, stop_node, texts, wait_for
@@ -102,6 +101,7 @@ async def test_socket_errors_are_answered_in_place_and_the_socket_lives_on(node)
         answers = [await ws.receive_json(timeout=30) for _ in range(4)]
     assert [a["type"] for a in answers] == ["error", "error", "error", "replies"]
     assert [a.get("error", {}).get("code") for a in answers[:3]] == ["invalid_json", "invalid_request", "invalid_request"]
+    assert [a["id"] for a in answers] == [None, "e-1", None, "e-2"]  # an id that could be read is echoed
     assert answers[3]["replies"][0]["text"] == "1:still here"
 
 
