@@ -10,10 +10,11 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from parlour import __version__
+from parlour.flow.model import FlowSpec
 
 from . import schemas as s
 
-MODELS = [s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.FlowsOut, s.FlowOut, s.FlowVersionOut,
+MODELS = [FlowSpec, s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.FlowsOut, s.FlowOut, s.FlowVersionOut,
           s.FlowCreated, s.Rollback, s.ConversationOut, s.TenantsOut, s.TenantCreated, s.Health, s.Ready]
 REF = "#/components/schemas/{model}"
 
@@ -22,21 +23,55 @@ def _ref(model) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
-def _json(model, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+def _headers(*names: str) -> dict[str, Any]:
+    """Every answer carries ``X-Request-Id`` (the middleware's); ``names`` are the others it must carry."""
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in ("X-Request-Id", *names)}
+
+
+def _answer(description: str, content: dict[str, Any] | None = None, *headers: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "headers": _headers(*headers)}
+    if content is not None:
+        answer["content"] = content
+    return answer
+
+
+def _json(model, description: str, *headers: str) -> dict[str, Any]:
+    return _answer(description, {"application/json": {"schema": _ref(model)}}, *headers)
+
+
+def _file(*media_types: str) -> dict[str, Any]:
+    """A static file (``web.FileResponse``): 200, or 304 to a conditional request, as a browser
+    revalidating a ``Cache-Control: no-cache`` page sends."""
+    return {"200": _answer("the file", {media: {"schema": {"type": "string"}} for media in media_types}),
+            "304": _answer("not modified since the copy the client has")}
+
+
+REASONS = {400: "the request is malformed (bad JSON, a field that does not validate)",
+           401: "no token, or not a valid one", 403: "the token may not do this",
+           404: "no such resource (or not one this token can see)", 409: "conflicts with the config file",
+           413: "the body is larger than the limit", 422: "the flow is invalid: every problem with its line and column",
+           429: "over the tenant's rate limit (a socket: over the user's open sockets); see Retry-After",
+           500: "the turn failed", 503: "overloaded or not ready; see Retry-After"}
+ERROR_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    reasons = {400: "the request is malformed (bad JSON, a field that does not validate)",
-               401: "no token, or not a valid one", 403: "the token may not do this",
-               404: "no such resource (or not one this token can see)", 409: "conflicts with the config file",
-               413: "the body is larger than the limit", 422: "the flow is invalid: every problem with its line and column",
-               429: "over the tenant's rate limit; see Retry-After", 500: "the turn failed",
-               503: "overloaded or not ready; see Retry-After"}
-    return {str(code): _json(s.ErrorOut, reasons[code]) for code in statuses}
+    return {str(code): _json(s.ErrorOut, REASONS[code], *ERROR_HEADERS.get(code, ())) for code in statuses}
+
+
+HEADERS = {
+    "X-Request-Id": {"description": "this request's id, as the logs know it: the client's own `X-Request-Id` if "
+                                    "it sent one of this form, else one made here", "required": True,
+                     "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}},
+    "Retry-After": {"description": "seconds to wait before trying again", "required": True,
+                    "schema": {"type": "integer", "minimum": 1}},
+    "WWW-Authenticate": {"description": "`Bearer realm=\"parlour\"`, with `error=\"invalid_token\"` for a token "
+                                        "that is not one", "required": True, "schema": {"type": "string"}},
+}
 
 
 TENANT = {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
+NEW_TENANT = {**TENANT, "description": "1 to 64 ASCII letters, digits, `-` or `_`, and not `tenants` (400)"}
 FLOW = {"name": "flow", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 CHANNEL = {"name": "channel", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -50,14 +85,17 @@ def _paths() -> dict[str, Any]:
         "/readyz": {"get": {"summary": "Ray, the store and every host answer", "operationId": "readyz",
                             "responses": {"200": _json(s.Ready, "ready"), **_errors(503)}}},
         "/metrics": {"get": {"summary": "the node's metrics, hosts included", "operationId": "metrics",
-                             "responses": {"200": {"description": "Prometheus text format",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+                             "responses": {"200": _answer("Prometheus text format",
+                                                          {"text/plain": {"schema": {"type": "string"}}})}}},
         "/openapi.json": {"get": {"summary": "this document", "operationId": "openapi",
-                                  "responses": {"200": {"description": "OpenAPI 3.1",
-                                                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+                                  "responses": {"200": _answer("OpenAPI 3.1",
+                                                               {"application/json": {"schema": {"type": "object"}}})}}},
         "/chat/{tenant}": {"get": {"summary": "the chat page", "operationId": "chatPage", "parameters": [TENANT],
-                                   "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
-                                                 **_errors(404)}}},
+                                   "responses": {**_file("text/html"), **_errors(404)}}},
+        "/static/chat.js": {"get": {"summary": "the chat page's script", "operationId": "chatScript",
+                                    "responses": _file("text/javascript", "application/javascript")}},
+        "/static/chat.css": {"get": {"summary": "the chat page's style", "operationId": "chatStyle",
+                                     "responses": _file("text/css")}},
         "/v1/{tenant}/web/messages": {"post": {
             "summary": "send a web chat message; the replies come back once its turn is committed",
             "operationId": "postWebMessage", "parameters": [TENANT],
@@ -72,7 +110,7 @@ def _paths() -> dict[str, Any]:
                                 "responses": {"200": _json(s.TenantsOut, "the tenants"), **_errors(401, 403)}}},
         "/v1/tenants/{tenant}": {"put": {
             "summary": "create a tenant, or give it a new token (operator)", "operationId": "putTenant",
-            "security": BEARER, "parameters": [TENANT],
+            "security": BEARER, "parameters": [NEW_TENANT],
             "responses": {"201": _json(s.TenantCreated, "its token, shown once"), **_errors(400, 401, 403, 409)}}},
         "/v1/{tenant}/flows": {"get": {"summary": "the tenant's flows and their versions", "operationId": "listFlows",
                                        "security": BEARER, "parameters": [TENANT],
@@ -84,9 +122,10 @@ def _paths() -> dict[str, Any]:
                     "responses": {"200": _json(s.FlowOut, "the flow"), **_errors(401, 404)}},
             "put": {"summary": "upload a new version (YAML or JSON); it becomes current for new conversations",
                     "operationId": "putFlow", "security": BEARER, "parameters": [TENANT, FLOW],
-                    "requestBody": {"required": True, "content": {
-                        "application/yaml": {"schema": {"type": "string"}},
-                        "application/json": {"schema": {"type": "object"}}}},
+                    "requestBody": {"required": True, "description": "a flow file, as `parlour flows schema` describes "
+                                    "it; what the schema cannot say (a `next` to a node that exists...) is checked too",
+                                    "content": {"application/yaml": {"schema": _ref(FlowSpec)},
+                                                "application/json": {"schema": _ref(FlowSpec)}}},
                     "responses": {"200": _json(s.FlowCreated, "this version was current already"),
                                   "201": _json(s.FlowCreated, "stored and current"),
                                   **_errors(400, 401, 404, 413, 422)}}},
@@ -94,14 +133,14 @@ def _paths() -> dict[str, Any]:
             "summary": "make an earlier version current again", "operationId": "rollbackFlow", "security": BEARER,
             "parameters": [TENANT, FLOW],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.Rollback)}}},
-            "responses": {"200": _json(s.FlowOut, "the flow, now on that version"), **_errors(400, 401, 404)}}},
+            "responses": {"200": _json(s.FlowOut, "the flow, now on that version"), **_errors(400, 401, 404, 413)}}},
         "/v1/{tenant}/conversations/{channel}/{user}": {
             "get": {"summary": "a conversation: state, flow, version, recent turns", "operationId": "getConversation",
                     "security": BEARER, "parameters": [TENANT, CHANNEL, USER],
                     "responses": {"200": _json(s.ConversationOut, "the conversation"), **_errors(400, 401, 404)}},
             "delete": {"summary": "reset a conversation: its next message starts afresh",
                        "operationId": "resetConversation", "security": BEARER, "parameters": [TENANT, CHANNEL, USER],
-                       "responses": {"204": {"description": "reset"}, **_errors(400, 401, 404)}}},
+                       "responses": {"204": _answer("reset"), **_errors(400, 401, 404)}}},
     }
 
 
@@ -115,7 +154,7 @@ def openapi() -> dict[str, Any]:
                                 "Every error has the shape of ErrorOut."},
         "paths": _paths(),
         "components": {"schemas": definitions.get("$defs", {}),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+                       "headers": HEADERS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
 
 

@@ -63,6 +63,8 @@ def parse_body(raw: str | bytes, model: type[BaseModel]) -> Any:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply to read") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -169,7 +171,7 @@ class WebChannel:
     async def _socket_turn(self, request: web.Request, tenant: str, user: str, data: str) -> dict[str, Any]:
         message_id = None
         try:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError):
                 readable = json.loads(data)
                 message_id = readable.get("id") if isinstance(readable, dict) and isinstance(readable.get("id"), str) else None
             message: SocketMessage = parse_body(data, SocketMessage)

@@ -195,9 +195,13 @@ class _Reader:
 def read_source(text: str, path: str) -> tuple[Any, SourceMap]:
     """Parse ``text`` (YAML or JSON) from ``path``; raise :class:`FlowError` on bad syntax."""
     smap = SourceMap(path)
-    reader = _Reader(text, smap)
     try:
+        reader = _Reader(text, smap)  # refuses characters YAML does not allow (NUL, U+FFFE)
         data = reader.read()
+    except yaml.reader.ReaderError as exc:
+        before = text[:exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        raise FlowError([Problem(path, line, column, f"character U+{exc.character:04X} is not allowed in YAML")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)

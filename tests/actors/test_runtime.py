@@ -179,6 +179,9 @@ async def test_killing_a_host_under_load_loses_nothing_and_applies_nothing_twice
         users = [f"u{i}" for i in range(1000)]
         load = asyncio.gather(*(channel.converse(u, 10) for u in users))
         while channel.acked < 2500:
+            if load.done():  # the load failed (its error says why) or ended early: never wait forever
+                load.result()
+                raise AssertionError("the load ended before the host was killed")
             await asyncio.sleep(0.01)
         victim = (await runtime.pids())[runtime.settings.names.host(0)]
         os.kill(victim, signal.SIGKILL)
@@ -232,6 +235,9 @@ async def test_killing_redis_under_load_fails_callers_loses_nothing_acknowledged
             users = [f"u{i}" for i in range(300)]
             load = asyncio.gather(*(channel.converse(u, 20) for u in users))
             while channel.acked < 1500:
+                if load.done():  # the load failed (its error says why) or ended early: never wait forever
+                    load.result()
+                    raise AssertionError("the load ended before redis was killed")
                 await asyncio.sleep(0.01)
             server.kill()
             acked_at_kill, failures_at_kill = channel.acked, channel.failures

@@ -23,6 +23,15 @@ def refused(text: str) -> FlowError:
     return caught.value
 
 
+@pytest.mark.parametrize("text, line, column, code", [
+    ("\x00", 1, 1, "U+0000"), ("flow: x\nstart: a\x00b\n", 2, 9, "U+0000"), ("flow: \ufffe\n", 1, 7, "U+FFFE"),
+])
+def test_a_character_yaml_refuses_is_positioned_not_a_crash(text, line, column, code):
+    error = refused(text)
+    assert (error.line, error.column) == (line, column)
+    assert error.reason == f"character {code} is not allowed in YAML"
+
+
 @pytest.mark.parametrize("text, line, column, words", [
     ("flow: x\nstart: @a\n", 2, 8, "cannot start any token"),
     ("flow: x\n\tstart: a\n", 2, 1, "'\\t'"),

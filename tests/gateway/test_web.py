@@ -97,12 +97,13 @@ async def test_socket_errors_are_answered_in_place_and_the_socket_lives_on(node)
         await ws.send_str("{not json")
         await ws.send_json({"id": "e-1"})
         await ws.send_bytes(b"\x00\x01")
+        await ws.send_str("[" * 20_000 + "]" * 20_000)
         await ws.send_json({"id": "e-2", "text": "still here"})
-        answers = [await ws.receive_json(timeout=30) for _ in range(4)]
-    assert [a["type"] for a in answers] == ["error", "error", "error", "replies"]
-    assert [a.get("error", {}).get("code") for a in answers[:3]] == ["invalid_json", "invalid_request", "invalid_request"]
-    assert [a["id"] for a in answers] == [None, "e-1", None, "e-2"]  # an id that could be read is echoed
-    assert answers[3]["replies"][0]["text"] == "1:still here"
+        answers = [await ws.receive_json(timeout=30) for _ in range(5)]
+    assert [a["type"] for a in answers] == ["error"] * 4 + ["replies"]
+    assert [a["error"]["code"] for a in answers[:4]] == ["invalid_json", "invalid_request", "invalid_request", "invalid_json"]
+    assert [a["id"] for a in answers] == [None, "e-1", None, None, "e-2"]  # an id that could be read is echoed
+    assert answers[4]["replies"][0]["text"] == "1:still here"
 
 
 async def _post(node, body: bytes | str, tenant: str = "demo") -> tuple[int, dict, dict]:
@@ -114,6 +115,7 @@ async def test_bad_input_is_refused_with_one_error_shape(node):
     cases = [
         (b"{\"user\": ", 400, "invalid_json"),
         (b"\xff\xfe", 400, "invalid_json"),
+        (b"[" * 30_000 + b"]" * 30_000, 400, "invalid_json"),
         (b"[1, 2]", 400, "invalid_request"),
         (json.dumps({"user": "u", "id": "1"}).encode(), 400, "invalid_request"),
         (json.dumps({"user": "u", "id": "1", "text": "a", "button": "b"}).encode(), 400, "invalid_request"),
