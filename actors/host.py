@@ -49,7 +49,6 @@ from parlour.flow import (
 )
 from parlour.flow.state import ENDED, IDLE, State
 from parlour.flow.state import FAILED as STATE_FAILED
-from parlour.metrics import HostMetrics, host_gauges
 from parlour.messages import (
     APPLIED,
     DUPLICATE,
@@ -60,6 +59,7 @@ from parlour.messages import (
     Outcome,
     partition_of,
 )
+from parlour.metrics import HostMetrics, host_gauges
 from parlour.store import Commit, Fenced, Store, StoreError, StoreUnavailable, Timer
 
 from .background import HTTP_GUARD, Background, Work, guard_s

@@ -123,6 +123,14 @@ class Channel:
                 await asyncio.sleep(random.uniform(0.05, 0.2))
 
 
+    async def until_acked(self, count: int, load: asyncio.Future) -> None:
+        """Wait for ``count`` acknowledgements; if the load fails or ends first, say so at once."""
+        while self.acked < count:
+            if load.done():
+                load.result()
+                raise AssertionError(f"the load ended after {self.acked} acknowledgements, before {count}")
+            await asyncio.sleep(0.01)
+
     async def maybe_replay(self, user: str, n: int) -> None:
         """Deliver an acknowledged message once more, as WhatsApp may: it must not apply."""
         if random.random() < self.replay_rate:
@@ -178,11 +186,7 @@ async def test_killing_a_host_under_load_loses_nothing_and_applies_nothing_twice
         channel = Channel(runtime)
         users = [f"u{i}" for i in range(1000)]
         load = asyncio.gather(*(channel.converse(u, 10) for u in users))
-        while channel.acked < 2500:
-            if load.done():  # the load failed (its error says why) or ended early: never wait forever
-                load.result()
-                raise AssertionError("the load ended before the host was killed")
-            await asyncio.sleep(0.01)
+        await channel.until_acked(2500, load)
         victim = (await runtime.pids())[runtime.settings.names.host(0)]
         os.kill(victim, signal.SIGKILL)
         try:
@@ -234,11 +238,7 @@ async def test_killing_redis_under_load_fails_callers_loses_nothing_acknowledged
             channel = Channel(runtime)
             users = [f"u{i}" for i in range(300)]
             load = asyncio.gather(*(channel.converse(u, 20) for u in users))
-            while channel.acked < 1500:
-                if load.done():  # the load failed (its error says why) or ended early: never wait forever
-                    load.result()
-                    raise AssertionError("the load ended before redis was killed")
-                await asyncio.sleep(0.01)
+            await channel.until_acked(1500, load)
             server.kill()
             acked_at_kill, failures_at_kill = channel.acked, channel.failures
             await asyncio.sleep(2.0)
