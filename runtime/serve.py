@@ -93,14 +93,15 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     token, token_source = admin_token(settings)
     loaded = check_flows(tenant_flows(settings))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
                                   address=settings.ray_address, num_cpus=settings.num_cpus, env=settings.env,
                                   secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
                                   log_level=settings.log_level, log_format=settings.log_format)
+    # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
+    # kills the process; ours must be the one installed last.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     store = open_store(settings.store_url)
     runner = None
     try:
