@@ -112,9 +112,9 @@ class Gateway:
     async def _on_shutdown(self, app: web.Application) -> None:
         """Stop taking work: readiness fails, chat sockets close (their clients reconnect)."""
         self.stopping = True
-        for peers in list(self.web.sockets.values()):
-            for ws in list(peers):
-                await ws.close(code=1001, message=b"server shutting down")
+        sockets = [ws for peers in self.web.sockets.values() for ws in peers]
+        await asyncio.gather(*(ws.close(code=1001, message=b"server shutting down") for ws in sockets),
+                             return_exceptions=True)
 
     async def _on_cleanup(self, app: web.Application) -> None:
         if self._push_task is not None:

@@ -142,18 +142,21 @@ class WebChannel:
         # turns before them (which keeps a conversation's order and lets a fast typist's
         # messages share a batch); answers go back in the same order. At most SOCKET_WINDOW
         # are in flight: beyond that the socket is not read, and TCP holds the sender back.
-        answers: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(SOCKET_WINDOW)
-        writer = asyncio.create_task(self._answer(ws, answers))
+        answers: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()  # bounded by `window`
+        window = asyncio.Semaphore(SOCKET_WINDOW)
+        writer = asyncio.create_task(self._answer(ws, answers, window))
         try:
             async for frame in ws:
                 if frame.type == WSMsgType.TEXT:
-                    await answers.put(asyncio.create_task(self._socket_turn(request, tenant, user, frame.data)))
+                    await window.acquire()
+                    answers.put_nowait(asyncio.create_task(self._socket_turn(request, tenant, user, frame.data)))
                 elif frame.type == WSMsgType.BINARY:
-                    await answers.put(asyncio.create_task(_binary()))
-                if writer.done():
-                    break
+                    await window.acquire()
+                    answers.put_nowait(asyncio.create_task(_binary()))
         finally:
-            await answers.put(None)
+            # The turns in flight go on (their commits stand; a client that comes back and
+            # sends again gets them as duplicates); the writer ends after their answers.
+            answers.put_nowait(None)
             await asyncio.gather(writer, return_exceptions=True)
             peers.remove(ws)
             if not peers:
@@ -162,11 +165,19 @@ class WebChannel:
         return ws
 
     @staticmethod
-    async def _answer(ws: web.WebSocketResponse, answers: asyncio.Queue) -> None:
+    async def _answer(ws: web.WebSocketResponse, answers: asyncio.Queue, window: asyncio.Semaphore) -> None:
+        """Send each frame's answer in the order the frames came. Never stops early: a failed
+        turn or a socket that went away must not leave the reader waiting on ``window``."""
         while (task := await answers.get()) is not None:
-            body = await task
+            try:
+                body = await task
+            except Exception:  # noqa: BLE001 - answered, logged, and the socket goes on
+                log.exception("a socket turn failed")
+                body = {"type": "error", "id": None, **error_body("internal", "an internal error")}
+            window.release()
             if not ws.closed:
-                await ws.send_json(body)
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.send_json(body)
 
     async def _socket_turn(self, request: web.Request, tenant: str, user: str, data: str) -> dict[str, Any]:
         message_id = None

@@ -131,11 +131,13 @@ class Runtime:
         pids = await asyncio.gather(*(h.pid.remote() for h in self.hosts.values()), self.router.pid.remote())
         return dict(zip(names, pids))
 
-    async def stop(self, *, shutdown_ray: bool | None = None) -> None:
+    async def stop(self, *, shutdown_ray: bool | None = None, timeout_s: float = 30.0) -> None:
         """Let each host finish and commit the batch in hand, then end the actors (and Ray,
         if this runtime started it)."""
         await self.dispatcher.aclose()
-        await asyncio.gather(*(h.stop.remote() for h in self.hosts.values()), return_exceptions=True)
+        # A host that does not answer (dead, restarting) must not hold the stop up for ever.
+        await asyncio.gather(*(asyncio.wait_for(h.stop.remote(), timeout_s) for h in self.hosts.values()),
+                             return_exceptions=True)
         ray_cluster.kill(self.router, *self.hosts.values())
         if shutdown_ray if shutdown_ray is not None else self._started_ray:
             await asyncio.to_thread(ray_cluster.disconnect)

@@ -92,6 +92,29 @@ async def test_a_timer_reply_is_pushed_to_the_users_socket(node):
     assert pushed == {"type": "push", "replies": [{"text": "fired", "buttons": []}]}
 
 
+async def test_a_socket_cut_with_many_turns_unanswered_ends_cleanly_and_its_turns_stand(node):
+    ws = await node.http.ws_connect(f"{node.url}/v1/acme/web/ws?user=cut")
+    for n in range(200):  # far more than the socket's window of 64, and no answer read
+        await ws.send_json({"id": f"c-{n}", "text": str(n)})
+    ws._response.connection.transport.abort()  # the TCP connection dies: no close handshake
+    assert await wait_for(lambda: _no_sockets(node), timeout_s=60), "the socket's handler never ended"
+    # what was committed stands, in order and without gaps; the rest is sent again
+    record = await node.runtime.conversation(ConversationKey("acme", "web", "cut"))
+    done = len(record.state.vars["log"]) if record else 0
+    assert record is None or record.state.vars["log"] == [str(n) for n in range(done)]
+    async with node.http.ws_connect(f"{node.url}/v1/acme/web/ws?user=cut") as again:
+        for n in range(done, 200):
+            await again.send_json({"id": f"c-{n}", "text": str(n)})
+        answers = [await again.receive_json(timeout=60) for _ in range(done, 200)]
+    assert all(a["type"] == "replies" for a in answers)
+    record = await node.runtime.conversation(ConversationKey("acme", "web", "cut"))
+    assert record.state.vars["log"] == [str(n) for n in range(200)]
+
+
+async def _no_sockets(node) -> bool:
+    return not node.gateway.web.sockets
+
+
 async def test_socket_errors_are_answered_in_place_and_the_socket_lives_on(node):
     async with node.http.ws_connect(f"{node.url}/v1/acme/web/ws?user=err") as ws:
         await ws.send_str("{not json")
