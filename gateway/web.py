@@ -59,12 +59,19 @@ def _button(button) -> dict[str, Any]:
 
 def parse_body(raw: str | bytes, model: type[BaseModel]) -> Any:
     """``raw`` as ``model``: 400 ``invalid_json`` or ``invalid_request`` (each field's error)."""
+    return validate(load_json(raw), model)
+
+
+def load_json(raw: str | bytes) -> Any:
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body is nested too deeply to read") from None
+
+
+def validate(data: Any, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -182,11 +189,10 @@ class WebChannel:
     async def _socket_turn(self, request: web.Request, tenant: str, user: str, data: str) -> dict[str, Any]:
         message_id = None
         try:
-            with contextlib.suppress(ValueError, RecursionError):
-                readable = json.loads(data)
-                message_id = readable.get("id") if isinstance(readable, dict) and isinstance(readable.get("id"), str) else None
-            message: SocketMessage = parse_body(data, SocketMessage)
-            message_id = message.id
+            readable = load_json(data)
+            if isinstance(readable, dict) and isinstance(readable.get("id"), str):
+                message_id = readable["id"]  # echoed even if the rest does not validate
+            message: SocketMessage = validate(readable, SocketMessage)
             return {"type": "replies", "id": message_id, **await self._send(request, tenant, user, message)}
         except ApiError as exc:
             self.gateway.metrics.errors.labels(exc.code).inc()

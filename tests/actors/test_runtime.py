@@ -22,6 +22,7 @@ from parlour.runtime import Runtime
 from parlour.store import open_store
 from ray.exceptions import RayError
 
+from tests.ray_local import local_ray
 from tests.redis_server import RedisServer
 from tests.servers import Recorder, members_app, serve
 
@@ -31,11 +32,9 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One local Ray for these tests, with this machine's two cores, as DESIGN.md says."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="parlour")
-    yield
-    ray.shutdown()
+def ray_for_tests():
+    with local_ray():
+        yield
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -22,15 +22,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-import ray
 from aiohttp import web
-
 from parlour.config import Settings, TenantConfig, hash_token, new_token
 from parlour.flows_dir import bundled_flows
 from parlour.gateway.app import Gateway
 from parlour.gateway.middleware import AccessLogger
 from parlour.runtime import Runtime
 from parlour.store import open_store
+
+from tests.ray_local import local_ray
 from tests.redis_server import free_port
 from tests.servers import Recorder, members_app, serve
 
@@ -38,10 +38,9 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="package", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", namespace="parlour")
-    yield
-    ray.shutdown()
+def ray_for_tests():
+    with local_ray():
+        yield
 
 
 @dataclass
