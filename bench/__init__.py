@@ -1,1 +1,1 @@
-"""parlour's benchmarks: `python -m bench.advance` (the interpreter); more come with later issues."""
+"""parlour's benchmark harness: ``python -m bench`` (see ``bench/__main__.py``)."""
