@@ -1,11 +1,11 @@
 """parlour's benchmark: every scenario beside its anchor, measured in one run on one machine.
 
-    python -m bench                      # the full run, about 12 minutes
+    python -m bench                      # the full run, about 8 minutes
     python -m bench --quick              # small sizes, under 2 minutes: a smoke run for CI
     python -m bench --only t1            # one scenario (repeat --only for several)
     python -m bench --profile --only t1  # with py-spy flame graphs of the gateway and the host under load
     python -m bench --readme             # and write the run into README.md's benchmark section
-    python -m bench --report bench/results/<stamp>.json   # the Markdown and plots of a run, again
+    python -m bench --report bench/results/<stamp>.json [--readme]   # its Markdown and plots again
 
 Each run writes ``bench/results/<stamp>.json`` (machine, versions, every figure with its anchor,
 ratio and target), ``<stamp>.md`` and a PNG per scenario; a quick run writes into
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         result = harness.load(args.report)
         paths = harness.save(result, args.report.with_suffix(""), SCENARIOS, harness.draw)
         print("\n".join(map(str, paths)))
+        if args.readme:
+            readme(result, paths)
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the servers it started are stopped
     chosen = [m for n, m in SCENARIOS.items() if not args.only or n in args.only]
@@ -82,10 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print(f"\n{len(result['figures'])} figures in {result['seconds']:.0f} s; wrote {', '.join(str(p) for p in paths)}")
     if args.readme:
-        root = harness.ROOT
-        markdown.update_readme(root / "README.md", markdown.readme_block(result, paths[0], paths[2:], root))
-        print("README.md: benchmark section updated")
+        readme(result, paths)
     return 1 if result["failed"] else 0
+
+
+def readme(result: dict, paths: list[Path]) -> None:
+    if result["quick"] or result["failed"] or list(result["scenarios"]) != list(SCENARIOS):
+        raise SystemExit("--readme shows a full run of every scenario, all of which finished: not this one")
+    markdown.update_readme(harness.ROOT / "README.md", markdown.readme_block(result, paths[0], paths[2:], harness.ROOT))
+    print("README.md: benchmark section updated")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class Plan:
 
 
 def budget_s(quick: bool) -> float:
-    return 25 if quick else 75
+    return 10 if quick else 40
 
 
 def rounds(plan: Plan, tag: str = "r") -> list[list[Inbound]]:

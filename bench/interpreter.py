@@ -27,7 +27,7 @@ NOW = 1_790_000_000.0
 
 
 def budget_s(quick: bool) -> float:
-    return 6 if quick else 25
+    return 5 if quick else 25
 
 
 def walk(catalog: Catalog, *texts: str | tuple[str, str]) -> State:

@@ -43,7 +43,7 @@ class Plan:
 
 
 def budget_s(quick: bool) -> float:
-    return 55 if quick else 330
+    return 30 if quick else 290
 
 
 @dataclass

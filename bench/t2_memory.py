@@ -38,7 +38,7 @@ class Plan:
 
 
 def budget_s(quick: bool) -> float:
-    return 25 if quick else 110
+    return 15 if quick else 70
 
 
 def key(tenant: str, user: str) -> ConversationKey:
@@ -134,9 +134,10 @@ def plot(data: dict, path, result: dict) -> None:
     fig, (growth, per_gb) = plt.subplots(1, 2, figsize=(11, 4.2))
     counts = [c for c, _ in data["growth"]]
     growth.plot(counts, [rss / 2**20 for _, rss in data["growth"]], marker="o", color="#3b7dd8", label="shared host")
-    dedicated = [data["growth"][0][1] / 2**20 + n * data["per_dedicated"] / 2**20 for n in counts]
-    growth.plot(counts, dedicated, ls="--", color="#d8833b", label="dedicated actors (extrapolated)")
-    growth.set_ylim(0, max(rss for _, rss in data["growth"]) / 2**20 * 1.6)
+    growth.text(0.03, 0.95, f"isolation: dedicated costs {data['per_dedicated'] / 2**20:,.0f} MiB per conversation,\n"
+                "so three would be off this chart", transform=growth.transAxes, va="top", fontsize=8, color="#d8833b")
+    growth.set_ylim(0, max(rss for _, rss in data["growth"]) / 2**20 * 1.4)
+    growth.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:,.0f}k")
     growth.set_xlabel("resident conversations")
     growth.set_ylabel("host RSS (MiB)")
     growth.set_title(f"memory per resident conversation: {data['per_conversation']:,.0f} B")

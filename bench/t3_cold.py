@@ -24,7 +24,7 @@ TARGET_MS = 2.0
 
 
 def budget_s(quick: bool) -> float:
-    return 10 if quick else 35
+    return 6 if quick else 20
 
 
 def percentile(values: list[float], q: float) -> float:

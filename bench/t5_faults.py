@@ -44,7 +44,7 @@ class Plan:
 
 
 def budget_s(quick: bool) -> float:
-    return 30 if quick else 75
+    return 20 if quick else 35
 
 
 @dataclass
