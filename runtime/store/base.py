@@ -8,7 +8,8 @@ A store keeps, for the whole cluster:
   epoch it writes under for each partition it touches; a partition fenced at another epoch
   refuses the whole commit (:class:`Fenced`), so a zombie host never overwrites newer state;
 - durable **timers** (conversation, timer id, due time), **outbox** entries (replies to send,
-  in order) and the **replies** of recent turns (what a duplicate message gets back);
+  in order), the **dead letters** (outbox entries that could not be delivered) and the
+  **replies** of recent turns (what a duplicate message gets back);
 - the flow **registry** (every version of every flow per tenant, and which one is current)
   and small named **meta** values (the router's partition table).
 
@@ -60,6 +61,27 @@ class OutboxEntry:
     key: str
     seq: int
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An outbox entry given up on after its last attempt. ``id`` orders the queue; ``key``,
+    ``seq`` and ``data`` are the entry's, kept whole so that a replay sends the same reply
+    under the same idempotency key."""
+
+    id: str
+    key: str
+    seq: int
+    data: bytes
+    reason: str
+    attempts: int
+    failed_at: float
+
+
+def entry_numbers(ids: Sequence[str]) -> list[int]:
+    """The ids of a store that numbers its entries (20 digits), in order; others left out."""
+    return [int(i) for i in ids if isinstance(i, str) and i.isascii() and i.isdigit() and len(i) <= 20
+            and int(i) < 2**63]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +162,19 @@ class Store(Protocol):
     # outbox
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]: ...
     async def ack_outbox(self, ids: Sequence[str]) -> None: ...
+
+    # dead letters
+    async def bury(self, entry: OutboxEntry, reason: str, attempts: int, at: float) -> None:
+        """Move ``entry`` from the outbox to the dead letters, in one step: it is never in
+        both, and never in neither."""
+    async def dead_letters(self, after: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters after the cursor ``after``, oldest first."""
+    async def revive(self, ids: Sequence[str]) -> int:
+        """Put these dead letters back at the end of the outbox, each in one step; how many
+        there were. An id that is not a dead letter's (already revived or dropped, or not an
+        id of this store at all) is skipped."""
+    async def drop_dead(self, ids: Sequence[str]) -> int:
+        """Delete these dead letters; how many there were (other ids are skipped)."""
 
     # registry and meta
     async def put_flow(self, record: FlowRecord) -> None:

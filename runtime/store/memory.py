@@ -9,7 +9,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .base import Commit, Fenced, FlowRecord, OutboxEntry, Timer
+from .base import (
+    Commit,
+    DeadLetter,
+    Fenced,
+    FlowRecord,
+    OutboxEntry,
+    Timer,
+    entry_numbers,
+)
 
 
 class MemoryStore:
@@ -21,6 +29,8 @@ class MemoryStore:
         self._timers: dict[tuple[str, str], Timer] = {}
         self._outbox: dict[int, tuple[str, int, bytes]] = {}
         self._outbox_ids = itertools.count(1)
+        self._dead: dict[int, DeadLetter] = {}
+        self._dead_ids = itertools.count(1)
         self._replies: dict[tuple[str, str], tuple[bytes, float]] = {}  # in the order written
         self._flows: dict[tuple[str, str, str], FlowRecord] = {}
         self._meta: dict[str, bytes] = {}
@@ -104,6 +114,23 @@ class MemoryStore:
     async def ack_outbox(self, ids: Sequence[str]) -> None:
         for entry_id in ids:
             self._outbox.pop(int(entry_id), None)
+
+    async def bury(self, entry: OutboxEntry, reason: str, attempts: int, at: float) -> None:
+        if self._outbox.pop(int(entry.id), None) is not None:
+            n = next(self._dead_ids)
+            self._dead[n] = DeadLetter(f"{n:020d}", entry.key, entry.seq, entry.data, reason, attempts, at)
+
+    async def dead_letters(self, after: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        start = int(after) if after else 0
+        return [self._dead[i] for i in sorted(i for i in self._dead if i > start)[:max(limit, 0)]]
+
+    async def revive(self, ids: Sequence[str]) -> int:
+        revived = [self._dead.pop(n) for n in entry_numbers(ids) if n in self._dead]
+        self._outbox.update((next(self._outbox_ids), (d.key, d.seq, d.data)) for d in revived)
+        return len(revived)
+
+    async def drop_dead(self, ids: Sequence[str]) -> int:
+        return sum(self._dead.pop(n, None) is not None for n in entry_numbers(ids))
 
     async def put_flow(self, record: FlowRecord) -> None:
         key = (record.tenant, record.flow, record.version)

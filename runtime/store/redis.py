@@ -9,6 +9,7 @@ not Redis Cluster: see the commit script. Keys, ``P`` being the prefix::
     P fence                               hash    partition -> epoch
     P t:{partition}                       zset    msgpack [key, timer id], scored by due time
     P outbox                              stream  fields key, seq, data; the entry id is the cursor
+    P dead                                stream  fields key, seq, data, reason, attempts, failed_at
     P r:{len(key)}:{key}{message id}     string  a turn's replies, PEXPIREAT their expiry
     P recent:{key}                        list    "{expiry ms}:{message id}" of the conversation's
                                                   50 newest replies, newest first; PEXPIREAT the
@@ -28,6 +29,7 @@ written nothing. The whole commit travels as one msgpack blob, unpacked by Redis
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -43,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (
     Commit,
+    DeadLetter,
     Fenced,
     FlowRecord,
     OutboxEntry,
@@ -112,6 +115,35 @@ end
 return found
 """
 
+# Moving an entry between the outbox and the dead letters is a script: the read and the two
+# writes happen with nothing in between, so an entry is never in both streams, nor in neither,
+# and two operators replaying the same dead letter revive it once.
+_BURY = r"""
+local prefix, id = ARGV[1], ARGV[2]
+local found = redis.call('XRANGE', prefix .. 'outbox', id, id)
+if #found == 0 then return 0 end
+local f = found[1][2]
+redis.call('XADD', prefix .. 'dead', '*', f[1], f[2], f[3], f[4], f[5], f[6],
+           'reason', ARGV[3], 'attempts', ARGV[4], 'failed_at', ARGV[5])
+redis.call('XDEL', prefix .. 'outbox', id)
+return 1
+"""
+
+_REVIVE = r"""
+local prefix, revived = ARGV[1], 0
+for i = 2, #ARGV do
+  local found = redis.call('XRANGE', prefix .. 'dead', ARGV[i], ARGV[i])
+  if #found > 0 then
+    local f, fields = found[1][2], {}
+    for j = 1, #f, 2 do fields[f[j]] = f[j + 1] end
+    redis.call('XADD', prefix .. 'outbox', '*', 'key', fields['key'], 'seq', fields['seq'], 'data', fields['data'])
+    redis.call('XDEL', prefix .. 'dead', ARGV[i])
+    revived = revived + 1
+  end
+end
+return revived
+"""
+
 _CLAIM = r"""
 local fence, newer = ARGV[1] .. 'fence', {}
 for i = 2, #ARGV, 2 do
@@ -178,6 +210,14 @@ def _member(key: str, timer_id: str) -> bytes:
     return msgpack.packb([key, timer_id], use_bin_type=True)
 
 
+_STREAM_ID = re.compile(r"\d{1,19}-\d{1,19}")  # both halves are 64-bit
+
+
+def _stream_ids(ids: Sequence[str]) -> list[str]:
+    """The ids that are Redis stream ids, in order: others are no entry of this store."""
+    return [i for i in ids if isinstance(i, str) and _STREAM_ID.fullmatch(i)]
+
+
 def _timer(partition: int, member: bytes, due_at: float) -> Timer:
     key, timer_id = msgpack.unpackb(member, raw=False)
     return Timer(key, partition, timer_id, due_at)
@@ -206,7 +246,9 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
         self._scripts = {"commit": self._client.register_script(_COMMIT),
                          "claim": self._client.register_script(_CLAIM),
-                         "recent": self._client.register_script(_RECENT)}
+                         "recent": self._client.register_script(_RECENT),
+                         "bury": self._client.register_script(_BURY),
+                         "revive": self._client.register_script(_REVIVE)}
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -306,6 +348,30 @@ class RedisStore:
         if ids:
             async with _translated("ack_outbox", self.timeout_s):
                 await self._redis.xdel(f"{self.prefix}outbox", *ids)
+
+    async def bury(self, entry: OutboxEntry, reason: str, attempts: int, at: float) -> None:
+        await self._run("bury", self.prefix, entry.id, reason, str(attempts), repr(at))
+
+    async def dead_letters(self, after: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        async with _translated("dead_letters", self.timeout_s):
+            entries = await self._redis.xrange(
+                f"{self.prefix}dead", min=f"({after}" if after else "-", max="+", count=limit)
+        return [DeadLetter(entry_id.decode(), f[b"key"].decode(), int(f[b"seq"]), f[b"data"],
+                           f[b"reason"].decode(errors="replace"), int(f[b"attempts"]), float(f[b"failed_at"]))
+                for entry_id, f in entries]
+
+    async def revive(self, ids: Sequence[str]) -> int:
+        ids = _stream_ids(ids)
+        return int(await self._run("revive", self.prefix, *ids)) if ids else 0
+
+    async def drop_dead(self, ids: Sequence[str]) -> int:
+        ids = _stream_ids(ids)
+        if not ids:
+            return 0
+        async with _translated("drop_dead", self.timeout_s):
+            return int(await self._redis.xdel(f"{self.prefix}dead", *ids))
 
     async def put_flow(self, record: FlowRecord) -> None:
         # MULTI/EXEC without WATCH: HSETNX keeps a stored version's fields as they were, and the

@@ -6,6 +6,7 @@ The schema (``PRAGMA user_version`` is :data:`SCHEMA_VERSION`)::
     fences         partition PK, epoch
     timers         (key, timer_id) PK, partition, due_at         index on (partition, due_at)
     outbox         id PK AUTOINCREMENT, key, seq, data BLOB       ids never reused: a safe cursor
+    dead           id PK AUTOINCREMENT, key, seq, data BLOB, reason, attempts, failed_at
     replies        (key, message_id) PK, data BLOB, expires_at   index on expires_at (sweep),
                                                                   on key (recent, by rowid)
     flows          (tenant, flow, version) PK, source, path, created_at, current
@@ -40,12 +41,14 @@ from typing import Any, TypeVar
 
 from .base import (
     Commit,
+    DeadLetter,
     Fenced,
     FlowRecord,
     OutboxEntry,
     StoreError,
     StoreUnavailable,
     Timer,
+    entry_numbers,
 )
 
 SCHEMA_VERSION = 1
@@ -72,6 +75,9 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS timers_due ON timers (partition, due_at)",
     """CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL,
         seq INTEGER NOT NULL, data BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS dead (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL,
+        seq INTEGER NOT NULL, data BLOB NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL,
+        failed_at REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS replies (key TEXT NOT NULL, message_id TEXT NOT NULL,
         data BLOB NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (key, message_id))""",
     "CREATE INDEX IF NOT EXISTS replies_expiry ON replies (expires_at)",
@@ -162,6 +168,21 @@ class SqliteStore:
 
     async def ack_outbox(self, ids: Sequence[str]) -> None:
         await self._write(_execute_many, "DELETE FROM outbox WHERE id = ?", [(int(i),) for i in ids])
+
+    async def bury(self, entry: OutboxEntry, reason: str, attempts: int, at: float) -> None:
+        await self._write(_bury, entry, reason, attempts, at)
+
+    async def dead_letters(self, after: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        rows = await self._read(
+            _execute, "SELECT id, key, seq, data, reason, attempts, failed_at FROM dead WHERE id > ? ORDER BY id LIMIT ?",
+            (int(after) if after else 0, max(limit, 0)))
+        return [DeadLetter(f"{row[0]:020d}", *row[1:]) for row in rows]
+
+    async def revive(self, ids: Sequence[str]) -> int:
+        return await self._write(_revive, entry_numbers(ids))
+
+    async def drop_dead(self, ids: Sequence[str]) -> int:
+        return await self._write(_drop_dead, entry_numbers(ids))
 
     async def put_flow(self, record: FlowRecord) -> None:
         await self._write(_put_flow, record)
@@ -297,6 +318,26 @@ def _claim(conn: sqlite3.Connection, epochs: dict[int, int]) -> None:
 def _sweep(conn: sqlite3.Connection, now: float) -> int:
     records = conn.execute("DELETE FROM conversations WHERE expires_at <= ?", (now,)).rowcount
     return records + conn.execute("DELETE FROM replies WHERE expires_at <= ?", (now,)).rowcount
+
+
+def _bury(conn: sqlite3.Connection, entry: OutboxEntry, reason: str, attempts: int, at: float) -> None:
+    if conn.execute("DELETE FROM outbox WHERE id = ?", (int(entry.id),)).rowcount:
+        conn.execute("INSERT INTO dead (key, seq, data, reason, attempts, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     (entry.key, entry.seq, entry.data, reason, attempts, at))
+
+
+def _revive(conn: sqlite3.Connection, ids: list[int]) -> int:
+    revived = 0
+    for dead_id in ids:  # in the order asked: that is their order in the outbox
+        moved = conn.execute("INSERT INTO outbox (key, seq, data) SELECT key, seq, data FROM dead WHERE id = ?",
+                             (dead_id,)).rowcount
+        conn.execute("DELETE FROM dead WHERE id = ?", (dead_id,))
+        revived += moved
+    return revived
+
+
+def _drop_dead(conn: sqlite3.Connection, ids: list[int]) -> int:
+    return sum(conn.execute("DELETE FROM dead WHERE id = ?", (dead_id,)).rowcount for dead_id in ids)
 
 
 def _put_flow(conn: sqlite3.Connection, r: FlowRecord) -> None:

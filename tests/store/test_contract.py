@@ -130,6 +130,40 @@ async def test_the_outbox_keeps_commit_order_and_acked_entries_leave(store):
     assert [e.data for e in await store.read_outbox(None, 10)] == [b"a2"]
 
 
+async def test_a_buried_entry_leaves_the_outbox_for_the_dead_letters_whole(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, outbox=[("t/wa:b/a", 1, b"a1\x00"), ("t/wa:b/a", 2, b"a2"), ("t/wa:b/c", 1, b"c1")]))
+    first, second, _ = await store.read_outbox(None, 10)
+    await store.bury(second, "HTTP 500 after 8 attempts", 8, 1234.5)
+    await store.bury(first, "HTTP 400: bad \u00e9", 1, 1235.0)
+    await store.bury(first, "buried twice", 1, 1236.0)  # already gone from the outbox: nothing happens
+    assert [e.data for e in await store.read_outbox(None, 10)] == [b"c1"]
+    dead = await store.dead_letters()
+    assert [(d.key, d.seq, d.data, d.reason, d.attempts, d.failed_at) for d in dead] == [
+        ("t/wa:b/a", 2, b"a2", "HTTP 500 after 8 attempts", 8, 1234.5),
+        ("t/wa:b/a", 1, b"a1\x00", "HTTP 400: bad \u00e9", 1, 1235.0)]
+    assert [d.data for d in await store.dead_letters(dead[0].id, 10)] == [b"a1\x00"]
+    assert [d.data for d in await store.dead_letters(None, 1)] == [b"a2"]
+
+
+async def test_revived_dead_letters_go_back_to_the_end_of_the_outbox_once(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, outbox=[("t/wa:b/a", 1, b"a1"), ("t/wa:b/a", 2, b"a2"), ("t/wa:b/a", 3, b"a3")]))
+    entries = await store.read_outbox(None, 10)
+    for entry in entries[:2]:
+        await store.bury(entry, "gone", 3, 1.0)
+    d1, d2 = await store.dead_letters()
+    assert await store.revive([d2.id, d1.id, d2.id, "nope", "99999999999999999999"]) == 2  # in the order asked; once
+    assert [(e.key, e.seq, e.data) for e in await store.read_outbox(None, 10)] == [
+        ("t/wa:b/a", 3, b"a3"), ("t/wa:b/a", 2, b"a2"), ("t/wa:b/a", 1, b"a1")]
+    assert await store.dead_letters() == []
+    outbox = await store.read_outbox(None, 10)
+    await store.bury(outbox[0], "again", 1, 2.0)
+    [again] = await store.dead_letters()
+    assert await store.drop_dead([again.id, again.id, "nope", "-1"]) == 1 and await store.dead_letters() == []
+    assert await store.revive([]) == 0 and await store.drop_dead([]) == 0
+
+
 async def test_replies_are_kept_until_they_expire(store):
     await store.claim({1: 1})
     await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"R1", LATER), ("t/web/a", "m0", b"R0", time.time() - 1)]))
