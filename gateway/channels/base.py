@@ -1,0 +1,196 @@
+"""What a channel adapter is: pure functions between a channel's bytes and parlour's turns.
+
+An adapter never does I/O. The gateway hands it a :class:`Webhook` (the request exactly as
+received) and gets back the user messages and other events in it (:meth:`Adapter.parse`), after
+:meth:`Adapter.verify` has checked its signature. The delivery supervisor hands it a reply and
+gets back the :class:`Call` requests to make to the channel's API (:meth:`Adapter.render`), then
+asks it what the API's answer means (:meth:`Adapter.judge`).
+
+Errors, under :class:`~parlour.errors.ParlourError`::
+
+    ChannelError
+    ├── SignatureError   the webhook is not from the channel (401)
+    └── PayloadError     the webhook's body is not what the channel sends (400)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from parlour.errors import ParlourError
+from parlour.flow import Reply, UserMessage
+
+
+class ChannelError(ParlourError):
+    """A webhook that cannot be taken in."""
+
+
+class SignatureError(ChannelError):
+    """The request is not signed by the channel. ``reason`` is a stable code: ``missing`` (no
+    signature or secret token), ``mismatch`` (wrong secret or altered body), ``stale`` (a
+    timestamp outside the channel's window) or ``malformed`` (a signature of the wrong shape)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class PayloadError(ChannelError):
+    """The body is not a payload this channel sends; ``message`` says what and where."""
+
+
+class BotSettings(BaseModel):
+    """One bot on one channel, as an operator configures it. Fields typed ``SecretStr`` are
+    credentials: encrypted at rest, never logged, never returned by the API. ``api_base`` is
+    the channel API's base URL, changed in tests to point at a local fake."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_base: str
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A webhook request as received. ``url`` is the public URL the channel called (what
+    Twilio signs; behind a proxy, rebuilt from the bot's settings). ``headers`` match names
+    case-insensitively (aiohttp's ``CIMultiDictProxy``). ``now`` is the gateway's clock, for
+    timestamp windows."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One user message: it runs a turn. ``user`` is the conversation's user part and also
+    where its replies go (a phone number, a chat id, ``channel:user`` on Slack). ``message_id``
+    is the channel's own id for this message, the dedup key: a channel's retry carries the same."""
+
+    user: str
+    message_id: str
+    message: UserMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that is not a user message (a delivery status, an edit, a reaction, a message
+    the bot itself sent): recorded for analytics, never a turn. ``kind`` is ``status`` for
+    delivery statuses, whose ``status`` is ``sent``, ``delivered``, ``read`` or ``failed``."""
+
+    kind: str
+    user: str | None = None
+    message_id: str | None = None
+    status: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What one webhook carried, in the order the channel sent it. ``answer`` is a JSON body
+    for the webhook's response when the channel wants one (Slack's ``url_verification``
+    challenge; a Telegram method such as ``answerCallbackQuery``); else the gateway answers 200."""
+
+    messages: tuple[Received, ...] = ()
+    events: tuple[Event, ...] = ()
+    answer: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request to the channel's API: ``path`` is appended to the bot's ``api_base``; the
+    body is ``json`` or ``form`` (never both). ``headers`` carry the credentials. Every call
+    also carries ``Idempotency-Key`` (the delivery supervisor sets it), which a channel or a
+    fake that honours it uses to drop a repeat."""
+
+    method: str
+    path: str
+    json: Mapping[str, Any] | None = None
+    form: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What an API's answer means: ``sent``; or ``retry`` (a timeout, 429, 5xx), after
+    ``after_s`` if the channel said when (Retry-After, Telegram's ``retry_after``); or ``failed``
+    for good (another 4xx). ``reason`` is kept in the dead-letter queue."""
+
+    outcome: str  # "sent", "retry" or "failed"
+    after_s: float | None = None
+    reason: str = ""
+
+
+class Adapter(Protocol):
+    """A channel. Implementations are stateless; one instance serves every bot."""
+
+    name: ClassVar[str]  # "whatsapp", "telegram", "slack", "twilio", "signal"
+    settings: ClassVar[type[BotSettings]]
+
+    def handshake(self, bot: BotSettings, webhook: Webhook) -> str | None:
+        """The answer to a GET on the webhook URL (WhatsApp's ``hub.challenge``), or None if
+        the channel has no GET handshake. Raises :class:`SignatureError` on a wrong token."""
+
+    def verify(self, bot: BotSettings, webhook: Webhook) -> None:
+        """Raise :class:`SignatureError` unless the channel signed this exact request. Compares
+        in constant time (``hmac.compare_digest``)."""
+
+    def parse(self, bot: BotSettings, webhook: Webhook) -> Parsed:
+        """The messages and events in a verified webhook; :class:`PayloadError` if it is not a
+        payload of this channel."""
+
+    def render(self, bot: BotSettings, user: str, reply: Reply) -> list[Call]:
+        """The API calls that deliver ``reply`` to ``user``, within the channel's limits."""
+
+    def judge(self, status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
+        """What the API's answer to a call means."""
+
+
+def secret(value: SecretStr) -> bytes:
+    """A credential's bytes, for an HMAC key."""
+    return value.get_secret_value().encode()
+
+
+def numbered(reply: Reply) -> str:
+    """A reply as plain text for channels without buttons: its text, then its buttons or list
+    rows as ``1. Title`` lines (the interpreter takes a number as the pick)."""
+    options = reply.buttons or reply.list
+    lines = [reply.text] if reply.text else []
+    lines += [f"{n}. {option.title}" for n, option in enumerate(options, 1)]
+    if reply.media_url and not reply.text:
+        lines.insert(0, reply.media_url)
+    return "\n".join(lines)
+
+
+def split(text: str, limit: int) -> list[str]:
+    """``text`` in parts of at most ``limit`` characters, cut at a line break or a space where
+    there is one in the second half of a part."""
+    parts = []
+    while len(text) > limit:
+        cut = max(text.rfind("\n", limit // 2, limit), text.rfind(" ", limit // 2, limit))
+        cut = cut if cut > 0 else limit
+        parts.append(text[:cut])
+        text = text[cut:].lstrip("\n ") if cut < limit else text[cut:]
+    return [*parts, text] if text or not parts else parts
+
+
+def standard_judge(status: int, headers: Mapping[str, str], reason: str = "") -> Verdict:
+    """The common reading of an HTTP answer: 2xx sent; 429 and 5xx retried (after Retry-After
+    seconds if given); other 4xx failed for good."""
+    if 200 <= status < 300:
+        return Verdict("sent")
+    if status == 429 or status >= 500:
+        after = headers.get("Retry-After")
+        try:
+            after_s = float(after) if after is not None else None
+        except ValueError:
+            after_s = None
+        return Verdict("retry", after_s, reason or f"HTTP {status}")
+    return Verdict("failed", None, reason or f"HTTP {status}")
