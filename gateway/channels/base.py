@@ -48,7 +48,8 @@ class BotSettings(BaseModel):
     credentials: encrypted at rest, never logged, never returned by the API. ``api_base`` is
     the channel API's base URL, changed in tests to point at a local fake."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a failed validation must not echo a credential it was given.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     api_base: str
 
@@ -170,11 +171,12 @@ def numbered(reply: Reply) -> str:
 
 
 def split(text: str, limit: int) -> list[str]:
-    """``text`` in parts of at most ``limit`` characters, cut at a line break or a space where
-    there is one in the second half of a part."""
+    """``text`` in parts of at most ``limit`` characters, cut at a line break where there is one
+    in the second half of a part, else at a space there, else at the limit."""
     parts = []
     while len(text) > limit:
-        cut = max(text.rfind("\n", limit // 2, limit), text.rfind(" ", limit // 2, limit))
+        cut = text.rfind("\n", limit // 2, limit)
+        cut = cut if cut > 0 else text.rfind(" ", limit // 2, limit)
         cut = cut if cut > 0 else limit
         parts.append(text[:cut])
         text = text[cut:].lstrip("\n ") if cut < limit else text[cut:]
