@@ -5,6 +5,8 @@ a process of their own. Every ``ray.`` call of the actors lives here (and in
 - :class:`RouterActor`: named, detached, restarted by Ray without limit; its state is in the store.
 - :class:`HostActor`: named, detached, restarted by Ray without limit; on (re)start it claims its
   partitions from the router under a new epoch.
+- :class:`DeliveryActor`: named, detached, restarted by Ray without limit; the delivery
+  supervisor, whose state is the store's outbox and dead letters.
 - :class:`DedicatedActor`: one conversation of an ``isolation: dedicated`` flow, created by its
   host on first use and killed when idle; it runs the same :func:`run_turns` as a host.
 """
@@ -17,10 +19,11 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import ray
 from parlour.codec import Record
+from parlour.gateway.channels.registry import Bots, Cipher
 from parlour.flow import Event
 from parlour.http import HttpCaller
 from parlour.logs import setup_logging
@@ -30,6 +33,7 @@ from parlour.wire import decode_batch, encode_outcomes
 from ray.exceptions import RayError
 
 from .conversation import Step, run_turns
+from .delivery import Delivery, RetryPolicy
 from .flows import Flows
 from .host import Host, HostConfig
 from .router import Router
@@ -53,6 +57,10 @@ class Names:
 
     def host(self, index: int) -> str:
         return f"{self.prefix}-host-{index}"
+
+    @property
+    def delivery(self) -> str:
+        return f"{self.prefix}-delivery"
 
     @property
     def all_hosts(self) -> list[str]:
@@ -94,6 +102,42 @@ class RouterActor:
     async def claim(self, host: str) -> tuple[int, list[int]]:
         await self.started
         return await self.router.claim(host)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0, **RESTART)
+class DeliveryActor:
+    """The delivery supervisor in a process of its own. Started (and restarted by Ray) with the
+    store's URL and the secrets key that opens the bots' credentials; it resumes from the
+    outbox at once."""
+
+    def __init__(self, store_url: str, secrets_key: str, policy: RetryPolicy, log_level: str = "WARNING",
+                 log_format: str = "text"):
+        setup_logging(log_level, log_format)
+        store = open_store(store_url)
+        bots = Bots(store, Cipher.from_keys(secrets_key))
+        self.store, self.stopping = store, asyncio.Event()
+        self.delivery = Delivery(store, bots.get, policy=policy)
+        self.running = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self.store.open()
+                await self.delivery.run(self.stopping)
+            except Exception as exc:  # noqa: BLE001 - the store is not up yet, or it failed: go on
+                log.warning("the delivery supervisor stopped, starting again: %r", exc)
+                await asyncio.sleep(1.0)
+
+    async def counts(self) -> dict:
+        return {**asdict(self.delivery.counts), "queued": self.delivery.queued,
+                "breakers": {base: b.state for base, b in self.delivery.breakers.items()}}
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await self.running
 
     def pid(self) -> int:
         return os.getpid()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 import ray
-from parlour.actors.remote import NAMESPACE, HostActor, HostSettings, RouterActor
+from parlour.actors.delivery import RetryPolicy
+from parlour.actors.remote import NAMESPACE, DeliveryActor, HostActor, HostSettings, RouterActor
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -41,6 +42,12 @@ def place_hosts(settings: HostSettings) -> dict[str, ray.actor.ActorHandle]:
     """The hosts of ``settings.names``: found if they run, created if not."""
     return {name: HostActor.options(name=name, get_if_exists=True).remote(name, settings)
             for name in settings.names.all_hosts}
+
+
+def place_delivery(settings: HostSettings, secrets_key: str, policy: RetryPolicy) -> ray.actor.ActorHandle:
+    """The delivery supervisor of ``settings.names``: found if it runs, created if not."""
+    return DeliveryActor.options(name=settings.names.delivery, get_if_exists=True).remote(
+        settings.store_url, secrets_key, policy, settings.log_level, settings.log_format)
 
 
 def kill(*actors: ray.actor.ActorHandle) -> None:

@@ -25,12 +25,15 @@ from parlour.metrics import GatewayMetrics
 from parlour.store import FlowRecord, Store
 
 from .admin import Admin
+from .bots_api import BotsApi
+from .channels.registry import Bots
 from .auth import Auth
 from .ingress import Ingress
 from .middleware import middlewares
 from .openapi import openapi_route
 from .ops import Ops
 from .web import WebChannel, WebPush
+from .webhooks import Webhooks
 
 log = logging.getLogger("parlour.gateway")
 
@@ -49,8 +52,9 @@ class Backend(Protocol):
 
 
 class Gateway:
-    def __init__(self, settings: Settings, runtime: Backend, store: Store, *, operator_hash: str):
-        self.settings, self.runtime, self.store = settings, runtime, store
+    def __init__(self, settings: Settings, runtime: Backend, store: Store, *, operator_hash: str,
+                 bots: Bots | None = None):
+        self.settings, self.runtime, self.store, self.bots = settings, runtime, store, bots
         self.metrics = GatewayMetrics()
         self.tenants: dict[str, tuple[TenantConfig, str]] = {n: (t, "config") for n, t in settings.tenants.items()}
         self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()})
@@ -59,7 +63,9 @@ class Gateway:
         for name, tenant in settings.tenants.items():
             self.ingress.set_rate_limit(name, tenant.rate_limit)
         self.web = WebChannel(self)
+        self.webhooks = Webhooks(self)
         self.admin = Admin(self)
+        self.bots_api = BotsApi(self)
         self.ops = Ops(self)
         self.push = WebPush(store, self.web, self.metrics)
         self.stopping = False
@@ -99,7 +105,8 @@ class Gateway:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
                               middlewares=middlewares(self.metrics))
-        app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.admin.routes()])
+        app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.webhooks.routes(),
+                        *self.admin.routes(), *self.bots_api.routes()])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)

@@ -15,7 +15,8 @@ from parlour.flow.model import FlowSpec
 from . import schemas as s
 
 MODELS = [FlowSpec, s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.FlowsOut, s.FlowOut, s.FlowVersionOut,
-          s.FlowCreated, s.Rollback, s.ConversationOut, s.TenantsOut, s.TenantCreated, s.Health, s.Ready]
+          s.FlowCreated, s.Rollback, s.ConversationOut, s.TenantsOut, s.TenantCreated, s.Health, s.Ready,
+          s.BotOut, s.BotsOut, s.DeadLettersOut, s.DeadLetterChoice, s.Replayed, s.Dropped]
 REF = "#/components/schemas/{model}"
 
 
@@ -51,7 +52,8 @@ REASONS = {400: "the request is malformed (bad JSON, a field that does not valid
            404: "no such resource (or not one this token can see)", 409: "conflicts with the config file",
            413: "the body is larger than the limit", 422: "the flow is invalid: every problem with its line and column",
            429: "over the tenant's rate limit (a socket: over the user's open sockets); see Retry-After",
-           500: "the turn failed", 503: "overloaded or not ready; see Retry-After"}
+           500: "the turn failed", 503: "overloaded or not ready; see Retry-After",
+           405: "this channel has no GET handshake"}
 ERROR_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}
 
 
@@ -75,6 +77,9 @@ NEW_TENANT = {**TENANT, "description": "1 to 64 ASCII letters, digits, `-` or `_
 FLOW = {"name": "flow", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 CHANNEL = {"name": "channel", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+BOT_CHANNEL = {"name": "channel", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+               "description": "whatsapp, telegram, slack, twilio or signal (another answers 404)"}
+BOT = {"name": "bot", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 BEARER = [{"bearer": []}]
 
 
@@ -141,6 +146,58 @@ def _paths() -> dict[str, Any]:
             "delete": {"summary": "reset a conversation: its next message starts afresh",
                        "operationId": "resetConversation", "security": BEARER, "parameters": [TENANT, CHANNEL, USER],
                        "responses": {"204": _answer("reset"), **_errors(400, 401, 404)}}},
+        **_channel_paths(),
+    }
+
+
+def _channel_paths() -> dict[str, Any]:
+    anything = {"schema": {}}
+    unsigned = {"401": _json(s.ErrorOut, "not signed by the channel with the bot's secret: `details.reason` is "
+                                         "missing, mismatch, stale or malformed")}
+    return {
+        "/v1/{tenant}/channels/{channel}/{bot}": {
+            "post": {"summary": "a channel's webhook: checked against the bot's credentials, each message a turn; "
+                                "answered once every turn is committed", "operationId": "channelWebhook",
+                     "parameters": [TENANT, BOT_CHANNEL, BOT],
+                     "requestBody": {"required": True, "description": "the channel's own payload, as it signed it",
+                                     "content": {"application/json": anything,
+                                                 "application/x-www-form-urlencoded": anything}},
+                     "responses": {"200": _answer("taken (a body only where the channel wants one)",
+                                                  {"application/json": {"schema": {"type": "object"}}}),
+                                   **_errors(400, 404, 413, 429, 500, 503), **unsigned}},
+            "get": {"summary": "a channel's handshake (WhatsApp's hub.challenge)", "operationId": "channelHandshake",
+                    "parameters": [TENANT, BOT_CHANNEL, BOT],
+                    "responses": {"200": _answer("the challenge", {"text/plain": {"schema": {"type": "string"}}}),
+                                  **_errors(404, 405), **unsigned}}},
+        "/v1/{tenant}/bots": {"get": {"summary": "the tenant's bots", "operationId": "listBots", "security": BEARER,
+                                      "parameters": [TENANT],
+                                      "responses": {"200": _json(s.BotsOut, "bots"), **_errors(401, 404, 503)}}},
+        "/v1/{tenant}/bots/{channel}/{bot}": {
+            "put": {"summary": "add or change a bot; credentials left out keep their saved values",
+                    "operationId": "putBot", "security": BEARER, "parameters": [TENANT, BOT_CHANNEL, BOT],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "responses": {"200": _json(s.BotOut, "changed"), "201": _json(s.BotOut, "added"),
+                                  **_errors(400, 401, 404, 413, 422, 503)}},
+            "get": {"summary": "a bot (credentials show as `set`)", "operationId": "getBot", "security": BEARER,
+                    "parameters": [TENANT, BOT_CHANNEL, BOT],
+                    "responses": {"200": _json(s.BotOut, "the bot"), **_errors(401, 404, 503)}},
+            "delete": {"summary": "remove a bot", "operationId": "deleteBot", "security": BEARER,
+                       "parameters": [TENANT, BOT_CHANNEL, BOT],
+                       "responses": {"204": _answer("removed"), **_errors(401, 404, 503)}}},
+        "/v1/{tenant}/dead-letters": {"get": {
+            "summary": "the tenant's replies given up on after their last attempt, oldest first",
+            "operationId": "listDeadLetters", "security": BEARER, "parameters": [TENANT],
+            "responses": {"200": _json(s.DeadLettersOut, "dead letters"), **_errors(401, 404, 503)}}},
+        "/v1/{tenant}/dead-letters/replay": {"post": {
+            "summary": "send dead letters again (to the end of the outbox, same idempotency keys)",
+            "operationId": "replayDeadLetters", "security": BEARER, "parameters": [TENANT],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.DeadLetterChoice)}}},
+            "responses": {"200": _json(s.Replayed, "how many were replayed"), **_errors(400, 401, 404, 413, 503)}}},
+        "/v1/{tenant}/dead-letters/drop": {"post": {
+            "summary": "delete dead letters", "operationId": "dropDeadLetters", "security": BEARER,
+            "parameters": [TENANT],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.DeadLetterChoice)}}},
+            "responses": {"200": _json(s.Dropped, "how many were dropped"), **_errors(400, 401, 404, 413, 503)}}},
     }
 
 

@@ -148,3 +148,46 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: str
     hosts: int
+
+
+class BotOut(BaseModel):
+    channel: str
+    bot: str
+    settings: dict[str, Any] = Field(description="the bot's settings; each credential shows as `set` (or null)")
+    webhook_url: str = Field(description="the URL to register at the channel")
+
+
+class BotsOut(BaseModel):
+    bots: list[BotOut]
+
+
+class DeadLetterOut(BaseModel):
+    id: str
+    channel: str = Field(description="`<channel>:<bot>`")
+    user: str
+    seq: int = Field(description="the reply's number in its conversation (its idempotency key is `key#seq`)")
+    reason: str
+    attempts: int
+    failed_at: float
+    reply: dict[str, Any]
+
+
+class DeadLettersOut(BaseModel):
+    dead_letters: list[DeadLetterOut]
+
+
+class DeadLetterChoice(BaseModel):
+    """Which dead letters: ``{"ids": [...]}`` or ``{"all": true}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] | None = None
+    all: bool | None = None
+
+
+class Replayed(BaseModel):
+    replayed: int
+
+
+class Dropped(BaseModel):
+    dropped: int

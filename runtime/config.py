@@ -115,7 +115,10 @@ class Settings(BaseSettings):
     partitions: int = Field(1024, ge=1, le=65_536)
     num_cpus: int | None = Field(None, ge=1)
     admin_token: SecretStr | None = Field(None, description="the operator's token; generated into data_dir if unset")
-    public_url: str | None = Field(None, description="the URL users reach this server at, for the printed links")
+    public_url: str | None = Field(None, description="the URL users and channels reach this server at: the printed "
+                                   "links, and the URL a channel signs when parlour sits behind a proxy")
+    secrets_key: SecretStr | None = Field(None, description="Fernet key(s), comma-separated (the first encrypts), for "
+                                          "channel credentials at rest; generated into data_dir if unset")
     # Names keep their case only from the file and the options (the environment's are lowercased).
     env: dict[str, str] = Field(default_factory=dict, description="values flows read as env.NAME")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="secrets http nodes use by name")

@@ -95,6 +95,10 @@ class GatewayMetrics:
         self.errors = Counter("parlour_errors", "errors by kind", ["kind"], registry=r)
         self.websockets = Gauge("parlour_websockets_open", "open chat WebSockets", registry=r)
         self.pushed = Counter("parlour_web_pushed", "replies from timers and calls pushed to web chats", ["result"], registry=r)
+        self.webhooks_refused = Counter("parlour_webhooks_refused", "channel webhooks refused for their signature",
+                                        ["channel", "reason"], registry=r)
+        self.channel_events = Counter("parlour_channel_events", "statuses and other events from channels (not turns)",
+                                      ["channel", "kind", "status"], registry=r)
         self.hosts = HostsCollector()
         r.register(self.hosts)
 

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Self
 
+from .actors.delivery import RetryPolicy
 from .actors.dispatch import Dispatcher
 from .actors.host import HostConfig
 from .actors.remote import HostSettings, Names
@@ -35,10 +36,10 @@ DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
 
 
 class Runtime:
-    def __init__(self, settings: HostSettings, started_ray: bool, router, hosts: dict):
+    def __init__(self, settings: HostSettings, started_ray: bool, router, hosts: dict, delivery=None):
         self.settings = settings
         self._started_ray = started_ray
-        self.router, self.hosts = router, hosts
+        self.router, self.hosts, self.delivery = router, hosts, delivery
         self.dispatcher = Dispatcher(self._table, self._deliver)
 
     @classmethod
@@ -46,8 +47,11 @@ class Runtime:
                     address: str | None = None, num_cpus: int | None = None, name: str = "parlour",
                     env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
                     config: HostConfig | None = None, ready_timeout_s: float = 60.0,
-                    log_level: str = "WARNING", log_format: str = "text") -> Runtime:
-        """Start (or join) Ray and the runtime named ``name``; return once every host is ready."""
+                    log_level: str = "WARNING", log_format: str = "text", secrets_key: str | None = None,
+                    delivery: RetryPolicy | None = None) -> Runtime:
+        """Start (or join) Ray and the runtime named ``name``; return once every host is ready.
+        With ``secrets_key`` (what opens the bots' credentials) it also runs the delivery
+        supervisor, which sends the replies of the messaging channels."""
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
         if not hosts <= partitions <= 65_536:
@@ -68,7 +72,8 @@ class Runtime:
             raise ParlourError(
                 f"runtime {name!r} already runs with {len(table.hosts)} hosts and {table.partitions} partitions: "
                 "stop it before starting it with other numbers (moving partitions comes with scaling)")
-        runtime = cls(settings, started, router, ray_cluster.place_hosts(settings))
+        courier = ray_cluster.place_delivery(settings, secrets_key, delivery or RetryPolicy()) if secrets_key else None
+        runtime = cls(settings, started, router, ray_cluster.place_hosts(settings), courier)
         await runtime.ready(ready_timeout_s)
         return runtime
 
@@ -127,9 +132,9 @@ class Runtime:
 
     async def pids(self) -> dict[str, int]:
         """The worker process of each host (and ``router``), e.g. to kill one in a test."""
-        names = [*self.hosts, "router"]
-        pids = await asyncio.gather(*(h.pid.remote() for h in self.hosts.values()), self.router.pid.remote())
-        return dict(zip(names, pids))
+        actors = {**self.hosts, "router": self.router, **({"delivery": self.delivery} if self.delivery else {})}
+        pids = await asyncio.gather(*(actor.pid.remote() for actor in actors.values()))
+        return dict(zip(actors, pids))
 
     async def stop(self, *, shutdown_ray: bool | None = None, timeout_s: float = 30.0) -> None:
         """Let each host finish and commit the batch in hand, then end the actors (and Ray,
@@ -137,8 +142,9 @@ class Runtime:
         await self.dispatcher.aclose()
         # A host that does not answer (dead, restarting) must not hold the stop up for ever.
         await asyncio.gather(*(asyncio.wait_for(h.stop.remote(), timeout_s) for h in self.hosts.values()),
+                             *([asyncio.wait_for(self.delivery.stop.remote(), timeout_s)] if self.delivery else []),
                              return_exceptions=True)
-        ray_cluster.kill(self.router, *self.hosts.values())
+        ray_cluster.kill(self.router, *self.hosts.values(), *([self.delivery] if self.delivery else []))
         if shutdown_ray if shutdown_ray is not None else self._started_ray:
             await asyncio.to_thread(ray_cluster.disconnect)
 

@@ -18,15 +18,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from .config import Settings, hash_token, new_token
 from .flows_dir import bundled_flows
 from .errors import FlowError
 from .flow import load_paths
 from .gateway.app import Gateway
+from .gateway.channels.registry import Bots, Cipher
 from .gateway.middleware import AccessLogger
 from .logs import setup_logging
 from .runtime import Runtime
@@ -35,24 +38,35 @@ from .store import FlowRecord, Store, open_store
 log = logging.getLogger("parlour.serve")
 
 TOKEN_FILE = "admin-token"
+SECRETS_KEY_FILE = "secrets-key"
 
 
 def admin_token(settings: Settings) -> tuple[str, str]:
-    """The operator's token and where it comes from (the environment, or a file in the data
-    folder, created with mode 0600 on first start)."""
-    if settings.admin_token is not None:
-        return settings.admin_token.get_secret_value(), "the PARLOUR_ADMIN_TOKEN environment variable"
-    path = settings.data_dir / TOKEN_FILE
+    """The operator's token and where it comes from."""
+    return kept_secret(settings.admin_token, "PARLOUR_ADMIN_TOKEN", settings.data_dir / TOKEN_FILE, new_token)
+
+
+def secrets_key(settings: Settings) -> tuple[str, str]:
+    """The key(s) that encrypt channel credentials, and where they come from. A cluster's
+    nodes must share one: set PARLOUR_SECRETS_KEY on each."""
+    return kept_secret(settings.secrets_key, "PARLOUR_SECRETS_KEY", settings.data_dir / SECRETS_KEY_FILE, Cipher.new_key)
+
+
+def kept_secret(given: SecretStr | None, variable: str, path: Path, make: Callable[[], str]) -> tuple[str, str]:
+    """A secret from the environment, or from a file in the data folder, created with mode
+    0600 on first start; refused if others can read that file."""
+    if given is not None:
+        return given.get_secret_value(), f"the {variable} environment variable"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         if path.stat().st_mode & 0o077:
-            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it (or delete it for a new token)") from None
+            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it (or delete it for a new one)") from None
         return path.read_text().strip(), f"the file {path}"
-    token = new_token()
+    value = make()
     with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
-    return token, f"the file {path} (new)"
+        out.write(value + "\n")
+    return value, f"the file {path} (new)"
 
 
 def tenant_flows(settings: Settings) -> dict[str, list[Path]]:
@@ -91,13 +105,14 @@ async def deploy_new(runtime: Runtime, store: Store, loaded: dict[str, list]) ->
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     token, token_source = admin_token(settings)
+    key, _ = secrets_key(settings)
     loaded = check_flows(tenant_flows(settings))
     stop = asyncio.Event()
     print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
                                   address=settings.ray_address, num_cpus=settings.num_cpus, env=settings.env,
                                   secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
-                                  log_level=settings.log_level, log_format=settings.log_format)
+                                  log_level=settings.log_level, log_format=settings.log_format, secrets_key=key)
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
     # kills the process; ours must be the one installed last.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,7 +122,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     try:
         await store.open()
         installed = await deploy_new(runtime, store, loaded)
-        gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token))
+        bots = Bots(store, Cipher.from_keys(key))
+        gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token), bots=bots)
         runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, handle_signals=False,
                                shutdown_timeout=settings.shutdown_timeout_s)
         await runner.setup()

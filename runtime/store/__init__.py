@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .base import (
     Commit,
+    DeadLetter,
     Fenced,
     FlowRecord,
     OutboxEntry,

@@ -23,9 +23,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from parlour.actors.delivery import RetryPolicy
 from parlour.config import Settings, TenantConfig, hash_token, new_token
 from parlour.flows_dir import bundled_flows
 from parlour.gateway.app import Gateway
+from parlour.gateway.channels.registry import Bots, Cipher
 from parlour.gateway.middleware import AccessLogger
 from parlour.runtime import Runtime
 from parlour.store import open_store
@@ -76,18 +78,21 @@ which keeps a transcript, is its default; ``timer`` speaks a second after ``time
 
 
 async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_limit: str | None = None,
-                     **settings: Any):
-    """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`."""
+                     secrets_key: str | None = None, delivery: RetryPolicy | None = None, **settings: Any):
+    """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. With
+    ``secrets_key``, it runs the delivery supervisor too."""
     tokens = {name: new_token() for name in FLOWS}
     tenants = {name: TenantConfig(tokens=[hash_token(token)], rate_limit=rate_limit) for name, token in tokens.items()}
     config = Settings(store=store_url, tenants=tenants, **settings)
-    runtime = await Runtime.start(store=store_url, hosts=1, name=f"gw{os.getpid()}-{next(_names)}", env=env)
+    runtime = await Runtime.start(store=store_url, hosts=1, name=f"gw{os.getpid()}-{next(_names)}", env=env,
+                                  secrets_key=secrets_key, delivery=delivery)
     for name, paths in FLOWS.items():
         await runtime.deploy(name, paths)
     store = open_store(store_url)
     await store.open()
     operator = new_token()
-    gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator))
+    bots = Bots(store, Cipher.from_keys(secrets_key or Cipher.new_key()))  # as serve has
+    gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator), bots=bots)
     runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -40,7 +40,11 @@ from schemathesis.specs.openapi.checks import (
 # calls per operation and way of calling it: the whole test takes about a minute on 2 cores
 EXAMPLES = int(os.environ.get("PARLOUR_OPENAPI_EXAMPLES", "40"))
 KNOWN_USER = "openapi-known-user"
-NO_2XX = {"GET /v1/{tenant}/web/ws"}  # its one success is 101 Switching Protocols, which needs a WebSocket client
+NO_2XX = {"GET /v1/{tenant}/web/ws",  # its one success is 101 Switching Protocols, which needs a WebSocket client
+          # a channel's webhook succeeds only when signed with the bot's secret, which generated calls never are
+          "POST /v1/{tenant}/channels/{channel}/{bot}", "GET /v1/{tenant}/channels/{channel}/{bot}"}
+BOT = {"api_base": "http://127.0.0.1:9", "token": "1:x", "secret_token": "openapi-secret"}
+BOT_PATH = {"channel": "telegram", "bot": "support"}  # the bot and webhook operations' existing bot
 HOSTILE = {  # bodies generation hardly ever makes, sent to every operation that takes one: a 4xx is the answer
     "nested 30,000 deep": b"[" * 30_000 + b"]" * 30_000,
     "a NUL": b"\x00",
@@ -102,9 +106,19 @@ async def existing(node) -> tuple[dict[str, str], dict[str, tuple[Any, str]]]:
         first = (await response.json())["flows"][0]
     async with node.http.get(f"{node.url}/v1/demo/flows/{first['flow']}", headers=node.auth()) as response:
         source = (await response.json())["source"]
-    path = {"tenant": "demo", "flow": first["flow"], "channel": "web", "user": KNOWN_USER}
+    async with node.http.put(f"{node.url}/v1/demo/bots/telegram/support", headers=node.auth(), json=BOT) as response:
+        assert response.status == 201, await response.text()
+    path = {"tenant": "demo", "flow": first["flow"], "channel": "web", "user": KNOWN_USER, "bot": "support"}
     return path, {"putFlow": (yaml.safe_load(source), "application/yaml"),
-                  "rollbackFlow": ({"version": first["current"]}, "application/json")}
+                  "rollbackFlow": ({"version": first["current"]}, "application/json"),
+                  "putBot": (BOT, "application/json")}
+
+
+def fixed_path(operation, path: dict[str, str]) -> dict[str, str]:
+    """``path``'s values for the operation's path parameters (a bot's channel where it names a bot)."""
+    if "{bot}" in operation.path and path:
+        path = {**path, **BOT_PATH}
+    return {name: value for name, value in path.items() if operation.get_parameter(name, "path")}
 
 
 def ways(node, path: dict[str, str], bodies: dict[str, tuple[Any, str]]) -> list[Way]:
@@ -127,8 +141,7 @@ def run_way(operation, way: Way, base_url: str, session: requests.Session, seen:
     """Up to ``way.examples`` generated calls of ``operation``; raises the first failure
     hypothesis finds (shrunk), with a curl command that repeats it."""
     secured = bool(operation.definition.raw.get("security"))
-    fixed: dict[str, Any] = {"path_parameters": {name: value for name, value in way.path.items()
-                                                 if operation.get_parameter(name, "path")} or None}
+    fixed: dict[str, Any] = {"path_parameters": fixed_path(operation, way.path) or None}
     if (operation_id := operation.definition.raw.get("operationId")) in way.bodies:
         fixed["body"], fixed["media_type"] = way.bodies[operation_id]
 
@@ -156,7 +169,7 @@ def run_way(operation, way: Way, base_url: str, session: requests.Session, seen:
 def send_hostile(operation, way: Way, base_url: str, session: requests.Session, seen: set[int]) -> list[str]:
     """Each of :data:`HOSTILE` as the body of ``operation`` (on ``way``'s path and token): what failed."""
     failures = []
-    path = {name: value for name, value in way.path.items() if operation.get_parameter(name, "path")}
+    path = fixed_path(operation, way.path)
     headers = {"Authorization": f"Bearer {way.token}"} if operation.definition.raw.get("security") else None
     for name, body in HOSTILE.items():
         case = operation.Case(path_parameters=path, headers=headers, body=body, media_type="application/json")

@@ -1,0 +1,219 @@
+"""The delivery supervisor: it drains the outbox and sends each reply to its channel's API.
+
+- **Order.** A conversation's replies go out one after another, in outbox order (its *lane*);
+  lanes of different conversations run side by side.
+- **Idempotency.** Every call carries ``Idempotency-Key: {conversation}#{seq}.{part}``. A
+  reply whose send was in flight when the supervisor died is sent again under the same key,
+  which a channel (or a fake) that honours it drops.
+- **Retries.** A timeout, a cut connection, 429 or 5xx is retried after an exponential backoff
+  with full jitter, and never sooner than the channel asked (``Retry-After``, Telegram's
+  ``retry_after``). Another 4xx is not retried. After the last attempt the reply goes to the
+  dead letters, and the lane goes on with the conversation's next reply.
+- **A circuit breaker per endpoint** (a bot's ``api_base``). After ``breaker_failures``
+  retryable failures in a row it opens: sends to that endpoint wait ``breaker_open_s``,
+  without spending their attempts, then one probe decides whether it closes.
+- **State is in the store.** An entry leaves the outbox only when it is sent (``ack``) or
+  buried, so a restarted supervisor reads the outbox from its start and resumes.
+
+Entries of the web channel are not its business: :class:`parlour.gateway.web.WebPush` takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from parlour.codec import unpack_outbound
+from parlour.errors import ParlourError
+from parlour.gateway.channels.base import BotSettings, Call, Verdict
+from parlour.gateway.channels.registry import adapter
+from parlour.messages import ConversationKey
+from parlour.store import OutboxEntry, Store, StoreError
+
+log = logging.getLogger("parlour.delivery")
+
+BotLookup = Callable[[str, str, str], Awaitable[BotSettings | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_s: float = 0.5
+    max_backoff_s: float = 60.0
+    timeout_s: float = 10.0
+    breaker_failures: int = 5
+    breaker_open_s: float = 30.0
+
+    def backoff(self, attempt: int, asked_s: float | None, rng: random.Random) -> float:
+        """Full jitter (a random wait up to the exponential bound), at least what was asked."""
+        return max(asked_s or 0.0, rng.uniform(0.0, min(self.max_backoff_s, self.base_s * 2 ** attempt)))
+
+
+@dataclass
+class Breaker:
+    """One endpoint's circuit: ``closed`` (sends go), ``open`` (sends wait), ``half_open``
+    (one probe is out; the others wait for its answer)."""
+
+    failures_to_open: int
+    open_s: float
+    clock: Callable[[], float]
+    state: str = "closed"
+    failures: int = 0
+    opened_at: float = 0.0
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def admit(self) -> None:
+        async with self.changed:
+            while True:
+                if self.state == "closed":
+                    return
+                if self.state == "open" and self.clock() - self.opened_at >= self.open_s:
+                    self.state = "half_open"
+                    return  # this send is the probe
+                wait = self.open_s - (self.clock() - self.opened_at) if self.state == "open" else None
+                try:
+                    await asyncio.wait_for(self.changed.wait(), wait)
+                except TimeoutError:
+                    pass
+
+    async def record(self, ok: bool) -> None:
+        async with self.changed:
+            if ok:
+                self.state, self.failures = "closed", 0
+            else:
+                self.failures += 1
+                if self.state == "half_open" or self.failures >= self.failures_to_open:
+                    self.state, self.opened_at = "open", self.clock()
+            self.changed.notify_all()
+
+
+@dataclass
+class DeliveryCounts:
+    sent: int = 0
+    retries: int = 0
+    failed: int = 0
+    buried: int = 0
+
+
+class Delivery:
+    def __init__(self, store: Store, bots: BotLookup, *, policy: RetryPolicy = RetryPolicy(),
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 poll_s: float = 0.2, max_queued: int = 10_000):
+        self.store, self.bots, self.policy, self.clock = store, bots, policy, clock
+        self.rng = rng or random.Random()
+        self.poll_s, self.max_queued = poll_s, max_queued
+        self.counts = DeliveryCounts()
+        self.breakers: dict[str, Breaker] = {}
+        self._lanes: dict[str, deque[OutboxEntry]] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def queued(self) -> int:
+        return sum(map(len, self._lanes.values()))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read the outbox from its start and deliver until ``stop`` is set."""
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s))
+        cursor = None
+        try:
+            while not stop.is_set():
+                entries = await self._read(cursor) if self.queued < self.max_queued else []
+                for entry in entries:
+                    cursor = entry.id
+                    if ConversationKey.parse(entry.key).channel != "web":
+                        self._enqueue(entry)
+                if not entries:
+                    try:
+                        await asyncio.wait_for(stop.wait(), self.poll_s)
+                    except TimeoutError:
+                        pass
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self._http.close()
+
+    async def _read(self, cursor: str | None) -> list[OutboxEntry]:
+        try:
+            return await self.store.read_outbox(cursor, 500)
+        except StoreError as exc:
+            log.warning("cannot read the outbox: %s", exc)
+            return []
+
+    def _enqueue(self, entry: OutboxEntry) -> None:
+        self._lanes.setdefault(entry.key, deque()).append(entry)
+        if entry.key not in self._tasks:
+            self._tasks[entry.key] = asyncio.create_task(self._lane(entry.key))
+
+    async def _lane(self, key: str) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane:
+                await self._deliver(lane[0])
+                lane.popleft()
+        finally:
+            self._lanes.pop(key, None)
+            self._tasks.pop(key, None)
+
+    async def _deliver(self, entry: OutboxEntry) -> None:
+        conversation = ConversationKey.parse(entry.key)
+        channel, _, bot = conversation.channel.partition(":")
+        try:
+            settings = await self.bots(conversation.tenant, channel, bot)
+            if settings is None:
+                return await self._bury(entry, f"no {channel} bot {bot!r} for tenant {conversation.tenant!r}", 0)
+            calls = adapter(channel).render(settings, conversation.user, unpack_outbound(entry.data)["reply"])
+        except ParlourError as exc:
+            return await self._bury(entry, f"cannot be sent: {exc}", 0)
+        attempts = 0
+        for part, call in enumerate(calls):
+            breaker = self.breakers.setdefault(settings.api_base, Breaker(
+                self.policy.breaker_failures, self.policy.breaker_open_s, self.clock))
+            while True:
+                await breaker.admit()
+                verdict = await self._send(settings.api_base, call, f"{entry.key}#{entry.seq}.{part}", channel)
+                attempts += 1
+                await breaker.record(verdict.outcome != "retry")
+                if verdict.outcome == "sent":
+                    self.counts.sent += 1
+                    break
+                if verdict.outcome == "failed" or attempts >= self.policy.max_attempts:
+                    self.counts.failed += 1
+                    return await self._bury(entry, verdict.reason, attempts)
+                self.counts.retries += 1
+                await asyncio.sleep(self.policy.backoff(attempts, verdict.after_s, self.rng))
+        await self._store("ack", self.store.ack_outbox, [entry.id])
+
+    async def _send(self, base: str, call: Call, idempotency_key: str, channel: str) -> Verdict:
+        headers = {**call.headers, "Idempotency-Key": idempotency_key}
+        try:
+            async with self._http.request(call.method, base.rstrip("/") + call.path, headers=headers,
+                                          json=call.json, data=call.form) as answer:
+                body = await answer.read()
+                return adapter(channel).judge(answer.status, answer.headers, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # An error's text may hold the URL, and a path may hold a credential (Telegram's).
+            return Verdict("retry", None, f"{type(exc).__name__}: {exc}".replace(call.path, "/...")[:300])
+
+    async def _bury(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
+        log.warning("gave up on reply %s#%s after %d attempt(s): %s", entry.key, entry.seq, attempts, reason)
+        self.counts.buried += 1
+        await self._store("bury", self.store.bury, entry, reason, attempts, time.time())
+
+    async def _store(self, what: str, action, *args) -> None:
+        """A write the supervisor cannot go on without: retried until the store takes it."""
+        delay = 0.1
+        while True:
+            try:
+                return await action(*args)
+            except StoreError as exc:
+                log.warning("store %s failed, retrying: %s", what, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
