@@ -34,11 +34,14 @@ from parlour.errors import ParlourError
 from parlour.gateway.channels.base import BotSettings, Call, Verdict
 from parlour.gateway.channels.registry import adapter
 from parlour.messages import ConversationKey
+from parlour.metrics import BREAKER_STATES, DeliveryMetrics, Exported
 from parlour.store import OutboxEntry, Store, StoreError
 
 log = logging.getLogger("parlour.delivery")
 
 BotLookup = Callable[[str, str, str], Awaitable[BotSettings | None]]
+DEAD_COUNT_S = 10.0  # how often the dead letters are counted for their gauge
+DEAD_COUNT_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +96,6 @@ class Breaker:
             self.changed.notify_all()
 
 
-@dataclass
-class DeliveryCounts:
-    sent: int = 0
-    retries: int = 0
-    failed: int = 0
-    buried: int = 0
-
-
 class Delivery:
     def __init__(self, store: Store, bots: BotLookup, *, policy: RetryPolicy = RetryPolicy(),
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
@@ -108,7 +103,7 @@ class Delivery:
         self.store, self.bots, self.policy, self.clock = store, bots, policy, clock
         self.rng = rng or random.Random()
         self.poll_s, self.max_queued = poll_s, max_queued
-        self.counts = DeliveryCounts()
+        self.metrics = DeliveryMetrics()
         self.breakers: dict[str, Breaker] = {}
         self._lanes: dict[str, deque[OutboxEntry]] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -121,9 +116,12 @@ class Delivery:
     async def run(self, stop: asyncio.Event) -> None:
         """Read the outbox from its start and deliver until ``stop`` is set."""
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s))
-        cursor = None
+        cursor, counted_at = None, -float("inf")
         try:
             while not stop.is_set():
+                if self.clock() - counted_at >= DEAD_COUNT_S:
+                    counted_at = self.clock()
+                    await self._count_dead()
                 entries = await self._read(cursor) if self.queued < self.max_queued else []
                 for entry in entries:
                     cursor = entry.id
@@ -139,6 +137,26 @@ class Delivery:
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             await self._http.close()
+
+    def export(self) -> Exported:
+        self.metrics.queued.set(self.queued)
+        for base, breaker in self.breakers.items():
+            self.metrics.breaker.labels(base).set(BREAKER_STATES[breaker.state])
+        return self.metrics.export()
+
+    async def _count_dead(self) -> None:
+        """The dead letters' number, for the gauge (at most :data:`DEAD_COUNT_MAX` counted)."""
+        count, after = 0, None
+        try:
+            while count < DEAD_COUNT_MAX:
+                page = await self.store.dead_letters(after, 1000)
+                count += len(page)
+                if len(page) < 1000:
+                    break
+                after = page[-1].id
+        except StoreError:
+            return
+        self.metrics.dead_depth.set(count)
 
     async def _read(self, cursor: str | None) -> list[OutboxEntry]:
         try:
@@ -181,13 +199,12 @@ class Delivery:
                 verdict = await self._send(settings.api_base, call, f"{entry.key}#{entry.seq}.{part}", channel)
                 attempts += 1
                 await breaker.record(verdict.outcome != "retry")
+                self.metrics.sends.labels(channel, verdict.outcome).inc()
                 if verdict.outcome == "sent":
-                    self.counts.sent += 1
                     break
                 if verdict.outcome == "failed" or attempts >= self.policy.max_attempts:
-                    self.counts.failed += 1
                     return await self._bury(entry, verdict.reason, attempts)
-                self.counts.retries += 1
+                self.metrics.retries.labels(channel).inc()
                 await asyncio.sleep(self.policy.backoff(attempts, verdict.after_s, self.rng))
         await self._store("ack", self.store.ack_outbox, [entry.id])
 
@@ -204,7 +221,8 @@ class Delivery:
 
     async def _bury(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
         log.warning("gave up on reply %s#%s after %d attempt(s): %s", entry.key, entry.seq, attempts, reason)
-        self.counts.buried += 1
+        self.metrics.dead.labels(ConversationKey.parse(entry.key).channel.partition(":")[0]).inc()
+        self.metrics.dead_depth.inc()
         await self._store("bury", self.store.bury, entry, reason, attempts, time.time())
 
     async def _store(self, what: str, action, *args) -> None:

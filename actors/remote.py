@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import ray
 from parlour.codec import Record
@@ -131,9 +131,8 @@ class DeliveryActor:
                 log.warning("the delivery supervisor stopped, starting again: %r", exc)
                 await asyncio.sleep(1.0)
 
-    async def counts(self) -> dict:
-        return {**asdict(self.delivery.counts), "queued": self.delivery.queued,
-                "breakers": {base: b.state for base, b in self.delivery.breakers.items()}}
+    async def metrics(self) -> list:
+        return self.delivery.export()
 
     async def stop(self) -> None:
         self.stopping.set()

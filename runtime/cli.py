@@ -131,10 +131,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from .config import hash_token, new_token
 
+    if args.secrets_key:
+        from .gateway.channels.registry import Cipher
+
+        print(f"{Cipher.new_key()}\n(set it as PARLOUR_SECRETS_KEY on every node; to rotate, put the new key first: "
+              "PARLOUR_SECRETS_KEY=new,old)")
+        return 0
     token = new_token()
     print(f"token: {token}\nhash:  {hash_token(token)}\n(give the token to its user; put the hash in the config "
           "file's `tokens` list of the tenant)")
     return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from .admin_client import AdminClient, AdminError
+
+    client = AdminClient(args.url, args.token, args.data_dir)
+    base = f"/v1/{args.tenant}/dead-letters"
+    try:
+        if args.dlq_command in ("list", "show"):
+            letters = client.call("GET", base)["dead_letters"]
+            if args.dlq_command == "show":
+                found = [letter for letter in letters if letter["id"] == args.id]
+                if not found:
+                    print(f"parlour: no dead letter {args.id!r} for tenant {args.tenant!r}", file=sys.stderr)
+                    return 1
+                print(json.dumps(found[0], indent=2, ensure_ascii=False))
+                return 0
+            for letter in letters:
+                text = (letter["reply"].get("text") or "").replace("\n", " ")
+                print(f"{letter['id']}  {letter['channel']}/{letter['user']}#{letter['seq']}  "
+                      f"{letter['attempts']} attempt(s): {letter['reason'][:60]}  | {text[:40]}")
+            print(f"{len(letters)} dead letter(s)")
+            return 0
+        body = {"all": True} if args.all else {"ids": args.ids}
+        if not args.all and not args.ids:
+            print("parlour: name the dead letters (ids from `parlour dlq list`) or give --all", file=sys.stderr)
+            return 2
+        done = client.call("POST", f"{base}/{args.dlq_command}", body)
+        print(f"{next(iter(done.values()))} dead letter(s) {'replayed' if args.dlq_command == 'replay' else 'dropped'}")
+        return 0
+    except AdminError as exc:
+        print(f"parlour: {exc}", file=sys.stderr)
+        return 1
 
 
 SERVE_OPTIONS = {
@@ -169,7 +208,26 @@ def parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="make tokens for the admin API")
     token_sub = token.add_subparsers(dest="token_command", required=True)
-    token_sub.add_parser("new", help="print a new token and its hash").set_defaults(run=cmd_token)
+    new = token_sub.add_parser("new", help="print a new token and its hash")
+    new.add_argument("--secrets-key", action="store_true", help="print a new key for channel credentials instead")
+    new.set_defaults(run=cmd_token)
+
+    dlq = sub.add_parser("dlq", help="the replies given up on: list, show, replay, drop (through a running node)")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, text in (("list", "list a tenant's dead letters, oldest first"), ("show", "one dead letter in full"),
+                       ("replay", "send dead letters again"), ("drop", "delete dead letters")):
+        command = dlq_sub.add_parser(name, help=text)
+        command.add_argument("tenant")
+        if name == "show":
+            command.add_argument("id")
+        elif name in ("replay", "drop"):
+            command.add_argument("ids", nargs="*", metavar="ID")
+            command.add_argument("--all", action="store_true", help="every dead letter of the tenant")
+        command.add_argument("--url", default=os.environ.get("PARLOUR_URL", "http://127.0.0.1:8080"),
+                             help="the node's URL (or PARLOUR_URL; default http://127.0.0.1:8080)")
+        command.add_argument("--token", help="an admin token (default PARLOUR_ADMIN_TOKEN, else the data folder's)")
+        command.add_argument("--data-dir", type=Path, default=Path(".parlour"), help="where serve keeps its token")
+        command.set_defaults(run=cmd_dlq)
 
     chat = sub.add_parser("chat", help="talk to flows in the terminal")
     chat.add_argument("paths", nargs="*", help="flow files or directories (default: the bundled flows)")

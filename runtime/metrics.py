@@ -39,6 +39,34 @@ HOST_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
+def export_registry(registry: CollectorRegistry) -> Exported:
+    return [(m.name, m.type, m.documentation, [(s.name, dict(s.labels), s.value) for s in m.samples])
+            for m in registry.collect()]
+
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class DeliveryMetrics:
+    """What the delivery supervisor observes, per send."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.sends = Counter("parlour_delivery_sends", "calls to channel APIs, by what they came to",
+                             ["channel", "result"], registry=r)
+        self.retries = Counter("parlour_delivery_retries", "calls to be made again (timeout, 429, 5xx)",
+                               ["channel"], registry=r)
+        self.dead = Counter("parlour_delivery_dead_letters", "replies given up on, into the dead letters",
+                            ["channel"], registry=r)
+        self.breaker = Gauge("parlour_delivery_breaker_state", "each endpoint's circuit: 0 closed, 1 half open, 2 open",
+                             ["endpoint"], registry=r)
+        self.queued = Gauge("parlour_delivery_queued", "replies read from the outbox and not yet sent", registry=r)
+        self.dead_depth = Gauge("parlour_dead_letters", "replies in the dead-letter queue (every tenant)", registry=r)
+
+    def export(self) -> Exported:
+        return export_registry(self.registry)
+
+
 class HostMetrics:
     """What one host observes, per batch."""
 
@@ -50,8 +78,7 @@ class HostMetrics:
                                         buckets=LATENCY_BUCKETS, registry=self.registry)
 
     def export(self, counts: Mapping[str, int], gauges: Mapping[str, float]) -> Exported:
-        families: Exported = [(m.name, m.type, m.documentation, [(s.name, dict(s.labels), s.value) for s in m.samples])
-                              for m in self.registry.collect()]
+        families = export_registry(self.registry)
         for name, (doc, sources) in HOST_COUNTERS.items():
             samples = [(f"{name}_total", {"kind": kind} if kind else {}, float(counts.get(count, 0)))
                        for count, kind in sources.items()]

@@ -121,9 +121,11 @@ class Runtime:
         raise ParlourError(f"conversation {key.id} kept moving between hosts")
 
     async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]:
-        """Each host's figures for ``/metrics``; a host that does not answer in time is left out."""
-        names = list(self.hosts)
-        answers = await asyncio.gather(*(asyncio.wait_for(h.metrics.remote(), timeout_s) for h in self.hosts.values()),
+        """Each host's figures for ``/metrics``, and the delivery supervisor's; one that does not
+        answer in time is left out."""
+        actors = {**self.hosts, **({self.settings.names.delivery: self.delivery} if self.delivery else {})}
+        names = list(actors)
+        answers = await asyncio.gather(*(asyncio.wait_for(a.metrics.remote(), timeout_s) for a in actors.values()),
                                        return_exceptions=True)
         return {name: answer for name, answer in zip(names, answers) if not isinstance(answer, BaseException)}
 

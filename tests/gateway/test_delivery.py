@@ -13,8 +13,10 @@ import itertools
 import json
 import os
 import signal
+import sys
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from parlour.actors.delivery import RetryPolicy
 from parlour.gateway.channels.registry import Cipher
 
@@ -63,6 +65,28 @@ async def post(node, body: dict, secret: str = SECRET) -> int:
                                        "Content-Type": "application/json"}) as answer:
         await answer.read()
         return answer.status
+
+
+async def scrape(node) -> dict[tuple, float]:
+    """The delivery supervisor's figures in ``/metrics``: (name, label values but its host) -> value."""
+    async with node.http.get(f"{node.url}/metrics") as answer:
+        text = await answer.text()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("host", "").endswith("-delivery"):
+                found[(sample.name, *(v for k, v in sample.labels.items() if k != "host"))] = sample.value
+    return found
+
+
+async def cli(node, *args: str) -> str:
+    """``parlour dlq ...`` against the node, with tenant acme's token; its output."""
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "parlour.cli", "dlq", *args, "--url", node.url, "--token", node.tokens["acme"],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, err.decode()
+    return out.decode()
 
 
 async def until(condition, timeout_s: float = 30.0, what: str = "the condition") -> None:
@@ -122,11 +146,17 @@ async def test_500_until_the_last_attempt_goes_to_the_dead_letters_and_replay_de
     [letter] = dead
     assert letter["attempts"] == FAST.max_attempts and letter["reply"]["text"] == "1:lost?"
     assert letter["channel"] == "telegram:support" and letter["user"] == "9" and not fake.delivered
+    metrics = await scrape(courier)
+    assert metrics["parlour_delivery_sends_total", "telegram", "retry"] == FAST.max_attempts
+    assert metrics["parlour_delivery_retries_total", "telegram"] == FAST.max_attempts - 1
+    assert metrics["parlour_delivery_dead_letters_total", "telegram"] == 1 and metrics["parlour_dead_letters",] == 1
+    assert metrics["parlour_delivery_breaker_state", fake.url] == 0  # 3 failures: under the breaker's 50
     async with courier.http.get(f"{courier.url}/v1/demo/dead-letters", headers=courier.auth("demo")) as answer:
         assert (await answer.json())["dead_letters"] == []  # another tenant's letters are not listed
-    async with courier.http.post(f"{courier.url}/v1/acme/dead-letters/replay", headers=courier.auth("acme"),
-                                 json={"ids": [letter["id"]]}) as answer:
-        assert (await answer.json()) == {"replayed": 1}
+    listed_by_cli = await cli(courier, "list", "acme")
+    assert letter["id"] in listed_by_cli and "1 dead letter(s)" in listed_by_cli
+    assert json.loads(await cli(courier, "show", "acme", letter["id"]))["reason"] == letter["reason"]
+    assert "1 dead letter(s) replayed" in await cli(courier, "replay", "acme", letter["id"])
     await until(lambda: len(fake.delivered) >= 1)
     assert sent_texts(fake) == ["1:lost?"] and await listed() == []
 
@@ -141,6 +171,10 @@ async def test_a_bad_request_is_not_retried(courier, fake):
                 break
             await asyncio.sleep(0.1)
     assert len(fake.requests) == 1 and letters[0].attempts == 1 and "chat not found" in letters[0].reason
+    async with courier.http.post(f"{courier.url}/v1/acme/dead-letters/drop", headers=courier.auth("acme"),
+                                 json={"all": True}) as answer:
+        assert await answer.json() == {"dropped": 1}
+    assert await courier.store.dead_letters() == []
 
 
 async def test_killing_the_delivery_actor_mid_send_loses_nothing_and_sends_nothing_twice(courier, fake):

@@ -1,0 +1,137 @@
+"""Each channel's round trip through a real node: a webhook built from the channel's conformance
+fixture and signed as the channel signs it runs a turn (tenant acme's ``log`` flow answers
+``1:<text>``), and the reply arrives at a fake of the channel's API, which checks it against
+the channel's spec. A retry of the same webhook moves nothing and sends nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from parlour.actors.delivery import RetryPolicy
+from parlour.gateway.channels.registry import Cipher
+
+from tests.channels import fake_signal, fake_slack, fake_telegram, fake_twilio, fake_whatsapp
+from tests.channels.fake_api import FakeAPI, FakeRequest
+from tests.gateway.conftest import start_node, stop_node
+from tests.servers import serve
+
+FIXTURES = Path(__file__).parent.parent / "conformance" / "channels" / "fixtures"
+_prefixes = itertools.count()
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@dataclass(frozen=True)
+class Request:
+    body: bytes
+    headers: dict[str, str]
+    query: str = ""
+
+
+@dataclass(frozen=True)
+class Case:
+    channel: str
+    spec: object
+    bot: Callable[[str], dict]  # the bot's settings, given the fake API's URL
+    request: Callable[[str], Request]  # the signed webhook, given the URL it is posted to
+    address: Callable[[FakeRequest], object]  # where the reply went
+    text: Callable[[FakeRequest], str]  # what it said
+    to: object
+    said: str
+
+
+def whatsapp_request(url: str) -> Request:
+    body = fixture("whatsapp_inbound_text_pywa.json")
+    signature = hmac.new(b"wa-app-secret", body, hashlib.sha256).hexdigest()
+    return Request(body, {"X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"})
+
+
+def slack_request(url: str) -> Request:
+    body = fixture("slack_event_callback_message_bolt.json")
+    stamp = str(int(time.time()))
+    signature = hmac.new(b"slack-signing-secret", f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+    return Request(body, {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={signature}",
+                          "Content-Type": "application/json"})
+
+
+def twilio_request(url: str) -> Request:
+    params = {"MessageSid": "SM0123456789abcdef0123456789abcdef", "AccountSid": "AC" + "1" * 32,
+              "From": "+14155550100", "To": "+14155550199", "Body": "hello", "NumMedia": "0"}
+    signed = url + "".join(f"{key}{params[key]}" for key in sorted(params))
+    signature = base64.b64encode(hmac.new(b"twilio-auth-token", signed.encode(), hashlib.sha1).digest()).decode()
+    return Request(urlencode(params).encode(), {"X-Twilio-Signature": signature,
+                                                "Content-Type": "application/x-www-form-urlencoded"})
+
+
+CASES = [
+    Case("whatsapp", fake_whatsapp.SPEC,
+         lambda api: {"api_base": api, "phone_number_id": "1122334455667", "access_token": "wa-access",
+                      "app_secret": "wa-app-secret", "verify_token": "wa-verify"},
+         whatsapp_request, lambda r: r.json["to"], lambda r: r.json["text"]["body"], "972987654321", "1:Body Text"),
+    Case("telegram", fake_telegram.for_token("42:tg-token"),
+         lambda api: {"api_base": api, "token": "42:tg-token", "secret_token": "tg-secret"},
+         lambda url: Request(fixture("telegram_update_text_message_official.json"),
+                             {"X-Telegram-Bot-Api-Secret-Token": "tg-secret", "Content-Type": "application/json"}),
+         lambda r: r.json["chat_id"], lambda r: r.json["text"], 1111111, "1:/start"),
+    Case("slack", fake_slack.SPEC,
+         lambda api: {"api_base": api, "bot_token": "xoxb-slack-token", "signing_secret": "slack-signing-secret"},
+         slack_request, lambda r: r.json["channel"], lambda r: r.json["text"], "C111", "1:Hello World!"),
+    Case("twilio", fake_twilio.SPEC,
+         lambda api: {"api_base": api, "account_sid": "AC" + "1" * 32, "auth_token": "twilio-auth-token",
+                      "from_number": "+14155550199"},
+         twilio_request, lambda r: r.form["To"], lambda r: r.form["Body"], "+14155550100", "1:hello"),
+    Case("signal", fake_signal.SPEC,
+         lambda api: {"api_base": api, "number": "+4915112345678", "url_secret": "signal-url-secret-0123"},
+         lambda url: Request(fixture("signal_jsonrpc_receive_datamessage.json"), {"Content-Type": "application/json"},
+                             "?token=signal-url-secret-0123"),
+         lambda r: r.json["recipients"], lambda r: r.json["message"], ["+33123456789"], "1:foobar"),
+]
+
+
+@pytest.fixture(scope="module")
+def secrets_key() -> str:
+    return Cipher.new_key()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.channel for c in CASES])
+async def test_a_signed_webhook_runs_a_turn_and_the_reply_reaches_the_channel(redis_server, secrets_key, case):
+    api = FakeAPI(case.spec)
+    async with serve(api.app()) as api_url:
+        node = await start_node(f"{redis_server.url}?prefix=ch{next(_prefixes)}:", secrets_key=secrets_key,
+                                delivery=RetryPolicy(max_attempts=2, base_s=0.01))
+        try:
+            async with node.http.put(f"{node.url}/v1/acme/bots/{case.channel}/support", headers=node.auth("acme"),
+                                     json=case.bot(api_url)) as answer:
+                created = await answer.json()
+                assert answer.status == 201, created
+            secret_values = [v for k, v in case.bot(api_url).items() if k not in ("api_base", "phone_number_id",
+                                                                                 "account_sid", "from_number", "number")]
+            assert not any(value in json.dumps(created) for value in secret_values)  # credentials never come back
+            hook = f"{node.url}/v1/acme/channels/{case.channel}/support"
+            request = case.request(hook)
+            for _ in range(2):  # the second is the channel's retry of the same webhook
+                async with node.http.post(hook + request.query, data=request.body, headers=request.headers) as answer:
+                    assert answer.status == 200, await answer.text()
+            async with asyncio.timeout(30):
+                while not api.delivered and not api.rejected:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # a second reply, if one were coming, would be on its way by now
+        finally:
+            await stop_node(node)
+    assert api.rejected == [], api.rejected
+    [sent] = api.delivered
+    assert case.address(sent) == case.to and case.text(sent) == case.said
