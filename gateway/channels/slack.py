@@ -8,9 +8,10 @@ Slack has no GET handshake)::
 Events arrive as JSON (``event_callback``); interactions (a button pressed) as a form whose
 ``payload`` field is JSON. A user's message in a channel is a turn of the conversation
 ``"<channel>:<user>"``: replies go back to that channel, and each user has their own
-conversation there. Slack redelivers an event it saw no 200 for within 3 s, with the same
-``event_id`` (and ``X-Slack-Retry-Num``); the ``event_id`` is the message id, so a redelivery
-is dropped as a duplicate.
+conversation there. A message's id is ``"<channel>:<ts>"``, Slack's own identity of a message:
+a redelivery (Slack resends an event it saw no 200 for within 3 s, with ``X-Slack-Retry-Num``)
+carries the same, and so do the two events of one post that mentions the bot (``message`` and
+``app_mention``, which have different ``event_id``s), so each runs one turn only.
 
 >>> ADAPTER.verify(bot, webhook)
 >>> ADAPTER.parse(bot, webhook).messages[0].user
@@ -198,7 +199,8 @@ def _message(event: dict[str, Any], event_id: str, bot: SlackBot) -> Received:
     name = _name(event.get("user_profile"), "display_name", "real_name")
     message = UserMessage(text, kind="media" if files and not text else "text", data=data, user_id=user,
                           user_name=name, channel="slack")
-    return Received(f"{channel}:{user}", event_id, message)
+    ts = _optional(event, "ts", str, "event")
+    return Received(f"{channel}:{user}", f"{channel}:{ts}" if ts else event_id, message)
 
 
 def _file(value: Any, where: str) -> dict[str, str]:

@@ -122,7 +122,7 @@ class WhatsApp:
             raise SignatureError("mismatch", f"{SIGNATURE_HEADER} does not match the body and the app secret")
 
     def parse(self, bot: BotSettings, webhook: Webhook) -> Parsed:
-        items = list(_items(_load(webhook.body)))
+        items = list(_items(_load(webhook.body), _bot(bot).phone_number_id))
         return Parsed(messages=tuple(i for i in items if isinstance(i, Received)),
                       events=tuple(i for i in items if isinstance(i, Event)))
 
@@ -164,21 +164,28 @@ def _load(body: bytes) -> Any:
         raise PayloadError("body: not JSON (not UTF-8, or nested too deep)") from None
 
 
-def _items(payload: Any) -> Iterator[Received | Event]:
+def _items(payload: Any, number_id: str) -> Iterator[Received | Event]:
     payload = _obj(payload, "body")
     if payload.get("object") != OBJECT:
         raise PayloadError(f"object: expected {OBJECT!r}, got {_show(payload.get('object'))}")
     for entry, where in _each(payload, "entry", "", required=True):
         for change, at in _each(entry, "changes", where, required=True):
-            yield from _change(change, at)
+            yield from _change(change, at, number_id)
 
 
-def _change(change: dict, where: str) -> Iterator[Received | Event]:
+def _change(change: dict, where: str, number_id: str) -> Iterator[Received | Event]:
     field = _str(change, "field", where)
     value = _at(change, "value", where)
     where = f"{where}.value"
     if field != "messages":  # group and account updates: recorded, nothing to answer
         yield Event(kind=field, data=value)
+        return
+    # Meta posts every phone number of an app to the app's one webhook URL: a message to
+    # another number is that number's bot's, and answering it from this one would be wrong.
+    metadata = _obj(value["metadata"], f"{where}.metadata") if "metadata" in value else {}
+    to = _str(metadata, "phone_number_id", f"{where}.metadata", False)
+    if to is not None and to != number_id:
+        yield Event(kind="other_number", data={"phone_number_id": to})
         return
     names = _names(value, where)
     for message, at in _each(value, "messages", where):

@@ -170,14 +170,21 @@ def test_url_verification_answers_the_challenge():
 
 
 @pytest.mark.parametrize("name, user, message_id, text", [
-    ("slack_event_callback_message_bolt.json", "C111:W111", "Ev111", "Hello World!"),
-    ("slack_event_callback_message_channels_official.json", "C123ABC456:U123ABC456", "Ev123ABC456",
+    ("slack_event_callback_message_bolt.json", "C111:W111", "C111:1596183880.004200", "Hello World!"),
+    ("slack_event_callback_message_channels_official.json", "C123ABC456:U123ABC456", "C123ABC456:1355517523.000005",
      "Live long and prospect."),
 ])
 def test_a_users_message_is_a_turn_of_that_user_in_that_channel(name, user, message_id, text):
     parsed = received(fixture(name))
     user_id = user.partition(":")[2]
     assert parsed == Parsed(messages=(Received(user, message_id, UserMessage(text, user_id=user_id, channel="slack")),))
+
+
+def test_a_post_that_mentions_the_bot_is_one_turn_though_slack_sends_two_events():
+    body = fixture("slack_event_callback_message_bolt.json")
+    mention = {**body, "event_id": "Ev222", "event": {**body["event"], "type": "app_mention"}}
+    first, second = received(body), received(mention)
+    assert first.messages[0].message_id == second.messages[0].message_id == "C111:1596183880.004200"
 
 
 def test_a_redelivery_has_the_same_message_id():

@@ -46,8 +46,18 @@ def fixture(name: str) -> Any:
 
 
 def parse(payload: Any) -> Parsed:
+    """``payload`` parsed by the bot of the phone number it was sent to (Meta's examples and the
+    fixtures each name their own)."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return ADAPTER.parse(BOT, Webhook("POST", URL, {}, body))
+    return ADAPTER.parse(bot_of(body), Webhook("POST", URL, {}, body))
+
+
+def bot_of(body: bytes) -> WhatsAppBot:
+    try:
+        number = json.loads(body)["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"]
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+        return BOT
+    return BOT.model_copy(update={"phone_number_id": number}) if isinstance(number, str) else BOT
 
 
 def turn(user: str, message_id: str, name: str | None = "Test Name", **message: Any) -> Received:
@@ -70,6 +80,14 @@ def text(body: str, message_id: str = "wamid.xyzxyz", sender: str = "97298765432
     return {"from": sender, "id": message_id, "timestamp": "1697043223", "text": {"body": body}, "type": "text"}
 
 
+def test_a_message_to_another_number_of_the_same_app_is_not_this_bots_turn():
+    payload = envelope(text("hi"))
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999000"
+    assert parse(envelope(text("hi"))).messages and ADAPTER.parse(BOT, Webhook(
+        "POST", URL, {}, json.dumps(payload).encode())) == Parsed(events=(
+            Event(kind="other_number", data={"phone_number_id": "999000"}),))
+
+
 # ------------------------------------------------------------------ signature and handshake
 
 
@@ -77,7 +95,7 @@ def test_the_signed_vector_verifies_and_parses():
     assert len(RAW) == 511 and not RAW.endswith(b"\n")  # the exact bytes Meta signed
     webhook = Webhook("POST", URL, SIGNED, RAW)
     ADAPTER.verify(BOT, webhook)
-    assert ADAPTER.parse(BOT, webhook) == Parsed(messages=(turn(
+    assert ADAPTER.parse(bot_of(RAW), webhook) == Parsed(messages=(turn(
         "972544401243", "wamid.HBgMOTcyNTQ0NDAxMjQzFQIAEhggM0RFQTNCMEEwRTY3QzUwODYzMDc4NjQ4QzM4ODAxM0YA",
         name="PyWa Tests", text="Hey there! I am using PyWa."),))
 
