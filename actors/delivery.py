@@ -9,9 +9,13 @@
   with full jitter, and never sooner than the channel asked (``Retry-After``, Telegram's
   ``retry_after``). Another 4xx is not retried. After the last attempt the reply goes to the
   dead letters, and the lane goes on with the conversation's next reply.
-- **A circuit breaker per endpoint** (a bot's ``api_base``). After ``breaker_failures``
-  retryable failures in a row it opens: sends to that endpoint wait ``breaker_open_s``,
-  without spending their attempts, then one probe decides whether it closes.
+- **A circuit breaker per bot** (its endpoint and credentials). After ``breaker_failures``
+  retryable failures in a row it opens: that bot's sends wait ``breaker_open_s``, without
+  spending their attempts, then one probe decides whether it closes. Other bots, of the same
+  channel too, go on.
+- **A reply is sent once per outbox entry.** An entry that is in the outbox twice (a store
+  client's retry of a commit that had run) is recognised by its conversation and number and
+  acknowledged without a second send.
 - **State is in the store.** An entry leaves the outbox only when it is sent (``ack``) or
   buried, so a restarted supervisor reads the outbox from its start and resumes.
 
@@ -24,7 +28,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +46,7 @@ log = logging.getLogger("parlour.delivery")
 BotLookup = Callable[[str, str, str], Awaitable[BotSettings | None]]
 DEAD_COUNT_S = 10.0  # how often the dead letters are counted for their gauge
 DEAD_COUNT_MAX = 100_000
+SENT_PER_CONVERSATION, SENT_CONVERSATIONS = 32, 100_000  # what is remembered as sent, to drop a duplicate
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,7 @@ class Delivery:
         self._lanes: dict[str, deque[OutboxEntry]] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._sent: OrderedDict[str, deque[int]] = OrderedDict()
 
     @property
     def queued(self) -> int:
@@ -183,16 +189,22 @@ class Delivery:
     async def _deliver(self, entry: OutboxEntry) -> None:
         conversation = ConversationKey.parse(entry.key)
         channel, _, bot = conversation.channel.partition(":")
+        if entry.seq in self._sent.get(entry.key, ()):
+            # The same reply twice in the outbox (a store client's retry of a commit that had
+            # run): it went out already.
+            return await self._store("ack", self.store.ack_outbox, [entry.id])
+        # A store that does not answer is waited for; only a reply that cannot be sent is buried.
+        settings = await self._store("read the bots", self.bots, conversation.tenant, channel, bot)
         try:
-            settings = await self.bots(conversation.tenant, channel, bot)
             if settings is None:
                 return await self._bury(entry, f"no {channel} bot {bot!r} for tenant {conversation.tenant!r}", 0)
             calls = adapter(channel).render(settings, conversation.user, unpack_outbound(entry.data)["reply"])
         except ParlourError as exc:
             return await self._bury(entry, f"cannot be sent: {exc}", 0)
         attempts = 0
+        name = f"{conversation.tenant}/{conversation.channel}"  # one bot's endpoint: its failures pause it alone
         for part, call in enumerate(calls):
-            breaker = self.breakers.setdefault(settings.api_base, Breaker(
+            breaker = self.breakers.setdefault(name, Breaker(
                 self.policy.breaker_failures, self.policy.breaker_open_s, self.clock))
             while True:
                 await breaker.admit()
@@ -206,7 +218,16 @@ class Delivery:
                     return await self._bury(entry, verdict.reason, attempts)
                 self.metrics.retries.labels(channel).inc()
                 await asyncio.sleep(self.policy.backoff(attempts, verdict.after_s, self.rng))
+        self._remember(entry)
         await self._store("ack", self.store.ack_outbox, [entry.id])
+
+    def _remember(self, entry: OutboxEntry) -> None:
+        """Keep the latest sent replies' numbers of recent conversations (bounded)."""
+        sent = self._sent.setdefault(entry.key, deque(maxlen=SENT_PER_CONVERSATION))
+        sent.append(entry.seq)
+        self._sent.move_to_end(entry.key)
+        if len(self._sent) > SENT_CONVERSATIONS:
+            self._sent.popitem(last=False)
 
     async def _send(self, base: str, call: Call, idempotency_key: str, channel: str) -> Verdict:
         headers = {**call.headers, "Idempotency-Key": idempotency_key}
@@ -225,8 +246,8 @@ class Delivery:
         self.metrics.dead_depth.inc()
         await self._store("bury", self.store.bury, entry, reason, attempts, time.time())
 
-    async def _store(self, what: str, action, *args) -> None:
-        """A write the supervisor cannot go on without: retried until the store takes it."""
+    async def _store(self, what: str, action, *args):
+        """A store call the supervisor cannot go on without: retried until the store answers."""
         delay = 0.1
         while True:
             try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import re
 import time
 import typing
@@ -35,6 +36,8 @@ from parlour.errors import ParlourError
 from parlour.store import Store
 
 from .base import Adapter, BotSettings
+
+log = logging.getLogger("parlour.bots")
 
 BOTS_META = "bots"
 CHANNELS = ("whatsapp", "telegram", "slack", "twilio", "signal")
@@ -109,6 +112,7 @@ class Bots:
     def __init__(self, store: Store, cipher: Cipher, *, ttl_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
         self.store, self.cipher, self.ttl_s, self.clock = store, cipher, ttl_s, clock
         self._bots: dict[str, BotSettings] = {}
+        self.broken: dict[str, str] = {}  # bots that cannot be read: name -> why
         self._loaded_at = -float("inf")
         self._lock = asyncio.Lock()
 
@@ -124,13 +128,19 @@ class Bots:
         return sorted(found, key=lambda item: item[:2])
 
     async def reload(self) -> None:
+        """Read every bot again. One that cannot be read (its credentials do not decrypt with
+        the keys given) is left out and logged, so that it does not take the others down."""
         raw = await self._saved()
-        bots = {}
+        bots, broken = {}, {}
         for name, saved in raw.items():
-            channel = name.split("/")[1]
-            values = saved["settings"] | self.cipher.open(saved["secrets"], f"bot {name}")
-            bots[name] = adapter(channel).settings.model_validate(values)
-        self._bots, self._loaded_at = bots, self.clock()
+            try:
+                values = saved["settings"] | self.cipher.open(saved["secrets"], f"bot {name}")
+                bots[name] = adapter(name.split("/")[1]).settings.model_validate(values)
+            except (BotError, ValidationError) as exc:
+                broken[name] = str(exc).splitlines()[0]
+        for name in broken.keys() - self.broken.keys():
+            log.error("bot %s cannot be read, and is left out: %s", name, broken[name])
+        self._bots, self.broken, self._loaded_at = bots, broken, self.clock()
 
     async def put(self, tenant: str, channel: str, bot: str, values: dict[str, Any]) -> tuple[BotSettings, bool]:
         """Validate and save a bot; (its settings, whether it is new). A credential left out

@@ -10,7 +10,7 @@ A group is addressed the REST API's way: ``group.`` + base64 of signal-cli's gro
 ``groupInfo.groupId`` a message carries, itself base64), as ``convertInternalGroupIdToGroupId``
 in the REST API's src/client/client.go builds it.
 
->>> bot = SignalBot(number="+4912345", url_secret="s" * 32)
+>>> bot = SignalBot(api_base="http://signal-api:8080", number="+4912345", url_secret="s" * 32)
 >>> [call.json["message"] for call in ADAPTER.render(bot, "+4954321", Reply(text="Hi"))]
 ['Hi']
 """
@@ -66,7 +66,7 @@ class SignalBot(BotSettings):
     """A number registered with signal-cli, behind the REST API at ``api_base``. ``url_secret``
     is the ``token`` query parameter of the webhook URL given to the REST API."""
 
-    api_base: str = "http://127.0.0.1:8080"
+    api_base: str  # the REST API is self-hosted: no default (its usual port, 8080, is parlour's too)
     number: str
     url_secret: SecretStr
 

@@ -27,8 +27,8 @@ from tests.servers import serve
 
 FIXTURES = Path(__file__).parents[1] / "conformance/channels/fixtures"
 SECRET = "kq3bT9vZr2YwX8pL"
-BOT = SignalBot(number="+431212131491291", url_secret=SECRET)
-SELF = SignalBot(number="+33123456789", url_secret=SECRET)  # the account of the sync fixture
+BOT = SignalBot(api_base="http://127.0.0.1:8080", number="+431212131491291", url_secret=SECRET)
+SELF = SignalBot(api_base="http://127.0.0.1:8080", number="+33123456789", url_secret=SECRET)  # the account of the sync fixture
 SENDER = "+33123456789"  # who sent the data message fixture
 GROUP_ID = "Ilbj2LzhqIL2r/+gvGKXKzcn8XH4cDm1dzaBf6ugy+c="  # a groupInfo.groupId as signal-cli gives it
 GROUP = "group.SWxiajJMemhxSUwyci8rZ3ZHS1hLemNuOFhINGNEbTFkemFCZjZ1Z3krYz0="  # group. + base64(GROUP_ID)
@@ -67,7 +67,7 @@ def as_request(call: Call) -> FakeRequest:
 
 def test_a_url_secret_must_be_long_enough_to_be_a_secret():
     with pytest.raises(ValidationError, match="at least 16"):
-        SignalBot(number="+1", url_secret="short")
+        SignalBot(api_base="http://127.0.0.1:8080", number="+1", url_secret="short")
     assert BOT.api_base == "http://127.0.0.1:8080"
 
 

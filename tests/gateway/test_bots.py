@@ -80,5 +80,17 @@ async def test_credentials_sealed_under_one_key_do_not_open_under_another(node):
     await Bots(node.store, Cipher.from_keys(old)).put("acme", "whatsapp", "sales", WHATSAPP)
     rotated = Bots(node.store, Cipher.from_keys(f"{Cipher.new_key()},{old}"))  # a new key first, the old one after
     assert (await rotated.get("acme", "whatsapp", "sales")).verify_token.get_secret_value() == "verify-value"
-    with pytest.raises(BotError, match="do not decrypt with the secrets key"):
-        await Bots(node.store, Cipher.from_keys(Cipher.new_key())).get("acme", "whatsapp", "sales")
+    stranger = Bots(node.store, Cipher.from_keys(Cipher.new_key()))
+    assert await stranger.get("acme", "whatsapp", "sales") is None  # left out, not taken for another
+    assert "do not decrypt with the secrets key" in stranger.broken["acme/whatsapp/sales"]
+    with pytest.raises(BotError, match="do not decrypt"):  # and not overwritten by a change without the key
+        await stranger.put("acme", "whatsapp", "sales", {"phone_number_id": "1"})
+
+
+async def test_a_bot_that_cannot_be_read_is_left_out_and_the_others_go_on(node):
+    assert (await put(node, "/v1/acme/bots/whatsapp/sales", WHATSAPP))[0] == 201
+    await Bots(node.store, Cipher.from_keys(Cipher.new_key())).put("acme", "whatsapp", "lost", WHATSAPP)  # another key
+    bots = node.gateway.bots
+    await bots.reload()
+    assert (await bots.get("acme", "whatsapp", "sales")).app_secret.get_secret_value() == "app-secret-value"
+    assert await bots.get("acme", "whatsapp", "lost") is None and "do not decrypt" in bots.broken["acme/whatsapp/lost"]

@@ -14,11 +14,15 @@ import json
 import os
 import signal
 import sys
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from parlour.actors.delivery import RetryPolicy
+from parlour.codec import pack_outbound
+from parlour.flow import Reply
 from parlour.gateway.channels.registry import Cipher
+from parlour.store import Commit
 
 from tests.channels.fake_api import FakeAPI
 from tests.channels.fake_telegram import for_token
@@ -150,7 +154,7 @@ async def test_500_until_the_last_attempt_goes_to_the_dead_letters_and_replay_de
     assert metrics["parlour_delivery_sends_total", "telegram", "retry"] == FAST.max_attempts
     assert metrics["parlour_delivery_retries_total", "telegram"] == FAST.max_attempts - 1
     assert metrics["parlour_delivery_dead_letters_total", "telegram"] == 1 and metrics["parlour_dead_letters",] == 1
-    assert metrics["parlour_delivery_breaker_state", fake.url] == 0  # 3 failures: under the breaker's 50
+    assert metrics["parlour_delivery_breaker_state", "acme/telegram:support"] == 0  # 3 failures: under its 50
     async with courier.http.get(f"{courier.url}/v1/demo/dead-letters", headers=courier.auth("demo")) as answer:
         assert (await answer.json())["dead_letters"] == []  # another tenant's letters are not listed
     listed_by_cli = await cli(courier, "list", "acme")
@@ -211,3 +215,14 @@ async def test_a_webhook_with_a_bad_secret_is_refused_and_counted(courier, fake)
     assert 'parlour_webhooks_refused_total{channel="telegram",reason="missing"} 1.0' in metrics
     await asyncio.sleep(0.3)
     assert fake.requests == []  # nothing refused ran a turn
+
+
+async def test_a_reply_in_the_outbox_twice_is_sent_once(courier, fake):
+    # What a Redis client's retry of a commit that had run leaves behind: the same reply twice.
+    key = "acme/telegram:support/77"
+    data = pack_outbound(key, 1, "m-1", Reply(text="once"), time.time())
+    await courier.store.commit(Commit(fences={}, outbox=[(key, 1, data), (key, 1, data)]))
+    await until(lambda: len(fake.delivered) >= 1)
+    await outbox_drained(courier)
+    await asyncio.sleep(0.3)
+    assert sent_texts(fake) == ["once"] and len(fake.requests) == 1
