@@ -41,6 +41,6 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
-    "Commit", "Fenced", "FlowRecord", "OutboxEntry", "Store", "StoreError", "StoreUnavailable",
+    "Commit", "DeadLetter", "Fenced", "FlowRecord", "OutboxEntry", "Store", "StoreError", "StoreUnavailable",
     "Timer", "open_store",
 ]
