@@ -9,6 +9,7 @@ process shows (signals, a restart, a browser).
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import os
 import signal
