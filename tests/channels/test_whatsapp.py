@@ -340,19 +340,24 @@ def test_several_entries_changes_and_messages_keep_their_order():
 # ------------------------------------------------------------------ inbound garbage
 
 
-def broken(where: str, value: Any) -> dict:
-    """Pywa's text delivery with the node at ``where`` (keys and indexes, "/"-separated)
-    replaced by ``value``, or removed when ``value`` is ``...``."""
-    payload = envelope(text("Body Text"))
+def changed(body: dict, where: str, value: Any) -> dict:
+    """A copy of ``body`` with the node at ``where`` (keys and indexes, "/"-separated) replaced
+    by ``value``, or removed when ``value`` is ``...``."""
+    body = json.loads(json.dumps(body))
     *path, last = [int(p) if p.isdigit() else p for p in where.split("/")]
-    node = payload
+    node = body
     for step in path:
         node = node[step]
     if value is ...:
         del node[last]
     else:
         node[last] = value
-    return payload
+    return body
+
+
+def broken(where: str, value: Any) -> dict:
+    """Pywa's text delivery with the node at ``where`` replaced by ``value`` (see :func:`changed`)."""
+    return changed(envelope(text("Body Text")), where, value)
 
 
 def three_changes() -> dict:
@@ -709,20 +714,6 @@ def test_the_fixtures_of_metas_docs_pass_the_check():
 
 def good() -> dict:
     return json.loads(json.dumps(examples()["Send Reply Button"]))
-
-
-def changed(body: dict, where: str, value: Any) -> dict:
-    """A copy of ``body`` with the node at ``where`` replaced by ``value`` (removed for ...)."""
-    body = json.loads(json.dumps(body))
-    *path, last = [int(p) if p.isdigit() else p for p in where.split("/")]
-    node = body
-    for step in path:
-        node = node[step]
-    if value is ...:
-        del node[last]
-    else:
-        node[last] = value
-    return body
 
 
 LIST = json.loads(json.dumps(examples()["Send List Message"]))
