@@ -123,9 +123,12 @@ class DeliveryActor:
         self.running = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        opened = False
         while not self.stopping.is_set():
             try:
-                await self.store.open()
+                if not opened:  # once: a store opened again would leak its connections
+                    await self.store.open()
+                    opened = True
                 await self.delivery.run(self.stopping)
             except Exception as exc:  # noqa: BLE001 - the store is not up yet, or it failed: go on
                 log.warning("the delivery supervisor stopped, starting again: %r", exc)
