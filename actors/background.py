@@ -44,7 +44,9 @@ class Background:
 
     async def _call(self, key: str, partition: int, request: HttpRequest) -> None:
         try:
-            result = await self.http(request) if self.http else HttpResult(request.request_id, error="no HTTP client")
+            tenant = key.split("/", 1)[0]
+            result = (await self.http(request, tenant) if self.http
+                      else HttpResult(request.request_id, error="no HTTP client"))
         finally:
             self._calls.pop(request.request_id, None)
         self._internal.put_nowait(Work(None, key, partition, None, result))

@@ -70,7 +70,8 @@ log = logging.getLogger("parlour.host")
 
 ClaimFn = Callable[[str], Awaitable[tuple[int, list[int]]]]
 """Asks the router for this host's partitions: ``await claim(name) -> (epoch, partitions)``."""
-HttpFn = Callable[[HttpRequest], Awaitable[HttpResult]]
+HttpFn = Callable[[HttpRequest, str], Awaitable[HttpResult]]
+"""Carries out an http effect for a conversation of a tenant: ``await http(request, tenant)``."""
 IsolatedFn = Callable[[str, str, bytes | None, list[tuple[str | None, Event]], float],
                       Awaitable[tuple[bytes | None, list[Step]]]]
 """Runs a dedicated conversation's turns in its own actor: ``(tenant, key, record, events, now)``."""

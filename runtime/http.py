@@ -100,7 +100,8 @@ class HttpCaller:
             await self._session.close()
             self._session = None
 
-    async def __call__(self, request: HttpRequest) -> HttpResult:
+    async def __call__(self, request: HttpRequest, tenant: str | None = None) -> HttpResult:
+        """Send ``request`` for a flow of ``tenant`` (None: the one tenant of `parlour chat` and tests)."""
         used: list[str] = []
         try:
             headers = _fill(request.headers, self.secrets, used)
