@@ -65,10 +65,16 @@ class Background:
                 self.counts["internal_errors"] += 1
                 outcomes = [Outcome("", FAILED, retryable=True)] * len(works)
             for work, outcome in zip(works, outcomes):
-                if work.timer is not None:
-                    self._firing.discard((work.key, work.timer))  # polled again if still due
-                elif outcome.status == FAILED and outcome.retryable:  # an HTTP result not committed
-                    asyncio.get_running_loop().call_later(self.config.timer_poll_s, self._internal.put_nowait, work)
+                if isinstance(outcome, asyncio.Future):  # a dedicated lane's: the loop goes on meanwhile
+                    outcome.add_done_callback(lambda done, work=work: self._internal_done(work, done.result()))
+                else:
+                    self._internal_done(work, outcome)
+
+    def _internal_done(self, work: Work, outcome: Outcome) -> None:
+        if work.timer is not None:
+            self._firing.discard((work.key, work.timer))  # polled again if still due
+        elif outcome.status == FAILED and outcome.retryable:  # an HTTP result not committed
+            asyncio.get_running_loop().call_later(self.config.timer_poll_s, self._internal.put_nowait, work)
 
     async def _poll_timers(self) -> None:
         while True:

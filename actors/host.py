@@ -8,7 +8,9 @@ is written with one store commit: the changed records, the outbox entries, the t
 replies for deduplication, fenced by the partitions' epochs.
 
 Slow work never holds a batch: an HTTP effect runs as a task after the commit that records
-the conversation waiting on it, and its result comes back as an event of a later batch.
+the conversation waiting on it, and its result comes back as an event of a later batch. A
+conversation of an ``isolation: dedicated`` flow is handed out of the batch to a lane of its
+own (:mod:`parlour.actors.lanes`), whose turns run in its process and commit on their own.
 Timers, HTTP calls, passivation and expiry are the host's background work
 (:mod:`parlour.actors.background`).
 
@@ -41,7 +43,6 @@ from parlour.errors import ParlourError, StateError
 from parlour.flow import (
     CancelTimer,
     Catalog,
-    Event,
     HttpRequest,
     HttpResult,
     Send,
@@ -64,7 +65,9 @@ from parlour.store import Commit, Fenced, Store, StoreError, StoreUnavailable, T
 
 from .background import HTTP_GUARD, Background, Work, guard_s
 from .conversation import DEFAULT_WINDOW, Conversation, Step, Working
+from .dedicated import DedicatedCaps, DedicatedPool
 from .flows import Flows
+from .lanes import Lanes, settled
 
 log = logging.getLogger("parlour.host")
 
@@ -72,9 +75,6 @@ ClaimFn = Callable[[str], Awaitable[tuple[int, list[int]]]]
 """Asks the router for this host's partitions: ``await claim(name) -> (epoch, partitions)``."""
 HttpFn = Callable[[HttpRequest, str], Awaitable[HttpResult]]
 """Carries out an http effect for a conversation of a tenant: ``await http(request, tenant)``."""
-IsolatedFn = Callable[[str, str, bytes | None, list[tuple[str | None, Event]], float],
-                      Awaitable[tuple[bytes | None, list[Step]]]]
-"""Runs a dedicated conversation's turns in its own actor: ``(tenant, key, record, events, now)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +95,15 @@ class HostConfig:
     """Channels whose caller receives a message's replies in its answer (the web channel's
     HTTP response): those replies are kept for a retry but not put in the outbox. What a timer
     or an API result makes a flow say still is, on every channel."""
+    # isolation: dedicated (issue 12, finding 4): the caps and idle retirement of this host's
+    # dedicated processes (parlour serve: Settings.dedicated)
+    dedicated: DedicatedCaps = DedicatedCaps()
+    dedicated_reap_s: float = 10.0
 
 
-class Host(Background):
+class Host(Background, Lanes):
     def __init__(self, name: str, store: Store, config: HostConfig, claim: ClaimFn, *,
-                 http: HttpFn | None = None, isolated: IsolatedFn | None = None,
+                 http: HttpFn | None = None, isolated: DedicatedPool | None = None,
                  clock: Callable[[], float] = time.time):
         self.name = name
         self.store = store
@@ -120,6 +124,7 @@ class Host(Background):
         self._internal: asyncio.Queue[Work] = asyncio.Queue()
         self._firing: set[tuple[str, str]] = set()
         self._calls: dict[str, asyncio.Task] = {}
+        self._lanes: dict[str, tuple[deque, asyncio.Task]] = {}
         self._tasks: list[asyncio.Task] = []
 
     # ------------------------------------------------------------ life cycle
@@ -131,6 +136,8 @@ class Host(Background):
         await self._claim()
         await self.flows.reload()
         self._tasks = [asyncio.create_task(loop()) for loop in (self._run_internal, self._poll_timers, self._upkeep)]
+        if self.isolated is not None:
+            self._tasks.append(asyncio.create_task(self.isolated.run_reaper(self.config.dedicated_reap_s)))
         self._ready.set()
         log.info("%s owns %d partitions at epoch %d", self.name, len(self.owned), self.epoch)
 
@@ -146,9 +153,12 @@ class Host(Background):
             await asyncio.wait_for(self._lock.acquire(), timeout_s)
         except TimeoutError:
             log.error("%s: a batch still holds the lock after %g s; stopping anyway", self.name, timeout_s)
-        for task in [*self._tasks, *self._calls.values()]:
+        lanes = [task for _, task in self._lanes.values()]
+        for task in [*self._tasks, *self._calls.values(), *lanes]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._calls.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._calls.values(), *lanes, return_exceptions=True)
+        if self.isolated is not None:
+            self.isolated.stop()
         await self.store.aclose()
 
     async def ready(self) -> dict:
@@ -175,7 +185,7 @@ class Host(Background):
                 works.append(Work(index, key, partition, inbound.message_id, inbound.event, trace=inbound.trace))
             else:
                 outcomes[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
-        done = await self._process(works)
+        done = await settled(await self._process(works))
         duplicates = [work for work, outcome in zip(works, done) if outcome.status == DUPLICATE]
         firsts = dict(zip(map(id, duplicates), await asyncio.gather(*map(self._first_replies, duplicates))))
         for work, outcome in zip(works, done):
@@ -194,10 +204,12 @@ class Host(Background):
 
     # ------------------------------------------------------------ a batch
 
-    async def _process(self, works: list[Work]) -> list[Outcome]:
+    async def _process(self, works: list[Work]) -> list[Outcome | asyncio.Future]:
         """Run ``works`` as part of the next batch. Batches that arrive while one commits wait,
         and the first of them to get the lock runs them all as one batch with one commit
-        (group commit): under load, a slow commit makes the next one bigger, not later."""
+        (group commit): under load, a slow commit makes the next one bigger, not later.
+        The outcome of a work handed to a dedicated lane is a future, settled by the lane:
+        await it (:func:`settled`) once the lock is released."""
         if not works:
             return []
         done = asyncio.get_running_loop().create_future()
@@ -209,7 +221,7 @@ class Host(Background):
                     taken.append(self._queued.popleft())
                     size += len(taken[-1][0])
                 try:
-                    outcomes = await self._run_locked([work for batch, _ in taken for work in batch])
+                    outcomes = await self._run_beside_lanes([work for batch, _ in taken for work in batch])
                 except BaseException as exc:
                     for _, future in taken:
                         if not future.done():
@@ -221,7 +233,7 @@ class Host(Background):
                     start += len(batch)
         return done.result()
 
-    async def _run_locked(self, works: list[Work]) -> list[Outcome]:
+    async def _run_locked(self, works: list[Work]) -> list[Outcome | asyncio.Future]:
         self.metrics.batch_size.observe(len(works))
         now = self.clock()
         try:
@@ -239,8 +251,8 @@ class Host(Background):
             self.counts["store_unavailable" if isinstance(exc, StoreUnavailable) else "store_errors"] += 1
             return [Outcome(w.message_id or "", FAILED, error=f"store: {exc}", retryable=True) for w in works]
 
-    async def _run_batch(self, works: list[Work], now: float) -> list[Outcome]:
-        outcomes: dict[int, Outcome] = {}
+    async def _run_batch(self, works: list[Work], now: float) -> list[Outcome | asyncio.Future]:
+        outcomes: dict[int, Outcome | asyncio.Future] = {}
         groups: dict[str, list[Work]] = {}
         for work in works:
             if work.partition in self.owned:
@@ -253,9 +265,11 @@ class Host(Background):
         missing = [key for key in groups if key not in held]
         records = {**(await self.store.load(missing) if missing else {}), **held}
         self.counts["activations"] += len(missing)
-        done = await self._turns(groups, records, now)
+        done, handed = self._turns(groups, records, now)
         commit, calls, results = Commit(), [], {}
         for key, group in groups.items():
+            if key in handed:
+                continue
             try:
                 if isinstance(done[key], BaseException):
                     raise done[key]
@@ -280,32 +294,30 @@ class Host(Background):
         self.counts["commits"] += 1
         self.counts["turns"] += sum(1 for o in outcomes.values() if o.status == APPLIED)
         self._install(groups, results, now)
+        outcomes.update(self._hand_out(handed))
         for key, partition, request in calls:
             self._calls[request.request_id] = asyncio.create_task(self._call(key, partition, request))
         return [outcomes[id(work)] for work in works]
 
-    async def _turns(self, groups: dict[str, list[Work]], records: dict[str, bytes], now: float) -> dict:
-        """Each conversation's new record and steps, or the exception its turns raised.
-        Dedicated conversations run in their actors, concurrently."""
+    def _turns(self, groups: dict[str, list[Work]], records: dict[str, bytes],
+               now: float) -> tuple[dict, dict[str, bytes | None]]:
+        """Each conversation's new record and steps, or the exception its turns raised; and
+        the dedicated conversations, with their records, to hand to lanes after the commit."""
         done: dict[str, tuple | BaseException] = {}
-        remote = {}
+        handed: dict[str, bytes | None] = {}
         for key, group in groups.items():
-            events = [(w.message_id, w.event) for w in group]
             tenant = key.split("/", 1)[0]
             catalog = self.flows.catalog(tenant)
             try:
                 working = self._open(key, records.get(key))
                 if self.isolated is not None and self._dedicated(catalog, working, group):
-                    self.counts["dedicated_turns"] += len(group)
-                    remote[key] = self.isolated(tenant, key, working.source, events, now)
+                    handed[key] = working.source
                     continue
-                steps = [working.apply(catalog, message_id, event, now) for message_id, event in events]
+                steps = [working.apply(catalog, w.message_id, w.event, now) for w in group]
                 done[key] = ((working.pack() if working.changed else None), steps)
             except Exception as exc:  # noqa: BLE001 - reported per conversation by the caller
                 done[key] = exc
-        if remote:
-            done.update(zip(remote, await asyncio.gather(*remote.values(), return_exceptions=True)))
-        return done
+        return done, {key: (groups[key], record) for key, record in handed.items()}
 
     def _open(self, key: str, record: bytes | None) -> Working:
         try:
@@ -419,6 +431,8 @@ class Host(Background):
         if partition not in self.owned:
             raise Fenced({partition: -1})
         async with self._lock:
+            if key.id in self._lanes:  # its dedicated turns finish first (they need no lock)
+                await asyncio.shield(self._lanes[key.id][1])
             conversation = self.resident.get(key.id)
             data = conversation.record if conversation else (await self.store.load([key.id])).get(key.id)
             if data is None:
@@ -457,5 +471,7 @@ class Host(Background):
         return count
 
     def stats(self) -> dict:
+        dedicated = {"dedicated": len(self.isolated.slots), **self.isolated.counts} if self.isolated else {}
         return {"name": self.name, "epoch": self.epoch, "partitions": len(self.owned),
-                "resident": len(self.resident), "http_in_flight": len(self._calls), **self.counts}
+                "resident": len(self.resident), "http_in_flight": len(self._calls), "dedicated_lanes": len(self._lanes),
+                **self.counts, **dedicated}

@@ -8,7 +8,8 @@ a process of their own. Every ``ray.`` call of the actors lives here (and in
 - :class:`DeliveryActor`: named, detached, restarted by Ray without limit; the delivery
   supervisor, whose state is the store's outbox and dead letters.
 - :class:`DedicatedActor`: one conversation of an ``isolation: dedicated`` flow, created by its
-  host on first use and killed when idle; it runs the same :func:`run_turns` as a host.
+  host on first use, within the caps of :mod:`parlour.actors.dedicated`, and killed when idle;
+  it runs the same :func:`run_turns` as a host.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from parlour.logs import setup_logging
 from parlour.messages import ConversationKey, PartitionTable
 from parlour.store import FlowRecord, open_store
 from parlour.wire import decode_batch, encode_outcomes
-from ray.exceptions import RayError
 
 from .conversation import Step, run_turns
+from .dedicated import DedicatedPool
 from .delivery import Delivery, RetryPolicy
 from .flows import Flows
 from .host import Host, HostConfig
@@ -75,7 +76,6 @@ class HostSettings:
     names: Names
     config: HostConfig = field(default_factory=HostConfig)
     secrets: dict[str, str] = field(default_factory=dict)
-    dedicated_idle_s: float = 600.0
     log_level: str = "WARNING"
     log_format: str = "text"
 
@@ -160,8 +160,8 @@ class HostActor:
             return await router.claim.remote(host)
 
         self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http)
-        self.dedicated = _Dedicated(settings, self.host.flows)
-        self.host.isolated = self.dedicated.run
+        self.dedicated = DedicatedPool(_Spawner(settings, self.host.flows), settings.config.dedicated, self.host.clock)
+        self.host.isolated = self.dedicated
         self.started = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
@@ -193,7 +193,8 @@ class HostActor:
         for record in records:
             await self.host.store.put_flow(record)
         count = await self.host.reload_flows()
-        await self.dedicated.install()
+        await asyncio.gather(*(r.install(self.host.flows.records) for r in self.dedicated.runners()),
+                             return_exceptions=True)
         return count
 
     async def inspect(self, key: ConversationKey) -> Record | None:
@@ -208,7 +209,7 @@ class HostActor:
         return self.host.export_metrics()
 
     async def stats(self) -> dict:
-        return {**self.host.stats(), "pid": os.getpid(), "rss_bytes": _rss(), "dedicated": len(self.dedicated.actors)}
+        return {**self.host.stats(), "pid": os.getpid(), "rss_bytes": _rss()}
 
     async def passivate(self) -> int:
         await self.started
@@ -216,13 +217,12 @@ class HostActor:
 
     async def dedicated_rss(self) -> list[int]:
         """The resident memory of each dedicated conversation's process."""
-        return list(await asyncio.gather(*(a.rss.remote() for a, _ in self.dedicated.actors.values())))
+        return list(await asyncio.gather(*(r.actor.rss.remote() for r in self.dedicated.runners())))
 
     async def stop(self) -> None:
         await self.started
         await self.host.stop()
         await self.http.aclose()
-        self.dedicated.stop()
 
     def pid(self) -> int:
         return os.getpid()
@@ -247,41 +247,36 @@ class DedicatedActor:
         return _rss()
 
 
-class _Dedicated:
-    """The dedicated conversation actors of one host, by conversation key."""
+class _Spawner:
+    """Starts a conversation's :class:`DedicatedActor` (named after its key, so that a host
+    restarted while it lives finds it again)."""
 
     def __init__(self, settings: HostSettings, flows: Flows):
         self.settings = settings
         self.flows = flows
-        self.actors: dict[str, tuple[ray.actor.ActorHandle, float]] = {}
+
+    def __call__(self, key: str) -> _RayRunner:
+        name = f"{self.settings.names.prefix}-conv-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}"
+        actor = DedicatedActor.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
+            self.flows.records, self.settings.config.env)
+        return _RayRunner(actor, self.settings.config.window)
+
+
+class _RayRunner:
+    """A :class:`~parlour.actors.dedicated.Runner` in a Ray actor."""
+
+    def __init__(self, actor: ray.actor.ActorHandle, window: int):
+        self.actor = actor
+        self.window = window
 
     async def run(self, tenant: str, key: str, record: bytes | None, events: list, now: float):
-        self._reap()
-        found = self.actors.get(key)
-        actor = found[0] if found else DedicatedActor.options(
-            name=f"{self.settings.names.prefix}-conv-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}",
-            namespace=NAMESPACE, get_if_exists=True,
-        ).remote(self.flows.records, self.settings.config.env)
-        self.actors[key] = (actor, time.monotonic())
-        try:
-            return await actor.run.remote(tenant, key, record, events, now, self.settings.config.window)
-        except RayError:
-            self.actors.pop(key, None)
-            raise
+        return await self.actor.run.remote(tenant, key, record, events, now, self.window)
 
-    async def install(self) -> None:
-        await asyncio.gather(*(a.install.remote(self.flows.records) for a, _ in self.actors.values()),
-                             return_exceptions=True)
+    async def install(self, records: list[FlowRecord]) -> None:
+        await self.actor.install.remote(records)
 
-    def _reap(self) -> None:
-        cutoff = time.monotonic() - self.settings.dedicated_idle_s
-        for key in [k for k, (_, used) in self.actors.items() if used < cutoff]:
-            ray.kill(self.actors.pop(key)[0])
-
-    def stop(self) -> None:
-        for actor, _ in self.actors.values():
-            ray.kill(actor)
-        self.actors.clear()
+    def kill(self) -> None:
+        ray.kill(self.actor)
 
 
 def _rss() -> int:

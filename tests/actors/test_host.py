@@ -359,28 +359,3 @@ async def test_passivating_while_a_batch_reads_the_store_loses_nothing():
     await passivate
     assert (await host.inspect(key("a"))).state.vars["log"] == ["x0", "x1", "x2"]
     assert (await host.deliver([Inbound(key("a"), "a0", UserMessage("x0"))]))[0].status == DUPLICATE
-
-
-async def test_a_dedicated_turn_that_fails_fails_only_its_own_conversation():
-    from parlour.actors.conversation import run_turns
-    seen_records = []
-
-    async def isolated(tenant, k, record, events, now):
-        seen_records.append(record)
-        if k.endswith("/bad"):
-            raise RuntimeError("its actor died")
-        return run_turns(host.flows.catalog(tenant), k, record, events, now)
-
-    store = MemoryStore()
-    host = await make_host(store)
-    host.isolated = isolated
-    outcomes = await host.deliver([Inbound(key("bad"), "m1", UserMessage("heavy")),
-                                   Inbound(key("good"), "m1", UserMessage("heavy")),
-                                   Inbound(key("plain"), "m1", UserMessage("hello"))])
-    assert [(o.status, o.retryable) for o in outcomes] == [(FAILED, False), (APPLIED, False), (APPLIED, False)]
-    assert "its actor died" in outcomes[0].error and said(outcomes[1]) == ["your name?"]
-    assert host.stats()["turn_errors"] == 1
-    await store.commit(_raw_commit(key("good"), b"\xc1 garbage"))
-    host.resident.clear()
-    outcome = (await host.deliver([Inbound(key("good"), "m2", UserMessage("heavy"))]))[0]
-    assert outcome.status == APPLIED and seen_records[-1] is None  # an unreadable record is not sent on

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import ray
+from parlour.actors.dedicated import DedicatedCaps
 from parlour.actors.host import HostConfig
 from parlour.codec import unpack_outbound
 from parlour.flow import UserMessage
-from parlour.messages import APPLIED, DUPLICATE, ConversationKey, Inbound
+from parlour.messages import APPLIED, DUPLICATE, FAILED, ConversationKey, Inbound
 from parlour.runtime import Runtime
 from parlour.store import open_store
 from ray.exceptions import RayError
@@ -283,6 +284,33 @@ async def test_a_dedicated_flow_runs_each_conversation_in_an_actor_of_its_own(tm
         assert (stats["dedicated"], stats["dedicated_turns"]) == (1, 2)
         assert (await runtime.send(message("a", 1, "Ann"))).status == DUPLICATE
         assert (await runtime.conversation(key("a"))).state.vars["name"] == "Ann"
+
+
+async def test_over_the_cap_a_dedicated_conversation_is_refused_and_a_shared_turn_never_waits_for_one(tmp_path):
+    caps = DedicatedCaps(max_actors=2, max_per_tenant=2)
+    async with running(f"sqlite:///{tmp_path}/parlour.db", hosts=1, dedicated=caps) as runtime:
+        await runtime.deploy("u", [FLOWS])
+        arrived = []
+
+        async def send(inbound: Inbound, what: str):
+            outcome = await runtime.send(inbound)
+            arrived.append(what)
+            return outcome
+
+        starting = asyncio.ensure_future(send(message("d0", 0, "heavy"), "dedicated"))
+        deadline = time.monotonic() + 30
+        while not (await runtime.stats())[0].get("dedicated"):  # the host starts its actor now
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        shared = await send(Inbound(ConversationKey("u", "sms", "s"), "s-0", UserMessage("hello")), "shared")
+        assert [r.text for r in (await starting).replies] == ["your name?"]
+        assert [r.text for r in shared.replies] == ["1:hello"] and arrived == ["shared", "dedicated"]
+        over = await runtime.send_many([message(f"d{i}", 0, "heavy") for i in range(1, 4)])
+        assert [o.status for o in over] == [APPLIED, FAILED, FAILED]
+        assert all(o.retryable and "tenant 't' runs its maximum of 2 dedicated" in o.error for o in over[1:])
+        prefix = runtime.settings.names.prefix + "-conv-"
+        alive = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+        assert len(alive) == 2 and (await runtime.stats())[0]["dedicated_started"] == 2
 
 
 async def test_deploying_an_invalid_flow_changes_nothing(tmp_path):
