@@ -76,6 +76,17 @@ class DedicatedCaps:
     def of(self, tenant: str) -> int:
         return (self.per_tenant or {}).get(tenant, self.max_per_tenant)
 
+    def share(self, index: int, hosts: int) -> DedicatedCaps:
+        """Host ``index`` of ``hosts``' part of these caps: together the hosts never exceed
+        them (the first ``cap % hosts`` hosts take one more). A conversation runs on the host
+        of its partition, so with more hosts a tenant may meet its cap on one host earlier."""
+
+        def part(cap: int) -> int:
+            return cap // hosts + (index < cap % hosts)
+
+        return DedicatedCaps(part(self.max_actors), part(self.max_per_tenant),
+                             {t: part(c) for t, c in (self.per_tenant or {}).items()}, self.idle_s)
+
 
 class _Slot:
     __slots__ = ("busy", "runner", "tenant", "used_at")

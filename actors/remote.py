@@ -160,7 +160,8 @@ class HostActor:
             return await router.claim.remote(host)
 
         self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http)
-        self.dedicated = DedicatedPool(_Spawner(settings, self.host.flows), settings.config.dedicated, self.host.clock)
+        caps = settings.config.dedicated.share(settings.names.all_hosts.index(name), settings.names.hosts)
+        self.dedicated = DedicatedPool(_Spawner(settings, self.host.flows), caps, self.host.clock)
         self.host.isolated = self.dedicated
         self.started = asyncio.get_running_loop().create_task(self._start())
 

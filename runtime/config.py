@@ -60,6 +60,9 @@ class TenantConfig(BaseModel):
     tokens: list[str] = Field(default_factory=list, description="token hashes, sha256:<64 hex digits>")
     rate_limit: str | None = "200/second"
     channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"web": {}})
+    # isolation: dedicated (issue 12, finding 4)
+    max_dedicated: int | None = Field(None, ge=0, description="dedicated conversations (a process each) this "
+                                      "tenant may run at once on a node; default: dedicated.max_per_tenant")
 
     @field_validator("tokens")
     @classmethod
@@ -102,6 +105,19 @@ class Limits(BaseModel):
     ws_per_user: int = Field(8, ge=1)
 
 
+class Dedicated(BaseModel):
+    """``isolation: dedicated`` conversations, a process each (~90 MB, ~1 s to start): how many
+    a node runs at once, in all and per tenant (a tenant's ``max_dedicated`` overrides the
+    latter), and after how long unused one is retired. Over a cap, a new dedicated
+    conversation's message is refused as retryable (the web channel's 503 with Retry-After)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_per_node: int = Field(4, ge=0)
+    max_per_tenant: int = Field(2, ge=0)
+    idle_s: float = Field(120.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARLOUR_", env_nested_delimiter="__", extra="forbid")
 
@@ -126,6 +142,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(30.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
+    dedicated: Dedicated = Field(default_factory=Dedicated)  # issue 12, finding 4
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"demo": TenantConfig()})
 
     @field_validator("tenants")

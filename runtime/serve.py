@@ -24,6 +24,8 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import SecretStr
 
+from .actors.dedicated import DedicatedCaps
+from .actors.host import HostConfig
 from .config import Settings, hash_token, new_token
 from .flows_dir import bundled_flows
 from .errors import FlowError
@@ -89,6 +91,15 @@ def check_flows(flows: dict[str, list[Path]]) -> dict[str, list]:
     return loaded
 
 
+def dedicated_caps(settings: Settings) -> DedicatedCaps:
+    """The node's dedicated caps (each host takes its share: :meth:`DedicatedCaps.share`)."""
+    config = settings.dedicated
+    return DedicatedCaps(max_actors=config.max_per_node, max_per_tenant=config.max_per_tenant,
+                         per_tenant={name: t.max_dedicated for name, t in settings.tenants.items()
+                                     if t.max_dedicated is not None},
+                         idle_s=config.idle_s)
+
+
 async def deploy_new(runtime: Runtime, store: Store, loaded: dict[str, list]) -> int:
     """Install each flow version the registry does not hold yet, as current. A version it
     holds is left as the registry has it, so that a restart does not undo an upload or a
@@ -111,6 +122,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
                                   address=settings.ray_address, num_cpus=settings.num_cpus, env=settings.env,
+                                  config=HostConfig(dedicated=dedicated_caps(settings)),
                                   secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
                                   log_level=settings.log_level, log_format=settings.log_format, secrets_key=key)
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and

@@ -71,3 +71,15 @@ def test_json_logs_are_one_object_per_line_with_their_fields(monkeypatch):
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert (line["message"], line["request_id"], line["status"], line["level"], line["logger"]) == (
         "served it", "r-1", 200, "INFO", "parlour.test")
+
+
+def test_dedicated_caps_are_set_per_node_and_per_tenant(tmp_path):
+    from parlour.serve import dedicated_caps
+    (tmp_path / "p.yaml").write_text("dedicated: {max_per_node: 6, max_per_tenant: 1, idle_s: 30}\n"
+                                     "tenants:\n  big: {max_dedicated: 3}\n  small: {}\n")
+    caps = dedicated_caps(load_settings(tmp_path / "p.yaml"))
+    assert (caps.max_actors, caps.of("big"), caps.of("small"), caps.idle_s) == (6, 3, 1, 30.0)
+    (tmp_path / "p.yaml").write_text("dedicated: {max_per_node: -1, idle_s: 0}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path / "p.yaml")
+    assert {p.split(": ")[1] for p in caught.value.problems} == {"dedicated.max_per_node", "dedicated.idle_s"}

@@ -118,3 +118,11 @@ async def test_an_idle_dedicated_process_retires_on_its_own_and_frees_its_slot()
 
 async def _true(value) -> bool:
     return bool(value)
+
+
+def test_the_hosts_share_the_node_caps_without_ever_exceeding_them():
+    caps = DedicatedCaps(max_actors=5, max_per_tenant=2, per_tenant={"big": 7}, idle_s=30.0)
+    for hosts in (1, 2, 3, 8):
+        shares = [caps.share(i, hosts) for i in range(hosts)]
+        assert sum(s.max_actors for s in shares) == 5 and sum(s.max_per_tenant for s in shares) == 2
+        assert sum(s.of("big") for s in shares) == 7 and {s.idle_s for s in shares} == {30.0}
