@@ -13,6 +13,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
+from parlour.actors.dedicated import DedicatedCaps
 from parlour.actors.host import HostConfig
 from parlour.flow import UserMessage
 from parlour.messages import ConversationKey, Inbound
@@ -67,7 +68,8 @@ async def measure(ctx: Context, plan: Plan) -> None:
     source = (FLOWS / "registration.yaml").read_text()
     (dedicated / "registration.yaml").write_text(source.replace("\nstart: welcome", "\nisolation: dedicated\nstart: welcome"))
     runtime = await Runtime.start(store=f"sqlite:///{ctx.folder}/resident.db", hosts=1, name="bench-t2",
-                                  config=HostConfig(max_resident=10_000_000, idle_s=1e9))
+                                  config=HostConfig(max_resident=10_000_000, idle_s=1e9, dedicated=DedicatedCaps(
+                                      max_actors=plan.dedicated, max_per_tenant=plan.dedicated, idle_s=1e9)))
     try:
         await runtime.deploy("shared", [FLOWS / "registration.yaml"])
         await runtime.deploy("dedicated", [dedicated])
