@@ -6,24 +6,35 @@ tenant's other current flows (a ``goto`` into a flow that does not exist is an e
 refused with 422 and every problem's line and column; the running version is untouched. A
 valid one becomes current for new conversations; conversations in progress stay on the
 version they started on.
+
+An upload costs CPU (a compile, and a check with the tenant's other flows), so it never runs on
+the event loop that answers every tenant's messages: it is checked in a process of its own
+(the gateway's one compiler process), and every compiled flow is kept by its source
+(:mod:`parlour.flow.cache`), so the tenant's other flows are not compiled again. A tenant's
+writes (uploads, rollbacks, resets) are limited by its ``admin_rate_limit`` (429 with
+``Retry-After``); the operator's are not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import time
 from typing import Any
 
+import limits
 from aiohttp import web
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from parlour.codec import unpack_replies
 from parlour.config import hash_token, new_token
 from parlour.errors import ParlourError, Problem
-from parlour.flow.checks import check_together
-from parlour.flow.loader import compile_source
 from parlour.messages import ConversationKey
 from parlour.store import FlowRecord
 
+from .compiler import CompilerProcess
 from .errors import ApiError, not_found
 from .schemas import Rollback
 from .web import parse_body, reply_json
@@ -45,6 +56,9 @@ def _version(record: FlowRecord) -> dict[str, Any]:
 class Admin:
     def __init__(self, gateway):
         self.gateway = gateway
+        self.compiler = CompilerProcess()
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limits: dict[str, list[limits.RateLimitItem]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -58,9 +72,30 @@ class Admin:
             web.delete("/v1/{tenant}/conversations/{channel}/{user}", self.reset_conversation),
         ]
 
+    def close(self) -> None:
+        self.compiler.close()
+
     def _tenant(self, request: web.Request) -> str:
         tenant = request.match_info["tenant"]
         self.gateway.auth.tenant(request, tenant, known=tenant in self.gateway.tenants)
+        return tenant
+
+    def _writer(self, request: web.Request) -> str:
+        """The tenant of a write, once within its ``admin_rate_limit`` (429 with
+        ``Retry-After`` beyond it); the operator's writes are not counted."""
+        tenant = request.match_info["tenant"]
+        principal = self.gateway.auth.tenant(request, tenant, known=tenant in self.gateway.tenants)
+        if principal.operator:
+            return tenant
+        expression = self.gateway.tenants[tenant][0].admin_rate_limit or ""
+        items = self._limits.get(expression)
+        if items is None:
+            items = self._limits[expression] = limits.parse_many(expression) if expression else []
+        for item in items:
+            if not self._limiter.hit(item, "admin", tenant):
+                reset_at = self._limiter.get_window_stats(item, "admin", tenant).reset_time
+                raise ApiError(429, "rate_limited", f"tenant {tenant!r} is over its admin rate limit ({item})",
+                               headers={"Retry-After": str(max(1, math.ceil(reset_at - time.time())))})
         return tenant
 
     # ------------------------------------------------------------ flows
@@ -94,39 +129,25 @@ class Admin:
         return web.json_response(self._flow(records, chosen.source if chosen else None))
 
     async def put_flow(self, request: web.Request) -> web.Response:
-        tenant, flow_id = self._tenant(request), request.match_info["flow"]
+        tenant, flow_id = self._writer(request), request.match_info["flow"]
         try:
             text = (await request.read()).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ApiError(400, "invalid_request", f"a flow is UTF-8 text: {exc}") from None
         path = f"{flow_id}.yaml"
-        flow, spec, smap, problems = compile_source(text, path)
-        errors = [p for p in problems if p.severity == "error"]
-        if spec is not None and spec.flow != flow_id:
-            errors.append(smap.problem(("flow",), f"the flow is {spec.flow!r} but was uploaded as {flow_id!r}"))
-        if not errors and spec is not None:
-            errors = [p for p in await self._check_with_others(tenant, flow_id, spec, smap)
-                      if p.path == path and p.severity == "error"]
-        if errors or flow is None:
-            raise _problems(errors or [Problem(path, 1, 1, "no flow found")])
+        others = [(r.source, r.path) for r in await self._records(tenant) if r.current and r.flow != flow_id]
+        checked = await self.compiler.check(text, path, flow_id, others)
+        if checked.errors or checked.version is None:
+            raise _problems(checked.errors or [Problem(path, 1, 1, "no flow found")])
         existing = {r.version: r for r in await self._records(tenant, flow_id)}
-        known = existing.get(flow.version)
-        record = FlowRecord(tenant, flow.id, flow.version, text, path, known.created_at if known else time.time(), True)
+        known = existing.get(checked.version)
+        record = FlowRecord(tenant, flow_id, checked.version, text, path, known.created_at if known else time.time(), True)
         await self.gateway.runtime.install([record])
-        body = {**_version(record), "warnings": [str(p) for p in problems if p.severity != "error"]}
+        body = {**_version(record), "warnings": [str(p) for p in checked.warnings]}
         return web.json_response(body, status=200 if known and known.current else 201)
 
-    async def _check_with_others(self, tenant: str, flow_id: str, spec, smap) -> list[Problem]:
-        others = []
-        for record in await self._records(tenant):
-            if record.current and record.flow != flow_id:
-                _, other, other_map, _ = compile_source(record.source, record.path)
-                if other is not None:
-                    others.append((other, other_map))
-        return check_together([*others, (spec, smap)])
-
     async def rollback(self, request: web.Request) -> web.Response:
-        tenant, flow_id = self._tenant(request), request.match_info["flow"]
+        tenant, flow_id = self._writer(request), request.match_info["flow"]
         wanted: Rollback = parse_body(await request.read(), Rollback)
         records = await self._records(tenant, flow_id)
         chosen = next((r for r in records if r.version == wanted.version), None)
@@ -138,8 +159,8 @@ class Admin:
 
     # ------------------------------------------------------------ conversations
 
-    def _key(self, request: web.Request) -> ConversationKey:
-        tenant = self._tenant(request)
+    def _key(self, request: web.Request, write: bool = False) -> ConversationKey:
+        tenant = self._writer(request) if write else self._tenant(request)
         try:
             return ConversationKey(tenant, request.match_info["channel"], request.match_info["user"])
         except ParlourError as exc:
@@ -161,7 +182,7 @@ class Admin:
             dumps=_dumps)
 
     async def reset_conversation(self, request: web.Request) -> web.Response:
-        key = self._key(request)
+        key = self._key(request, write=True)
         if not await self.gateway.runtime.reset(key):
             raise not_found(f"conversation {key.channel}/{key.user}")
         return web.Response(status=204)

@@ -114,6 +114,7 @@ class Gateway:
 
     async def _on_startup(self, app: web.Application) -> None:
         await self.load_tenants()
+        self.admin.compiler.start()
         self._push_task = asyncio.create_task(self.push.run())
 
     async def _on_shutdown(self, app: web.Application) -> None:
@@ -124,6 +125,7 @@ class Gateway:
                              return_exceptions=True)
 
     async def _on_cleanup(self, app: web.Application) -> None:
+        self.admin.close()
         if self._push_task is not None:
             self._push_task.cancel()
             await asyncio.gather(self._push_task, return_exceptions=True)

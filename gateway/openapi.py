@@ -133,19 +133,20 @@ def _paths() -> dict[str, Any]:
                                                 "application/json": {"schema": _ref(FlowSpec)}}},
                     "responses": {"200": _json(s.FlowCreated, "this version was current already"),
                                   "201": _json(s.FlowCreated, "stored and current"),
-                                  **_errors(400, 401, 404, 413, 422)}}},
+                                  **_errors(400, 401, 404, 413, 422, 429, 503)}}},
         "/v1/{tenant}/flows/{flow}/rollback": {"post": {
             "summary": "make an earlier version current again", "operationId": "rollbackFlow", "security": BEARER,
             "parameters": [TENANT, FLOW],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.Rollback)}}},
-            "responses": {"200": _json(s.FlowOut, "the flow, now on that version"), **_errors(400, 401, 404, 413)}}},
+            "responses": {"200": _json(s.FlowOut, "the flow, now on that version"),
+                          **_errors(400, 401, 404, 413, 429)}}},
         "/v1/{tenant}/conversations/{channel}/{user}": {
             "get": {"summary": "a conversation: state, flow, version, recent turns", "operationId": "getConversation",
                     "security": BEARER, "parameters": [TENANT, CHANNEL, USER],
                     "responses": {"200": _json(s.ConversationOut, "the conversation"), **_errors(400, 401, 404)}},
             "delete": {"summary": "reset a conversation: its next message starts afresh",
                        "operationId": "resetConversation", "security": BEARER, "parameters": [TENANT, CHANNEL, USER],
-                       "responses": {"204": _answer("reset"), **_errors(400, 401, 404)}}},
+                       "responses": {"204": _answer("reset"), **_errors(400, 401, 404, 429)}}},
         **_channel_paths(),
     }
 

@@ -63,6 +63,9 @@ class TenantConfig(BaseModel):
     # isolation: dedicated (issue 12, finding 4)
     max_dedicated: int | None = Field(None, ge=0, description="dedicated conversations (a process each) this "
                                       "tenant may run at once on a node; default: dedicated.max_per_tenant")
+    # flow uploads (issue 12, finding 5)
+    admin_rate_limit: str | None = Field("10/minute", description="the tenant's admin writes (flow uploads, "
+                                         "rollbacks, resets): any `limits` expression; null for none")
 
     @field_validator("tokens")
     @classmethod
@@ -73,7 +76,7 @@ class TenantConfig(BaseModel):
                 raise ValueError("a token is given by its hash, sha256:<64 hex digits> (`parlour token new` makes one)")
         return tokens
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "admin_rate_limit")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:
         if value is not None:
