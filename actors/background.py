@@ -37,6 +37,7 @@ class Work:
     event: Event
     timer: str | None = None  # the timer row this work consumes
     trace: str | None = None  # the request id the event came with, for the logs
+    sent_at: float | None = None  # the channel's time for the message (Inbound.sent_at)
 
 
 class Background:

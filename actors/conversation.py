@@ -8,7 +8,12 @@ packs the record again for the commit. The same code runs a conversation in a Ra
 own (``isolation: dedicated``), through :func:`run_turns`.
 
 Deduplication: the record keeps the 8-byte BLAKE2b digests of the conversation's latest
-``window`` message ids. A message whose id is in the window does not move the flow.
+``window`` message ids. A message whose id is in the window does not move the flow. A channel
+that retries for days (WhatsApp) gives each message its own time (``sent_at``); the record
+then keeps the newest such time and a bound on those of the ids pushed out of the window
+(:class:`~parlour.codec.Record`), so that the host asks the store about a message only when it
+may be one of those (:meth:`Working.may_be_evicted`); the store keeps each such message's
+replies for the channel's horizon (``HostConfig.replay_horizon_s``).
 """
 
 from __future__ import annotations
@@ -85,13 +90,19 @@ class Working:
     def seen(self, message_id: str) -> bool:
         return _holds(self.record.seen, digest(message_id))
 
-    def apply(self, catalog: Catalog, message_id: str | None, event: Event, now: float) -> Step:
+    def may_be_evicted(self, message_id: str, sent_at: float | None) -> bool:
+        """Whether ``message_id`` may have been taken and pushed out of the window since: not
+        in the window, and not newer than every id pushed out (a replay carries its time)."""
+        return sent_at is not None and sent_at <= self.record.evicted_at and not self.seen(message_id)
+
+    def apply(self, catalog: Catalog, message_id: str | None, event: Event, now: float,
+              sent_at: float | None = None) -> Step:
         """Run ``event``; a ``message_id`` already in the window runs nothing."""
         if message_id is not None:
             mark = digest(message_id)
             if _holds(self.record.seen, mark):
                 return Step(message_id, duplicate=True)
-            self.record.seen = (self.record.seen + mark)[-self.window * DIGEST_BYTES:]
+            self._remember(mark, sent_at)
         state = self.record.state
         if isinstance(event, UserMessage) and (state.channel is None or state.user.get("id") is None):
             event = _addressed(event, self.key)  # the first message: who and where, from the key
@@ -105,6 +116,15 @@ class Working:
 
     def pack(self) -> bytes:
         return pack_record(self.record)
+
+    def _remember(self, mark: bytes, sent_at: float | None) -> None:
+        record = self.record
+        if len(record.seen) >= self.window * DIGEST_BYTES and record.latest_at:
+            # an id leaves the window: it was taken before this one, so no later than latest_at
+            record.evicted_at = max(record.evicted_at, record.latest_at)
+        if sent_at is not None:
+            record.latest_at = max(record.latest_at, sent_at)
+        record.seen = (record.seen + mark)[-self.window * DIGEST_BYTES:]
 
 
 def _holds(seen: bytes, mark: bytes) -> bool:
@@ -126,10 +146,15 @@ def _addressed(event: Event, key: str) -> Event:
     return event
 
 
-def run_turns(catalog: Catalog, key: str, record: bytes | None, events: list[tuple[str | None, Event]],
+Arrival = tuple[str | None, Event, float | None]
+"""An event to run: its message id (None for a timer or an HTTP result), the event, and the
+channel's time for it (``Inbound.sent_at``)."""
+
+
+def run_turns(catalog: Catalog, key: str, record: bytes | None, events: list[Arrival],
               now: float, window: int = DEFAULT_WINDOW) -> tuple[bytes | None, list[Step]]:
     """Run ``events`` on one conversation in order; its new record (None if unchanged) and
     what each event did. Pure: what a dedicated conversation actor runs."""
     working = Working(key, record, window)
-    steps = [working.apply(catalog, message_id, event, now) for message_id, event in events]
+    steps = [working.apply(catalog, message_id, event, now, sent_at) for message_id, event, sent_at in events]
     return (working.pack() if working.changed else None), steps

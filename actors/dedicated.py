@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from parlour.errors import ParlourError
-from parlour.flow import Event
 
-from .conversation import Step
+from .conversation import Arrival, Step
 
 log = logging.getLogger("parlour.dedicated")
 
@@ -39,7 +38,7 @@ log = logging.getLogger("parlour.dedicated")
 class Runner(Protocol):
     """One dedicated conversation's process."""
 
-    async def run(self, tenant: str, key: str, record: bytes | None, events: list[tuple[str | None, Event]],
+    async def run(self, tenant: str, key: str, record: bytes | None, events: list[Arrival],
                   now: float) -> tuple[bytes | None, list[Step]]: ...
 
     def kill(self) -> None: ...
@@ -120,7 +119,7 @@ class DedicatedPool:
         self.tenants[tenant] += 1
         return None
 
-    async def run(self, tenant: str, key: str, record: bytes | None, events: list[tuple[str | None, Event]],
+    async def run(self, tenant: str, key: str, record: bytes | None, events: list[Arrival],
                   now: float) -> tuple[bytes | None, list[Step]]:
         """Run ``events`` in ``key``'s process (started now if it has none); ``key`` must have
         been admitted. A process that fails is dropped, and its slot with it."""

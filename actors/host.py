@@ -99,6 +99,9 @@ class HostConfig:
     # dedicated processes (parlour serve: Settings.dedicated)
     dedicated: DedicatedCaps = DedicatedCaps()
     dedicated_reap_s: float = 10.0
+    # replays (issue 12, finding 7): a message with a channel time (Inbound.sent_at) keeps its
+    # replies this long, and a replay of it within that time is a duplicate, in the window or not
+    replay_horizon_s: float = 8 * 86_400.0
 
 
 class Host(Background, Lanes):
@@ -182,7 +185,8 @@ class Host(Background, Lanes):
             key = inbound.key.id
             partition = partition_of(key, self.config.partitions)
             if partition in self.owned:
-                works.append(Work(index, key, partition, inbound.message_id, inbound.event, trace=inbound.trace))
+                works.append(Work(index, key, partition, inbound.message_id, inbound.event, trace=inbound.trace,
+                                  sent_at=inbound.sent_at))
             else:
                 outcomes[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
         done = await settled(await self._process(works))
@@ -265,7 +269,8 @@ class Host(Background, Lanes):
         missing = [key for key in groups if key not in held]
         records = {**(await self.store.load(missing) if missing else {}), **held}
         self.counts["activations"] += len(missing)
-        done, handed = self._turns(groups, records, now)
+        replayed = await self._replayed(groups, records)
+        done, handed = self._turns(groups, records, now, replayed)
         commit, calls, results = Commit(), [], {}
         for key, group in groups.items():
             if key in handed:
@@ -299,10 +304,11 @@ class Host(Background, Lanes):
             self._calls[request.request_id] = asyncio.create_task(self._call(key, partition, request))
         return [outcomes[id(work)] for work in works]
 
-    def _turns(self, groups: dict[str, list[Work]], records: dict[str, bytes],
-               now: float) -> tuple[dict, dict[str, bytes | None]]:
+    def _turns(self, groups: dict[str, list[Work]], records: dict[str, bytes], now: float,
+               replayed: set[tuple[str, str]]) -> tuple[dict, dict[str, bytes | None]]:
         """Each conversation's new record and steps, or the exception its turns raised; and
-        the dedicated conversations, with their records, to hand to lanes after the commit."""
+        the dedicated conversations, with their records, to hand to lanes after the commit.
+        A ``replayed`` message (key, message id) runs nothing."""
         done: dict[str, tuple | BaseException] = {}
         handed: dict[str, bytes | None] = {}
         for key, group in groups.items():
@@ -313,11 +319,27 @@ class Host(Background, Lanes):
                 if self.isolated is not None and self._dedicated(catalog, working, group):
                     handed[key] = working.source
                     continue
-                steps = [working.apply(catalog, w.message_id, w.event, now) for w in group]
+                steps = [Step(w.message_id, duplicate=True) if (key, w.message_id) in replayed
+                         else working.apply(catalog, w.message_id, w.event, now, w.sent_at) for w in group]
                 done[key] = ((working.pack() if working.changed else None), steps)
             except Exception as exc:  # noqa: BLE001 - reported per conversation by the caller
                 done[key] = exc
         return done, {key: (groups[key], record) for key, record in handed.items()}
+
+    async def _replayed(self, groups: dict[str, list[Work]], records: dict[str, bytes | None]) -> set[tuple[str, str]]:
+        """The messages of ``groups`` their conversation took already, out of its dedup window
+        now: the store is asked only about those that may be (:meth:`Working.may_be_evicted`),
+        so a conversation's new messages cost no read."""
+        asked = []
+        for key, group in groups.items():
+            if any(w.sent_at is not None for w in group):
+                working = self._open(key, records.get(key))
+                asked += [(key, w.message_id) for w in group
+                          if w.message_id is not None and working.may_be_evicted(w.message_id, w.sent_at)]
+        if not asked:
+            return set()
+        self.counts["replay_checks"] += len(asked)
+        return await self.store.replied(asked)
 
     def _open(self, key: str, record: bytes | None) -> Working:
         try:
@@ -369,7 +391,9 @@ class Host(Background, Lanes):
                     timers[HTTP_GUARD + effect.request_id] = now + guard_s(effect)
                     calls.append((key, partition, effect))
             if work.index is not None and work.message_id is not None and not step.duplicate:
-                commit.replies.append((key, work.message_id, pack_replies(said), now + self.config.reply_ttl_s))
+                kept_s = self.config.reply_ttl_s if work.sent_at is None else max(self.config.reply_ttl_s,
+                                                                                   self.config.replay_horizon_s)
+                commit.replies.append((key, work.message_id, pack_replies(said), now + kept_s))
             status = step.status or status
         for timer_id, due_at in timers.items():
             if due_at is None:

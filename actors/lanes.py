@@ -30,7 +30,7 @@ from parlour.messages import FAILED, MOVED, Outcome
 from parlour.store import Commit, Fenced, StoreError
 
 from .background import Work
-from .conversation import Conversation
+from .conversation import Conversation, Step
 from .dedicated import DedicatedRefused
 
 log = logging.getLogger("parlour.host")
@@ -117,8 +117,16 @@ class Lanes:
             return record, True
         group, now = [w for w, _ in owned], self.clock()
         try:
+            replayed = await self._replayed({key: group}, {key: record})
+        except StoreError as exc:
+            return self._settle(owned, (record, True), error=f"store: {exc}", retryable=True)
+        try:
             new, steps = await self.isolated.run(key.split("/", 1)[0], key, record,
-                                                 [(w.message_id, w.event) for w in group], now)
+                                                 [(w.message_id, w.event, w.sent_at) for w in group
+                                                  if (key, w.message_id) not in replayed], now)
+            ran = iter(steps)
+            steps = [Step(w.message_id, duplicate=True) if (key, w.message_id) in replayed else next(ran)
+                     for w in group]
             commit, calls = Commit(), []
             if group[0].partition not in self.owned:
                 raise Fenced({group[0].partition: self.epoch})

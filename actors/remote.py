@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 import ray
 from parlour.codec import Record
 from parlour.gateway.channels.registry import Bots, Cipher
-from parlour.flow import Event
 from parlour.http import HttpCaller
 from parlour.logs import setup_logging
 from parlour.messages import ConversationKey, PartitionTable
 from parlour.store import FlowRecord, open_store
 from parlour.wire import decode_batch, encode_outcomes
 
-from .conversation import Step, run_turns
+from .conversation import Arrival, Step, run_turns
 from .dedicated import DedicatedPool
 from .delivery import Delivery, RetryPolicy
 from .flows import Flows
@@ -240,7 +239,7 @@ class DedicatedActor:
     def install(self, records: list[FlowRecord]) -> None:
         self.flows.install(records)
 
-    def run(self, tenant: str, key: str, record: bytes | None, events: list[tuple[str | None, Event]],
+    def run(self, tenant: str, key: str, record: bytes | None, events: list[Arrival],
             now: float, window: int) -> tuple[bytes | None, list[Step]]:
         return run_turns(self.flows.catalog(tenant), key, record, events, now, window)
 

@@ -95,7 +95,8 @@ class Webhooks:
             self.gateway.ingress.admit(tenant)
             try:
                 key = ConversationKey(tenant, conversation_channel(channel, bot), received.user)
-                inbound = Inbound(key, received.message_id, received.message, trace=request[REQUEST_ID_KEY])
+                inbound = Inbound(key, received.message_id, received.message, trace=request[REQUEST_ID_KEY],
+                                  sent_at=received.sent_at)
             except (ParlourError, ValueError) as exc:
                 raise ApiError(400, "invalid_payload", f"not a {channel} webhook: {exc}") from None
             outcome = await self.gateway.ingress.send(inbound, channel)

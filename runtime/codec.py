@@ -51,16 +51,24 @@ def unpack_state(data: bytes) -> State:
 @dataclass(slots=True)
 class Record:
     """A conversation as stored: ``seen`` holds the 8-byte digests of its latest message ids
-    (newest last), ``replies`` counts the replies it ever sent (the outbox's sequence)."""
+    (newest last), ``replies`` counts the replies it ever sent (the outbox's sequence).
+    ``latest_at`` is the newest channel time (``Inbound.sent_at``) of a message it took, and
+    ``evicted_at`` an upper bound of the channel times of the ids pushed out of ``seen``: a
+    message newer than that cannot be one of them. Both are 0 until a channel gives times, and
+    are stored only then."""
 
     state: State
     seen: bytes = b""
     replies: int = 0
+    latest_at: float = 0.0
+    evicted_at: float = 0.0
 
 
 def pack_record(record: Record) -> bytes:
-    return msgpack.packb([RECORD_SCHEMA, record.state.to_data(), record.seen, record.replies],
-                         use_bin_type=True, unicode_errors=TEXT_ERRORS)
+    fields = [RECORD_SCHEMA, record.state.to_data(), record.seen, record.replies]
+    if record.latest_at:  # an optional tail: conversations of channels without times pay nothing
+        fields.append([record.latest_at, record.evicted_at])
+    return msgpack.packb(fields, use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def unpack_record(data: bytes) -> Record:
@@ -72,12 +80,13 @@ def unpack_record(data: bytes) -> Record:
     if value[0] != RECORD_SCHEMA:
         raise StateError(f"record schema {value[0]} is newer than this parlour ({RECORD_SCHEMA})")
     try:
-        _, state, seen, replies = value
-    except ValueError as exc:
+        _, state, seen, replies, *times = value
+        latest_at, evicted_at = times[0] if times else (0.0, 0.0)
+    except (ValueError, TypeError) as exc:
         raise StateError(f"unreadable conversation record: {exc}") from exc
     if not isinstance(state, dict):
         raise StateError("a conversation record holds its state as a map")
-    return Record(State.from_data(state), bytes(seen), int(replies))
+    return Record(State.from_data(state), bytes(seen), int(replies), float(latest_at), float(evicted_at))
 
 
 def reply_data(reply: Reply) -> dict[str, Any]:

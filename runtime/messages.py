@@ -80,12 +80,15 @@ def partition_of(key_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
 class Inbound:
     """One event for one conversation. ``message_id`` is the channel's id for the message
     (wamid, update_id, a web client's id): a second Inbound with the same id never moves the
-    flow again."""
+    flow again. ``sent_at`` is the channel's own time for the message (epoch seconds), from a
+    channel that retries for long (WhatsApp: 7 days): a replay of it is then recognised for as
+    long as the channel may retry, not only within the conversation's window of recent ids."""
 
     key: ConversationKey
     message_id: str
     event: Event
     trace: str | None = None
+    sent_at: float | None = None
 
     def __post_init__(self) -> None:
         if not self.message_id:

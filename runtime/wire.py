@@ -45,13 +45,14 @@ def _event_of(data: list[Any]) -> Event:
 
 
 def encode_batch(batch: list[Inbound]) -> bytes:
-    return msgpack.packb([[i.key.tenant, i.key.channel, i.key.user, i.message_id, _event_data(i.event), i.trace]
-                          for i in batch], use_bin_type=True, unicode_errors=TEXT_ERRORS)
+    return msgpack.packb([[i.key.tenant, i.key.channel, i.key.user, i.message_id, _event_data(i.event), i.trace,
+                           i.sent_at] for i in batch], use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def decode_batch(data: bytes) -> list[Inbound]:
-    return [Inbound(ConversationKey(tenant, channel, user), message_id, _event_of(event), trace)
-            for tenant, channel, user, message_id, event, trace in msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)]
+    return [Inbound(ConversationKey(tenant, channel, user), message_id, _event_of(event), trace, sent_at)
+            for tenant, channel, user, message_id, event, trace, sent_at
+            in msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)]
 
 
 def encode_outcomes(outcomes: list[Outcome]) -> bytes:

@@ -73,11 +73,14 @@ class Webhook:
 class Received:
     """One user message: it runs a turn. ``user`` is the conversation's user part and also
     where its replies go (a phone number, a chat id, ``channel:user`` on Slack). ``message_id``
-    is the channel's own id for this message, the dedup key: a channel's retry carries the same."""
+    is the channel's own id for this message, the dedup key: a channel's retry carries the same.
+    ``sent_at`` is the channel's own time for it (epoch seconds), given by a channel that
+    retries for long, so that a replay is known for the channel's whole retry horizon."""
 
     user: str
     message_id: str
     message: UserMessage
+    sent_at: float | None = field(default=None, compare=False)  # about the message, not what it says
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,7 +214,18 @@ def _message(message: dict, where: str, names: dict[str, str]) -> Received | Eve
         rest = {k: v for k, v in message.items() if k not in ("from", "id", "type")}
         return Event(kind=kind, user=user, message_id=message_id, data=rest)
     turn = replace(turn, user_id=user, user_name=names.get(user), channel="whatsapp")
-    return Received(user, message_id, turn)
+    return Received(user, message_id, turn, _sent_at(message, where))
+
+
+def _sent_at(message: dict, where: str) -> float | None:
+    """The message's ``timestamp`` (epoch seconds as a string): what makes a replay known for
+    the 7 days WhatsApp retries (docs/channels/whatsapp.md, "Replays")."""
+    stamp = _str(message, "timestamp", where, False)
+    if stamp is None:
+        return None
+    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+        raise PayloadError(f"{where}.timestamp: expected epoch seconds, got {_show(stamp)}")
+    return float(stamp)
 
 
 def _turn(message: dict, kind: str, where: str) -> UserMessage | None:

@@ -147,6 +147,14 @@ class Store(Protocol):
         """Timers of ``partitions`` due at or before ``until``, earliest first."""
     async def reply(self, key: str, message_id: str) -> bytes | None:
         """The replies a committed turn gave to ``message_id``, while kept."""
+    async def replied(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``pairs`` (key, message id) have a committed turn's replies kept: the
+        messages a conversation took within their replies' time to live, also once out of its
+        dedup window. One round trip, whatever the number of pairs.
+
+        >>> await store.replied([("t/whatsapp/4477", "wamid.1"), ("t/whatsapp/4477", "wamid.9")])
+        {('t/whatsapp/4477', 'wamid.1')}
+        """
     async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
         """The kept replies of ``key``'s latest turns, newest first: (message id, replies data,
         kept until). Newest is the last written (of one commit's, the later entry); a message id

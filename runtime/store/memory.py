@@ -90,6 +90,10 @@ class MemoryStore:
             return None
         return found[0]
 
+    async def replied(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        now = self.clock()
+        return {pair for pair in pairs if (found := self._replies.get(pair)) is not None and found[1] > now}
+
     async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
         """Scans the kept replies: the memory store is for tests, not for big stores."""
         now = self.clock()

@@ -320,6 +320,17 @@ class RedisStore:
         async with _translated("reply", self.timeout_s):
             return await self._redis.get(f"{self.prefix}r:{_reply_id(key, message_id)}")
 
+    async def replied(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        pairs = list(dict.fromkeys(pairs))
+        if not pairs:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for key, message_id in pairs:
+            pipe.exists(f"{self.prefix}r:{_reply_id(key, message_id)}")
+        async with _translated("replied", self.timeout_s):
+            found = await pipe.execute()
+        return {pair for pair, exists in zip(pairs, found) if exists}
+
     async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
         """At most the 50 newest: the index keeps no more. Kept until to the millisecond."""
         if limit <= 0:

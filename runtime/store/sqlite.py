@@ -150,6 +150,15 @@ class SqliteStore:
             (key, message_id, self.clock()))
         return rows[0][0] if rows else None
 
+    async def replied(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not pairs:
+            return set()
+        found = await self._read(
+            _execute, "SELECT key, message_id FROM replies WHERE (key, message_id) IN"
+            " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)) AND expires_at > ?",
+            (json.dumps([list(p) for p in pairs]), self.clock()))
+        return {(key, message_id) for key, message_id in found}
+
     async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
         # The rowid counts writes: a new row gets one above the largest in the table (so does a
         # reply written again: INSERT OR REPLACE inserts a new row).

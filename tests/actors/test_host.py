@@ -359,3 +359,35 @@ async def test_passivating_while_a_batch_reads_the_store_loses_nothing():
     await passivate
     assert (await host.inspect(key("a"))).state.vars["log"] == ["x0", "x1", "x2"]
     assert (await host.deliver([Inbound(key("a"), "a0", UserMessage("x0"))]))[0].status == DUPLICATE
+
+
+async def test_a_replay_out_of_the_window_is_a_duplicate_within_the_horizon_and_new_messages_cost_no_read():
+    clock = Clock()
+    host = await make_host(window=3, clock=clock)
+
+    def sent(n: int, at: float | None = None) -> Inbound:
+        return Inbound(key("a"), f"wamid.{n}", UserMessage(f"x{n}"), sent_at=T0 - 100 + (n if at is None else at))
+
+    for n in range(6):
+        assert (await host.deliver([sent(n)]))[0].status == APPLIED
+    assert host.stats().get("replay_checks", 0) == 0  # newer than every id out of the window: no read
+    record = await host.inspect(key("a"))
+    assert (record.latest_at, record.evicted_at) == (T0 - 95, T0 - 96)  # a bound: wamid.2 left at T0 - 98
+    replay = (await host.deliver([sent(0)]))[0]
+    assert replay.status == DUPLICATE and said(replay) == ["1:x0"]  # its first answer, kept
+    assert (await host.deliver([sent(5)]))[0].status == DUPLICATE  # in the window: no read either
+    assert host.stats()["replay_checks"] == 1
+    assert (await host.deliver([sent(9, at=1)]))[0].status == APPLIED  # as old, never seen: one read
+    assert host.stats()["replay_checks"] == 2
+    assert (await host.inspect(key("a"))).state.vars["log"] == [f"x{n}" for n in (0, 1, 2, 3, 4, 5, 9)]
+    clock.now += host.config.replay_horizon_s + 1  # past the channel's horizon, the store forgets it
+    assert await host.store.replied([(key("a").id, "wamid.0")]) == set()
+
+
+def test_a_record_keeps_its_channel_times_only_once_it_has_some():
+    from parlour.codec import Record, pack_record
+    from parlour.flow import State
+    plain = Record(State(), b"\x01" * 8, 3)
+    assert unpack_record(pack_record(plain)) == plain and len(pack_record(plain)) < len(
+        pack_record(Record(State(), b"\x01" * 8, 3, 1.5, 0.5)))
+    assert unpack_record(pack_record(Record(State(), b"", 0, 1.5, 0.5))).evicted_at == 0.5

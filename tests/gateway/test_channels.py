@@ -135,3 +135,45 @@ async def test_a_signed_webhook_runs_a_turn_and_the_reply_reaches_the_channel(re
     assert api.rejected == [], api.rejected
     [sent] = api.delivered
     assert case.address(sent) == case.to and case.text(sent) == case.said
+
+
+def whatsapp_text(message_id: str, text: str, sent_at: int) -> Request:
+    """The pywa fixture with another message id, text and time, signed with the bot's app secret."""
+    payload = json.loads(fixture("whatsapp_inbound_text_pywa.json"))
+    payload["entry"][0]["changes"][0]["value"]["messages"][0] |= {"id": message_id, "text": {"body": text},
+                                                                  "timestamp": str(sent_at)}
+    body = json.dumps(payload).encode()
+    signature = hmac.new(b"wa-app-secret", body, hashlib.sha256).hexdigest()
+    return Request(body, {"X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"})
+
+
+async def test_a_whatsapp_replay_after_forty_newer_messages_is_still_a_duplicate(redis_server, secrets_key):
+    """Issue 12, finding 7: the dedup window holds 32 ids; WhatsApp retries for 7 days."""
+    node = await start_node(f"{redis_server.url}?prefix=ch{next(_prefixes)}:", secrets_key=secrets_key)
+    try:
+        bot = CASES[0].bot("http://127.0.0.1:9")  # nothing is delivered: no delivery supervisor runs
+        async with node.http.put(f"{node.url}/v1/acme/bots/whatsapp/support", headers=node.auth("acme"),
+                                 json=bot) as answer:
+            assert answer.status == 201
+        hook = f"{node.url}/v1/acme/channels/whatsapp/support"
+        sent_at = int(time.time()) - 3600
+        for n in range(41):
+            request = whatsapp_text(f"wamid.{n}", f"m{n}", sent_at + n)
+            async with node.http.post(hook, data=request.body, headers=request.headers) as answer:
+                assert answer.status == 200, await answer.text()
+        replay = whatsapp_text("wamid.0", "m0", sent_at)
+        async with node.http.post(hook, data=replay.body, headers=replay.headers) as answer:
+            assert answer.status == 200, await answer.text()
+        async with node.http.get(f"{node.url}/v1/acme/conversations/whatsapp:support/972987654321",
+                                 headers=node.auth("acme")) as answer:
+            conversation = await answer.json()
+        assert conversation.get("vars", {}).get("log") == [f"m{n}" for n in range(41)], conversation  # m0 once
+        [stats] = await node.runtime.stats()
+        assert (stats["duplicates"], stats["replay_checks"]) == (1, 1)
+        late = whatsapp_text("wamid.late", "late", sent_at)  # as old, never seen: taken, after one read
+        async with node.http.post(hook, data=late.body, headers=late.headers) as answer:
+            assert answer.status == 200
+        [stats] = await node.runtime.stats()
+        assert (stats["duplicates"], stats["replay_checks"]) == (1, 2)
+    finally:
+        await stop_node(node)

@@ -172,6 +172,20 @@ async def test_replies_are_kept_until_they_expire(store):
     assert await store.reply("t/web/b", "m1") is None
 
 
+async def test_replied_says_which_messages_have_replies_kept_in_one_call(store):
+    """What recognises a replay once its id left the conversation's window (issue 12, finding 7)."""
+    await store.claim({1: 1, 2: 1})
+    key = "t/whatsapp/+44 7700 ü"
+    await store.commit(commit({1: 1}, replies=[(key, "wamid.1", b"R1", LATER), (key, "wamid.0", b"R0", time.time() - 1)]))
+    await store.commit(commit({2: 1}, replies=[("t/web/a1", "x", b"X", LATER), ("t/web/b", "m", b"M", LATER)]))
+    asked = [(key, "wamid.1"), (key, "wamid.0"), (key, "wamid.2"), ("t/web/a", "1x"), ("t/web/a1", "x"),
+             ("t/web/b", "m"), ("t/web/b", "m"), ("t/web/none", "wamid.1")]
+    assert await store.replied(asked) == {(key, "wamid.1"), ("t/web/a1", "x"), ("t/web/b", "m")}
+    assert await store.replied([]) == set()
+    many = [(key, f"wamid.{i}") for i in range(2, 2_000)] + [(key, "wamid.1")]
+    assert await store.replied(many) == {(key, "wamid.1")}
+
+
 KEPT = float(int(time.time()) + 3600)  # whole seconds: Redis keeps an expiry to the millisecond
 
 
