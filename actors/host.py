@@ -316,8 +316,9 @@ class Host(Background, Lanes):
             catalog = self.flows.catalog(tenant)
             try:
                 working = self._open(key, records.get(key))
-                if self.isolated is not None and self._dedicated(catalog, working, group):
-                    handed[key] = working.source
+                fresh = [w for w in group if (key, w.message_id) not in replayed]
+                if fresh and self.isolated is not None and self._dedicated(catalog, working, group):
+                    handed[key] = working.source  # its lane looks replays up again: rare, and in order
                     continue
                 steps = [Step(w.message_id, duplicate=True) if (key, w.message_id) in replayed
                          else working.apply(catalog, w.message_id, w.event, now, w.sent_at) for w in group]

@@ -27,7 +27,7 @@ class InProcess:
         await self.gate.wait()
         if self.fail:
             raise RuntimeError("its actor died")
-        return run_turns(self.host.flows.catalog(tenant), key, record, events, now)
+        return run_turns(self.host.flows.catalog(tenant), key, record, events, now, self.host.config.window)
 
     def kill(self) -> None:
         self.killed = True
@@ -126,3 +126,19 @@ def test_the_hosts_share_the_node_caps_without_ever_exceeding_them():
         shares = [caps.share(i, hosts) for i in range(hosts)]
         assert sum(s.max_actors for s in shares) == 5 and sum(s.max_per_tenant for s in shares) == 2
         assert sum(s.of("big") for s in shares) == 7 and {s.idle_s for s in shares} == {30.0}
+
+
+async def test_a_dedicated_conversation_knows_a_replay_out_of_its_window_and_its_lane_keeps_the_order():
+    host, runners, gate = await dedicated_host(DedicatedCaps(), window=2)
+    gate.clear()
+    sent = [Inbound(ConversationKey("t", "whatsapp", "d"), f"wamid.{n}", UserMessage(text), sent_at=1000.0 + n)
+            for n, text in enumerate(["heavy", "Ann", "Bob", "Cy"])]
+    pending = [asyncio.ensure_future(host.deliver([inbound])) for inbound in sent]
+    await until(lambda: _true(runners))
+    gate.set()
+    assert [said((await p)[0]) for p in pending] == [
+        ["your name?"], ["hello Ann", "your name?"], ["hello Bob", "your name?"], ["hello Cy", "your name?"]]
+    replay = (await host.deliver([sent[1]]))[0]  # out of the window of 2: the store knows it
+    assert replay.status == DUPLICATE and said(replay) == ["hello Ann", "your name?"]
+    assert host.stats()["replay_checks"] == 1 and host.stats()["dedicated_turns"] == 4
+    assert (await host.inspect(ConversationKey("t", "whatsapp", "d"))).state.vars["name"] == "Cy"
