@@ -114,7 +114,6 @@ class Gateway:
 
     async def _on_startup(self, app: web.Application) -> None:
         await self.load_tenants()
-        self.admin.compiler.start()
         self._push_task = asyncio.create_task(self.push.run())
 
     async def _on_shutdown(self, app: web.Application) -> None:

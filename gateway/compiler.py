@@ -71,7 +71,8 @@ class CompilerProcess:
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        """Start the worker now (it takes a second to import parlour), not at the first upload."""
+        """Start the worker (on the first upload: it takes a second to import parlour, which a
+        node that is never sent a flow need not spend)."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_yield_to_messages)
