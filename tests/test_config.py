@@ -33,6 +33,8 @@ def test_the_defaults_need_no_file():
     ("bogus: 1\nport: x\n", ["bogus: Extra inputs are not permitted", "port: Input should be a valid integer"]),
     ("tenants:\n  acme: {tokens: [abc]}\n", ["tenants.acme.tokens: Value error, a token is given by its hash"]),
     ("tenants:\n  acme: {rate_limit: often}\n", ["tenants.acme.rate_limit: Value error, not a rate limit"]),
+    ("tenants:\n  acme: {admin_rate_limit: 10/fortnight}\n", ["tenants.acme.admin_rate_limit: Value error, not a rate"]),
+    ("tenants:\n  acme: {max_dedicated: -1}\n", ["tenants.acme.max_dedicated: Input should be greater than or equal to 0"]),
     ("tenants:\n  bad name: {}\n", ["tenants: Value error, tenant name 'bad name'"]),
     ("port: [\n", [":2:1: expected the node content"]),
     ("- 1\n", ["a config file is a YAML mapping of settings"]),
