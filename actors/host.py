@@ -305,7 +305,7 @@ class Host(Background, Lanes):
         return [outcomes[id(work)] for work in works]
 
     def _turns(self, groups: dict[str, list[Work]], records: dict[str, bytes], now: float,
-               replayed: set[tuple[str, str]]) -> tuple[dict, dict[str, bytes | None]]:
+               replayed: set[tuple[str, str]]) -> tuple[dict, dict[str, tuple[list[Work], bytes | None]]]:
         """Each conversation's new record and steps, or the exception its turns raised; and
         the dedicated conversations, with their records, to hand to lanes after the commit.
         A ``replayed`` message (key, message id) runs nothing."""
