@@ -3,17 +3,18 @@
 A flow with ``isolation: dedicated`` runs each of its conversations in a process of its own
 (a Ray actor, made by :mod:`parlour.actors.remote`). A process costs ~90 MB and ~1 s to start,
 and anyone on the internet can open a conversation, so the host holds at most
-``max_dedicated`` of them, and at most ``max_dedicated_per_tenant`` (or the tenant's own
-figure in ``dedicated_per_tenant``) for one tenant. A conversation over a cap is refused:
+``max_actors`` of them (:class:`DedicatedCaps`, its share of the node's), and at most
+``max_per_tenant`` (or the tenant's own figure in ``per_tenant``) for one tenant. A
+conversation over a cap is refused:
 :meth:`DedicatedPool.admit` says why, the host answers its message as a retryable failure
 (the web channel's 503 with ``Retry-After``; a messaging channel retries on its own), and the
-conversation's state does not move. A process unused for ``dedicated_idle_s`` is retired by
+conversation's state does not move. A process unused for ``idle_s`` is retired by
 the pool's own loop (:meth:`DedicatedPool.run_reaper`), which frees its slot; its state is in
 the store, so the conversation's next message starts a new one.
 
 This module knows nothing of Ray: ``spawn`` makes a :class:`Runner` for a conversation key.
 
->>> pool = DedicatedPool(spawn, config, clock=time.time)
+>>> pool = DedicatedPool(spawn, DedicatedCaps(max_actors=4, max_per_tenant=2), clock=time.time)
 >>> pool.admit("acme", "acme/web/u1")            # None: admitted; else the reason it is not
 >>> record, steps = await pool.run("acme", "acme/web/u1", record, events, now)
 """
