@@ -65,6 +65,7 @@ from parlour.store import Commit, Fenced, Store, StoreError, StoreUnavailable, T
 from .background import HTTP_GUARD, Background, Work, guard_s
 from .conversation import DEFAULT_WINDOW, Conversation, Step, Working
 from .flows import Flows
+from .watchdog import TurnWatch
 
 log = logging.getLogger("parlour.host")
 
@@ -95,18 +96,26 @@ class HostConfig:
     """Channels whose caller receives a message's replies in its answer (the web channel's
     HTTP response): those replies are kept for a retry but not put in the outbox. What a timer
     or an API result makes a flow say still is, on every channel."""
+    # The watchdog (actors/watchdog.py): a turn running past watchdog_s ends its host's
+    # process; a message in flight at poison_tries deaths is quarantined. 0 turns it off.
+    watchdog_s: float = 5.0
+    watchdog_period_s: float = 0.25
+    poison_tries: int = 2
+    watch_dir: str | None = None
+    """Where the watch files are kept (default: the temporary folder's parlour-watch)."""
 
 
 class Host(Background):
     def __init__(self, name: str, store: Store, config: HostConfig, claim: ClaimFn, *,
                  http: HttpFn | None = None, isolated: IsolatedFn | None = None,
-                 clock: Callable[[], float] = time.time):
+                 watch: TurnWatch | None = None, clock: Callable[[], float] = time.time):
         self.name = name
         self.store = store
         self.config = config
         self.claim = claim
         self.http = http
         self.isolated = isolated
+        self.watch = watch
         self.clock = clock
         self.flows = Flows(store, config.env)
         self.epoch = 0
@@ -127,6 +136,10 @@ class Host(Background):
     async def start(self) -> None:
         """Open the store, claim this host's partitions, load the flows, start the loops.
         Raises what stopped it (the store or the router not up yet): call again to retry."""
+        if self.watch is not None and (died := self.watch.open()) is not None:
+            self.counts["died_in_turn"] += 1
+            log.error("%s: the last process of this host died in a turn (conversation and message: %r)",
+                      self.name, died.replace("\0", " "))
         await self.store.open()
         await self._claim()
         await self.flows.reload()
@@ -150,6 +163,8 @@ class Host(Background):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._calls.values(), return_exceptions=True)
         await self.store.aclose()
+        if self.watch is not None:
+            self.watch.close()
 
     async def ready(self) -> dict:
         await self._wait_ready()
@@ -299,13 +314,32 @@ class Host(Background):
                     self.counts["dedicated_turns"] += len(group)
                     remote[key] = self.isolated(tenant, key, working.source, events, now)
                     continue
-                steps = [working.apply(catalog, message_id, event, now) for message_id, event in events]
+                steps = [self._apply(working, catalog, key, work, now) for work in group]
                 done[key] = ((working.pack() if working.changed else None), steps)
             except Exception as exc:  # noqa: BLE001 - reported per conversation by the caller
                 done[key] = exc
         if remote:
             done.update(zip(remote, await asyncio.gather(*remote.values(), return_exceptions=True)))
         return done
+
+    def _apply(self, working: Working, catalog: Catalog, key: str, work: Work, now: float) -> Step:
+        """One event, under the watchdog's eye (:mod:`parlour.actors.watchdog`); not run at all if
+        it was in flight each time this host died lately."""
+        watch = self.watch
+        if watch is None:
+            return working.apply(catalog, work.message_id, work.event, now)
+        token = work.message_id or work.timer or getattr(work.event, "request_id", None) or ""
+        if (watch.suspects and (tries := watch.poisoned(key, token))
+                and not (work.message_id is not None and working.seen(work.message_id))):
+            self.counts["quarantined"] += 1
+            log.error("%s: %s of %s quarantined as poison: its host died running it %d times", self.name, token, key, tries)
+            return working.quarantine(work.message_id, f"quarantined as poison: this host stopped {tries} times "
+                                                       "while running this message")
+        watch.begin(key, token)
+        try:
+            return working.apply(catalog, work.message_id, work.event, now)
+        finally:
+            watch.end()
 
     def _open(self, key: str, record: bytes | None) -> Working:
         try:

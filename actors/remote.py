@@ -18,8 +18,10 @@ import gc
 import hashlib
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 from parlour.codec import Record
@@ -37,6 +39,7 @@ from .delivery import Delivery, RetryPolicy
 from .flows import Flows
 from .host import Host, HostConfig
 from .router import Router
+from .watchdog import TurnWatch
 
 log = logging.getLogger("parlour.actors")
 
@@ -159,13 +162,17 @@ class HostActor:
         async def claim(host: str) -> tuple[int, list[int]]:
             return await router.claim.remote(host)
 
-        self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http)
+        self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http,
+                         watch=_watch(name, settings))
         self.dedicated = _Dedicated(settings, self.host.flows)
         self.host.isolated = self.dedicated.run
         self.started = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
         await self.http.__aenter__()
+        if self.host.watch is not None:
+            self.host.watch.start_watchdog(os.getpid(), self.settings.config.watchdog_s,
+                                           self.settings.config.watchdog_period_s)
         while True:
             try:
                 await self.host.start()
@@ -282,6 +289,16 @@ class _Dedicated:
         for actor, _ in self.actors.values():
             ray.kill(actor)
         self.actors.clear()
+
+
+def _watch(name: str, settings: HostSettings) -> TurnWatch | None:
+    """The host's watch files, kept per store and host name, so that a restart finds them."""
+    config = settings.config
+    if config.watchdog_s <= 0:
+        return None
+    store = hashlib.blake2b(settings.store_url.encode(), digest_size=6).hexdigest()
+    folder = Path(config.watch_dir) if config.watch_dir else Path(tempfile.gettempdir()) / "parlour-watch"
+    return TurnWatch(folder / f"{store}-{name}", tries=config.poison_tries)
 
 
 def _rss() -> int:

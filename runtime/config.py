@@ -100,6 +100,10 @@ class Limits(BaseModel):
     max_pending: int = Field(10_000, ge=1, description="messages accepted and not yet answered, beyond which 503")
     max_batch: int = Field(500, ge=1, le=10_000)
     ws_per_user: int = Field(8, ge=1)
+    # A turn that runs on past the template bounds (issue 12, finding 2: actors/watchdog.py)
+    turn_watchdog_s: float = Field(5.0, ge=0, description="a turn running longer ends its host's process, which "
+                                   "Ray starts again (0: no watchdog)")
+    poison_tries: int = Field(2, ge=1, description="deaths in one message's turn before it is quarantined")
 
 
 class Settings(BaseSettings):

@@ -24,6 +24,7 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import SecretStr
 
+from .actors.host import HostConfig
 from .config import Settings, hash_token, new_token
 from .flows_dir import bundled_flows
 from .errors import FlowError
@@ -112,7 +113,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
                                   address=settings.ray_address, num_cpus=settings.num_cpus, env=settings.env,
                                   secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
-                                  log_level=settings.log_level, log_format=settings.log_format, secrets_key=key)
+                                  log_level=settings.log_level, log_format=settings.log_format, secrets_key=key,
+                                  config=HostConfig(watchdog_s=settings.limits.turn_watchdog_s,
+                                                    poison_tries=settings.limits.poison_tries))
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
     # kills the process; ours must be the one installed last.
     for sig in (signal.SIGTERM, signal.SIGINT):
