@@ -30,14 +30,17 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from .errors import ParlourError
 
@@ -227,6 +230,29 @@ class Egress:
     def message(self, tenant: str | None, exc: EgressDenied) -> str:
         """What a flow (or a dead letter) is told: ``egress denied: ... (tenants.t.egress.allow)``."""
         return f"egress denied: {exc} (to allow it: {self.where(tenant)})"
+
+
+async def check_url(url: str, policy: EgressPolicy, timeout_s: float = 2.0) -> None:
+    """:class:`EgressDenied` if ``policy`` denies every address ``url``'s host is (or resolves
+    to now): an early answer for a URL that is saved to be called later (a bot's ``api_base``).
+    A name that does not resolve in ``timeout_s`` passes: the connection is checked anyway."""
+    try:
+        host = URL(url).raw_host
+    except ValueError:
+        return
+    if not host or policy.allows_host(host):
+        return
+    try:
+        ip_address(host)
+        addresses = [host]
+    except ValueError:
+        try:
+            found = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
+                host, None, type=socket.SOCK_STREAM), timeout_s)
+        except (OSError, TimeoutError, UnicodeError):
+            return
+        addresses = list(dict.fromkeys(info[4][0] for info in found))
+    policy.admit(host, addresses)
 
 
 class GuardedConnector(aiohttp.TCPConnector):

@@ -112,7 +112,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
                                   address=settings.ray_address, num_cpus=settings.num_cpus, env=settings.env,
                                   secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
-                                  log_level=settings.log_level, log_format=settings.log_format, secrets_key=key)
+                                  log_level=settings.log_level, log_format=settings.log_format, secrets_key=key,
+                                  egress=settings.egress_allows())
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
     # kills the process; ours must be the one installed last.
     for sig in (signal.SIGTERM, signal.SIGINT):
