@@ -36,6 +36,8 @@ HOST_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
     "parlour_host_errors": ("errors by kind", {
         "turn_errors": "turn", "store_unavailable": "store_unavailable", "store_errors": "store",
         "fenced": "fenced", "internal_errors": "internal", "unreadable_records": "unreadable_record"}),
+    "parlour_host_regex_overruns": ("author regex searches that ran out of their message's budget (the rest "
+                                    "of that message's searches did not run)", {"regex_overruns": ""}),
 }
 
 
