@@ -72,7 +72,7 @@ class Runtime:
             Egress.from_allows(allows)  # a bad entry is refused here, not in every host
         except ValueError as exc:
             raise ParlourError(f"egress: {exc}") from None
-        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}), allows,
+        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}), egress=allows,
                                 log_level=log_level.upper(), log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
