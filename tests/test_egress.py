@@ -12,11 +12,13 @@ import asyncio
 import ipaddress
 import socket
 
+import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from parlour.actors.host import Host, HostConfig
-from parlour.egress import Egress, EgressDenied, EgressPolicy, default_denial, parse_allow
+from parlour.egress import Egress, EgressDenied, EgressPolicy, EgressSessions, default_denial, parse_allow
 from parlour.flow import HttpRequest, UserMessage
 from parlour.http import HttpCaller
 from parlour.messages import Inbound
@@ -220,3 +222,36 @@ async def test_a_denied_call_is_a_flow_error_the_flow_routes_with_on_error(only_
     assert await outbox_texts(store, "a") == [
         "calling", "call failed: egress denied: 127.0.0.1 is a loopback address (to allow it: tenants.t.egress.allow)"]
     assert recorder.requests == []
+
+
+class Rebinding(AbstractResolver):
+    """A DNS server an attacker runs with a TTL of 0: a public address, then loopback."""
+
+    def __init__(self, port: int):
+        self.answers = [["93.184.216.34", "127.0.0.1"], ["127.0.0.1"]]
+        self.port = port
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        return [{"hostname": host, "host": a, "port": self.port, "family": socket.AF_INET, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST} for a in self.answers.pop(0)]
+
+    async def close(self):
+        pass
+
+
+async def test_each_connection_uses_only_the_addresses_checked_for_it(only_loopback):
+    """No DNS-rebinding gap: the answers the check saw are the ones connected to, each time."""
+    recorder = Recorder()
+    async with serve(members_app(recorder)) as base:
+        sessions = EgressSessions(resolver=Rebinding(int(base.rsplit(":", 1)[1])), use_dns_cache=False)
+        try:
+            session = sessions.get(EgressPolicy())
+            with pytest.raises(aiohttp.ClientConnectorError):  # the public address alone was tried
+                async with session.get("http://rebind.example/"):
+                    pass
+            with pytest.raises(EgressDenied, match="rebind.example resolves to 127.0.0.1, a loopback"):
+                async with session.get("http://rebind.example/"):
+                    pass
+        finally:
+            await sessions.aclose()
+    assert [a[0] for a in only_loopback] == ["93.184.216.34"] and recorder.requests == []
