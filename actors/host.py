@@ -47,6 +47,7 @@ from parlour.flow import (
     Send,
     StartTimer,
 )
+from parlour.flow.regexes import overruns as regex_overruns
 from parlour.flow.state import ENDED, IDLE, State
 from parlour.flow.state import FAILED as STATE_FAILED
 from parlour.messages import (
@@ -480,7 +481,7 @@ class Host(Background):
 
     def export_metrics(self) -> list:
         """This host's figures for ``/metrics`` (:meth:`parlour.metrics.HostMetrics.export`)."""
-        return self.metrics.export(self.counts, host_gauges(self.stats()))
+        return self.metrics.export({**self.counts, "regex_overruns": regex_overruns()}, host_gauges(self.stats()))
 
     async def passivate(self) -> int:
         """Forget every resident conversation (each is in the store already); how many."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import ray
 from parlour.codec import Record
+from parlour.egress import Egress
 from parlour.gateway.channels.registry import Bots, Cipher
 from parlour.flow import Event
 from parlour.http import HttpCaller
@@ -78,6 +79,8 @@ class HostSettings:
     names: Names
     config: HostConfig = field(default_factory=HostConfig)
     secrets: dict[str, str] = field(default_factory=dict)
+    egress: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each tenant's ``egress.allow`` entries (a tenant not named: public addresses only)."""
     dedicated_idle_s: float = 600.0
     log_level: str = "WARNING"
     log_format: str = "text"
@@ -117,12 +120,12 @@ class DeliveryActor:
     outbox at once."""
 
     def __init__(self, store_url: str, secrets_key: str, policy: RetryPolicy, log_level: str = "WARNING",
-                 log_format: str = "text"):
+                 log_format: str = "text", egress: dict[str, tuple[str, ...]] | None = None):
         setup_logging(log_level, log_format)
         store = open_store(store_url)
         bots = Bots(store, Cipher.from_keys(secrets_key))
         self.store, self.stopping = store, asyncio.Event()
-        self.delivery = Delivery(store, bots.get, policy=policy)
+        self.delivery = Delivery(store, bots.get, policy=policy, egress=Egress.from_allows(egress))
         self.running = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -156,7 +159,7 @@ class HostActor:
         # less often, so that each batch does not pay for scanning them.
         gc.set_threshold(50_000, 20, 20)
         self.settings = settings
-        self.http = HttpCaller(settings.secrets)
+        self.http = HttpCaller(settings.secrets, egress=Egress.from_allows(settings.egress))
         router = ray.get_actor(settings.names.router, namespace=NAMESPACE)
 
         async def claim(host: str) -> tuple[int, list[int]]:

@@ -15,6 +15,7 @@ hashes are declared in the file::
         tokens: ["sha256:9f86d0..."]   # `parlour token new` prints a token and its hash
         rate_limit: "50/second"        # any `limits` expression; null for none
         channels: {web: {}}
+        egress: {allow: [10.1.0.0/16, members.internal]}  # what its flows may reach beyond public addresses
 
 A tenant token is never written down in clear: only its SHA-256 (tokens are 256-bit random
 strings, so a fast hash is enough; the point is that a leaked file leaks no token).
@@ -32,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from .egress import parse_allow
 from .errors import ParlourError
 
 TOKEN_PREFIX = "sha256:"
@@ -53,6 +55,23 @@ def new_token() -> str:
     return "plr_" + secrets.token_urlsafe(32)
 
 
+class EgressConfig(BaseModel):
+    """What a tenant's http nodes and bots may reach besides public addresses (issue 12, finding 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] = Field(default_factory=list, description="CIDR ranges, addresses and host names "
+                             "(`*.internal` for every name below one) its calls may connect to although they are "
+                             "loopback, private, link-local...; default: none (public addresses only)")
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, allow: list[str]) -> list[str]:
+        for entry in allow:
+            parse_allow(entry)  # ValueError names the entry
+        return allow
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +79,8 @@ class TenantConfig(BaseModel):
     tokens: list[str] = Field(default_factory=list, description="token hashes, sha256:<64 hex digits>")
     rate_limit: str | None = "200/second"
     channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"web": {}})
+    # issue 12, finding 3: the egress policy
+    egress: EgressConfig = Field(default_factory=EgressConfig)
 
     @field_validator("tokens")
     @classmethod
@@ -138,6 +159,10 @@ class Settings(BaseSettings):
         for name in tenants:
             check_tenant_name(name)
         return tenants
+
+    def egress_allows(self) -> dict[str, list[str]]:
+        """Each tenant's ``egress.allow``, as plain data for the hosts and the delivery supervisor."""
+        return {name: list(tenant.egress.allow) for name, tenant in self.tenants.items()}
 
     @property
     def store_url(self) -> str:

@@ -40,6 +40,8 @@ HOST_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
                                         "died (its watchdog killed it, or a crash)", {"died_in_turn": ""}),
     "parlour_host_quarantined": ("messages not run again because their host died while running them, "
                                  "each of the watchdog's tries: poison", {"quarantined": ""}),
+    "parlour_host_regex_overruns": ("author regex searches that ran out of their message's budget (the rest "
+                                    "of that message's searches did not run)", {"regex_overruns": ""}),
 }
 
 

@@ -115,7 +115,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
                                   secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
                                   log_level=settings.log_level, log_format=settings.log_format, secrets_key=key,
                                   config=HostConfig(watchdog_s=settings.limits.turn_watchdog_s,
-                                                    poison_tries=settings.limits.poison_tries))
+                                                    poison_tries=settings.limits.poison_tries),
+                                  egress=settings.egress_allows())
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
     # kills the process; ours must be the one installed last.
     for sig in (signal.SIGTERM, signal.SIGINT):

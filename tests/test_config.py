@@ -71,3 +71,13 @@ def test_json_logs_are_one_object_per_line_with_their_fields(monkeypatch):
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert (line["message"], line["request_id"], line["status"], line["level"], line["logger"]) == (
         "served it", "r-1", 200, "INFO", "parlour.test")
+
+
+def test_each_tenants_egress_allow_is_read_and_checked(tmp_path):
+    (tmp_path / "p.yaml").write_text("tenants:\n  acme: {egress: {allow: [10.1.0.0/16, members.internal]}}\n  beta: {}\n")
+    settings = load_settings(tmp_path / "p.yaml")
+    assert settings.egress_allows() == {"acme": ["10.1.0.0/16", "members.internal"], "beta": []}
+    (tmp_path / "bad.yaml").write_text("tenants:\n  acme: {egress: {allow: [10.1.0.1/16]}}\n")
+    with pytest.raises(ConfigError, match=r"tenants\.acme\.egress\.allow: Value error, egress allow entry "
+                                          r"'10\.1\.0\.1/16' is not a CIDR range"):
+        load_settings(tmp_path / "bad.yaml")
