@@ -2,7 +2,7 @@
 operators' routes, in front of a parlour runtime.
 
 >>> gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token))
->>> runner = web.AppRunner(gateway.app())
+>>> runner = gateway.runner(shutdown_timeout=30)   # serve it with this runner, not web.AppRunner
 
 It takes what it needs as handles (the runtime that sends messages, an open store for the
 registry and the outbox): :mod:`parlour.serve` puts it together.
@@ -29,9 +29,10 @@ from .bots_api import BotsApi
 from .channels.registry import Bots
 from .auth import Auth
 from .ingress import Ingress
-from .middleware import middlewares
+from .middleware import AccessLogger, middlewares
 from .openapi import openapi_route
 from .ops import Ops
+from .server import GatewayRunner
 from .web import WebChannel, WebPush
 from .webhooks import Webhooks
 
@@ -111,6 +112,11 @@ class Gateway:
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
         return app
+
+    def runner(self, **options) -> GatewayRunner:
+        """A runner for :meth:`app` whose server answers requests aiohttp cannot parse in the
+        JSON error shape and never logs their bytes (:mod:`parlour.gateway.server`)."""
+        return GatewayRunner(self.app(), access_log_class=AccessLogger, **options)
 
     async def _on_startup(self, app: web.Application) -> None:
         await self.load_tenants()

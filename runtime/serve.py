@@ -30,7 +30,6 @@ from .errors import FlowError
 from .flow import load_paths
 from .gateway.app import Gateway
 from .gateway.channels.registry import Bots, Cipher
-from .gateway.middleware import AccessLogger
 from .logs import setup_logging
 from .runtime import Runtime
 from .store import FlowRecord, Store, open_store
@@ -124,8 +123,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
         installed = await deploy_new(runtime, store, loaded)
         bots = Bots(store, Cipher.from_keys(key))
         gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token), bots=bots)
-        runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, handle_signals=False,
-                               shutdown_timeout=settings.shutdown_timeout_s)
+        runner = gateway.runner(handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()

@@ -29,7 +29,6 @@ from parlour.config import Settings, TenantConfig, hash_token, new_token
 from parlour.flows_dir import bundled_flows
 from parlour.gateway.app import Gateway
 from parlour.gateway.channels.registry import Bots, Cipher
-from parlour.gateway.middleware import AccessLogger
 from parlour.runtime import Runtime
 from parlour.store import open_store
 
@@ -94,7 +93,7 @@ async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_
     operator = new_token()
     bots = Bots(store, Cipher.from_keys(secrets_key or Cipher.new_key()))  # as serve has
     gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator), bots=bots)
-    runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, shutdown_timeout=10)
+    runner = gateway.runner(shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -1,0 +1,137 @@
+"""The gateway under hostile HTTP, over real sockets: malformed requests are answered in the
+JSON error shape and leave no credential in the logs; odd path segments are 4xx, never 5xx;
+a store that went bad is 503."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+from urllib.parse import quote, urlsplit
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tests.gateway.conftest import start_node, stop_node
+
+SIGNAL_SECRET = "signal-url-secret-0123456789"
+
+
+async def raw(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as it is over a new connection; the status, headers and body answered."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_malformed_requests_are_answered_in_json_and_leave_no_credential_in_the_logs(node, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = node.operator
+    webhook = f"/v1/demo/channels/signal/bot?token={SIGNAL_SECRET}"
+    malformed = [
+        f"GET {webhook} HTTP/1.1 junk\r\nHost: x\r\n\r\n".encode(),  # a request line with a secret in it
+        f"GET {webhook}\x7f HTTP/1.1\r\nHost: x\r\n\r\n".encode(),  # a URL with a byte HTTP forbids
+        f"GET /v1/demo/flows HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\x01\r\n\r\n".encode(),
+        f"GET /v1/demo/flows HTTP/1.1\r\nHost: x\r\nAuthorization : Bearer {token}\r\n\r\n".encode(),
+        f"GET /v1/demo/flows HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}{'A' * 9000}\r\n\r\n".encode(),
+        f"GET /v1/demo/flows HTTP/1.1\r\nHost: x\r\nX-Other: {'B' * 9000}\r\nAuthorization: Bearer {token}\r\n\r\n".encode(),
+        f"POST {webhook} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello".encode(),
+        f"{token} {webhook} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),  # a token where the method goes
+    ]
+    for request in malformed:
+        status, headers, body = await raw(node.url, request)
+        assert status == 400 and headers["content-type"].startswith("application/json"), (request[:60], body)
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request" and error["details"]["reason"] and set(error) == {"code", "message", "details"}
+        assert token.encode() not in body and SIGNAL_SECRET.encode() not in body
+    # well-formed requests carrying credentials: a wrong token, a webhook's secret in its query
+    for request in (f"GET /v1/demo/flows HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}x\r\n\r\n".encode(),
+                    f"POST {webhook} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode()):
+        status, headers, body = await raw(node.url, request)
+        assert status in (401, 404) and json.loads(body)["error"]["code"] in ("unauthorized", "not_found")
+    logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert token not in logged and SIGNAL_SECRET not in logged
+    assert "refused a malformed request" in caplog.text
+
+
+ODD = st.one_of(
+    st.sampled_from(["..", ".", "..%2Fbeta", "%2e%2e%2fbeta", "a%2Fb", "%00", "%ff", "%ud800", "%", "%%", "a" * 5000,
+                     "%2F" * 300, "web:bot", "\u202e", "😀" * 600, "~", "'", '"', "<script>", "a?b", "a#b"]),
+    st.text(min_size=1, max_size=40).map(lambda s: quote(s, safe="")),
+    st.text(alphabet="%2Ff./.:ab", min_size=1, max_size=12),
+)
+ROUTES = [
+    ("GET", "/v1/demo/conversations/{}/bob", True), ("DELETE", "/v1/demo/conversations/web/{}", True),
+    ("GET", "/v1/demo/conversations/{}/{}", True), ("GET", "/v1/{}/flows", True),
+    ("GET", "/v1/demo/flows/{}", True), ("PUT", "/v1/tenants/{}", True), ("GET", "/v1/demo/bots/{}/{}", True),
+    ("POST", "/v1/{}/web/messages", False), ("GET", "/v1/demo/web/ws?user={}", False), ("GET", "/chat/{}", False),
+    ("GET", "/v1/demo/channels/{}/{}", False), ("POST", "/v1/demo/channels/telegram/{}", False),
+]
+
+
+def ask(url: str, method: str, path: str, token: str | None, body: bytes | None = None) -> int:
+    """One blocking request with ``path`` sent exactly as given; the status answered (not 5xx:
+    an AssertionError names the request)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        if token:
+            connection.putheader("Authorization", f"Bearer {token}")
+        connection.putheader("Content-Length", str(len(body or b"")))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        answer = response.read()
+    finally:
+        connection.close()
+    assert response.status < 500, (method, path[:120], response.status, answer[:300])
+    assert response.getheader("Content-Type", "").startswith(("application/json", "text/html")), (path[:120], answer[:200])
+    return response.status
+
+
+async def test_odd_path_segments_and_ids_are_4xx_never_5xx(node):
+    token = node.operator
+    # the reproductions of the issue, each named
+    assert ask(node.url, "GET", "/v1/demo/conversations/..%2Fbeta/bob", token) == 400
+    assert ask(node.url, "GET", "/v1/demo/conversations/web/" + "u" * 5000, token) == 400
+    assert ask(node.url, "DELETE", "/v1/demo/conversations/web%2Fx/bob", token) == 400
+    user = json.dumps({"user": "u" * 5000, "id": "1", "text": "hi"}).encode()
+    assert ask(node.url, "POST", "/v1/demo/web/messages", None, user) == 400
+    assert ask(node.url, "GET", "/v1/demo/web/ws?user=" + "u" * 5000, None) == 400
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(route=st.sampled_from(ROUTES), first=ODD, second=ODD)
+    def fuzz(route, first, second):
+        method, template, needs_token = route
+        path = template.format(first, second) if template.count("{}") == 2 else template.format(first)
+        body = json.dumps({"user": first, "id": second, "text": "hi"}).encode() if method == "POST" else None
+        ask(node.url, method, path, token if needs_token else None, body)
+
+    await asyncio.to_thread(fuzz)
+
+
+async def test_a_corrupted_store_answers_503_not_500(tmp_path, members):
+    database = tmp_path / "parlour.db"
+    node = await start_node(f"sqlite:///{database}", env={"MEMBERS_API": members.url})
+    try:
+        assert (await node.say("c", "hi"))[0] == 200
+        for path in sorted(tmp_path.glob("parlour.db*")):  # the database, its WAL and shared memory: garbage
+            with path.open("r+b") as file:
+                file.write(b"\x5a" * max(path.stat().st_size, 4096))
+        headers = node.auth()
+        for path in ("/v1/demo/conversations/web/nobody", "/v1/demo/flows"):
+            async with node.http.get(node.url + path, headers=headers) as response:
+                body = await response.json()
+                assert response.status == 503, (path, body)
+                assert body["error"]["code"] == "store_unavailable" and "Retry-After" in response.headers
+    finally:
+        await stop_node(node)
