@@ -58,11 +58,12 @@ class Gateway:
         self.settings, self.runtime, self.store, self.bots = settings, runtime, store, bots
         self.metrics = GatewayMetrics()
         self.tenants: dict[str, tuple[TenantConfig, str]] = {n: (t, "config") for n, t in settings.tenants.items()}
-        self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()})
+        self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()},
+                         failures=settings.limits.auth_failures)
         self.ingress = Ingress(runtime.send, self.metrics, max_pending=settings.limits.max_pending,
                                timeout_s=settings.limits.request_timeout_s)
         for name, tenant in settings.tenants.items():
-            self.ingress.set_rate_limit(name, tenant.rate_limit)
+            self.ingress.set_rate_limit(name, tenant.rate_limit, tenant.user_rate_limit)
         self.web = WebChannel(self)
         self.webhooks = Webhooks(self)
         self.admin = Admin(self)
@@ -99,7 +100,7 @@ class Gateway:
         tenant = TenantConfig(tokens=token_hashes)
         self.tenants[name] = (tenant, "api")
         self.auth.set_tenant(name, token_hashes)
-        self.ingress.set_rate_limit(name, tenant.rate_limit)
+        self.ingress.set_rate_limit(name, tenant.rate_limit, tenant.user_rate_limit)
 
     # ------------------------------------------------------------ the application
 

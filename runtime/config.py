@@ -60,6 +60,15 @@ class TenantConfig(BaseModel):
     tokens: list[str] = Field(default_factory=list, description="token hashes, sha256:<64 hex digits>")
     rate_limit: str | None = "200/second"
     channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"web": {}})
+    # -- issue 12, finding 10 (gateway hardening): one web user cannot take the tenant's whole rate
+    user_rate_limit: str | None = Field("5/second;100/minute", description="messages one web chat user may send "
+                                        "(a `limits` expression; null for none), checked before the tenant's rate_limit")
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _user_rate(cls, value: str | None) -> str | None:
+        return cls._rate(value)
+    # -- end of finding 10
 
     @field_validator("tokens")
     @classmethod
@@ -100,6 +109,16 @@ class Limits(BaseModel):
     max_pending: int = Field(10_000, ge=1, description="messages accepted and not yet answered, beyond which 503")
     max_batch: int = Field(500, ge=1, le=10_000)
     ws_per_user: int = Field(8, ge=1)
+    # -- issue 12, finding 10 (gateway hardening): node-wide caps
+    max_websockets: int = Field(10_000, ge=1, description="chat sockets open on this node, beyond which 503")
+    auth_failures: str | None = Field("10/minute", description="failed token checks one client address may make "
+                                      "(a `limits` expression; null for none), beyond which 429 for any token")
+
+    @field_validator("auth_failures")
+    @classmethod
+    def _failures(cls, value: str | None) -> str | None:
+        return TenantConfig._rate(value)
+    # -- end of finding 10
 
 
 class Settings(BaseSettings):
@@ -126,6 +145,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(30.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
+    # -- issue 12, finding 10 (gateway hardening): /metrics names tenants and bots
+    metrics_public: bool = Field(False, description="serve /metrics without a token (by default it needs the "
+                                 "operator's: `Authorization: Bearer <admin token>`)")
+    # -- end of finding 10
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"demo": TenantConfig()})
 
     @field_validator("tenants")
