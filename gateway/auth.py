@@ -46,9 +46,11 @@ def client_key(remote: str | None) -> str:
         address = ipaddress.ip_address(remote or "")
     except ValueError:
         return remote or "local"  # a Unix socket has no address: its callers share one budget
-    if address.version == 6 and address.ipv4_mapped is None:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address.ipv4_mapped or address)
+    return str(address)
 
 
 class FailureThrottle:

@@ -78,11 +78,13 @@ which keeps a transcript, is its default; ``timer`` speaks a second after ``time
 
 
 async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_limit: str | None = None,
-                     secrets_key: str | None = None, delivery: RetryPolicy | None = None, **settings: Any):
+                     secrets_key: str | None = None, delivery: RetryPolicy | None = None,
+                     user_rate_limit: str | None = None, **settings: Any):
     """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. With
-    ``secrets_key``, it runs the delivery supervisor too."""
+    ``secrets_key``, it runs the delivery supervisor too. No rate limits unless given."""
     tokens = {name: new_token() for name in FLOWS}
-    tenants = {name: TenantConfig(tokens=[hash_token(token)], rate_limit=rate_limit) for name, token in tokens.items()}
+    tenants = {name: TenantConfig(tokens=[hash_token(token)], rate_limit=rate_limit, user_rate_limit=user_rate_limit)
+               for name, token in tokens.items()}
     config = Settings(store=store_url, tenants=tenants, **settings)
     runtime = await Runtime.start(store=store_url, hosts=1, name=f"gw{os.getpid()}-{next(_names)}", env=env,
                                   secrets_key=secrets_key, delivery=delivery)

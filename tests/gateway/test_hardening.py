@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.gateway.conftest import start_node, stop_node
+from tests.gateway.conftest import start_node, stop_node, wait_for
 
 SIGNAL_SECRET = "signal-url-secret-0123456789"
 
@@ -141,3 +141,48 @@ async def test_a_corrupted_store_answers_503_not_500(tmp_path, members):
                 assert body["error"]["code"] == "store_unavailable" and "Retry-After" in response.headers
     finally:
         await stop_node(node)
+
+
+UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
+async def test_metrics_sockets_web_users_and_token_guesses_each_meet_their_bound(redis_server, members):
+    node = await start_node(f"{redis_server.url}?prefix=bounds:", env={"MEMBERS_API": members.url},
+                            user_rate_limit="2/minute", limits={"max_websockets": 2, "auth_failures": "3/minute"})
+    try:
+        # /metrics names tenants and bots: the operator's token only
+        for headers, status in (({}, 401), (node.auth("demo"), 403), (node.auth(), 200)):
+            async with node.http.get(f"{node.url}/metrics", headers=headers) as response:
+                text = await response.text()
+            assert response.status == status, text
+            assert "parlour_http_requests_total" in text if status == 200 else json.loads(text)["error"]["code"]
+        # one web user over its rate leaves the tenant's other users theirs
+        assert [(await node.say("greedy", "hi", tenant="acme"))[0] for _ in range(3)] == [200, 200, 429]
+        status, body = await node.say("greedy", "hi", tenant="acme")
+        assert (status, body["error"]["code"]) == (429, "user_rate_limited")
+        assert (await node.say("polite", "hi", tenant="acme"))[0] == 200
+        # chat sockets: at most max_websockets on the node, whoever opens them
+        first = await node.http.ws_connect(f"{node.url}/v1/demo/web/ws?user=a")
+        second = await node.http.ws_connect(f"{node.url}/v1/acme/web/ws?user=b")
+        async with node.http.get(f"{node.url}/v1/demo/web/ws?user=c", headers=UPGRADE) as response:
+            body = await response.json()
+            assert (response.status, body["error"]["code"]) == (503, "too_many_sockets") and response.headers["Retry-After"]
+        await first.close()
+        assert await wait_for(lambda: _sockets(node, 1))
+        third = await node.http.ws_connect(f"{node.url}/v1/demo/web/ws?user=c")
+        await asyncio.gather(second.close(), third.close())
+        # guessing tokens: after 3 wrong ones, this address is refused even the right one
+        for n in range(3):
+            async with node.http.get(f"{node.url}/v1/demo/flows", headers={"Authorization": f"Bearer plr_{n}"}) as response:
+                assert response.status == 401
+        async with node.http.get(f"{node.url}/v1/demo/flows", headers=node.auth()) as response:
+            body = await response.json()
+            assert (response.status, body["error"]["code"]) == (429, "too_many_failures")
+            assert 1 <= int(response.headers["Retry-After"]) <= 60
+    finally:
+        await stop_node(node)
+
+
+async def _sockets(node, count: int) -> bool:
+    return node.gateway.web.open_sockets == count
