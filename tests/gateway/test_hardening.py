@@ -73,6 +73,7 @@ ROUTES = [
     ("GET", "/v1/demo/conversations/{}/bob", True), ("DELETE", "/v1/demo/conversations/web/{}", True),
     ("GET", "/v1/demo/conversations/{}/{}", True), ("GET", "/v1/{}/flows", True),
     ("GET", "/v1/demo/flows/{}", True), ("PUT", "/v1/tenants/{}", True), ("GET", "/v1/demo/bots/{}/{}", True),
+    ("PUT", "/v1/demo/bots/{}/{}", True),
     ("POST", "/v1/{}/web/messages", False), ("GET", "/v1/demo/web/ws?user={}", False), ("GET", "/chat/{}", False),
     ("GET", "/v1/demo/channels/{}/{}", False), ("POST", "/v1/demo/channels/telegram/{}", False),
 ]
