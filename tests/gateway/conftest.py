@@ -81,7 +81,9 @@ async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_
                      secrets_key: str | None = None, delivery: RetryPolicy | None = None,
                      user_rate_limit: str | None = None, **settings: Any):
     """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. With
-    ``secrets_key``, it runs the delivery supervisor too. No rate limits unless given."""
+    ``secrets_key``, it runs the delivery supervisor too. No rate limits, and no throttle on
+    wrong tokens, unless given (tests send wrong tokens on purpose, from one address)."""
+    settings["limits"] = {"auth_failures": None, **settings.get("limits", {})}
     tokens = {name: new_token() for name in FLOWS}
     tenants = {name: TenantConfig(tokens=[hash_token(token)], rate_limit=rate_limit, user_rate_limit=user_rate_limit)
                for name, token in tokens.items()}
