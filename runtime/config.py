@@ -61,7 +61,7 @@ class TenantConfig(BaseModel):
     rate_limit: str | None = "200/second"
     channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"web": {}})
     # -- issue 12, finding 10 (gateway hardening): one web user cannot take the tenant's whole rate
-    user_rate_limit: str | None = Field("5/second;100/minute", description="messages one web chat user may send "
+    user_rate_limit: str | None = Field("10/second;100/minute", description="messages one web chat user may send "
                                         "(a `limits` expression; null for none), checked before the tenant's rate_limit")
 
     @field_validator("user_rate_limit")
