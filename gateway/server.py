@@ -55,7 +55,8 @@ class GatewayRequestHandler(RequestHandler):
             # A handler's own failure (the error middleware answers those, so this is rare):
             # the traceback is ours; the request's path, never its query, says where.
             log.error("request %s %s failed with %d", request.method, request.path, status, exc_info=exc)
-            response = error_response(status, HTTP_CODES.get(status, "internal"), "the server could not answer this request")
+            response = error_response(status, HTTP_CODES.get(status, "internal"),
+                                      "the server could not answer this request")
         else:
             reason, text = describe(exc)
             log.info("refused a malformed request from %s: %s (%s)", request.remote, reason,
@@ -78,5 +79,7 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # the application started and frozen, as aiohttp does it
+        # The same server rebuilt with its own arguments (``_kwargs``: aiohttp keeps them for
+        # exactly this, to make each connection's handler), only the handler class differs.
         return GatewayServer(made.request_handler, request_factory=made.request_factory,
                              handler_cancellation=made.handler_cancellation, **made._kwargs)
