@@ -81,6 +81,15 @@ class TenantConfig(BaseModel):
     channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"web": {}})
     # issue 12, finding 3: the egress policy
     egress: EgressConfig = Field(default_factory=EgressConfig)
+    # -- issue 12, finding 10 (gateway hardening): one web user cannot take the tenant's whole rate
+    user_rate_limit: str | None = Field("10/second;100/minute", description="messages one web chat user may send "
+                                        "(a `limits` expression; null for none), checked before the tenant's rate_limit")
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _user_rate(cls, value: str | None) -> str | None:
+        return cls._rate(value)
+    # -- end of finding 10
 
     @field_validator("tokens")
     @classmethod
@@ -125,6 +134,16 @@ class Limits(BaseModel):
     turn_watchdog_s: float = Field(5.0, ge=0, description="a turn running longer ends its host's process, which "
                                    "Ray starts again (0: no watchdog)")
     poison_tries: int = Field(2, ge=1, description="deaths in one message's turn before it is quarantined")
+    # -- issue 12, finding 10 (gateway hardening): node-wide caps
+    max_websockets: int = Field(10_000, ge=1, description="chat sockets open on this node, beyond which 503")
+    auth_failures: str | None = Field("10/minute", description="failed token checks one client address may make "
+                                      "(a `limits` expression; null for none), beyond which 429 for any token")
+
+    @field_validator("auth_failures")
+    @classmethod
+    def _failures(cls, value: str | None) -> str | None:
+        return TenantConfig._rate(value)
+    # -- end of finding 10
 
 
 class Settings(BaseSettings):
@@ -151,6 +170,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(30.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
+    # -- issue 12, finding 10 (gateway hardening): /metrics names tenants and bots
+    metrics_public: bool = Field(False, description="serve /metrics without a token (by default it needs the "
+                                 "operator's: `Authorization: Bearer <admin token>`)")
+    # -- end of finding 10
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"demo": TenantConfig()})
 
     @field_validator("tenants")
