@@ -21,10 +21,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from dataclasses import replace
+
 from parlour.codec import Record, pack_record, unpack_record
 from parlour.flow import (
+    CancelTimer,
     Catalog,
     Effect,
+    Error,
     Event,
     Reply,
     Send,
@@ -32,6 +36,7 @@ from parlour.flow import (
     UserMessage,
     advance,
 )
+from parlour.flow.state import FAILED
 from parlour.messages import ConversationKey
 
 DIGEST_BYTES = 8
@@ -113,6 +118,20 @@ class Working:
         self.changed = True
         state = turn.state
         return Step(message_id, False, turn.effects, before, state.flow, state.node, state.status)
+
+    def quarantine(self, message_id: str | None, reason: str) -> Step:
+        """Do not run this event (it took its host down before): fail the conversation as the
+        interpreter fails one that crashes, so that the user's next message starts afresh,
+        and mark ``message_id`` (not seen before) seen, so that a replay is a duplicate."""
+        if message_id is not None:
+            self._remember(digest(message_id), None)
+        state = self.record.state
+        effects: list[Effect] = [Error(state.flow or "", state.node, reason, False)]
+        if state.timer is not None:
+            effects.append(CancelTimer(state.timer))
+        self.record.state = replace(state, status=FAILED, wait_for=None, timer=None, request=None, stack=(), inbox=())
+        self.changed = True
+        return Step(message_id, False, tuple(effects), self.record.replies, state.flow, state.node, FAILED)
 
     def pack(self) -> bytes:
         return pack_record(self.record)

@@ -13,6 +13,8 @@
   retryable failures in a row it opens: that bot's sends wait ``breaker_open_s``, without
   spending their attempts, then one probe decides whether it closes. Other bots, of the same
   channel too, go on.
+- **The bot's tenant's egress policy** (:mod:`parlour.egress`) applies to its ``api_base``, on
+  every connection: a send it denies is buried at once (``egress denied: ...``), never retried.
 - **A reply is sent once per outbox entry.** An entry that is in the outbox twice (a store
   client's retry of a commit that had run) is recognised by its conversation and number and
   acknowledged without a second send.
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from parlour.codec import unpack_outbound
+from parlour.egress import Egress, EgressDenied, EgressSessions
 from parlour.errors import ParlourError
 from parlour.gateway.channels.base import BotSettings, Call, Verdict
 from parlour.gateway.channels.registry import adapter
@@ -104,15 +107,16 @@ class Breaker:
 class Delivery:
     def __init__(self, store: Store, bots: BotLookup, *, policy: RetryPolicy = RetryPolicy(),
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 poll_s: float = 0.2, max_queued: int = 10_000):
+                 poll_s: float = 0.2, max_queued: int = 10_000, egress: Egress | None = None):
         self.store, self.bots, self.policy, self.clock = store, bots, policy, clock
+        self.egress = egress or Egress()
         self.rng = rng or random.Random()
         self.poll_s, self.max_queued = poll_s, max_queued
         self.metrics = DeliveryMetrics()
         self.breakers: dict[str, Breaker] = {}
         self._lanes: dict[str, deque[OutboxEntry]] = {}
         self._tasks: dict[str, asyncio.Task] = {}
-        self._http: aiohttp.ClientSession | None = None
+        self._http: EgressSessions | None = None
         self._sent: OrderedDict[str, deque[int]] = OrderedDict()
 
     @property
@@ -121,7 +125,7 @@ class Delivery:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read the outbox from its start and deliver until ``stop`` is set."""
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s))
+        self._http = EgressSessions()
         cursor, counted_at = None, -float("inf")
         try:
             while not stop.is_set():
@@ -142,7 +146,7 @@ class Delivery:
             for task in self._tasks.values():
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            await self._http.close()
+            await self._http.aclose()
 
     def export(self) -> Exported:
         self.metrics.queued.set(self.queued)
@@ -208,7 +212,8 @@ class Delivery:
                 self.policy.breaker_failures, self.policy.breaker_open_s, self.clock))
             while True:
                 await breaker.admit()
-                verdict = await self._send(settings.api_base, call, f"{entry.key}#{entry.seq}.{part}", channel)
+                verdict = await self._send(settings.api_base, call, f"{entry.key}#{entry.seq}.{part}", channel,
+                                           conversation.tenant)
                 attempts += 1
                 await breaker.record(verdict.outcome != "retry")
                 self.metrics.sends.labels(channel, verdict.outcome).inc()
@@ -229,13 +234,16 @@ class Delivery:
         if len(self._sent) > SENT_CONVERSATIONS:
             self._sent.popitem(last=False)
 
-    async def _send(self, base: str, call: Call, idempotency_key: str, channel: str) -> Verdict:
+    async def _send(self, base: str, call: Call, idempotency_key: str, channel: str, tenant: str) -> Verdict:
         headers = {**call.headers, "Idempotency-Key": idempotency_key}
+        http = self._http.get(self.egress.policy(tenant), timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s))
         try:
-            async with self._http.request(call.method, base.rstrip("/") + call.path, headers=headers,
-                                          json=call.json, data=call.form) as answer:
+            async with http.request(call.method, base.rstrip("/") + call.path, headers=headers,
+                                    json=call.json, data=call.form) as answer:
                 body = await answer.read()
                 return adapter(channel).judge(answer.status, answer.headers, body)
+        except EgressDenied as exc:  # the same answer however often it is asked
+            return Verdict("failed", None, self.egress.message(tenant, exc))
         except (aiohttp.ClientError, TimeoutError) as exc:
             # An error's text may hold the URL, and a path may hold a credential (Telegram's).
             return Verdict("retry", None, f"{type(exc).__name__}: {exc}".replace(call.path, "/...")[:300])

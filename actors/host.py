@@ -48,6 +48,7 @@ from parlour.flow import (
     Send,
     StartTimer,
 )
+from parlour.flow.regexes import overruns as regex_overruns
 from parlour.flow.state import ENDED, IDLE, State
 from parlour.flow.state import FAILED as STATE_FAILED
 from parlour.messages import (
@@ -68,6 +69,7 @@ from .conversation import DEFAULT_WINDOW, Conversation, Step, Working
 from .dedicated import DedicatedCaps, DedicatedPool
 from .flows import Flows
 from .lanes import Lanes, settled
+from .watchdog import TurnWatch
 
 log = logging.getLogger("parlour.host")
 
@@ -102,18 +104,26 @@ class HostConfig:
     # replays (issue 12, finding 7): a message with a channel time (Inbound.sent_at) keeps its
     # replies this long, and a replay of it within that time is a duplicate, in the window or not
     replay_horizon_s: float = 8 * 86_400.0
+    # The watchdog (actors/watchdog.py): a turn running past watchdog_s ends its host's
+    # process; a message in flight at poison_tries deaths is quarantined. 0 turns it off.
+    watchdog_s: float = 5.0
+    watchdog_period_s: float = 0.25
+    poison_tries: int = 2
+    watch_dir: str | None = None
+    """Where the watch files are kept (default: the temporary folder's parlour-watch)."""
 
 
 class Host(Background, Lanes):
     def __init__(self, name: str, store: Store, config: HostConfig, claim: ClaimFn, *,
                  http: HttpFn | None = None, isolated: DedicatedPool | None = None,
-                 clock: Callable[[], float] = time.time):
+                 watch: TurnWatch | None = None, clock: Callable[[], float] = time.time):
         self.name = name
         self.store = store
         self.config = config
         self.claim = claim
         self.http = http
         self.isolated = isolated
+        self.watch = watch
         self.clock = clock
         self.flows = Flows(store, config.env)
         self.epoch = 0
@@ -135,6 +145,10 @@ class Host(Background, Lanes):
     async def start(self) -> None:
         """Open the store, claim this host's partitions, load the flows, start the loops.
         Raises what stopped it (the store or the router not up yet): call again to retry."""
+        if self.watch is not None and (died := self.watch.open()) is not None:
+            self.counts["died_in_turn"] += 1
+            log.error("%s: the last process of this host died in a turn (conversation and message: %r)",
+                      self.name, died.replace("\0", " "))
         await self.store.open()
         await self._claim()
         await self.flows.reload()
@@ -163,6 +177,8 @@ class Host(Background, Lanes):
         if self.isolated is not None:
             self.isolated.stop()
         await self.store.aclose()
+        if self.watch is not None:
+            self.watch.close()
 
     async def ready(self) -> dict:
         await self._wait_ready()
@@ -321,7 +337,7 @@ class Host(Background, Lanes):
                     handed[key] = working.source  # its lane looks replays up again: rare, and in order
                     continue
                 steps = [Step(w.message_id, duplicate=True) if (key, w.message_id) in replayed
-                         else working.apply(catalog, w.message_id, w.event, now, w.sent_at) for w in group]
+                         else self._apply(working, catalog, key, w, now) for w in group]
                 done[key] = ((working.pack() if working.changed else None), steps)
             except Exception as exc:  # noqa: BLE001 - reported per conversation by the caller
                 done[key] = exc
@@ -341,6 +357,25 @@ class Host(Background, Lanes):
             return set()
         self.counts["replay_checks"] += len(asked)
         return await self.store.replied(asked)
+
+    def _apply(self, working: Working, catalog: Catalog, key: str, work: Work, now: float) -> Step:
+        """One event, under the watchdog's eye (:mod:`parlour.actors.watchdog`); not run at all if
+        it was in flight each time this host died lately."""
+        watch = self.watch
+        if watch is None:
+            return working.apply(catalog, work.message_id, work.event, now, work.sent_at)
+        token = work.message_id or work.timer or getattr(work.event, "request_id", None) or ""
+        if (watch.suspects and (tries := watch.poisoned(key, token))
+                and not (work.message_id is not None and working.seen(work.message_id))):
+            self.counts["quarantined"] += 1
+            log.error("%s: %s of %s quarantined as poison: its host died running it %d times", self.name, token, key, tries)
+            return working.quarantine(work.message_id, f"quarantined as poison: this host stopped {tries} times "
+                                                       "while running this message")
+        watch.begin(key, token)
+        try:
+            return working.apply(catalog, work.message_id, work.event, now, work.sent_at)
+        finally:
+            watch.end()
 
     def _open(self, key: str, record: bytes | None) -> Working:
         try:
@@ -485,7 +520,7 @@ class Host(Background, Lanes):
 
     def export_metrics(self) -> list:
         """This host's figures for ``/metrics`` (:meth:`parlour.metrics.HostMetrics.export`)."""
-        return self.metrics.export(self.counts, host_gauges(self.stats()))
+        return self.metrics.export({**self.counts, "regex_overruns": regex_overruns()}, host_gauges(self.stats()))
 
     async def passivate(self) -> int:
         """Forget every resident conversation (each is in the store already); how many."""

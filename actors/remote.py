@@ -19,11 +19,14 @@ import gc
 import hashlib
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 from parlour.codec import Record
+from parlour.egress import Egress
 from parlour.gateway.channels.registry import Bots, Cipher
 from parlour.http import HttpCaller
 from parlour.logs import setup_logging
@@ -37,6 +40,7 @@ from .delivery import Delivery, RetryPolicy
 from .flows import Flows
 from .host import Host, HostConfig
 from .router import Router
+from .watchdog import TurnWatch
 
 log = logging.getLogger("parlour.actors")
 
@@ -75,6 +79,8 @@ class HostSettings:
     names: Names
     config: HostConfig = field(default_factory=HostConfig)
     secrets: dict[str, str] = field(default_factory=dict)
+    egress: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each tenant's ``egress.allow`` entries (a tenant not named: public addresses only)."""
     log_level: str = "WARNING"
     log_format: str = "text"
 
@@ -113,12 +119,12 @@ class DeliveryActor:
     outbox at once."""
 
     def __init__(self, store_url: str, secrets_key: str, policy: RetryPolicy, log_level: str = "WARNING",
-                 log_format: str = "text"):
+                 log_format: str = "text", egress: dict[str, tuple[str, ...]] | None = None):
         setup_logging(log_level, log_format)
         store = open_store(store_url)
         bots = Bots(store, Cipher.from_keys(secrets_key))
         self.store, self.stopping = store, asyncio.Event()
-        self.delivery = Delivery(store, bots.get, policy=policy)
+        self.delivery = Delivery(store, bots.get, policy=policy, egress=Egress.from_allows(egress))
         self.running = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -152,13 +158,14 @@ class HostActor:
         # less often, so that each batch does not pay for scanning them.
         gc.set_threshold(50_000, 20, 20)
         self.settings = settings
-        self.http = HttpCaller(settings.secrets)
+        self.http = HttpCaller(settings.secrets, egress=Egress.from_allows(settings.egress))
         router = ray.get_actor(settings.names.router, namespace=NAMESPACE)
 
         async def claim(host: str) -> tuple[int, list[int]]:
             return await router.claim.remote(host)
 
-        self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http)
+        self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http,
+                         watch=_watch(name, settings))
         caps = settings.config.dedicated.share(settings.names.all_hosts.index(name), settings.names.hosts)
         self.dedicated = DedicatedPool(_Spawner(settings, self.host.flows), caps, self.host.clock)
         self.host.isolated = self.dedicated
@@ -166,6 +173,9 @@ class HostActor:
 
     async def _start(self) -> None:
         await self.http.__aenter__()
+        if self.host.watch is not None:
+            self.host.watch.start_watchdog(os.getpid(), self.settings.config.watchdog_s,
+                                           self.settings.config.watchdog_period_s)
         while True:
             try:
                 await self.host.start()
@@ -277,6 +287,16 @@ class _RayRunner:
 
     def kill(self) -> None:
         ray.kill(self.actor)
+
+
+def _watch(name: str, settings: HostSettings) -> TurnWatch | None:
+    """The host's watch files, kept per store and host name, so that a restart finds them."""
+    config = settings.config
+    if config.watchdog_s <= 0:
+        return None
+    store = hashlib.blake2b(settings.store_url.encode(), digest_size=6).hexdigest()
+    folder = Path(config.watch_dir) if config.watch_dir else Path(tempfile.gettempdir()) / "parlour-watch"
+    return TurnWatch(folder / f"{store}-{name}", tries=config.poison_tries)
 
 
 def _rss() -> int:

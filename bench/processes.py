@@ -92,7 +92,8 @@ class Node:
     tenant ``demo`` on the bundled flows and tenant ``ledger`` on a flow that keeps each user's
     transcript; no rate limits, room for 20,000 pending messages."""
 
-    CONFIG = ("tenants:\n  demo: {{rate_limit: null}}\n  ledger: {{rate_limit: null, flows: [{log_flow}]}}\n"
+    CONFIG = ("tenants:\n  demo: {{rate_limit: null, user_rate_limit: null}}\n"
+              "  ledger: {{rate_limit: null, user_rate_limit: null, flows: [{log_flow}]}}\n"
               "limits: {{max_pending: 20000}}\n")
 
     def __init__(self, folder: Path, store: str, log: Callable[[str], None]):

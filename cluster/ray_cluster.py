@@ -1,6 +1,6 @@
 """Starting or joining Ray, and placing a runtime's actors on it.
 
->>> connect()                                   # a local Ray with this machine's cores
+>>> connect()                                   # a local Ray with this machine's cores, on loopback
 >>> connect("ray://head:10001")                 # or join an existing cluster
 >>> router = place_router(settings, partitions=1024)
 >>> hosts = place_hosts(settings)
@@ -9,8 +9,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
+from ray._private import ray_constants
 from parlour.actors.delivery import RetryPolicy
 from parlour.actors.remote import NAMESPACE, DeliveryActor, HostActor, HostSettings, RouterActor
 
@@ -24,8 +27,33 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **options)
+        with _loopback_only():
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **options)
     return True
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local Ray starts, keep its servers (GCS, raylet, workers, agents) on 127.0.0.1.
+
+    By default they listen on every interface, and Ray maps even an explicit ``127.0.0.1``
+    node address to the machine's routable one, unless "clusters" are switched off, as Ray
+    does on macOS and Windows (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). That switch is read
+    once when ray is imported: it is set on the imported module for this process, and in the
+    environment the processes Ray starts inherit. A local node is never joined by another:
+    to run a cluster, start it with ``ray start`` and give parlour its address."""
+    variable = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved = os.environ.get(variable), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[variable] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
 
 
 def disconnect() -> None:
@@ -47,7 +75,7 @@ def place_hosts(settings: HostSettings) -> dict[str, ray.actor.ActorHandle]:
 def place_delivery(settings: HostSettings, secrets_key: str, policy: RetryPolicy) -> ray.actor.ActorHandle:
     """The delivery supervisor of ``settings.names``: found if it runs, created if not."""
     return DeliveryActor.options(name=settings.names.delivery, get_if_exists=True).remote(
-        settings.store_url, secrets_key, policy, settings.log_level, settings.log_format)
+        settings.store_url, secrets_key, policy, settings.log_level, settings.log_format, settings.egress)
 
 
 def kill(*actors: ray.actor.ActorHandle) -> None:

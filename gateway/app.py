@@ -2,7 +2,7 @@
 operators' routes, in front of a parlour runtime.
 
 >>> gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token))
->>> runner = web.AppRunner(gateway.app())
+>>> runner = gateway.runner(shutdown_timeout=30)   # serve it with this runner, not web.AppRunner
 
 It takes what it needs as handles (the runtime that sends messages, an open store for the
 registry and the outbox): :mod:`parlour.serve` puts it together.
@@ -29,9 +29,10 @@ from .bots_api import BotsApi
 from .channels.registry import Bots
 from .auth import Auth
 from .ingress import Ingress
-from .middleware import middlewares
+from .middleware import AccessLogger, middlewares
 from .openapi import openapi_route
 from .ops import Ops
+from .server import GatewayRunner
 from .web import WebChannel, WebPush
 from .webhooks import Webhooks
 
@@ -57,11 +58,12 @@ class Gateway:
         self.settings, self.runtime, self.store, self.bots = settings, runtime, store, bots
         self.metrics = GatewayMetrics()
         self.tenants: dict[str, tuple[TenantConfig, str]] = {n: (t, "config") for n, t in settings.tenants.items()}
-        self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()})
+        self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()},
+                         failures=settings.limits.auth_failures)
         self.ingress = Ingress(runtime.send, self.metrics, max_pending=settings.limits.max_pending,
                                timeout_s=settings.limits.request_timeout_s)
         for name, tenant in settings.tenants.items():
-            self.ingress.set_rate_limit(name, tenant.rate_limit)
+            self.ingress.set_rate_limit(name, tenant.rate_limit, tenant.user_rate_limit)
         self.web = WebChannel(self)
         self.webhooks = Webhooks(self)
         self.admin = Admin(self)
@@ -98,7 +100,7 @@ class Gateway:
         tenant = TenantConfig(tokens=token_hashes)
         self.tenants[name] = (tenant, "api")
         self.auth.set_tenant(name, token_hashes)
-        self.ingress.set_rate_limit(name, tenant.rate_limit)
+        self.ingress.set_rate_limit(name, tenant.rate_limit, tenant.user_rate_limit)
 
     # ------------------------------------------------------------ the application
 
@@ -111,6 +113,11 @@ class Gateway:
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
         return app
+
+    def runner(self, **options) -> GatewayRunner:
+        """A runner for :meth:`app` whose server answers requests aiohttp cannot parse in the
+        JSON error shape and never logs their bytes (:mod:`parlour.gateway.server`)."""
+        return GatewayRunner(self.app(), access_log_class=AccessLogger, **options)
 
     async def _on_startup(self, app: web.Application) -> None:
         await self.load_tenants()

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from parlour.codec import unpack_outbound
+from parlour.egress import EgressDenied, EgressPolicy, check_url
 from parlour.errors import ParlourError
 from parlour.messages import ConversationKey
 from parlour.store import DeadLetter
@@ -64,6 +65,7 @@ class BotsApi:
         values = load_json(await request.read())
         if not isinstance(values, dict):
             raise ApiError(400, "invalid_request", "a bot is a JSON object of its channel's settings")
+        await self._check_egress(tenant, values.get("api_base"))
         try:
             settings, new = await self.gateway.bots.put(tenant, channel, bot, values)
         except UnknownChannel as exc:
@@ -71,6 +73,20 @@ class BotsApi:
         except BotError as exc:
             raise ApiError(422, "invalid_bot", str(exc), {"problems": exc.problems}) from None
         return web.json_response(self._bot(request, tenant, channel, bot, settings), status=201 if new else 200)
+
+    async def _check_egress(self, tenant: str, api_base: Any) -> None:
+        """Refuse an ``api_base`` the tenant's egress policy denies (the delivery supervisor
+        checks every connection again, whatever the name resolves to by then)."""
+        if not isinstance(api_base, str):
+            return
+        entry = self.gateway.tenants.get(tenant)
+        policy = EgressPolicy.allowing(entry[0].egress.allow) if entry else EgressPolicy()
+        try:
+            await check_url(api_base, policy)
+        except EgressDenied as exc:
+            where = f"tenants.{tenant}.egress.allow"
+            raise ApiError(422, "egress_denied", f"api_base: egress denied: {exc} (to allow it: {where})",
+                           {"problems": [f"api_base: egress denied: {exc}"]}) from None
 
     async def get_bot(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)

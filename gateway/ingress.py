@@ -35,22 +35,32 @@ class Ingress:
         self.pending = 0
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._limits: dict[str, list[limits.RateLimitItem]] = {}
+        self._user_limits: dict[str, list[limits.RateLimitItem]] = {}
 
-    def set_rate_limit(self, tenant: str, expression: str | None) -> None:
+    def set_rate_limit(self, tenant: str, expression: str | None, per_user: str | None = None) -> None:
+        """``tenant``'s rate, and each of its web users' (``per_user``); None for no limit."""
         self._limits[tenant] = limits.parse_many(expression) if expression else []
+        self._user_limits[tenant] = limits.parse_many(per_user) if per_user else []
 
-    def admit(self, tenant: str) -> None:
-        """Refuse a message of ``tenant`` now if it is over its rate (429) or the gateway is
-        full (503), each with ``Retry-After``."""
-        for item in self._limits.get(tenant, ()):
-            if not self._limiter.hit(item, tenant):
-                reset_at = self._limiter.get_window_stats(item, tenant).reset_time
-                self.metrics.rejected.labels("rate_limited").inc()
-                raise ApiError(429, "rate_limited", f"tenant {tenant!r} is over its rate limit ({item})",
-                               headers={"Retry-After": str(max(1, math.ceil(reset_at - time.time())))})
+    def admit(self, tenant: str, user: str | None = None) -> None:
+        """Refuse a message of ``tenant`` now if its ``user`` is over the per-user rate or the
+        tenant over its own (429), or the gateway is full (503), each with ``Retry-After``.
+        The user's rate comes first: a user over it spends nothing of the tenant's."""
+        if user is not None:
+            self._hit(self._user_limits.get(tenant, ()), f"{tenant}/{user}", "user_rate_limited",
+                      f"user {user[:64]!r} sends faster than tenant {tenant!r} allows one user")
+        self._hit(self._limits.get(tenant, ()), tenant, "rate_limited", f"tenant {tenant!r} is over its rate limit")
         if self.pending >= self.max_pending:
             self.metrics.rejected.labels("overloaded").inc()
             raise unavailable(f"the gateway has {self.pending} messages in flight: retry shortly", code="overloaded")
+
+    def _hit(self, items, key: str, code: str, message: str) -> None:
+        for item in items:
+            if not self._limiter.hit(item, key):
+                reset_at = self._limiter.get_window_stats(item, key).reset_time
+                self.metrics.rejected.labels(code).inc()
+                raise ApiError(429, code, f"{message} ({item})",
+                               headers={"Retry-After": str(max(1, math.ceil(reset_at - time.time())))})
 
     async def send(self, inbound: Inbound, channel: str) -> Outcome:
         """``inbound``'s outcome once committed; a timed-out wait is a retryable failure (the

@@ -11,8 +11,11 @@ import uuid
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestPayloadError
 
+from parlour.errors import InvalidId
 from parlour.metrics import GatewayMetrics
+from parlour.store import StoreError
 
 from .errors import HTTP_CODES, ApiError, error_response
 
@@ -75,6 +78,18 @@ def middlewares(metrics: GatewayMetrics):
             code = HTTP_CODES.get(exc.status, "error")
             headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
             return error_response(exc.status, code, exc.reason if exc.text is None else _plain(exc), None, headers)
+        except InvalidId as exc:  # a name or id from the path or the body that no handler checked first
+            return error_response(400, "invalid_request", str(exc))
+        except RequestPayloadError:  # the body's chunks or length were broken on the way in
+            return error_response(400, "invalid_body", "the request's body could not be read (its framing is broken)")
+        except StoreError as exc:
+            # Down, or unreadable (a corrupted file): nothing the caller did; a retry may work later.
+            log.error("request %s %s: the store failed (request id %s): %s", request.method, request.path,
+                      request[REQUEST_ID_KEY], _gist(exc))
+            metrics.errors.labels("store").inc()
+            return error_response(503, "store_unavailable", "the store cannot be read or written now: retry later; "
+                                  f"the logs have it under request id {request[REQUEST_ID_KEY]}",
+                                  headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
         except Exception:
             log.exception("request %s %s failed (request id %s)", request.method, request.path, request[REQUEST_ID_KEY])
             metrics.errors.labels("internal").inc()
@@ -82,6 +97,16 @@ def middlewares(metrics: GatewayMetrics):
                                   f"{request[REQUEST_ID_KEY]}")
 
     return [request_id, errors]
+
+
+STORE_RETRY_AFTER_S = 5
+
+
+def _gist(exc: BaseException) -> str:
+    """The last line of an error's text: its own message (a host's error carries the remote
+    traceback before it)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _plain(exc: web.HTTPException) -> str:

@@ -51,8 +51,9 @@ REASONS = {400: "the request is malformed (bad JSON, a field that does not valid
            401: "no token, or not a valid one", 403: "the token may not do this",
            404: "no such resource (or not one this token can see)", 409: "conflicts with the config file",
            413: "the body is larger than the limit", 422: "the flow is invalid: every problem with its line and column",
-           429: "over the tenant's rate limit (a socket: over the user's open sockets); see Retry-After",
-           500: "the turn failed", 503: "overloaded or not ready; see Retry-After",
+           429: "over the tenant's or the user's rate limit (a socket: over the user's open sockets); see Retry-After",
+           500: "the turn failed", 503: "overloaded, not ready, the store failing, or (a socket) the node's sockets "
+                                    "all taken; see Retry-After",
            405: "this channel has no GET handshake"}
 ERROR_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}
 
@@ -89,9 +90,11 @@ def _paths() -> dict[str, Any]:
                              "responses": {"200": _json(s.Health, "alive")}}},
         "/readyz": {"get": {"summary": "Ray, the store and every host answer", "operationId": "readyz",
                             "responses": {"200": _json(s.Ready, "ready"), **_errors(503)}}},
-        "/metrics": {"get": {"summary": "the node's metrics, hosts included", "operationId": "metrics",
+        "/metrics": {"get": {"summary": "the node's metrics, hosts included (the operator's token, unless "
+                                        "`metrics_public`)", "operationId": "metrics", "security": BEARER,
                              "responses": {"200": _answer("Prometheus text format",
-                                                          {"text/plain": {"schema": {"type": "string"}}})}}},
+                                                          {"text/plain": {"schema": {"type": "string"}}}),
+                                           **_errors(401, 403)}}},
         "/openapi.json": {"get": {"summary": "this document", "operationId": "openapi",
                                   "responses": {"200": _answer("OpenAPI 3.1",
                                                                {"application/json": {"schema": {"type": "object"}}})}}},
@@ -110,7 +113,7 @@ def _paths() -> dict[str, Any]:
             "summary": "a WebSocket for a chat widget (send SocketMessage frames; receive replies and pushes)",
             "operationId": "webSocket", "parameters": [TENANT, {"name": "user", "in": "query", "required": True,
                                                                 "schema": {"type": "string", "minLength": 1, "maxLength": 256}}],
-            "responses": {"101": {"description": "switching to the WebSocket protocol"}, **_errors(400, 404, 429)}}},
+            "responses": {"101": {"description": "switching to the WebSocket protocol"}, **_errors(400, 404, 429, 503)}}},
         "/v1/tenants": {"get": {"summary": "every tenant (operator)", "operationId": "listTenants", "security": BEARER,
                                 "responses": {"200": _json(s.TenantsOut, "the tenants"), **_errors(401, 403)}}},
         "/v1/tenants/{tenant}": {"put": {
@@ -210,10 +213,21 @@ def openapi() -> dict[str, Any]:
         "info": {"title": "parlour", "version": __version__,
                  "description": "The gateway of a parlour node: the web channel, the admin API, operations. "
                                 "Every error has the shape of ErrorOut."},
-        "paths": _paths(),
+        "paths": _throttled(_paths()),
         "components": {"schemas": definitions.get("$defs", {}),
                        "headers": HEADERS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _throttled(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation that takes a token may answer 429 to an address that sent too many wrong
+    ones (:class:`parlour.gateway.auth.FailureThrottle`)."""
+    for operations in paths.values():
+        for operation in operations.values():
+            if "security" in operation:
+                operation["responses"].setdefault("429", _json(s.ErrorOut, "too many wrong tokens from this address "
+                                                               "(`too_many_failures`); see Retry-After", "Retry-After"))
+    return paths
 
 
 def openapi_route() -> web.RouteDef:

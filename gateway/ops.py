@@ -1,4 +1,10 @@
-"""For operators: liveness, readiness and the node's metrics."""
+"""For operators: liveness, readiness and the node's metrics.
+
+``/metrics`` names tenants, bots and hosts, so it needs the operator's token by default (a
+Prometheus job sends it with ``authorization: {credentials_file: ...}``); ``metrics_public: true``
+serves it to anyone who can reach the port. ``/healthz`` and ``/readyz`` say nothing of tenants
+and stay open for probes.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +44,8 @@ class Ops:
         await self.gateway.store.get_meta("router")
 
     async def metrics(self, request: web.Request) -> web.Response:
+        if not self.gateway.settings.metrics_public:
+            self.gateway.auth.operator(request)
         self.gateway.metrics.hosts.latest = await self.gateway.runtime.metrics()
         body = generate_latest(self.gateway.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -97,6 +97,7 @@ class WebChannel:
     def __init__(self, gateway):
         self.gateway = gateway
         self.sockets: dict[tuple[str, str], list[web.WebSocketResponse]] = defaultdict(list)
+        self.open_sockets = 0  # on this node, all tenants: at most limits.max_websockets
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/{tenant}/web/messages", self.post_message),
@@ -111,7 +112,7 @@ class WebChannel:
     async def _send(self, request: web.Request, tenant: str, user: str, message: SocketMessage,
                     name: str | None = None) -> dict[str, Any]:
         """Run one message's turn; the answer body, or :class:`ApiError`."""
-        self.gateway.ingress.admit(tenant)
+        self.gateway.ingress.admit(tenant, user)
         try:
             key = ConversationKey(tenant, CHANNEL, user)
             event = (UserMessage("", button=message.button, kind="button", user_id=user, user_name=name, channel=CHANNEL)
@@ -137,12 +138,22 @@ class WebChannel:
         user = request.query.get("user", "")
         if not 0 < len(user) <= 256 or not user.isprintable():
             raise ApiError(400, "invalid_request", "`user` (1 to 256 printable characters) is required in the query")
-        peers = self.sockets[(tenant, user)]
-        if len(peers) >= self.gateway.settings.limits.ws_per_user:
-            raise ApiError(429, "too_many_sockets", f"user {user!r} has {len(peers)} sockets open already",
+        limits = self.gateway.settings.limits
+        if self.open_sockets >= limits.max_websockets:
+            raise unavailable(f"this node has {self.open_sockets} chat sockets open, its most: retry shortly",
+                              retry_after_s=5, code="too_many_sockets")
+        held = len(self.sockets.get((tenant, user), ()))  # .get: a refused user leaves no entry behind
+        if held >= limits.ws_per_user:
+            raise ApiError(429, "too_many_sockets", f"user {user!r} has {held} sockets open already",
                            headers={"Retry-After": "5"})
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=self.gateway.settings.limits.max_body_bytes)
-        await ws.prepare(request)
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=limits.max_body_bytes)
+        self.open_sockets += 1  # counted before the handshake's await: two at once cannot both take the last place
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self.open_sockets -= 1
+            raise
+        peers = self.sockets[(tenant, user)]
         peers.append(ws)
         self.gateway.metrics.websockets.inc()
         # Frames are handed to the ingress in the order they came, without waiting for the
@@ -168,6 +179,7 @@ class WebChannel:
             peers.remove(ws)
             if not peers:
                 self.sockets.pop((tenant, user), None)
+            self.open_sockets -= 1
             self.gateway.metrics.websockets.dec()
         return ws
 

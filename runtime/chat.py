@@ -1,7 +1,10 @@
 """``parlour chat``: talk to a flow in the terminal, in-process.
 
 Buttons show as numbered choices (type the number, the title, or the text); timers fire in
-real time, and ``/wait SECONDS`` moves the clock to fire them now. HTTP nodes call real URLs.
+real time, and ``/wait SECONDS`` moves the clock to fire them now. HTTP nodes call real URLs,
+under the same egress policy as ``parlour serve``: public addresses only, unless
+``--allow-egress`` names a range or a host (``--allow-egress 127.0.0.0/8`` for an API on this
+machine).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from .egress import Egress
 from .flow import Catalog, Effect, End, Error, Forward, Handoff, Resume, Send, Start, Unhandled, UserMessage
 from .http import HttpCaller
 from .session import Session
@@ -145,9 +149,15 @@ def _read_lines(stream: TextIO, lines: asyncio.Queue[str | None], loop: asyncio.
     loop.call_soon_threadsafe(lines.put_nowait, None)
 
 
+def chat_egress(allow: list[str]) -> Egress:
+    """The policy of ``parlour chat --allow-egress ALLOW...`` (ValueError for a bad entry)."""
+    return Egress.from_allows({}, default=allow, hint="parlour chat --allow-egress RANGE_OR_HOST")
+
+
 async def chat(catalog: Catalog, *, secrets: dict[str, str], flow: str | None = None,
-               user_name: str | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+               user_name: str | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+               egress: Egress | None = None) -> None:
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_read_lines, args=(stdin, lines, asyncio.get_running_loop()), daemon=True).start()
-    async with HttpCaller(secrets) as http:
+    async with HttpCaller(secrets, egress=egress or chat_egress([])) as http:
         await Chat(catalog, http, stdout, flow=flow, user_name=user_name).run(lines)

@@ -67,8 +67,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from .chat import chat
+    from .chat import chat, chat_egress
 
+    try:
+        egress = chat_egress(args.allow_egress)
+    except ValueError as exc:
+        print(f"parlour: --allow-egress: {exc}", file=sys.stderr)
+        return 2
     paths = args.paths or [bundled_flows()]
     try:
         catalog = load_catalog(paths, env=_named_values(args.env, "env"))
@@ -80,7 +85,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(chat(catalog, secrets=_named_values(args.secret, "secret"), flow=args.flow,
-                         user_name=args.name))
+                         user_name=args.name, egress=egress))
     except KeyboardInterrupt:
         pass
     return 0
@@ -237,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
     chat.add_argument("--secret", action="append", default=[], metavar="NAME[=VALUE]",
                       help="a secret http nodes may use (from the environment if no VALUE)")
     chat.add_argument("--name", help="your name, as the flow sees it (user.name)")
+    chat.add_argument("--allow-egress", action="append", default=[], metavar="RANGE_OR_HOST",
+                      help="let http nodes reach this CIDR range or host name besides public addresses, "
+                           "e.g. 127.0.0.0/8 for an API on this machine (repeatable)")
     chat.set_defaults(run=cmd_chat)
 
     test = sub.add_parser("test", help="run flow test files")

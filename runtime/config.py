@@ -15,6 +15,7 @@ hashes are declared in the file::
         tokens: ["sha256:9f86d0..."]   # `parlour token new` prints a token and its hash
         rate_limit: "50/second"        # any `limits` expression; null for none
         channels: {web: {}}
+        egress: {allow: [10.1.0.0/16, members.internal]}  # what its flows may reach beyond public addresses
 
 A tenant token is never written down in clear: only its SHA-256 (tokens are 256-bit random
 strings, so a fast hash is enough; the point is that a leaked file leaks no token).
@@ -32,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from .egress import parse_allow
 from .errors import ParlourError
 
 TOKEN_PREFIX = "sha256:"
@@ -53,6 +55,23 @@ def new_token() -> str:
     return "plr_" + secrets.token_urlsafe(32)
 
 
+class EgressConfig(BaseModel):
+    """What a tenant's http nodes and bots may reach besides public addresses (issue 12, finding 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] = Field(default_factory=list, description="CIDR ranges, addresses and host names "
+                             "(`*.internal` for every name below one) its calls may connect to although they are "
+                             "loopback, private, link-local...; default: none (public addresses only)")
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, allow: list[str]) -> list[str]:
+        for entry in allow:
+            parse_allow(entry)  # ValueError names the entry
+        return allow
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,6 +85,17 @@ class TenantConfig(BaseModel):
     # flow uploads (issue 12, finding 5)
     admin_rate_limit: str | None = Field("10/minute", description="the tenant's admin writes (flow uploads, "
                                          "rollbacks, resets): any `limits` expression; null for none")
+    # issue 12, finding 3: the egress policy
+    egress: EgressConfig = Field(default_factory=EgressConfig)
+    # -- issue 12, finding 10 (gateway hardening): one web user cannot take the tenant's whole rate
+    user_rate_limit: str | None = Field("10/second;100/minute", description="messages one web chat user may send "
+                                        "(a `limits` expression; null for none), checked before the tenant's rate_limit")
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _user_rate(cls, value: str | None) -> str | None:
+        return cls._rate(value)
+    # -- end of finding 10
 
     @field_validator("tokens")
     @classmethod
@@ -106,6 +136,20 @@ class Limits(BaseModel):
     max_pending: int = Field(10_000, ge=1, description="messages accepted and not yet answered, beyond which 503")
     max_batch: int = Field(500, ge=1, le=10_000)
     ws_per_user: int = Field(8, ge=1)
+    # A turn that runs on past the template bounds (issue 12, finding 2: actors/watchdog.py)
+    turn_watchdog_s: float = Field(5.0, ge=0, description="a turn running longer ends its host's process, which "
+                                   "Ray starts again (0: no watchdog)")
+    poison_tries: int = Field(2, ge=1, description="deaths in one message's turn before it is quarantined")
+    # -- issue 12, finding 10 (gateway hardening): node-wide caps
+    max_websockets: int = Field(10_000, ge=1, description="chat sockets open on this node, beyond which 503")
+    auth_failures: str | None = Field("10/minute", description="failed token checks one client address may make "
+                                      "(a `limits` expression; null for none), beyond which 429 for any token")
+
+    @field_validator("auth_failures")
+    @classmethod
+    def _failures(cls, value: str | None) -> str | None:
+        return TenantConfig._rate(value)
+    # -- end of finding 10
 
 
 class Dedicated(BaseModel):
@@ -146,6 +190,10 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(30.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
     dedicated: Dedicated = Field(default_factory=Dedicated)  # issue 12, finding 4
+    # -- issue 12, finding 10 (gateway hardening): /metrics names tenants and bots
+    metrics_public: bool = Field(False, description="serve /metrics without a token (by default it needs the "
+                                 "operator's: `Authorization: Bearer <admin token>`)")
+    # -- end of finding 10
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"demo": TenantConfig()})
 
     @field_validator("tenants")
@@ -154,6 +202,10 @@ class Settings(BaseSettings):
         for name in tenants:
             check_tenant_name(name)
         return tenants
+
+    def egress_allows(self) -> dict[str, list[str]]:
+        """Each tenant's ``egress.allow``, as plain data for the hosts and the delivery supervisor."""
+        return {name: list(tenant.egress.allow) for name, tenant in self.tenants.items()}
 
     @property
     def store_url(self) -> str:

@@ -6,6 +6,7 @@
      +-- FlowError            a flow (or flow test) file is invalid: carries every Problem found
      +-- FlowNotFound         a flow id or pinned version is not in the catalog
      +-- StateError           stored conversation state cannot be read (schema, migration)
+     +-- InvalidId            a name or id from outside (a conversation's key, a message id) is refused
 
 Inside the flow language a few signals never leave it: ``ExpressionError`` becomes a Problem,
 ``RenderError`` an Error effect routed to ``on_error``, ``validators.Invalid`` a reply to the
@@ -72,3 +73,9 @@ class FlowNotFound(ParlourError, LookupError):
 
 class StateError(ParlourError, ValueError):
     """Stored conversation state is unreadable: corrupt, or of a schema with no migration."""
+
+
+class InvalidId(ParlourError, ValueError):
+    """A name or id taken from outside (a tenant, channel or user of a conversation key, a
+    message id) is empty, too long, not valid Unicode or holds a character it may not: the
+    caller answers 400 (it is also a ValueError, for callers that predate it)."""

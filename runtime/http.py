@@ -3,7 +3,9 @@
 Secrets are filled in here, at the last moment, from a mapping the operator provides; they
 never pass through the interpreter, the state or the effects, and they are masked in any error
 text that goes back to the flow. A request that carries a secret does not follow redirects, so
-a secret cannot travel to a host the flow did not name. Timeouts, connection errors, 408, 425,
+a secret cannot travel to a host the flow did not name. Every connection, redirect hops
+included, goes through the tenant's egress policy (:mod:`parlour.egress`); a denied one is an
+error result, never retried. Timeouts, connection errors, 408, 425,
 429 and 5xx are retried ``request.retries`` times with exponential backoff and jitter. The
 outcome is always an :class:`~parlour.flow.HttpResult`, never an exception.
 """
@@ -20,6 +22,7 @@ from urllib.parse import quote, quote_plus
 
 import aiohttp
 
+from .egress import Egress, EgressDenied, EgressSessions
 from .flow.events import HttpRequest, HttpResult, Secret
 
 MAX_BODY_BYTES = 1 << 20
@@ -77,28 +80,30 @@ def _parse_json(text: str):
 
 
 class HttpCaller:
-    """Sends flow HTTP requests on one aiohttp session: ``async with HttpCaller(secrets) as call``."""
+    """Sends flow HTTP requests, each under its tenant's egress policy:
+    ``async with HttpCaller(secrets, egress=Egress.from_allows({"acme": ["10.0.0.0/8"]})) as call``.
+    Without ``egress`` every tenant gets the default policy (public addresses only)."""
 
     def __init__(self, secrets: Mapping[str, str] | None = None, *, backoff_s: float = 0.2,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, egress: Egress | None = None):
         self.secrets = dict(secrets or {})
         self.backoff_s = backoff_s
         self.rng = rng or random.Random()
-        self._session: aiohttp.ClientSession | None = None
+        self.egress = egress or Egress()
+        self._sessions: EgressSessions | None = None
 
     async def __aenter__(self) -> HttpCaller:
-        # One slow API must not take every connection: 100 at most per host, 1000 in all.
-        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=100)
-        self._session = aiohttp.ClientSession(connector=connector)
+        # One slow API must not take every connection: 100 at most per host, 1000 in all (per policy).
+        self._sessions = EgressSessions(limit=1000, limit_per_host=100)
         return self
 
     async def __aexit__(self, *exc_info) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._sessions is not None:
+            await self._sessions.aclose()
+            self._sessions = None
 
     async def __call__(self, request: HttpRequest, tenant: str | None = None) -> HttpResult:
         """Send ``request`` for a flow of ``tenant`` (None: the one tenant of `parlour chat` and tests)."""
@@ -114,7 +119,10 @@ class HttpCaller:
                 delay = self.backoff_s * 2 ** (attempt - 1)
                 await asyncio.sleep(delay + self.rng.uniform(0, delay))
             try:
-                result = await self._once(request, headers, query, follow=not used)
+                result = await self._once(request, headers, query, follow=not used, tenant=tenant)
+            except EgressDenied as exc:  # the same answer however often it is asked: not retried
+                result = HttpResult(request.request_id, error=self.egress.message(tenant, exc))
+                break
             except Exception as exc:  # the boundary: whatever aiohttp or a codec raises is a result
                 result = HttpResult(request.request_id, error=_describe(exc))
             if result.error is None and result.status not in RETRY_STATUSES:
@@ -124,9 +132,10 @@ class HttpCaller:
         return result
 
     async def _once(self, request: HttpRequest, headers: dict[str, str], query: dict[str, str],
-                    follow: bool) -> HttpResult:
-        if self._session is None:
+                    follow: bool, tenant: str | None = None) -> HttpResult:
+        if self._sessions is None:
             raise RuntimeError("HttpCaller is used outside `async with`")
+        session = self._sessions.get(self.egress.policy(tenant))
         body = {}
         if request.json is not None:
             body["json"] = request.json
@@ -135,7 +144,7 @@ class HttpCaller:
         elif request.body is not None:
             body["data"] = request.body.encode("utf-8", errors="replace")
         try:
-            async with self._session.request(
+            async with session.request(
                     request.method, request.url, headers=headers, params=query or None, allow_redirects=follow,
                     timeout=aiohttp.ClientTimeout(total=request.timeout_s), **body) as response:
                 raw = bytearray()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+from .errors import InvalidId
 from .flow.events import Event, Reply
 
 DEFAULT_PARTITIONS = 1024
@@ -44,9 +45,9 @@ class ConversationKey:
         for name in ("tenant", "channel"):
             value = getattr(self, name)
             if not value or "/" in value:
-                raise ValueError(f"a conversation's {name} must be non-empty text without '/', got {value!r}")
+                raise InvalidId(f"a conversation's {name} must be non-empty text without '/', got {value[:64]!r}")
         if not self.user:
-            raise ValueError("a conversation's user must be non-empty")
+            raise InvalidId("a conversation's user must be non-empty")
         _check_text(self.id, "a conversation key")
 
     @classmethod
@@ -64,11 +65,11 @@ MAX_ID_CHARS = 1024
 def _check_text(value: str, what: str) -> None:
     """Ids are stored as keys: valid Unicode (no lone surrogates), of a bounded length."""
     if not isinstance(value, str) or len(value) > MAX_ID_CHARS:
-        raise ValueError(f"{what} must be text of at most {MAX_ID_CHARS} characters")
+        raise InvalidId(f"{what} must be text of at most {MAX_ID_CHARS} characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"{what} is not valid Unicode: {exc.reason} at character {exc.start}") from None
+        raise InvalidId(f"{what} is not valid Unicode: {exc.reason} at character {exc.start}") from None
 
 
 def partition_of(key_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
@@ -92,7 +93,7 @@ class Inbound:
 
     def __post_init__(self) -> None:
         if not self.message_id:
-            raise ValueError("an inbound message needs the channel's message id, for deduplication")
+            raise InvalidId("an inbound message needs the channel's message id, for deduplication")
         _check_text(self.message_id, "a message id")
 
 

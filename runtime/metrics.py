@@ -36,6 +36,12 @@ HOST_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
     "parlour_host_errors": ("errors by kind", {
         "turn_errors": "turn", "store_unavailable": "store_unavailable", "store_errors": "store",
         "fenced": "fenced", "internal_errors": "internal", "unreadable_records": "unreadable_record"}),
+    "parlour_host_restarts_in_a_turn": ("times this host started and found a turn in flight when its process "
+                                        "died (its watchdog killed it, or a crash)", {"died_in_turn": ""}),
+    "parlour_host_quarantined": ("messages not run again because their host died while running them, "
+                                 "each of the watchdog's tries: poison", {"quarantined": ""}),
+    "parlour_host_regex_overruns": ("author regex searches that ran out of their message's budget (the rest "
+                                    "of that message's searches did not run)", {"regex_overruns": ""}),
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Self
@@ -26,6 +26,7 @@ from .actors.host import HostConfig
 from .actors.remote import HostSettings, Names
 from .cluster import ray_cluster
 from .codec import Record
+from .egress import Egress
 from .errors import FlowError, ParlourError
 from .flow import load_paths
 from .messages import DEFAULT_PARTITIONS, FAILED, ConversationKey, Inbound, Outcome
@@ -48,10 +49,13 @@ class Runtime:
                     env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
                     config: HostConfig | None = None, ready_timeout_s: float = 60.0,
                     log_level: str = "WARNING", log_format: str = "text", secrets_key: str | None = None,
-                    delivery: RetryPolicy | None = None) -> Runtime:
+                    delivery: RetryPolicy | None = None,
+                    egress: Mapping[str, Sequence[str]] | None = None) -> Runtime:
         """Start (or join) Ray and the runtime named ``name``; return once every host is ready.
         With ``secrets_key`` (what opens the bots' credentials) it also runs the delivery
-        supervisor, which sends the replies of the messaging channels."""
+        supervisor, which sends the replies of the messaging channels. ``egress`` is each
+        tenant's ``egress.allow`` (:mod:`parlour.egress`); a tenant it does not name reaches
+        public addresses only, with its http nodes and its bots alike."""
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
         if not hosts <= partitions <= 65_536:
@@ -63,8 +67,13 @@ class Runtime:
             raise ParlourError("sqlite is one machine's store: a Ray cluster needs redis://")
         config = config or HostConfig()
         config = replace(config, partitions=partitions, env={**config.env, **(env or {})})
-        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}), log_level=log_level.upper(),
-                                log_format=log_format)
+        allows = {tenant: tuple(entries) for tenant, entries in (egress or {}).items()}
+        try:
+            Egress.from_allows(allows)  # a bad entry is refused here, not in every host
+        except ValueError as exc:
+            raise ParlourError(f"egress: {exc}") from None
+        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}), egress=allows,
+                                log_level=log_level.upper(), log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
         table = await asyncio.wait_for(router.table.remote(), ready_timeout_s)

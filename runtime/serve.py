@@ -32,7 +32,6 @@ from .errors import FlowError
 from .flow import load_paths
 from .gateway.app import Gateway
 from .gateway.channels.registry import Bots, Cipher
-from .gateway.middleware import AccessLogger
 from .logs import setup_logging
 from .runtime import Runtime
 from .store import FlowRecord, Store, open_store
@@ -69,6 +68,23 @@ def kept_secret(given: SecretStr | None, variable: str, path: Path, make: Callab
     with os.fdopen(fd, "w") as out:
         out.write(value + "\n")
     return value, f"the file {path} (new)"
+
+
+def private_data_dir(folder: Path) -> None:
+    """Make ``folder`` its owner's only: created 0700; if it was made beforehand open to others
+    (a 0755 ``mkdir``), made 0700, and the SQLite files in it 0600, each with a log line.
+    Refuses to start when it cannot (the folder is someone else's)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in (folder, *sorted(folder.glob("parlour.db*"))):
+        mode = path.stat().st_mode & 0o777
+        private = 0o700 if path.is_dir() else 0o600
+        if mode & 0o077:
+            try:
+                path.chmod(private)
+            except PermissionError:
+                raise SystemExit(f"parlour: {path} can be read by others (mode {mode:o}) and is not this user's "
+                                 f"to change: chmod {private:o} it") from None
+            log.warning("%s could be read by others (mode %o): it is now %o", path, mode, private)
 
 
 def tenant_flows(settings: Settings) -> dict[str, list[Path]]:
@@ -114,7 +130,7 @@ async def deploy_new(runtime: Runtime, store: Store, loaded: dict[str, list]) ->
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_data_dir(settings.data_dir)
     token, token_source = admin_token(settings)
     key, _ = secrets_key(settings)
     loaded = check_flows(tenant_flows(settings))
@@ -122,9 +138,12 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
                                   address=settings.ray_address, num_cpus=settings.num_cpus, env=settings.env,
-                                  config=HostConfig(dedicated=dedicated_caps(settings)),
                                   secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
-                                  log_level=settings.log_level, log_format=settings.log_format, secrets_key=key)
+                                  log_level=settings.log_level, log_format=settings.log_format, secrets_key=key,
+                                  config=HostConfig(watchdog_s=settings.limits.turn_watchdog_s,
+                                                    poison_tries=settings.limits.poison_tries,
+                                                    dedicated=dedicated_caps(settings)),
+                                  egress=settings.egress_allows())
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
     # kills the process; ours must be the one installed last.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -136,8 +155,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
         installed = await deploy_new(runtime, store, loaded)
         bots = Bots(store, Cipher.from_keys(key))
         gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token), bots=bots)
-        runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, handle_signals=False,
-                               shutdown_timeout=settings.shutdown_timeout_s)
+        runner = gateway.runner(handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()

@@ -8,6 +8,17 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from parlour.egress import Egress
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+"""What a test's ``egress.allow`` names to reach the fake APIs on loopback (the policy denies
+loopback by default, as it denies every address that is not public)."""
+
+
+def loopback_egress(*tenants: str) -> Egress:
+    """An egress policy that lets ``tenants`` (and calls made for no tenant) reach loopback."""
+    return Egress.from_allows({tenant: LOOPBACK for tenant in tenants}, default=LOOPBACK)
+
 
 @dataclass
 class Recorder:
@@ -39,14 +50,14 @@ def members_app(recorder: Recorder) -> web.Application:
 
 
 @asynccontextmanager
-async def serve(app: web.Application):
-    """Run ``app`` on a free loopback port; yield its base URL."""
+async def serve(app: web.Application, host: str = "127.0.0.1"):
+    """Run ``app`` on a free port of loopback ``host`` (127.0.0.1 or ::1); yield its base URL."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{f'[{host}]' if ':' in host else host}:{port}"
     finally:
         await runner.cleanup()

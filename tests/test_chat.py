@@ -10,9 +10,11 @@ from parlour.flow.compiled import Catalog
 from parlour.http import HttpCaller
 
 from .conftest import REMINDER
-from .servers import Recorder, members_app, serve
+from .servers import Recorder, loopback_egress, members_app, serve
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
+
+EGRESS = loopback_egress()  # the test APIs listen on loopback
 
 
 async def talk(chat: Chat, *lines: str) -> str:
@@ -25,7 +27,7 @@ async def talk(chat: Chat, *lines: str) -> str:
 
 async def test_a_whole_registration_over_real_http():
     recorder = Recorder()
-    async with serve(members_app(recorder)) as base, HttpCaller() as http:
+    async with serve(members_app(recorder)) as base, HttpCaller(egress=EGRESS) as http:
         catalog = load_catalog([FLOWS / "registration.yaml"], env={"MEMBERS_API": base})
         chat = Chat(catalog, http, io.StringIO(), user_name="Ada")
         out = await talk(chat, "hi", "1", "Ada Lovelace", "ada@example.org", "36", "1")
@@ -38,7 +40,7 @@ async def test_a_whole_registration_over_real_http():
 
 
 async def test_typed_numbers_press_the_buttons_shown_last():
-    async with HttpCaller() as http:
+    async with HttpCaller(egress=EGRESS) as http:
         catalog = load_catalog([FLOWS / "registration.yaml"])
         chat = Chat(catalog, http, io.StringIO())
         out = await talk(chat, "hi", "2", "3")
@@ -49,7 +51,7 @@ async def test_typed_numbers_press_the_buttons_shown_last():
 
 async def test_slash_wait_moves_the_clock_and_fires_due_timers():
     clock = [1_000.0]
-    async with HttpCaller() as http:
+    async with HttpCaller(egress=EGRESS) as http:
         chat = Chat(Catalog([load_text(REMINDER)]), http, io.StringIO(), clock=lambda: clock[0])
         out = await talk(chat, "hi", "/wait 3599", "/state", "/wait 1")
     assert out.index("See you in an hour.") < out.index('"timers"') < out.index("It has been an hour.")
@@ -57,7 +59,7 @@ async def test_slash_wait_moves_the_clock_and_fires_due_timers():
 
 async def test_timers_fire_in_real_time_while_the_user_is_idle():
     clock = [1_000.0]
-    async with HttpCaller() as http:
+    async with HttpCaller(egress=EGRESS) as http:
         chat = Chat(Catalog([load_text(REMINDER)]), http, io.StringIO(), clock=lambda: clock[0], tick_s=0.001)
         queue: asyncio.Queue = asyncio.Queue()
         queue.put_nowait("hi")
@@ -90,7 +92,7 @@ nodes:
 
 
 async def test_numbers_refer_only_to_the_buttons_of_the_last_message():
-    async with HttpCaller() as http:
+    async with HttpCaller(egress=EGRESS) as http:
         chat = Chat(Catalog([load_text(GUESTS)]), http, io.StringIO())
         out = await talk(chat, "hi", "2", "1", "2")
     # "2" presses Help (an option, not the `help` command); later "2" is an answer, not a button
@@ -99,7 +101,22 @@ async def test_numbers_refer_only_to_the_buttons_of_the_last_message():
 
 
 async def test_slash_wait_wants_a_positive_number():
-    async with HttpCaller() as http:
+    async with HttpCaller(egress=EGRESS) as http:
         chat = Chat(Catalog([load_text(REMINDER)]), http, io.StringIO())
         out = await talk(chat, "hi", "/wait nan", "/wait -5", "/wait soon", "/state")
     assert out.count("usage: /wait SECONDS (a positive number)") == 3 and '"status": "waiting"' in out
+
+
+async def test_chat_reaches_loopback_only_when_allowed():
+    """`parlour chat` applies serve's default egress policy; ``--allow-egress`` widens it."""
+    from parlour.chat import chat_egress
+
+    for allow, member in (([], False), (["127.0.0.0/8"], True)):
+        recorder = Recorder()
+        async with serve(members_app(recorder)) as base, HttpCaller(egress=chat_egress(allow)) as http:
+            catalog = load_catalog([FLOWS / "registration.yaml"], env={"MEMBERS_API": base})
+            chat = Chat(catalog, http, io.StringIO(), user_name="Ada")
+            out = await talk(chat, "hi", "1", "Ada Lovelace", "ada@example.org", "36", "1")
+        assert ("You're in, member #1." in out) is member and len(recorder.requests) == int(member)
+        assert ("egress denied: 127.0.0.1 is a loopback address "
+                "(to allow it: parlour chat --allow-egress RANGE_OR_HOST)" in out) is not member, out

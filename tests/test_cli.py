@@ -120,3 +120,8 @@ def test_chat_refuses_an_invalid_flow_with_its_position(tmp_path):
     (tmp_path / "bad.yaml").write_text(BAD)
     run = parlour("chat", str(tmp_path / "bad.yaml"), stdin="")
     assert run.returncode == 1 and "bad.yaml:6:5: unknown key 'nxt'" in run.stderr
+
+
+def test_chat_refuses_a_bad_egress_allow():
+    run = parlour("chat", "flows/registration.yaml", "--allow-egress", "127.0.0.1/8", stdin="")
+    assert run.returncode == 2 and "--allow-egress: egress allow entry '127.0.0.1/8' is not a CIDR range" in run.stderr

@@ -85,3 +85,13 @@ def test_dedicated_caps_are_set_per_node_and_per_tenant(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings(tmp_path / "p.yaml")
     assert {p.split(": ")[1] for p in caught.value.problems} == {"dedicated.max_per_node", "dedicated.idle_s"}
+
+
+def test_each_tenants_egress_allow_is_read_and_checked(tmp_path):
+    (tmp_path / "p.yaml").write_text("tenants:\n  acme: {egress: {allow: [10.1.0.0/16, members.internal]}}\n  beta: {}\n")
+    settings = load_settings(tmp_path / "p.yaml")
+    assert settings.egress_allows() == {"acme": ["10.1.0.0/16", "members.internal"], "beta": []}
+    (tmp_path / "bad.yaml").write_text("tenants:\n  acme: {egress: {allow: [10.1.0.1/16]}}\n")
+    with pytest.raises(ConfigError, match=r"tenants\.acme\.egress\.allow: Value error, egress allow entry "
+                                          r"'10\.1\.0\.1/16' is not a CIDR range"):
+        load_settings(tmp_path / "bad.yaml")

@@ -10,7 +10,9 @@ from aiohttp import web
 from parlour.flow import HttpRequest, Secret
 from parlour.http import HttpCaller
 
-from .servers import Recorder, members_app, serve
+from .servers import Recorder, loopback_egress, members_app, serve
+
+EGRESS = loopback_egress()  # the test APIs listen on loopback
 
 
 def request(url: str, **kwargs) -> HttpRequest:
@@ -19,7 +21,7 @@ def request(url: str, **kwargs) -> HttpRequest:
 
 async def test_secrets_are_filled_in_at_send_time():
     recorder = Recorder()
-    async with serve(members_app(recorder)) as base, HttpCaller({"TOKEN": "s3cret"}) as call:
+    async with serve(members_app(recorder)) as base, HttpCaller({"TOKEN": "s3cret"}, egress=EGRESS) as call:
         result = await call(request(f"{base}/members", headers=(("Authorization", Secret("TOKEN", "Bearer ")),),
                                     query=(("key", Secret("TOKEN")), ("q", "x")), json={"name": "Ada"}))
     assert result.ok and result.json == {"id": 1} and result.request_id == "r1"
@@ -31,7 +33,7 @@ async def test_secrets_are_filled_in_at_send_time():
 
 async def test_a_missing_secret_is_an_error_result_and_nothing_is_sent():
     recorder = Recorder()
-    async with serve(members_app(recorder)) as base, HttpCaller({}) as call:
+    async with serve(members_app(recorder)) as base, HttpCaller({}, egress=EGRESS) as call:
         result = await call(request(f"{base}/x", headers=(("Authorization", Secret("TOKEN")),)))
     assert result.error == "secret 'TOKEN' is not set" and not result.ok
     assert recorder.requests == []
@@ -39,41 +41,41 @@ async def test_a_missing_secret_is_an_error_result_and_nothing_is_sent():
 
 async def test_5xx_and_429_are_retried_then_succeed():
     recorder = Recorder(script=[(503, {"e": 1}), (429, {"e": 2})])
-    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001, rng=random.Random(1)) as call:
+    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001, rng=random.Random(1), egress=EGRESS) as call:
         result = await call(request(f"{base}/members", retries=2))
     assert result.status == 201 and len(recorder.requests) == 3
 
 
 async def test_retries_run_out_on_the_last_failure():
     recorder = Recorder(script=[(500, None)] * 5)
-    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001) as call:
+    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001, egress=EGRESS) as call:
         result = await call(request(f"{base}/members", retries=1))
     assert result.status == 500 and not result.ok and len(recorder.requests) == 2
 
 
 async def test_other_4xx_are_not_retried():
     recorder = Recorder(script=[(404, {"detail": "no"})])
-    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001) as call:
+    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001, egress=EGRESS) as call:
         result = await call(request(f"{base}/members", retries=3, method="GET"))
     assert result.status == 404 and result.json == {"detail": "no"} and len(recorder.requests) == 1
 
 
 async def test_a_timeout_is_an_error_result():
     recorder = Recorder(delay_s=1.0)
-    async with serve(members_app(recorder)) as base, HttpCaller() as call:
+    async with serve(members_app(recorder)) as base, HttpCaller(egress=EGRESS) as call:
         result = await call(request(f"{base}/slow", timeout_s=0.05))
     assert result.error == "timed out after 0.05 s" and result.status is None
 
 
 async def test_a_refused_connection_is_an_error_result():
-    async with HttpCaller() as call:
+    async with HttpCaller(egress=EGRESS) as call:
         result = await call(request("http://127.0.0.1:9/nothing-listens-here"))
     assert result.error and "Connect" in result.error
 
 
 async def test_form_and_raw_bodies():
     recorder = Recorder()
-    async with serve(members_app(recorder)) as base, HttpCaller() as call:
+    async with serve(members_app(recorder)) as base, HttpCaller(egress=EGRESS) as call:
         await call(request(f"{base}/f", form=(("a", "1"), ("b", "two words"))))
         await call(request(f"{base}/b", body="plain text"))
     assert recorder.requests[0]["body"] == "a=1&b=two+words"
@@ -112,7 +114,7 @@ def special_app(recorder: Recorder, other: str = "") -> web.Application:
 async def test_a_request_with_secrets_does_not_follow_a_redirect_to_another_host():
     elsewhere, here = Recorder(), Recorder()
     async with serve(special_app(elsewhere)) as other, serve(special_app(here, other)) as base, \
-            HttpCaller({"KEY": "s3cr3t"}) as call:
+            HttpCaller({"KEY": "s3cr3t"}, egress=EGRESS) as call:
         result = await call(request(f"{base}/redirect", method="GET", headers=(("X-Api-Key", Secret("KEY")),)))
         plain = await call(request(f"{base}/redirect", method="GET"))
     assert result.status == 302 and "does not follow redirects" in result.error
@@ -126,7 +128,7 @@ def test_secret_values_are_masked_in_error_text():
 
 
 async def test_bodies_are_read_whole_up_to_the_limit():
-    async with serve(special_app(Recorder())) as base, HttpCaller() as call:
+    async with serve(special_app(Recorder())) as base, HttpCaller(egress=EGRESS) as call:
         whole = await call(request(f"{base}/big?n=300000", method="GET"))
         over = await call(request(f"{base}/big?n=2000000", method="GET"))
     assert whole.ok and len(whole.json["items"]) == 300_000
@@ -134,7 +136,7 @@ async def test_bodies_are_read_whole_up_to_the_limit():
 
 
 async def test_odd_responses_are_results_not_exceptions():
-    async with serve(special_app(Recorder())) as base, HttpCaller() as call:
+    async with serve(special_app(Recorder())) as base, HttpCaller(egress=EGRESS) as call:
         charset = await call(request(f"{base}/charset", method="GET"))
         deep = await call(request(f"{base}/deep", method="GET"))
     assert charset.ok and charset.json == {"ok": 1}
@@ -156,14 +158,14 @@ async def test_a_malformed_response_is_an_error_result_without_the_url():
 
     server = await asyncio.start_server(broken, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with server, HttpCaller({"KEY": "ab/c+d=="}) as call:
+    async with server, HttpCaller({"KEY": "ab/c+d=="}, egress=EGRESS) as call:
         result = await call(request(f"http://127.0.0.1:{port}/x", method="GET", query=(("key", Secret("KEY")),)))
     assert result.error and "ab" not in result.error and "/x" not in result.error
 
 
 async def test_a_body_that_cannot_be_encoded_or_decoded_is_not_an_exception():
     recorder = Recorder()
-    async with serve(members_app(recorder)) as base, HttpCaller() as call:
+    async with serve(members_app(recorder)) as base, HttpCaller(egress=EGRESS) as call:
         sent = await call(request(f"{base}/members", body="lone \ud800 surrogate"))
     assert sent.status == 201 and recorder.requests[0]["body"] == "lone ? surrogate"
 

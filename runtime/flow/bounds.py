@@ -1,53 +1,77 @@
-"""What one message may cost: the bounds on the work a template or expression can cause.
+"""What one message may cost: the time budget of a turn and the size of what its templates build.
 
-A turn normally takes some 20 µs. A flow's templates are code, though, and without bounds one
-message could make a host build gigabytes (``'x' * 10**8``, ``'{:>100000000}'.format(x)``) or
-spin for minutes. The sandbox below refuses, *before* doing the work where it can:
+A turn normally takes some 20 µs. A flow's templates are code written by a tenant, though, and
+without bounds one message could make a host build gigabytes (``'x' * 10**8``,
+``[[0] * 100000] * 100000``, ``(0).to_bytes(10**9, 'big')``) or spin for minutes, stalling
+every other tenant of the host. Two bounds hold, and both are checked *before* the work where
+the work would happen in C, where no time check can interrupt it:
 
-- text, lists and format widths over :data:`MAX_TEXT`, and the calls and filters that would
-  build them (``center``, ``ljust``, ``replace``, ``expandtabs``, ``join``, ``slice``...);
-- powers and products of integers that grow past a few hundred thousand bits;
-- work past a time budget per turn (:func:`work_budget`), checked at every call, operator and
-  filter, which is where loops spend their time.
+- **time**: the templates of one turn get :data:`TURN_BUDGET_S`, checked at every call,
+  operator, filter, literal and ``~`` (:func:`check_time`), which is where loops spend theirs;
+- **size**: every value a template builds is measured as it is built (:func:`measure`): its
+  *logical* size, counting a list that appears 100,000 times 100,000 times (that is what
+  printing, comparing or storing it costs), and its depth. A value may be at most
+  :data:`MAX_VALUE` units (an item, a character or 64 bits of an integer each) and
+  :data:`MAX_DEPTH` levels deep; a text or a list at most :data:`MAX_TEXT` long; anything
+  turned into text must fit :data:`MAX_TEXT` characters first.
 
-Plain numbers are not limited: ``"Order {}".format(1234567)`` is fine. What these bounds cannot
-stop (a template that builds a large value out of ``~`` alone, in one turn, before it is used)
-is bounded by the time budget and by what a turn may store and send.
+Measuring is cheap: a turn remembers the size of every list and tuple it measured, so an
+aliased value (``[x] * 1000`` where ``x`` is big) is walked once. What these bounds still let
+through is bounded by the time budget and, past that, by the host's watchdog
+(:mod:`parlour.actors.watchdog`), which restarts a process stuck in one turn and quarantines
+the message.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
 
 MAX_TEXT = 100_000
 """The longest text or list a template may build, pass or render (a chat message is a few
 thousand characters)."""
+MAX_VALUE = 10 * MAX_TEXT
+"""The logical size of the largest value a template may build: items, characters and 64-bit
+words of integers, counted as often as they appear."""
+MAX_DEPTH = 32
+"""How deeply a value a template builds may nest."""
 MAX_EXPONENT = 256
 MAX_INT_BITS = 8 * MAX_TEXT
 TURN_BUDGET_S = 0.25
 """The time a turn's templates may take, some 10,000 times what a turn takes."""
 
-_deadline: ContextVar[float | None] = ContextVar("parlour_template_deadline", default=None)
+
+class _Budget:
+    """One turn's deadline, and the sizes of the lists and tuples it has measured (kept with
+    the value, so that an id is never reused while the turn runs)."""
+
+    __slots__ = ("deadline", "seconds", "sizes")
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.sizes: dict[int, tuple[Any, int, int]] = {}
 
 
-def start_budget(seconds: float = TURN_BUDGET_S) -> Token[float | None]:
+_budget: ContextVar[_Budget | None] = ContextVar("parlour_template_budget", default=None)
+
+
+def start_budget(seconds: float = TURN_BUDGET_S) -> Token[_Budget | None]:
     """Bound the template work from now on to ``seconds`` (within an outer budget, keep it);
     give the token back to :func:`end_budget`. The hot path's form of :func:`work_budget`."""
-    current = _deadline.get()
-    return _deadline.set(time.monotonic() + seconds if current is None else current)
+    current = _budget.get()
+    return _budget.set(_Budget(seconds) if current is None else current)
 
 
-def end_budget(token: Token[float | None]) -> None:
-    _deadline.reset(token)
+def end_budget(token: Token[_Budget | None]) -> None:
+    _budget.reset(token)
 
 
 @contextmanager
@@ -61,20 +85,86 @@ def work_budget(seconds: float = TURN_BUDGET_S) -> Iterator[None]:
 
 
 def check_time() -> None:
-    deadline = _deadline.get()
-    if deadline is not None and time.monotonic() > deadline:
-        raise SecurityError(f"the templates of one turn took longer than {TURN_BUDGET_S:g} s")
+    budget = _budget.get()
+    if budget is not None and time.monotonic() > budget.deadline:
+        raise SecurityError(f"the templates of one turn took longer than {budget.seconds:g} s")
 
 
-def check_size(value: Any) -> Any:
+# ------------------------------------------------------------ the size of a value
+
+def measure(value: Any) -> int:
+    """The logical size of ``value`` in units; SecurityError past :data:`MAX_VALUE` units or
+    :data:`MAX_DEPTH` levels (the walk stops there, so measuring is bounded too)."""
+    budget = _budget.get()
+    return _measure(value, 0, budget.sizes if budget is not None else {})[0]
+
+
+def _measure(value: Any, depth: int, sizes: dict[int, tuple[Any, int, int]]) -> tuple[int, int]:
+    """``value``'s size and height (1 for a scalar), met ``depth`` levels down."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return len(value) + 1, 1
+    if kind is int:
+        return value.bit_length() // 64 + 1, 1
+    if kind is list or kind is tuple:
+        known = sizes.get(id(value))
+        if known is None:
+            size, height = _walk(value, depth, sizes)
+            sizes[id(value)] = (value, size, height)
+        else:
+            size, height = known[1], known[2]
+            if depth + height > MAX_DEPTH:
+                _too_deep()
+        return size, height
+    if isinstance(value, dict):
+        return _walk([item for pair in value.items() for item in pair], depth, sizes)
+    if isinstance(value, (set, frozenset)):
+        return _walk(value, depth, sizes)
+    if isinstance(value, Namespace):
+        return _walk(value._Namespace__attrs.values(), depth, sizes)  # type: ignore[attr-defined]
+    if isinstance(value, (str, bytes)):  # Markup and other subclasses
+        return len(value) + 1, 1
+    return 1, 1
+
+
+def _walk(items: Any, depth: int, sizes: dict[int, tuple[Any, int, int]]) -> tuple[int, int]:
+    if depth >= MAX_DEPTH:
+        _too_deep()
+    size, height = 1, 0
+    for item in items:
+        item_size, item_height = _measure(item, depth + 1, sizes)
+        size += item_size
+        if item_height > height:
+            height = item_height
+        if size > MAX_VALUE:
+            raise SecurityError(f"a value of more than {MAX_VALUE:,} items and characters (counted as often as "
+                                "they appear) is over the limit")
+    return size, height + 1
+
+
+def _too_deep() -> None:
+    raise SecurityError(f"a value nested more than {MAX_DEPTH} levels deep is over the limit")
+
+
+def check_value(value: Any) -> Any:
+    """``value`` if a template may hold it (see :func:`measure`), else SecurityError."""
     if isinstance(value, (str, list, tuple, bytes)) and len(value) > MAX_TEXT:
         raise SecurityError(f"a value of {len(value):,} items is over the limit of {MAX_TEXT:,}")
+    if not isinstance(value, (str, bytes, int, float, bool)) and value is not None:
+        measure(value)
     return value
 
 
-def _at_most(predicted: int, what: str) -> None:
-    if predicted > MAX_TEXT:
-        raise SecurityError(f"{what} would make {predicted:,} characters, over the limit of {MAX_TEXT:,}")
+def check_text_of(value: Any) -> None:
+    """Refuse to turn ``value`` into text when the text could not fit :data:`MAX_TEXT`: each
+    unit of a value becomes at least one character."""
+    if not isinstance(value, (str, int, float, bool)) and value is not None and measure(value) > MAX_TEXT:
+        raise SecurityError(f"the text of a value that large would be over the limit of {MAX_TEXT:,} characters")
+
+
+def at_most(predicted: int, what: str, limit: int = MAX_TEXT) -> None:
+    if predicted > limit:
+        raise SecurityError(f"{what} would make {predicted:,} items or characters, over the limit of {limit:,}")
 
 
 # ------------------------------------------------------------ format strings
@@ -99,123 +189,4 @@ def check_format(text: Any) -> None:
     for field in _BRACE_FIELD.findall(braces):
         spec = field.partition(":")[2]
         widths += sum(int(n) for n in re.findall(r"\d+", spec))
-    _at_most(widths, "the format widths")
-
-
-# ------------------------------------------------------------ calls of str methods
-
-def _check_str_method(text: str, name: str, args: tuple, kwargs: dict) -> None:
-    if name in ("ljust", "rjust", "center", "zfill") and args and type(args[0]) is int:
-        _at_most(args[0], f"{name}()")
-    elif name == "expandtabs":
-        tab = args[0] if args else kwargs.get("tabsize", 8)
-        if type(tab) is int:
-            _at_most(len(text) + text.count("\t") * tab, "expandtabs()")
-    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
-        hits = text.count(args[0]) if args[0] else len(text) + 1
-        _at_most(len(text) + hits * max(len(args[1]) - len(args[0]), 0), "replace()")
-    elif name == "join" and args:
-        _check_join(args[0], text)
-
-
-def _check_join(items: Any, separator: Any) -> None:
-    if isinstance(items, (list, tuple)):
-        size = sum(len(item) for item in items if isinstance(item, str))
-        _at_most(size + len(str(separator or "")) * len(items), "join")
-
-
-# ------------------------------------------------------------ filters
-
-def _filter_checks() -> dict[str, Callable[..., None]]:
-    def center(value="", width=80, *_, **kw):
-        if type(width) is int:
-            _at_most(width, "center")
-
-    def indent(value="", width=4, *_, **kw):
-        if type(width) is int:
-            _at_most(len(str(value)) + width * (str(value).count("\n") + 1), "indent")
-
-    def wordwrap(value="", width=79, break_long_words=True, wrapstring=None, *_, **kw):
-        lines = len(str(value)) // max(width if type(width) is int else 79, 1) + 1
-        _at_most(len(str(value)) + lines * len(wrapstring or "\n"), "wordwrap")
-
-    def join(value=(), d="", *_, **kw):
-        _check_join(value, d)
-
-    def replace(value="", old="", new="", *_, **kw):
-        if isinstance(value, str):
-            _check_str_method(value, "replace", (str(old), str(new)), {})
-
-    def slice_(value=(), slices=1, *_, **kw):
-        if type(slices) is int:
-            _at_most(slices, "slice")
-
-    def format_(value="", *_, **kw):
-        check_format(value)
-
-    return {"center": center, "indent": indent, "wordwrap": wordwrap, "join": join, "replace": replace,
-            "slice": slice_, "format": format_}
-
-
-_FILTER_CHECKS = _filter_checks()
-
-
-def guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """A filter that checks the time budget and its size-controlling arguments before it runs,
-    and the size of what it returns."""
-    check = _FILTER_CHECKS.get(name)
-    passes_context = getattr(function, "jinja_pass_arg", None) is not None
-
-    @functools.wraps(function)  # keeps Jinja's pass_context / pass_environment mark
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        check_time()
-        if check is not None:
-            check(*(args[1:] if passes_context else args), **kwargs)
-        return check_size(function(*args, **kwargs))
-    return guarded
-
-
-def bounded_concat(parts: Iterable[str]) -> str:
-    out, size = [], 0
-    for part in parts:
-        size += len(part)
-        if size > MAX_TEXT:
-            raise SecurityError(f"the rendered text is over the limit of {MAX_TEXT:,} characters")
-        out.append(part)
-    return "".join(out)
-
-
-class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, bounded in the work one message can cause. ``*``, ``**`` and
-    ``%`` are intercepted (so also never folded into constants at load)."""
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def call_binop(self, context, operator, left, right):
-        check_time()
-        if operator == "**" and isinstance(right, (int, float)):
-            if abs(right) > MAX_EXPONENT or (type(left) is int and left.bit_length() * right > MAX_INT_BITS):
-                raise SecurityError(f"a power that large is not allowed (exponents up to {MAX_EXPONENT})")
-        elif operator == "%":
-            check_format(left)
-        elif operator == "*":
-            if type(left) is int and type(right) is int:
-                if left.bit_length() + right.bit_length() > MAX_INT_BITS:
-                    raise SecurityError("a product that large is not allowed")
-            for sequence, times in ((left, right), (right, left)):
-                if isinstance(sequence, (str, list, tuple)) and type(times) is int:
-                    _at_most(len(sequence) * max(times, 0), "repetition")
-        return check_size(super().call_binop(context, operator, left, right))
-
-    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's signature)
-        check_time()
-        owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str):
-            _check_str_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
-        return check_size(super().call(__context, __obj, *args, **kwargs))
-
-    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:  # "...".format, format_map
-        wrapped = super().wrap_str_format(value)
-        if wrapped is not None:
-            check_format(value.__self__)
-        return wrapped
+    at_most(widths, "the format widths")

@@ -8,6 +8,8 @@ environment values templates may read as ``env``.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,6 +20,7 @@ import regex
 from ..errors import FlowNotFound
 from .events import Button
 from .expressions import Expression, Template, Verbatim
+from .regexes import RegexBudget, RegexTimeout
 from .validators import Rule
 
 
@@ -34,10 +37,6 @@ class Choice:
         if self.title.constant and (self.description is None or self.description.constant):
             button = Button(self.id, self.title.source, self.description.source if self.description else None)
             object.__setattr__(self, "constant", button)
-
-
-REGEX_TIMEOUT_S = 0.05
-"""The longest an author's regular expression may search one message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +148,13 @@ class TriggerT:
     def applies_to(self, channel: str | None) -> bool:
         return self.channels is None or channel in self.channels
 
-    def searches(self, text: str) -> bool:
-        """Whether the trigger's regex finds ``text``; a search over its time budget does not."""
+    def searches(self, text: str, budget: RegexBudget) -> bool:
+        """Whether the trigger's regex finds ``text``; a search past the message's budget does not."""
         if self.regex is None:
             return False
         try:
-            return self.regex.search(text, timeout=REGEX_TIMEOUT_S) is not None
-        except TimeoutError:
+            return budget.search(self.regex, text) is not None
+        except RegexTimeout:
             return False
 
 
@@ -178,6 +177,9 @@ class Flow:
     source: str = field(repr=False)
 
 
+MATCHED_KEPT = 64
+
+
 class Catalog:
     """The flows a runtime serves: every loaded version of each, and which one is current.
 
@@ -188,6 +190,7 @@ class Catalog:
     def __init__(self, flows: Iterable[Flow] = (), env: Mapping[str, str] | None = None):
         self._versions: dict[str, dict[str, Flow]] = {}
         self._current: dict[str, str] = {}
+        self._matched: OrderedDict[tuple[bytes, str | None], str | None] = OrderedDict()
         # Operator values: an http `url` inserts them as they are (a base URL), not encoded.
         self.env: Mapping[str, str] = MappingProxyType({k: Verbatim(v) for k, v in (env or {}).items()})
         for flow in flows:
@@ -197,6 +200,7 @@ class Catalog:
         self._versions.setdefault(flow.id, {})[flow.version] = flow
         if make_current or flow.id not in self._current:
             self._current[flow.id] = flow.version
+        self._matched.clear()
 
     def current(self, flow_id: str) -> Flow:
         try:
@@ -219,15 +223,28 @@ class Catalog:
     def __iter__(self):
         return (self.current(flow_id) for flow_id in self._current)
 
-    def match(self, text: str, channel: str | None) -> str | None:
-        """The flow a new conversation starts with: keyword, then regex, then default."""
+    def match(self, text: str, channel: str | None, budget: RegexBudget | None = None) -> str | None:
+        """The flow a new conversation starts with: keyword, then regex, then default. Every
+        regex trigger searches within one ``budget`` (:mod:`.regexes`); the answer for the last
+        :data:`MATCHED_KEPT` texts is kept, so that a host that asks twice for one message (to
+        place a dedicated conversation, then to run it) spends the budget once."""
+        mark = (hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(), channel)
+        if mark in self._matched:
+            return self._matched[mark]
+        found = self._match(text, channel, budget or RegexBudget())
+        self._matched[mark] = found
+        if len(self._matched) > MATCHED_KEPT:
+            self._matched.popitem(last=False)
+        return found
+
+    def _match(self, text: str, channel: str | None, budget: RegexBudget) -> str | None:
         word = text.strip().casefold()
         flows = list(self)
         for flow in flows:
             if any(word in t.keywords for t in flow.triggers if t.applies_to(channel)):
                 return flow.id
         for flow in flows:
-            if any(t.searches(text) for t in flow.triggers if t.applies_to(channel)):
+            if any(t.searches(text, budget) for t in flow.triggers if t.applies_to(channel)):
                 return flow.id
         for flow in flows:
             if any(t.default for t in flow.triggers if t.applies_to(channel)):

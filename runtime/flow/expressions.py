@@ -12,6 +12,7 @@ load error with a position, not a surprise in production.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,8 @@ from urllib.parse import quote
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 
-from .bounds import BoundedSandbox, bounded_concat, guarded_filter
+from .bounds import check_text_of
+from .sandbox import BoundedSandbox, bounded_concat, guarded_filter
 
 BUILTIN_NAMES = frozenset({"user", "message", "channel", "now", "env", "error"})
 """Names every template sees besides the flow's variables; a variable may not take them."""
@@ -33,6 +35,8 @@ _UNSAFE_ATTRIBUTES = frozenset({
     "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code", "ag_await",
     "mro", "f_globals", "f_locals", "f_builtins", "f_code", "f_back", "tb_frame", "tb_next",
 })
+MAX_NESTING = 100
+"""How deeply a template's syntax may nest: a chain of filters, calls, operators."""
 _ATTRIBUTE_FILTERS = frozenset({"attr", "selectattr", "rejectattr", "groupby"})
 _MARKERS = ("{{", "{%", "{#")
 
@@ -51,6 +55,7 @@ class RenderError(Exception):
 
 
 def _finalize(value: Any) -> Any:
+    check_text_of(value)  # before Jinja turns it into text
     return "" if value is None else value
 
 
@@ -65,6 +70,7 @@ def _url_part(value: Any) -> str:
         return ""
     if isinstance(value, Verbatim):
         return str(value)
+    check_text_of(value)
     text = str(value)
     if text in (".", ".."):  # the URL library decodes %2E and would walk up the path
         raise SecurityError(f"a URL part may not be {text!r}")
@@ -128,9 +134,22 @@ def _parse(source: str) -> nodes.Template:
     except TemplateSyntaxError as exc:
         raise ExpressionError(exc.message or "syntax error", exc.lineno) from exc
     except RecursionError:
-        raise ExpressionError("nested too deeply") from None
+        raise ExpressionError(f"nested more than {MAX_NESTING} levels deep") from None
+    _check_nesting(ast)
     _check_safe(ast)
     return ast
+
+
+def _check_nesting(ast: nodes.Node) -> None:
+    """Refuse a template nested past :data:`MAX_NESTING` levels (5,000 chained filters):
+    compiling and checking it would recurse past what Python allows."""
+    stack = [(ast, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ExpressionError(f"nested more than {MAX_NESTING} levels deep (filters, calls, operators)",
+                                  node.lineno)
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +170,8 @@ class Template:
         try:
             return self._render(scope)
         except Exception as exc:  # a user's template may fail in any way Python can
-            raise RenderError(f"template {self.source!r}: {_describe(exc)}") from exc
+            error = _failed("template", self.source, exc)
+        raise error
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +184,23 @@ class Expression:
         try:
             return self._evaluate(scope)
         except Exception as exc:
-            raise RenderError(f"expression {self.source!r}: {_describe(exc)}") from exc
+            error = _failed("expression", self.source, exc)
+        raise error
+
+
+def _failed(what: str, source: str, exc: Exception) -> RenderError:
+    """The error a failed template or expression becomes. The failure's frames are cleared and
+    it is not chained: their locals may hold the large values that made it fail, and a
+    traceback is a reference cycle, which a host's rarely run collector would keep for long."""
+    error = RenderError(f"{what} {source[:200]!r}: {_describe(exc)}")
+    traceback.clear_frames(exc.__traceback__)
+    exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+    return error
 
 
 def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
 
 
 def compile_template(source: str, *, url: bool = False) -> Template:
@@ -181,7 +213,7 @@ def compile_template(source: str, *, url: bool = False) -> Template:
     except TemplateSyntaxError as exc:  # and TemplateAssertionError: an unknown filter or test
         raise ExpressionError(exc.message or "does not compile", exc.lineno) from exc
     except RecursionError:
-        raise ExpressionError("nested too deeply") from None
+        raise ExpressionError(f"nested more than {MAX_NESTING} levels deep") from None
     return Template(source, frozenset(meta.find_undeclared_variables(ast)), compiled.render)
 
 
@@ -212,7 +244,7 @@ def compile_expression(source: str) -> Expression:
     except TemplateSyntaxError as exc:
         raise ExpressionError(exc.message or "syntax error", exc.lineno) from exc
     except RecursionError:
-        raise ExpressionError("nested too deeply") from None
+        raise ExpressionError(f"nested more than {MAX_NESTING} levels deep") from None
     return Expression(source, frozenset(meta.find_undeclared_variables(ast)), evaluate)
 
 

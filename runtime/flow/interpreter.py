@@ -26,6 +26,7 @@ from .events import (
     Resume, Send, Start, StartTimer, TimerFired, Turn, Unhandled, UserMessage,
 )
 from .expressions import RenderError, Template
+from .regexes import RegexBudget
 from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, State
 from .bounds import MAX_TEXT, end_budget, start_budget
 from .steps import NodeSteps
@@ -95,6 +96,7 @@ class _Run(NodeSteps):
         self.in_error = False
         self._scope: dict[str, Any] | None = None
         self._now_dt: datetime | None = None
+        self._regexes: RegexBudget | None = None
         if self.flow is None and state.active:
             self.effects.append(Error(state.flow, state.node, str(FlowNotFound(state.flow, state.version)), False))
             self.disarm()
@@ -246,6 +248,12 @@ class _Run(NodeSteps):
         self._scope = None
         return target
 
+    def regex_budget(self) -> RegexBudget:
+        """The one budget of every author regex this event's text is searched with."""
+        if self._regexes is None:
+            self._regexes = RegexBudget()
+        return self._regexes
+
     # ------------------------------------------------------------ events
 
     def note(self, msg: UserMessage) -> None:
@@ -258,7 +266,7 @@ class _Run(NodeSteps):
     def on_message(self, msg: UserMessage) -> None:
         self.note(msg)
         if self.status in (IDLE, ENDED, FAILED) or self.flow is None:
-            flow_id = self.catalog.match(msg.text or msg.button or "", self.channel)
+            flow_id = self.catalog.match(msg.text or msg.button or "", self.channel, self.regex_budget())
             if flow_id is None:
                 self.effects.append(Unhandled("no flow's trigger matches this message"))
             else:

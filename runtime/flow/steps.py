@@ -13,6 +13,7 @@ from typing import Any
 from .compiled import Ask, Branch, EndA, Goto, HandoffA, Http, Menu, Node, SecretT, Wait
 from .events import Button, End, Handoff, HttpRequest, Secret, UserMessage
 from .expressions import Expression, RenderError, Template
+from .regexes import RegexTimeout
 from .state import ENDED, HANDOFF, WAITING, Frame
 from .validators import Invalid, check, match_option
 from .values import plain
@@ -120,8 +121,8 @@ class NodeSteps:
     def answer_ask(self, node: Node, ask: Ask, msg: UserMessage) -> None:
         text = msg.text or msg.button or ""
         try:
-            value = check(ask.rule, text, datetime.fromtimestamp(self.now, UTC).date())
-        except TimeoutError:
+            value = check(ask.rule, text, datetime.fromtimestamp(self.now, UTC).date(), self.regex_budget())
+        except RegexTimeout:
             raise RenderError("the `validate` regex took too long on this answer") from None
         except Invalid as exc:
             reason = self.render(ask.error) if ask.error is not None else str(exc)

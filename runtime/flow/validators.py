@@ -16,11 +16,11 @@ from typing import Any
 import email_validator
 import phonenumbers
 
+from .regexes import RegexBudget
+
 DEFAULT_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d.%m.%Y", "%d-%m-%Y", "%d %B %Y", "%d %b %Y",
                         "%B %d %Y", "%b %d %Y", "%B %d, %Y", "%b %d, %Y")
 _RELATIVE_DAYS = {"today": 0, "tomorrow": 1, "yesterday": -1}
-REGEX_TIMEOUT_S = 0.05
-"""How long a ``validate`` regex may search one answer; past it, TimeoutError propagates."""
 _OPTION_NUMBER = re.compile(r"[0-9]{1,4}")  # ASCII only: "²".isdigit() is true, int("²") fails
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
 _DATE_BOUND = re.compile(r"^today\s*(?:([+-])\s*(\d{1,5}))?$")  # up to 99,999 days: within year 9999
@@ -35,7 +35,7 @@ class Rule:
     """A compiled ``validate``: what the interpreter checks answers against."""
 
     type: str = "text"
-    regex: Any = None  # a `regex` pattern: searched with a timeout
+    regex: Any = None  # a `regex` pattern: searched within the message's RegexBudget
     min: Any = None
     max: Any = None
     min_length: int | None = None
@@ -45,12 +45,13 @@ class Rule:
     formats: tuple[str, ...] = DEFAULT_DATE_FORMATS
 
 
-def check(rule: Rule, text: str, today: date) -> Any:
-    """The value of ``text`` under ``rule``, or :class:`Invalid` with a readable reason."""
+def check(rule: Rule, text: str, today: date, budget: RegexBudget | None = None) -> Any:
+    """The value of ``text`` under ``rule``, or :class:`Invalid` with a readable reason;
+    :class:`RegexTimeout` if the rule's regex runs out of the message's ``budget``."""
     answer = text.strip()
     if not answer:
         raise Invalid("Please type an answer.")
-    if rule.regex is not None and not rule.regex.search(answer, timeout=REGEX_TIMEOUT_S):
+    if rule.regex is not None and not (budget or RegexBudget()).search(rule.regex, answer):
         raise Invalid("That answer is not in the expected format.")
     return _CHECKERS[rule.type](rule, answer, today)
 

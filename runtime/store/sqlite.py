@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -241,7 +242,11 @@ class SqliteStore:
         return result
 
     def _connect(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Only its owner may read a database of conversations: SQLite creates the file with the
+        # umask's mode (0644) and gives its -wal and -shm files the database's own, so the
+        # file is made 0600 here first.
+        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
         self._conn = sqlite3.connect(self._path, isolation_level=None)  # we issue BEGIN/COMMIT
         for pragma in _PRAGMAS:
             self._conn.execute(pragma)

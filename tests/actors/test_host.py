@@ -23,10 +23,12 @@ from parlour.messages import (
 from parlour.store import FlowRecord
 from parlour.store.memory import MemoryStore
 
-from tests.servers import Recorder, members_app, serve
+from tests.servers import Recorder, loopback_egress, members_app, serve
 
 FLOWS = Path(__file__).parent / "flows"
 T0 = 1_800_000_000.0
+
+EGRESS = loopback_egress("t")  # the test APIs listen on loopback
 
 
 class Clock:
@@ -212,7 +214,7 @@ async def test_a_timer_survives_passivation_and_a_restart_of_the_host():
 async def test_a_slow_http_call_does_not_hold_other_conversations_and_its_reply_follows():
     gate = asyncio.Event()
     recorder = Recorder(gate=gate)  # the API answers only when the test opens the gate
-    async with serve(members_app(recorder)) as url, HttpCaller() as http:
+    async with serve(members_app(recorder)) as url, HttpCaller(egress=EGRESS) as http:
         store = MemoryStore()
         await deploy(store)
         host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url}),
@@ -246,7 +248,7 @@ async def test_an_http_call_lost_with_its_host_is_answered_with_an_error_after_t
     clock = Clock()
     store = MemoryStore(clock=clock)
     gate = asyncio.Event()
-    async with serve(members_app(Recorder(gate=gate))) as url, HttpCaller() as http:
+    async with serve(members_app(Recorder(gate=gate))) as url, HttpCaller(egress=EGRESS) as http:
         await deploy(store)
         config = HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url})
         first = Host("h", store, config, _claim_all, http=http, clock=clock)
@@ -317,7 +319,7 @@ async def test_an_api_answer_with_a_lone_surrogate_neither_stops_the_host_nor_we
     app = web.Application()
     app.router.add_post("/members", odd)
     clock = Clock()
-    async with serve(app) as url, HttpCaller() as http:
+    async with serve(app) as url, HttpCaller(egress=EGRESS) as http:
         store = MemoryStore(clock=clock)
         await deploy(store)
         host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url}), _claim_all,

@@ -25,7 +25,7 @@ from ray.exceptions import RayError
 
 from tests.ray_local import local_ray
 from tests.redis_server import RedisServer
-from tests.servers import Recorder, members_app, serve
+from tests.servers import LOOPBACK, Recorder, members_app, serve
 
 FLOWS = Path(__file__).parent / "flows"
 BUNDLED = Path(__file__).parents[2] / "flows"
@@ -48,7 +48,7 @@ def store_url(request, tmp_path):
 @asynccontextmanager
 async def running(store_url: str, hosts: int = 2, env=None, **config):
     runtime = await Runtime.start(store=store_url, hosts=hosts, name=f"test{os.getpid()}-{next(_names)}",
-                                  env=env, config=HostConfig(timer_poll_s=0.1, **config))
+                                  env=env, config=HostConfig(timer_poll_s=0.1, **config), egress={"t": LOOPBACK, "demo": LOOPBACK})
     try:
         await runtime.deploy("t", [FLOWS])
         yield runtime

@@ -1225,7 +1225,9 @@ def test_a_turn_cannot_store_or_send_without_bound():
           a: {set: {a: "'x' * 60000", b: "a ~ a"}, say: never, end: true}
           o: {say: "{{ error.message }}", end: true}
         """))
-    assert big_var.send("hi") == ["'b' cannot hold 120,000 characters or items (at most 100,000)"]
+    # refused as `~` builds it, before the variable could hold it
+    assert big_var.send("hi") == ["expression 'a ~ a': SecurityError: ~ would make 120,000 items or characters, "
+                                  "over the limit of 100,000"]
     loud = Convo(flow("""
         flow: f
         triggers: [{default: true}]

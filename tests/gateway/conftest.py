@@ -25,17 +25,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 from parlour.actors.delivery import RetryPolicy
-from parlour.config import Settings, TenantConfig, hash_token, new_token
+from parlour.config import EgressConfig, Settings, TenantConfig, hash_token, new_token
 from parlour.flows_dir import bundled_flows
 from parlour.gateway.app import Gateway
 from parlour.gateway.channels.registry import Bots, Cipher
-from parlour.gateway.middleware import AccessLogger
 from parlour.runtime import Runtime
 from parlour.store import open_store
 
 from tests.ray_local import local_ray
 from tests.redis_server import free_port
-from tests.servers import Recorder, members_app, serve
+from tests.servers import LOOPBACK, Recorder, members_app, serve
 
 _names = itertools.count()
 
@@ -79,14 +78,21 @@ which keeps a transcript, is its default; ``timer`` speaks a second after ``time
 
 
 async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_limit: str | None = None,
-                     secrets_key: str | None = None, delivery: RetryPolicy | None = None, **settings: Any):
+                     secrets_key: str | None = None, delivery: RetryPolicy | None = None,
+                     user_rate_limit: str | None = None, **settings: Any):
     """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. With
-    ``secrets_key``, it runs the delivery supervisor too."""
+    ``secrets_key``, it runs the delivery supervisor too. Its tenants' egress policy allows
+    loopback, where the members API and the fake channel APIs listen. No rate limits, and no
+    throttle on wrong tokens, unless given (tests send wrong tokens on purpose, from one address)."""
+    settings["limits"] = {"auth_failures": None, **settings.get("limits", {})}
     tokens = {name: new_token() for name in FLOWS}
-    tenants = {name: TenantConfig(tokens=[hash_token(token)], rate_limit=rate_limit) for name, token in tokens.items()}
+    egress = EgressConfig(allow=list(LOOPBACK))
+    tenants = {name: TenantConfig(tokens=[hash_token(token)], rate_limit=rate_limit, user_rate_limit=user_rate_limit,
+                                  egress=egress)
+               for name, token in tokens.items()}
     config = Settings(store=store_url, tenants=tenants, **settings)
     runtime = await Runtime.start(store=store_url, hosts=1, name=f"gw{os.getpid()}-{next(_names)}", env=env,
-                                  secrets_key=secrets_key, delivery=delivery)
+                                  secrets_key=secrets_key, delivery=delivery, egress=config.egress_allows())
     for name, paths in FLOWS.items():
         await runtime.deploy(name, paths)
     store = open_store(store_url)
@@ -94,7 +100,7 @@ async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_
     operator = new_token()
     bots = Bots(store, Cipher.from_keys(secrets_key or Cipher.new_key()))  # as serve has
     gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator), bots=bots)
-    runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, shutdown_timeout=10)
+    runner = gateway.runner(shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

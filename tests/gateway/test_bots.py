@@ -94,3 +94,20 @@ async def test_a_bot_that_cannot_be_read_is_left_out_and_the_others_go_on(node):
     await bots.reload()
     assert (await bots.get("acme", "whatsapp", "sales")).app_secret.get_secret_value() == "app-secret-value"
     assert await bots.get("acme", "whatsapp", "lost") is None and "do not decrypt" in bots.broken["acme/whatsapp/lost"]
+
+
+async def test_a_bot_whose_api_base_the_tenants_egress_policy_denies_is_refused(node):
+    """acme's config allows loopback (where the suite's fake APIs listen); a tenant made with the
+    API has the default policy, which does not (issue 12, finding 3)."""
+    async with node.http.put(f"{node.url}/v1/tenants/newco", headers=node.auth()) as answer:
+        token = (await answer.json())["token"]
+    for api_base, why in [("http://127.0.0.1:9", "127.0.0.1 is a loopback address"),
+                          ("http://[::ffff:169.254.169.254]", "a link-local address"),
+                          ("http://localhost:9/x", "localhost resolves to 127.0.0.1, a loopback address")]:
+        async with node.http.put(f"{node.url}/v1/newco/bots/whatsapp/sales", json={**WHATSAPP, "api_base": api_base},
+                                 headers={"Authorization": f"Bearer {token}"}) as answer:
+            status, body = answer.status, await answer.json()
+        assert status == 422 and body["error"]["code"] == "egress_denied", body
+        assert why in body["error"]["message"] and "tenants.newco.egress.allow" in body["error"]["message"]
+    assert await node.gateway.bots.get("newco", "whatsapp", "sales") is None
+    assert (await put(node, "/v1/acme/bots/whatsapp/sales", WHATSAPP))[0] == 201

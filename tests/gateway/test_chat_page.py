@@ -159,7 +159,10 @@ def start_chromium(folder: Path) -> webdriver.Chrome:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     require_chromium()  # before the server's start, which takes a while
-    serving = ServeProcess(tmp_path_factory.mktemp("chat-page")).start()
+    folder = tmp_path_factory.mktemp("chat-page")
+    # A script types faster than a person: no per-user rate for it (tests/gateway/test_hardening.py tests that rate).
+    (folder / "parlour.yaml").write_text("tenants:\n  demo: {user_rate_limit: null}\n")
+    serving = ServeProcess(folder, "--config", str(folder / "parlour.yaml")).start()
     yield serving
     if serving.process.poll() is None:
         serving.stop()

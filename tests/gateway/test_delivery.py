@@ -73,7 +73,7 @@ async def post(node, body: dict, secret: str = SECRET) -> int:
 
 async def scrape(node) -> dict[tuple, float]:
     """The delivery supervisor's figures in ``/metrics``: (name, label values but its host) -> value."""
-    async with node.http.get(f"{node.url}/metrics") as answer:
+    async with node.http.get(f"{node.url}/metrics", headers=node.auth()) as answer:
         text = await answer.text()
     found = {}
     for family in text_string_to_metric_families(text):
@@ -209,7 +209,7 @@ async def test_a_webhook_with_a_bad_secret_is_refused_and_counted(courier, fake)
         body = await answer.json()
         assert answer.status == 401 and body["error"]["code"] == "bad_signature"
         assert body["error"]["details"] == {"reason": "missing"}
-    async with courier.http.get(f"{courier.url}/metrics") as answer:
+    async with courier.http.get(f"{courier.url}/metrics", headers=courier.auth()) as answer:
         metrics = await answer.text()
     assert 'parlour_webhooks_refused_total{channel="telegram",reason="mismatch"} 1.0' in metrics
     assert 'parlour_webhooks_refused_total{channel="telegram",reason="missing"} 1.0' in metrics

@@ -16,7 +16,7 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 async def scrape(node) -> dict:
-    async with node.http.get(f"{node.url}/metrics") as response:
+    async with node.http.get(f"{node.url}/metrics", headers=node.auth()) as response:
         assert response.status == 200 and response.content_type == "text/plain"
         return samples(await response.text())
 

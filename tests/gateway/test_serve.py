@@ -24,7 +24,7 @@ import pytest
 from tests.gateway.conftest import TEST_FLOWS, ServeProcess
 
 USERS, MESSAGES = 30, 30
-NO_LIMIT = "tenants:\n  demo:\n    rate_limit: null\n"
+NO_LIMIT = "tenants:\n  demo:\n    rate_limit: null\n    user_rate_limit: null\n"
 
 
 def test_serve_runs_on_defaults_and_stops_cleanly_on_sigterm(tmp_path):
@@ -37,7 +37,8 @@ def test_serve_runs_on_defaults_and_stops_cleanly_on_sigterm(tmp_path):
         with urllib.request.urlopen(urllib.request.Request(
                 f"{serve.url}/v1/demo/flows", headers={"Authorization": f"Bearer {serve.admin_token}"})) as answer:
             assert {f["flow"] for f in json.load(answer)["flows"]} == {"registration", "booking", "support"}
-        assert (tmp_path / ".parlour" / "parlour.db").exists()
+        assert stat.S_IMODE((tmp_path / ".parlour" / "parlour.db").stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / ".parlour").stat().st_mode) == 0o700
     finally:
         code = serve.stop(signal.SIGTERM)
     assert code == 0 and "parlour: stopped" in serve.output()
