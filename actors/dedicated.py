@@ -60,18 +60,21 @@ class DedicatedRefused(ParlourError):
 @dataclass(frozen=True, slots=True)
 class DedicatedCaps:
     """How many dedicated processes a host runs: ``max_actors`` in all, ``max_per_tenant`` for
-    one tenant unless ``per_tenant`` names its own figure; one unused for ``idle_s`` retires."""
+    one tenant unless ``per_tenant`` names its own figure; one unused for ``idle_s`` retires,
+    and one whose turns run past ``turn_timeout_s`` is ended (its events fail)."""
 
     max_actors: int = 4
     max_per_tenant: int = 2
     per_tenant: Mapping[str, int] | None = None
     idle_s: float = 120.0
+    turn_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_actors < 0 or self.max_per_tenant < 0 or any(v < 0 for v in (self.per_tenant or {}).values()):
             raise ParlourError("dedicated caps are counts of processes, 0 or more")
-        if self.idle_s <= 0:
-            raise ParlourError(f"dedicated idle_s must be positive, got {self.idle_s}")
+        if self.idle_s <= 0 or self.turn_timeout_s <= 0:
+            raise ParlourError(f"dedicated idle_s and turn_timeout_s must be positive, got {self.idle_s}, "
+                               f"{self.turn_timeout_s}")
 
     def of(self, tenant: str) -> int:
         return (self.per_tenant or {}).get(tenant, self.max_per_tenant)
@@ -85,7 +88,7 @@ class DedicatedCaps:
             return cap // hosts + (index < cap % hosts)
 
         return DedicatedCaps(part(self.max_actors), part(self.max_per_tenant),
-                             {t: part(c) for t, c in (self.per_tenant or {}).items()}, self.idle_s)
+                             {t: part(c) for t, c in (self.per_tenant or {}).items()}, self.idle_s, self.turn_timeout_s)
 
 
 class _Slot:
@@ -132,7 +135,11 @@ class DedicatedPool:
             self.counts["dedicated_started"] += 1
         slot.busy += 1
         try:
-            return await slot.runner.run(tenant, key, record, events, now)
+            return await asyncio.wait_for(slot.runner.run(tenant, key, record, events, now), self.caps.turn_timeout_s)
+        except TimeoutError:  # a runaway turn: its process goes, so that its lane (and slot) do not stay taken
+            self._drop(key)
+            self.counts["dedicated_timeouts"] += 1
+            raise ParlourError(f"the dedicated turn ran past {self.caps.turn_timeout_s:g} s; its process was ended") from None
         except Exception:
             self._drop(key)
             raise

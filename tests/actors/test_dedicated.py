@@ -142,3 +142,13 @@ async def test_a_dedicated_conversation_knows_a_replay_out_of_its_window_and_its
     assert replay.status == DUPLICATE and said(replay) == ["hello Ann", "your name?"]
     assert host.stats()["replay_checks"] == 1 and host.stats()["dedicated_turns"] == 4
     assert (await host.inspect(ConversationKey("t", "whatsapp", "d"))).state.vars["name"] == "Cy"
+
+
+async def test_a_dedicated_turn_that_runs_past_its_time_ends_its_process_and_frees_the_lane():
+    host, runners, gate = await dedicated_host(DedicatedCaps(turn_timeout_s=0.05))
+    gate.clear()  # the process never answers
+    outcome = (await host.deliver([heavy("t", "stuck")]))[0]
+    assert outcome.status == FAILED and "ran past 0.05 s" in outcome.error
+    assert runners["t/sms/stuck"].killed and not host.isolated.slots and host.stats()["dedicated_lanes"] == 0
+    gate.set()
+    assert said((await host.deliver([heavy("t", "stuck", 1)]))[0]) == ["your name?"]  # a new process
