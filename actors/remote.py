@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import ray
 from parlour.codec import Record
 from parlour.gateway.channels.registry import Bots, Cipher
+from parlour.gateway.vault import Vault
 from parlour.flow import Event
 from parlour.http import HttpCaller
 from parlour.logs import setup_logging
@@ -69,12 +70,14 @@ class Names:
 
 @dataclass(frozen=True, slots=True)
 class HostSettings:
-    """What a host actor needs to rebuild itself after a restart."""
+    """What a host actor needs to rebuild itself after a restart. ``secrets`` are the config
+    file's, by tenant (tenant -> name -> value); ``secrets_key`` opens those set through the API."""
 
     store_url: str
     names: Names
     config: HostConfig = field(default_factory=HostConfig)
-    secrets: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    secrets_key: str | None = None
     dedicated_idle_s: float = 600.0
     log_level: str = "WARNING"
     log_format: str = "text"
@@ -153,13 +156,16 @@ class HostActor:
         # less often, so that each batch does not pay for scanning them.
         gc.set_threshold(50_000, 20, 20)
         self.settings = settings
-        self.http = HttpCaller(settings.secrets)
+        store = open_store(settings.store_url)
+        cipher = Cipher.from_keys(settings.secrets_key) if settings.secrets_key else None
+        self.vault = Vault(store, cipher, settings.secrets)
+        self.http = HttpCaller(self.vault)
         router = ray.get_actor(settings.names.router, namespace=NAMESPACE)
 
         async def claim(host: str) -> tuple[int, list[int]]:
             return await router.claim.remote(host)
 
-        self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http)
+        self.host = Host(name, store, settings.config, claim, http=self.http)
         self.dedicated = _Dedicated(settings, self.host.flows)
         self.host.isolated = self.dedicated.run
         self.started = asyncio.get_running_loop().create_task(self._start())
@@ -169,6 +175,7 @@ class HostActor:
         while True:
             try:
                 await self.host.start()
+                await self.vault.reload()
                 return
             except Exception as exc:  # noqa: BLE001 - the store or the router is not up yet: keep trying
                 log.warning("host %s cannot start yet: %r", self.host.name, exc)
@@ -195,6 +202,11 @@ class HostActor:
         count = await self.host.reload_flows()
         await self.dedicated.install()
         return count
+
+    async def reload_secrets(self) -> int:
+        """Read the tenants' sealed secrets again (one was set or deleted); how many opened."""
+        await self.started
+        return await self.vault.reload()
 
     async def inspect(self, key: ConversationKey) -> Record | None:
         await self.started
@@ -232,7 +244,7 @@ class HostActor:
 class DedicatedActor:
     """One conversation in a process of its own."""
 
-    def __init__(self, records: list[FlowRecord], env: dict[str, str]):
+    def __init__(self, records: list[FlowRecord], env: dict[str, dict[str, str]]):
         self.flows = Flows(None, env)
         self.flows.install(records)
 

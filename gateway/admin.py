@@ -2,8 +2,8 @@
 reset) and tenants. Every route needs a bearer token (:mod:`parlour.gateway.auth`).
 
 An uploaded flow is checked as ``parlour flows validate`` would check it, together with the
-tenant's other current flows (a ``goto`` into a flow that does not exist is an error), and
-refused with 422 and every problem's line and column; the running version is untouched. A
+tenant's other current flows (a ``goto`` into a flow that does not exist is an error) and
+against the tenant's secrets (a ``{secret: NAME}`` it does not have is an error), and refused with 422 and every problem's line and column; the running version is untouched. A
 valid one becomes current for new conversations; conversations in progress stay on the
 version they started on.
 """
@@ -19,7 +19,7 @@ from aiohttp import web
 from parlour.codec import unpack_replies
 from parlour.config import hash_token, new_token
 from parlour.errors import ParlourError, Problem
-from parlour.flow.checks import check_together
+from parlour.flow.checks import check_secrets, check_together
 from parlour.flow.loader import compile_source
 from parlour.messages import ConversationKey
 from parlour.store import FlowRecord
@@ -107,6 +107,8 @@ class Admin:
         if not errors and spec is not None:
             errors = [p for p in await self._check_with_others(tenant, flow_id, spec, smap)
                       if p.path == path and p.severity == "error"]
+            await self.gateway.vault.reload()  # a secret set through another gateway counts too
+            errors += check_secrets(spec, smap, self.gateway.vault.names(tenant), tenant)
         if errors or flow is None:
             raise _problems(errors or [Problem(path, 1, 1, "no flow found")])
         existing = {r.version: r for r in await self._records(tenant, flow_id)}

@@ -1,8 +1,12 @@
 """Carrying out a flow's :class:`~parlour.flow.HttpRequest` effects over real HTTP (aiohttp).
 
-Secrets are filled in here, at the last moment, from a mapping the operator provides; they
-never pass through the interpreter, the state or the effects, and they are masked in any error
-text that goes back to the flow. A request that carries a secret does not follow redirects, so
+Secrets are filled in here, at the last moment, from the secrets of the tenant whose flow made
+the request (a :class:`SecretSource`: another tenant's are never in reach); they never pass
+through the interpreter, the state or the effects. Every form of each secret a request used
+(as written, URL-, JSON- or base64-encoded) is masked as ``***`` in what comes back (the
+response's text, its JSON, keys and strings alike, its headers, the error text) before the
+result leaves this module, so an API that echoes a secret cannot put it in a conversation's
+variables, the store, a reply or a log line. A request that carries a secret does not follow redirects, so
 a secret cannot travel to a host the flow did not name. Timeouts, connection errors, 408, 425,
 429 and 5xx are retried ``request.retries`` times with exponential backoff and jitter. The
 outcome is always an :class:`~parlour.flow.HttpResult`, never an exception.
@@ -11,10 +15,13 @@ outcome is always an :class:`~parlour.flow.HttpResult`, never an exception.
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
+import html
 import json
 import random
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 from urllib.parse import quote, quote_plus
 
@@ -27,7 +34,24 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class MissingSecret(LookupError):
-    """A request names a secret the operator did not provide (never leaves this module)."""
+    """A request names a secret its tenant does not have (never leaves this module)."""
+
+
+class SecretSource(Protocol):
+    """Where the caller finds a tenant's secrets (:class:`parlour.gateway.vault.Vault` is one)."""
+
+    def secrets_of(self, tenant: str | None) -> Mapping[str, str]: ...
+
+
+class OneTenant:
+    """The secrets of a caller that serves one tenant it does not name (``parlour chat``, flow
+    tests): served for ``tenant=None`` only, so that a named tenant never gets them."""
+
+    def __init__(self, secrets: Mapping[str, str] | None = None):
+        self.secrets = dict(secrets or {})
+
+    def secrets_of(self, tenant: str | None) -> Mapping[str, str]:
+        return self.secrets if tenant is None else {}
 
 
 def _fill(pairs, secrets: Mapping[str, str], used: list[str]) -> dict[str, str]:
@@ -42,13 +66,47 @@ def _fill(pairs, secrets: Mapping[str, str], used: list[str]) -> dict[str, str]:
     return out
 
 
+def _forms(secret: str) -> set[str]:
+    """The ways a secret may come back: as written, in a URL, escaped in JSON, Python or HTML,
+    in base64 (an echoed ``Authorization: Basic``)."""
+    raw = secret.encode("utf-8", errors="replace")
+    return {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), repr(secret)[1:-1],
+            json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], html.escape(secret),
+            base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+
+
 def _mask(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret, as written or as a URL would carry it, replaced by ***."""
-    for secret in secrets:
-        for form in {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), repr(secret)[1:-1]}:
-            if form:
-                text = text.replace(form, "***")
+    """``text`` with every form of every secret replaced by ***, longest forms first."""
+    forms = sorted({form for secret in secrets if secret for form in _forms(secret) if form}, key=len, reverse=True)
+    for form in forms:
+        text = text.replace(form, "***")
     return text
+
+
+def _mask_json(value: Any, secrets: list[str]) -> Any:
+    """A parsed JSON body with every string, keys included, masked (RecursionError if too deep)."""
+    if isinstance(value, str):
+        return _mask(value, secrets)
+    if isinstance(value, list):
+        return [_mask_json(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {_mask(key, secrets): _mask_json(item, secrets) for key, item in value.items()}
+    return value
+
+
+def _mask_result(result: HttpResult, secrets: list[str]) -> HttpResult:
+    """``result`` as the flow may see it when its request carried ``secrets``: masked everywhere.
+    A body nested too deeply to mask is kept as (masked) text only."""
+    if not secrets:
+        return result
+    try:
+        body = _mask_json(result.json, secrets)
+    except RecursionError:
+        body = None
+    return HttpResult(result.request_id, status=result.status, json=body,
+                      text=_mask(result.text, secrets) if result.text is not None else None,
+                      headers={_mask(k, secrets): _mask(v, secrets) for k, v in result.headers.items()},
+                      error=_mask(result.error, secrets) if result.error is not None else None)
 
 
 def _describe(exc: BaseException) -> str:
@@ -77,11 +135,13 @@ def _parse_json(text: str):
 
 
 class HttpCaller:
-    """Sends flow HTTP requests on one aiohttp session: ``async with HttpCaller(secrets) as call``."""
+    """Sends flow HTTP requests on one aiohttp session: ``async with HttpCaller(vault) as call``,
+    then ``await call(request, tenant)``. A plain mapping of secrets is :class:`OneTenant`'s."""
 
-    def __init__(self, secrets: Mapping[str, str] | None = None, *, backoff_s: float = 0.2,
+    def __init__(self, secrets: SecretSource | Mapping[str, str] | None = None, *, backoff_s: float = 0.2,
                  rng: random.Random | None = None):
-        self.secrets = dict(secrets or {})
+        self.secrets: SecretSource = (secrets if secrets is not None and hasattr(secrets, "secrets_of")
+                                      else OneTenant(secrets))
         self.backoff_s = backoff_s
         self.rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
@@ -104,8 +164,9 @@ class HttpCaller:
         """Send ``request`` for a flow of ``tenant`` (None: the one tenant of `parlour chat` and tests)."""
         used: list[str] = []
         try:
-            headers = _fill(request.headers, self.secrets, used)
-            query = _fill(request.query, self.secrets, used)
+            mine = self.secrets.secrets_of(tenant)
+            headers = _fill(request.headers, mine, used)
+            query = _fill(request.query, mine, used)
         except MissingSecret as exc:
             return HttpResult(request.request_id, error=f"secret {exc.args[0]!r} is not set")
         result = HttpResult(request.request_id, error="not sent")
@@ -119,9 +180,7 @@ class HttpCaller:
                 result = HttpResult(request.request_id, error=_describe(exc))
             if result.error is None and result.status not in RETRY_STATUSES:
                 break
-        if result.error is not None:
-            result = HttpResult(request.request_id, status=result.status, error=_mask(result.error, used))
-        return result
+        return _mask_result(result, used)
 
     async def _once(self, request: HttpRequest, headers: dict[str, str], query: dict[str, str],
                     follow: bool) -> HttpResult:

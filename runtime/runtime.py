@@ -35,6 +35,17 @@ from .wire import decode_outcomes, encode_batch
 DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
 
 
+def _by_tenant(values: dict | None, what: str) -> dict[str, dict[str, str]]:
+    """``values`` as tenant -> name -> value; ParlourError for a flat mapping, which would make
+    one tenant's values every tenant's."""
+    values = values or {}
+    flat = [name for name, inner in values.items() if not isinstance(inner, dict)]
+    if flat:
+        raise ParlourError(f"{what} are given by tenant ({{tenant: {{NAME: value}}}}), not node-wide: "
+                           f"{', '.join(map(repr, flat[:5]))} is not a tenant's mapping")
+    return {tenant: dict(inner) for tenant, inner in values.items()}
+
+
 class Runtime:
     def __init__(self, settings: HostSettings, started_ray: bool, router, hosts: dict, delivery=None):
         self.settings = settings
@@ -45,13 +56,15 @@ class Runtime:
     @classmethod
     async def start(cls, *, store: str = DEFAULT_STORE, hosts: int = 1, partitions: int = DEFAULT_PARTITIONS,
                     address: str | None = None, num_cpus: int | None = None, name: str = "parlour",
-                    env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
+                    env: dict[str, dict[str, str]] | None = None, secrets: dict[str, dict[str, str]] | None = None,
                     config: HostConfig | None = None, ready_timeout_s: float = 60.0,
                     log_level: str = "WARNING", log_format: str = "text", secrets_key: str | None = None,
                     delivery: RetryPolicy | None = None) -> Runtime:
         """Start (or join) Ray and the runtime named ``name``; return once every host is ready.
-        With ``secrets_key`` (what opens the bots' credentials) it also runs the delivery
-        supervisor, which sends the replies of the messaging channels."""
+        ``env`` and ``secrets`` are each tenant's (tenant -> name -> value): a flow sees its own
+        tenant's only. With ``secrets_key`` (what opens the bots' credentials and the secrets set
+        through the API) it also runs the delivery supervisor, which sends the replies of the
+        messaging channels."""
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
         if not hosts <= partitions <= 65_536:
@@ -62,9 +75,12 @@ class Runtime:
         if store.startswith("sqlite:") and address:
             raise ParlourError("sqlite is one machine's store: a Ray cluster needs redis://")
         config = config or HostConfig()
-        config = replace(config, partitions=partitions, env={**config.env, **(env or {})})
-        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}), log_level=log_level.upper(),
-                                log_format=log_format)
+        merged = _by_tenant(config.env, "env")
+        for tenant, values in _by_tenant(env, "env").items():
+            merged[tenant] = {**merged.get(tenant, {}), **values}
+        config = replace(config, partitions=partitions, env=merged)
+        settings = HostSettings(store, Names(name, hosts), config, _by_tenant(secrets, "secrets"),
+                                secrets_key=secrets_key, log_level=log_level.upper(), log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
         table = await asyncio.wait_for(router.table.remote(), ready_timeout_s)
@@ -96,6 +112,10 @@ class Runtime:
     async def install(self, records: list[FlowRecord]) -> None:
         """Put flow versions (validated already) in the registry; every host serves them."""
         await asyncio.gather(*(h.install_flows.remote(records) for h in self.hosts.values()))
+
+    async def reload_secrets(self) -> None:
+        """Every host reads the tenants' sealed secrets again (one was set or deleted)."""
+        await asyncio.gather(*(h.reload_secrets.remote() for h in self.hosts.values()))
 
     async def send(self, inbound: Inbound) -> Outcome:
         return await self.dispatcher.send(inbound)

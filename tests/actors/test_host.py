@@ -215,7 +215,7 @@ async def test_a_slow_http_call_does_not_hold_other_conversations_and_its_reply_
     async with serve(members_app(recorder)) as url, HttpCaller() as http:
         store = MemoryStore()
         await deploy(store)
-        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url}),
+        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"t": {"API": url}}),
                     _claim_all, http=http, clock=Clock())
         await host.start()
         calling = (await host.deliver([Inbound(key("a"), "m1", UserMessage("call"))]))[0]
@@ -248,7 +248,7 @@ async def test_an_http_call_lost_with_its_host_is_answered_with_an_error_after_t
     gate = asyncio.Event()
     async with serve(members_app(Recorder(gate=gate))) as url, HttpCaller() as http:
         await deploy(store)
-        config = HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url})
+        config = HostConfig(partitions=64, timer_poll_s=0.01, env={"t": {"API": url}})
         first = Host("h", store, config, _claim_all, http=http, clock=clock)
         await first.start()
         await first.deliver([Inbound(key("a"), "m1", UserMessage("call"))])
@@ -320,7 +320,7 @@ async def test_an_api_answer_with_a_lone_surrogate_neither_stops_the_host_nor_we
     async with serve(app) as url, HttpCaller() as http:
         store = MemoryStore(clock=clock)
         await deploy(store)
-        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url}), _claim_all,
+        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"t": {"API": url}}), _claim_all,
                     http=http, clock=clock)
         await host.start()
         await host.deliver([Inbound(key("a"), "m1", UserMessage("call")), Inbound(key("b"), "m1", UserMessage("timer"))])

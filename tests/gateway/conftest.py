@@ -30,6 +30,7 @@ from parlour.flows_dir import bundled_flows
 from parlour.gateway.app import Gateway
 from parlour.gateway.channels.registry import Bots, Cipher
 from parlour.gateway.middleware import AccessLogger
+from parlour.gateway.vault import Vault
 from parlour.runtime import Runtime
 from parlour.store import open_store
 
@@ -78,10 +79,10 @@ FLOWS = {"demo": [bundled_flows()], "acme": [TEST_FLOWS]}
 which keeps a transcript, is its default; ``timer`` speaks a second after ``timer``)."""
 
 
-async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_limit: str | None = None,
+async def start_node(store_url: str, *, env: dict[str, dict[str, str]] | None = None, rate_limit: str | None = None,
                      secrets_key: str | None = None, delivery: RetryPolicy | None = None, **settings: Any):
-    """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. With
-    ``secrets_key``, it runs the delivery supervisor too."""
+    """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. ``env``
+    is each tenant's. With ``secrets_key``, it runs the delivery supervisor too."""
     tokens = {name: new_token() for name in FLOWS}
     tenants = {name: TenantConfig(tokens=[hash_token(token)], rate_limit=rate_limit) for name, token in tokens.items()}
     config = Settings(store=store_url, tenants=tenants, **settings)
@@ -92,8 +93,10 @@ async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_
     store = open_store(store_url)
     await store.open()
     operator = new_token()
-    bots = Bots(store, Cipher.from_keys(secrets_key or Cipher.new_key()))  # as serve has
-    gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator), bots=bots)
+    key = secrets_key or Cipher.new_key()  # without one, the hosts cannot open what the gateway seals
+    bots = Bots(store, Cipher.from_keys(key))  # as serve has
+    vault = Vault(store, Cipher.from_keys(key), unseal=False)
+    gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator), bots=bots, vault=vault)
     runner = web.AppRunner(gateway.app(), access_log_class=AccessLogger, shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -127,7 +130,8 @@ async def members():
 
 @pytest.fixture
 async def node(redis_server, members):
-    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:", env={"MEMBERS_API": members.url})
+    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:",
+                               env={"demo": {"MEMBERS_API": members.url}, "acme": {"MEMBERS_API": members.url}})
     yield started
     await stop_node(started)
 
