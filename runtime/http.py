@@ -67,11 +67,12 @@ def _fill(pairs, secrets: Mapping[str, str], used: list[str]) -> dict[str, str]:
 
 
 def _forms(secret: str) -> set[str]:
-    """The ways a secret may come back: as written, in a URL, escaped in JSON, Python or HTML,
-    in base64 (an echoed ``Authorization: Basic``)."""
+    """The ways a secret may come back: as written, in a URL, escaped in JSON, Python (its
+    bytes too: an HTTP parser's error quotes them) or HTML, in base64 (an echoed ``Authorization: Basic``)."""
     raw = secret.encode("utf-8", errors="replace")
-    return {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), repr(secret)[1:-1],
+    return {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), repr(secret)[1:-1], repr(raw)[2:-1],
             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], html.escape(secret),
+            raw.decode("latin-1"),
             base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
 
 
