@@ -104,13 +104,6 @@ def test_node_wide_values_are_the_one_tenants_and_its_own_win(tmp_path):
     assert load_settings(env={"MEMBERS_API": "http://m"}).tenants["demo"].env == {"MEMBERS_API": "http://m"}
 
 
-def test_serve_env_option_is_refused_with_several_tenants(tmp_path, capsys):
-    from parlour.cli import main
-    (tmp_path / "p.yaml").write_text("tenants: {alpha: {}, beta: {}}\n")
-    assert main(["serve", "--config", str(tmp_path / "p.yaml"), "--env", "API=https://x"]) == 2
-    assert "tenants.<tenant>.env" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("name", ["1KEY", "has-dash", "K" * 65, ""])
 def test_a_secret_or_env_name_is_one_a_flow_can_write(tmp_path, name):
     (tmp_path / "p.yaml").write_text(f"tenants: {{alpha: {{secrets: {{'{name}': v}}}}}}\n")
