@@ -194,10 +194,12 @@ def echo_app(recorder: Recorder) -> web.Application:
     return app
 
 
-class Tenants:
-    """A secret source with a mapping per tenant, as the hosts' vault is."""
+class Tenants(dict):
+    """A secret source with a mapping per tenant, as the hosts' vault is; and, as a mapping,
+    every tenant's secrets together: what a node-wide caller (at 4489cc0) was given."""
 
     def __init__(self, by_tenant: dict[str, dict[str, str]]):
+        super().__init__({name: value for values in by_tenant.values() for name, value in values.items()})
         self.by_tenant = by_tenant
 
     def secrets_of(self, tenant):
