@@ -20,7 +20,8 @@ import codecs
 import html
 import json
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from urllib.parse import quote, quote_plus
@@ -76,22 +77,29 @@ def _forms(secret: str) -> set[str]:
             base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
 
 
-def _mask(text: str, secrets: list[str]) -> str:
-    """``text`` with every form of every secret replaced by ***, longest forms first."""
+def _masker(secrets: list[str]) -> Callable[[str], str]:
+    """What replaces every form of every secret in a text with ***: one compiled pattern, the
+    longest forms first (so that a form inside a longer one does not leave the rest behind)."""
     forms = sorted({form for secret in secrets if secret for form in _forms(secret) if form}, key=len, reverse=True)
-    for form in forms:
-        text = text.replace(form, "***")
-    return text
+    if not forms:
+        return lambda text: text
+    pattern = re.compile("|".join(map(re.escape, forms)))
+    return lambda text: pattern.sub("***", text)
 
 
-def _mask_json(value: Any, secrets: list[str]) -> Any:
+def _mask(text: str, secrets: list[str]) -> str:
+    """``text`` with every form of every secret replaced by ***."""
+    return _masker(secrets)(text)
+
+
+def _mask_json(value: Any, mask: Callable[[str], str]) -> Any:
     """A parsed JSON body with every string, keys included, masked (RecursionError if too deep)."""
     if isinstance(value, str):
-        return _mask(value, secrets)
+        return mask(value)
     if isinstance(value, list):
-        return [_mask_json(item, secrets) for item in value]
+        return [_mask_json(item, mask) for item in value]
     if isinstance(value, dict):
-        return {_mask(key, secrets): _mask_json(item, secrets) for key, item in value.items()}
+        return {mask(key): _mask_json(item, mask) for key, item in value.items()}
     return value
 
 
@@ -100,14 +108,15 @@ def _mask_result(result: HttpResult, secrets: list[str]) -> HttpResult:
     A body nested too deeply to mask is kept as (masked) text only."""
     if not secrets:
         return result
+    mask = _masker(secrets)
     try:
-        body = _mask_json(result.json, secrets)
+        body = _mask_json(result.json, mask)
     except RecursionError:
         body = None
     return HttpResult(result.request_id, status=result.status, json=body,
-                      text=_mask(result.text, secrets) if result.text is not None else None,
-                      headers={_mask(k, secrets): _mask(v, secrets) for k, v in result.headers.items()},
-                      error=_mask(result.error, secrets) if result.error is not None else None)
+                      text=mask(result.text) if result.text is not None else None,
+                      headers={mask(k): mask(v) for k, v in result.headers.items()},
+                      error=mask(result.error) if result.error is not None else None)
 
 
 def _describe(exc: BaseException) -> str:

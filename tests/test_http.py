@@ -266,3 +266,13 @@ def test_every_form_of_a_secret_is_masked():
     forms = [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
              base64.b64encode(secret.encode()).decode().rstrip("="), "a%22b%5Cc%2F%C3%A9", "a\"b\\c/Ã©", "a&quot;b\\c/é"]
     assert _mask(" | ".join(forms), [secret]).replace("***", "").replace(" | ", "") == ""
+
+
+def test_a_body_too_deep_to_mask_is_kept_as_masked_text_only():
+    from parlour.flow import HttpResult
+    from parlour.http import _mask_result
+    deep: list = ["s3cr3t"]
+    for _ in range(5000):
+        deep = [deep]
+    result = _mask_result(HttpResult("r1", 200, json=deep, text='[[["s3cr3t"]]]'), ["s3cr3t"])
+    assert result.json is None and result.text == '[[["***"]]]'
