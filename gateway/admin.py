@@ -3,9 +3,10 @@ reset) and tenants. Every route needs a bearer token (:mod:`parlour.gateway.auth
 
 An uploaded flow is checked as ``parlour flows validate`` would check it, together with the
 tenant's other current flows (a ``goto`` into a flow that does not exist is an error) and
-against the tenant's secrets (a ``{secret: NAME}`` it does not have is an error), and refused with 422 and every problem's line and column; the running version is untouched. A
-valid one becomes current for new conversations; conversations in progress stay on the
-version they started on.
+against the tenant's secrets (a ``{secret: NAME}`` it does not have is an error), and refused
+with 422 and every problem's line and column; the running version is untouched. A valid one
+becomes current for new conversations; conversations in progress stay on the version they
+started on.
 """
 
 from __future__ import annotations

@@ -113,9 +113,12 @@ class Runtime:
         """Put flow versions (validated already) in the registry; every host serves them."""
         await asyncio.gather(*(h.install_flows.remote(records) for h in self.hosts.values()))
 
-    async def reload_secrets(self) -> None:
-        """Every host reads the tenants' sealed secrets again (one was set or deleted)."""
-        await asyncio.gather(*(h.reload_secrets.remote() for h in self.hosts.values()))
+    async def reload_secrets(self, timeout_s: float = 10.0) -> int:
+        """Every host reads the tenants' sealed secrets again (one was set or deleted); how many
+        did. One that does not answer (dead, restarting) reads them when it starts again."""
+        answers = await asyncio.gather(*(asyncio.wait_for(h.reload_secrets.remote(), timeout_s)
+                                         for h in self.hosts.values()), return_exceptions=True)
+        return sum(1 for answer in answers if not isinstance(answer, BaseException))
 
     async def send(self, inbound: Inbound) -> Outcome:
         return await self.dispatcher.send(inbound)
