@@ -273,7 +273,7 @@ class _Dedicated:
         actor = found[0] if found else DedicatedActor.options(
             name=f"{self.settings.names.prefix}-conv-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}",
             namespace=NAMESPACE, get_if_exists=True,
-        ).remote(self.flows.records, self.settings.config.env)
+        ).remote(self.flows.records, {tenant: self.settings.config.env.get(tenant, {})})  # its tenant's env only
         self.actors[key] = (actor, time.monotonic())
         try:
             return await actor.run.remote(tenant, key, record, events, now, self.settings.config.window)

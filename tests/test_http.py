@@ -264,7 +264,8 @@ def test_every_form_of_a_secret_is_masked():
     from parlour.http import _mask
     secret = 'a"b\\c/é'
     forms = [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
-             base64.b64encode(secret.encode()).decode().rstrip("="), "a%22b%5Cc%2F%C3%A9", "a\"b\\c/Ã©", "a&quot;b\\c/é"]
+             base64.b64encode(secret.encode()).decode().rstrip("="), "a%22b%5Cc%2F%C3%A9", "a\"b\\c/Ã©",
+             "a&quot;b\\c/é"]
     assert _mask(" | ".join(forms), [secret]).replace("***", "").replace(" | ", "") == ""
 
 

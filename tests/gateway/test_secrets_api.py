@@ -41,7 +41,8 @@ STEAL = ECHO.replace("flow: echo", "flow: steal").replace("keyword: [echo]", "ke
 
 def echo_app() -> web.Application:
     async def echo(request):
-        return web.json_response({"you_sent": request.headers.get("X-Key")}, status=int(request.query.get("status", 200)))
+        status = int(request.query.get("status", 200))
+        return web.json_response({"you_sent": request.headers.get("X-Key")}, status=status)
 
     app = web.Application()
     app.router.add_get("/echo", echo)
