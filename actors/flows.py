@@ -3,7 +3,11 @@
 A new version compiles in a thread (:meth:`Flows.reload`), so that a tenant's upload does not
 hold the host's event loop, and with it every tenant's turns, for the compile's time; a source
 compiled before (the same text uploaded again, or by another tenant) is not compiled again
-(:mod:`parlour.flow.cache`)."""
+(:mod:`parlour.flow.cache`).
+
+Each tenant's catalog gets that tenant's ``env`` and no other's (``{{ env }}`` in a flow of
+``alpha`` shows ``alpha``'s values only).
+"""
 
 from __future__ import annotations
 
@@ -25,12 +29,13 @@ GIL up at every ``select``, waits this long (not the default 5 ms) to get it bac
 
 
 class Flows:
-    def __init__(self, store: Store | None, env: Mapping[str, str] | None = None):
+    def __init__(self, store: Store | None, env: Mapping[str, Mapping[str, str]] | None = None):
+        """``env``: each tenant's values, by tenant."""
         self.store = store
-        self.env = dict(env or {})
+        self.env = {tenant: dict(values) for tenant, values in (env or {}).items()}
         self._compiled: dict[tuple[str, str, str], Flow] = {}
         self._catalogs: dict[str, Catalog] = {}
-        self._empty = Catalog(env=self.env)
+        self._empty = Catalog()
         self.records: list[FlowRecord] = []
 
     async def reload(self) -> int:
@@ -59,7 +64,9 @@ class Flows:
                 except FlowError as exc:  # the registry only holds valid flows; a newer parlour may differ
                     log.error("flow %s/%s@%s does not load: %s", *name, exc)
                     continue
-            catalogs.setdefault(record.tenant, Catalog(env=self.env)).add(flow, make_current=record.current)
+            if record.tenant not in catalogs:
+                catalogs[record.tenant] = Catalog(env=self.env.get(record.tenant))
+            catalogs[record.tenant].add(flow, make_current=record.current)
         self._catalogs = catalogs
         return sum(1 for _ in records)
 

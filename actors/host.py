@@ -92,7 +92,8 @@ class HostConfig:
     sweep_s: float = 60.0
     max_batch: int = 1000
     ready_timeout_s: float = 30.0
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each tenant's env values (tenant -> name -> value): a flow reads its own tenant's only."""
     answered_channels: frozenset[str] = frozenset({"web"})
     """Channels whose caller receives a message's replies in its answer (the web channel's
     HTTP response): those replies are kept for a retry but not put in the outbox. What a timer

@@ -28,6 +28,7 @@ import ray
 from parlour.codec import Record
 from parlour.egress import Egress
 from parlour.gateway.channels.registry import Bots, Cipher
+from parlour.gateway.vault import Vault
 from parlour.http import HttpCaller
 from parlour.logs import setup_logging
 from parlour.messages import ConversationKey, PartitionTable
@@ -73,12 +74,15 @@ class Names:
 
 @dataclass(frozen=True, slots=True)
 class HostSettings:
-    """What a host actor needs to rebuild itself after a restart."""
+    """What a host actor needs to rebuild itself after a restart. ``secrets`` are the config
+    file's, by tenant (tenant -> name -> value); ``secrets_key`` opens those set through the API."""
 
     store_url: str
     names: Names
     config: HostConfig = field(default_factory=HostConfig)
-    secrets: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each tenant's secrets from the config file (those set through the API are in the store, sealed)."""
+    secrets_key: str | None = None
     egress: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Each tenant's ``egress.allow`` entries (a tenant not named: public addresses only)."""
     log_level: str = "WARNING"
@@ -158,13 +162,16 @@ class HostActor:
         # less often, so that each batch does not pay for scanning them.
         gc.set_threshold(50_000, 20, 20)
         self.settings = settings
-        self.http = HttpCaller(settings.secrets, egress=Egress.from_allows(settings.egress))
+        store = open_store(settings.store_url)
+        cipher = Cipher.from_keys(settings.secrets_key) if settings.secrets_key else None
+        self.vault = Vault(store, cipher, settings.secrets)
+        self.http = HttpCaller(self.vault, egress=Egress.from_allows(settings.egress))
         router = ray.get_actor(settings.names.router, namespace=NAMESPACE)
 
         async def claim(host: str) -> tuple[int, list[int]]:
             return await router.claim.remote(host)
 
-        self.host = Host(name, open_store(settings.store_url), settings.config, claim, http=self.http,
+        self.host = Host(name, store, settings.config, claim, http=self.http,
                          watch=_watch(name, settings))
         caps = settings.config.dedicated.share(settings.names.all_hosts.index(name), settings.names.hosts)
         self.dedicated = DedicatedPool(_Spawner(settings, self.host.flows), caps, self.host.clock)
@@ -179,6 +186,7 @@ class HostActor:
         while True:
             try:
                 await self.host.start()
+                await self.vault.reload()
                 return
             except Exception as exc:  # noqa: BLE001 - the store or the router is not up yet: keep trying
                 log.warning("host %s cannot start yet: %r", self.host.name, exc)
@@ -206,6 +214,11 @@ class HostActor:
         await asyncio.gather(*(r.install(self.host.flows.records) for r in self.dedicated.runners()),
                              return_exceptions=True)
         return count
+
+    async def reload_secrets(self) -> int:
+        """Read the tenants' sealed secrets again (one was set or deleted); how many opened."""
+        await self.started
+        return await self.vault.reload()
 
     async def inspect(self, key: ConversationKey) -> Record | None:
         await self.started
@@ -242,7 +255,7 @@ class HostActor:
 class DedicatedActor:
     """One conversation in a process of its own."""
 
-    def __init__(self, records: list[FlowRecord], env: dict[str, str]):
+    def __init__(self, records: list[FlowRecord], env: dict[str, dict[str, str]]):
         self.flows = Flows(None, env)
         self.flows.install(records)
 
@@ -259,34 +272,40 @@ class DedicatedActor:
 
 class _Spawner:
     """Starts a conversation's :class:`DedicatedActor` (named after its key, so that a host
-    restarted while it lives finds it again)."""
+    restarted while it lives finds it again), with its tenant's flows and env and no other's."""
 
     def __init__(self, settings: HostSettings, flows: Flows):
         self.settings = settings
         self.flows = flows
 
     def __call__(self, key: str) -> _RayRunner:
+        tenant = key.split("/", 1)[0]
         name = f"{self.settings.names.prefix}-conv-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}"
         actor = DedicatedActor.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
-            self.flows.records, self.settings.config.env)
-        return _RayRunner(actor, self.settings.config.window)
+            _of(tenant, self.flows.records), {tenant: self.settings.config.env.get(tenant, {})})
+        return _RayRunner(actor, tenant, self.settings.config.window)
 
 
 class _RayRunner:
     """A :class:`~parlour.actors.dedicated.Runner` in a Ray actor."""
 
-    def __init__(self, actor: ray.actor.ActorHandle, window: int):
+    def __init__(self, actor: ray.actor.ActorHandle, tenant: str, window: int):
         self.actor = actor
+        self.tenant = tenant
         self.window = window
 
     async def run(self, tenant: str, key: str, record: bytes | None, events: list, now: float):
         return await self.actor.run.remote(tenant, key, record, events, now, self.window)
 
     async def install(self, records: list[FlowRecord]) -> None:
-        await self.actor.install.remote(records)
+        await self.actor.install.remote(_of(self.tenant, records))
 
     def kill(self) -> None:
         ray.kill(self.actor)
+
+
+def _of(tenant: str, records: list[FlowRecord]) -> list[FlowRecord]:
+    return [record for record in records if record.tenant == tenant]
 
 
 def _watch(name: str, settings: HostSettings) -> TurnWatch | None:

@@ -2,10 +2,11 @@
 reset) and tenants. Every route needs a bearer token (:mod:`parlour.gateway.auth`).
 
 An uploaded flow is checked as ``parlour flows validate`` would check it, together with the
-tenant's other current flows (a ``goto`` into a flow that does not exist is an error), and
-refused with 422 and every problem's line and column; the running version is untouched. A
-valid one becomes current for new conversations; conversations in progress stay on the
-version they started on.
+tenant's other current flows (a ``goto`` into a flow that does not exist is an error) and
+against the tenant's secrets (a ``{secret: NAME}`` it does not have is an error), and refused
+with 422 and every problem's line and column; the running version is untouched. A valid one
+becomes current for new conversations; conversations in progress stay on the version they
+started on.
 
 An upload costs CPU (a compile, and a check with the tenant's other flows), so it never runs on
 the event loop that answers every tenant's messages: it is checked in a process of its own
@@ -17,7 +18,6 @@ writes (uploads, rollbacks, resets) are limited by its ``admin_rate_limit`` (429
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
@@ -136,7 +136,9 @@ class Admin:
             raise ApiError(400, "invalid_request", f"a flow is UTF-8 text: {exc}") from None
         path = f"{flow_id}.yaml"
         others = [(r.source, r.path) for r in await self._records(tenant) if r.current and r.flow != flow_id]
-        checked = await self.compiler.check(text, path, flow_id, others)
+        await self.gateway.vault.reload()  # a secret set through another gateway counts too
+        checked = await self.compiler.check(text, path, flow_id, others, tenant,
+                                            tuple(self.gateway.vault.names(tenant)))
         if checked.errors or checked.version is None:
             raise _problems(checked.errors or [Problem(path, 1, 1, "no flow found")])
         existing = {r.version: r for r in await self._records(tenant, flow_id)}

@@ -28,6 +28,8 @@ from .admin import Admin
 from .bots_api import BotsApi
 from .channels.registry import Bots
 from .auth import Auth
+from .secrets_api import SecretsApi
+from .vault import Vault
 from .ingress import Ingress
 from .middleware import AccessLogger, middlewares
 from .openapi import openapi_route
@@ -48,14 +50,18 @@ class Backend(Protocol):
     async def conversation(self, key: ConversationKey) -> Record | None: ...
     async def reset(self, key: ConversationKey) -> bool: ...
     async def install(self, records: list[FlowRecord]) -> None: ...
+    async def reload_secrets(self) -> int: ...
     async def ready(self, timeout_s: float = 60.0) -> list[dict]: ...
     async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]: ...
 
 
 class Gateway:
     def __init__(self, settings: Settings, runtime: Backend, store: Store, *, operator_hash: str,
-                 bots: Bots | None = None):
+                 bots: Bots | None = None, vault: Vault | None = None):
+        """``vault`` holds the tenants' secrets (without one, only the config file's, and none can be set)."""
         self.settings, self.runtime, self.store, self.bots = settings, runtime, store, bots
+        self.vault = vault or Vault(store, None, {n: {k: v.get_secret_value() for k, v in t.secrets.items()}
+                                                  for n, t in settings.tenants.items()}, unseal=False)
         self.metrics = GatewayMetrics()
         self.tenants: dict[str, tuple[TenantConfig, str]] = {n: (t, "config") for n, t in settings.tenants.items()}
         self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()},
@@ -68,6 +74,7 @@ class Gateway:
         self.webhooks = Webhooks(self)
         self.admin = Admin(self)
         self.bots_api = BotsApi(self)
+        self.secrets_api = SecretsApi(self)
         self.ops = Ops(self)
         self.push = WebPush(store, self.web, self.metrics)
         self.stopping = False
@@ -108,7 +115,7 @@ class Gateway:
         app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
                               middlewares=middlewares(self.metrics))
         app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.webhooks.routes(),
-                        *self.admin.routes(), *self.bots_api.routes()])
+                        *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes()])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from parlour.errors import Problem
 from parlour.flow.cache import COMPILED
-from parlour.flow.checks import check_together
+from parlour.flow.checks import check_secrets, check_together
 
 from .errors import unavailable
 
@@ -44,8 +44,10 @@ class Checked:
     warnings: list[Problem]
 
 
-def check_upload(text: str, path: str, flow_id: str, others: list[tuple[str, str]]) -> Checked:
-    """The flow alone, then with the tenant's other current flows (``(source, path)`` each)."""
+def check_upload(text: str, path: str, flow_id: str, others: list[tuple[str, str]],
+                 tenant: str = "", secrets: tuple[str, ...] | None = None) -> Checked:
+    """The flow alone, then with the tenant's other current flows (``(source, path)`` each), and
+    against the names of the ``secrets`` ``tenant`` has (when given)."""
     flow, spec, smap, problems = COMPILED.compile(text, path)
     errors = [p for p in problems if p.severity == "error"]
     if spec is not None and spec.flow != flow_id:
@@ -54,6 +56,8 @@ def check_upload(text: str, path: str, flow_id: str, others: list[tuple[str, str
         together = [(other, other_map) for _, other, other_map, _ in (COMPILED.compile(*o) for o in others)
                     if other is not None]
         errors = [p for p in check_together([*together, (spec, smap)]) if p.path == path and p.severity == "error"]
+        if secrets is not None:
+            errors += check_secrets(spec, smap, secrets, tenant)
     return Checked(flow.version if flow is not None and not errors else None, errors,
                    [p for p in problems if p.severity != "error"])
 
@@ -78,12 +82,13 @@ class CompilerProcess:
                                              initializer=_yield_to_messages)
             self._pool.submit(len, "")
 
-    async def check(self, text: str, path: str, flow_id: str, others: list[tuple[str, str]]) -> Checked:
+    async def check(self, text: str, path: str, flow_id: str, others: list[tuple[str, str]],
+                    tenant: str = "", secrets: tuple[str, ...] | None = None) -> Checked:
         """:func:`check_upload` in the worker (started again if it died)."""
         self.start()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, check_upload, text, path, flow_id,
-                                                                    others)
+                                                                    others, tenant, secrets)
         except BrokenProcessPool:
             self._pool = None  # it died (killed, out of memory): the next upload starts another
             raise unavailable("the flow compiler stopped while checking this flow; send it again",

@@ -16,7 +16,8 @@ from . import schemas as s
 
 MODELS = [FlowSpec, s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.FlowsOut, s.FlowOut, s.FlowVersionOut,
           s.FlowCreated, s.Rollback, s.ConversationOut, s.TenantsOut, s.TenantCreated, s.Health, s.Ready,
-          s.BotOut, s.BotsOut, s.DeadLettersOut, s.DeadLetterChoice, s.Replayed, s.Dropped]
+          s.BotOut, s.BotsOut, s.SecretIn, s.SecretOut, s.SecretsOut, s.DeadLettersOut, s.DeadLetterChoice,
+          s.Replayed, s.Dropped]
 REF = "#/components/schemas/{model}"
 
 
@@ -80,6 +81,9 @@ CHANNEL = {"name": "channel", "in": "path", "required": True, "schema": {"type":
 USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 BOT_CHANNEL = {"name": "channel", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
                "description": "whatsapp, telegram, slack, twilio or signal (another answers 404)"}
+SECRET = {"name": "name", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+          "description": "as a flow names it in `{secret: NAME}` (another name answers 400)"}
 BOT = {"name": "bot", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 BEARER = [{"bearer": []}]
 
@@ -188,6 +192,22 @@ def _channel_paths() -> dict[str, Any]:
             "delete": {"summary": "remove a bot", "operationId": "deleteBot", "security": BEARER,
                        "parameters": [TENANT, BOT_CHANNEL, BOT],
                        "responses": {"204": _answer("removed"), **_errors(401, 404, 503)}}},
+        "/v1/{tenant}/secrets": {"get": {
+            "summary": "the tenant's secrets, by name (never their values)", "operationId": "listSecrets",
+            "security": BEARER, "parameters": [TENANT],
+            "responses": {"200": _json(s.SecretsOut, "secrets"), **_errors(401, 404)}}},
+        "/v1/{tenant}/secrets/{name}": {
+            "put": {"summary": "set a secret of the tenant's http nodes (sealed at rest; never shown again)",
+                    "operationId": "putSecret", "security": BEARER, "parameters": [TENANT, SECRET],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.SecretIn)}}},
+                    "responses": {"200": _json(s.SecretOut, "changed"), "201": _json(s.SecretOut, "added"),
+                                  **_errors(400, 401, 404, 409, 413, 503)}},
+            "get": {"summary": "whether a secret is set, and when (never its value)", "operationId": "getSecret",
+                    "security": BEARER, "parameters": [TENANT, SECRET],
+                    "responses": {"200": _json(s.SecretOut, "the secret"), **_errors(400, 401, 404)}},
+            "delete": {"summary": "remove a secret (flows naming it fail their call until it is set again)",
+                       "operationId": "deleteSecret", "security": BEARER, "parameters": [TENANT, SECRET],
+                       "responses": {"204": _answer("removed"), **_errors(400, 401, 404, 409, 503)}}},
         "/v1/{tenant}/dead-letters": {"get": {
             "summary": "the tenant's replies given up on after their last attempt, oldest first",
             "operationId": "listDeadLetters", "security": BEARER, "parameters": [TENANT],

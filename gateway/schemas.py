@@ -161,6 +161,25 @@ class BotsOut(BaseModel):
     bots: list[BotOut]
 
 
+class SecretIn(BaseModel):
+    """A secret's value: text, kept sealed, never shown again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(min_length=1, description="1 to limits.max_secret_bytes bytes of UTF-8, no line break or NUL")
+
+
+class SecretOut(BaseModel):
+    name: str
+    value: str = Field(description="always `set`: a secret's value is never shown")
+    source: str = Field(description="`api` (set through this API) or `config` (the config file's, changed there)")
+    set_at: float | None = Field(description="when it was set through the API (Unix seconds); null for `config`")
+
+
+class SecretsOut(BaseModel):
+    secrets: list[SecretOut]
+
+
 class DeadLetterOut(BaseModel):
     id: str
     channel: str = Field(description="`<channel>:<bot>`")

@@ -6,15 +6,19 @@
     parlour test [PATH...]             run flow test files (*.test.yaml)
     parlour flows validate PATH...     check flows: every problem as file:line:column
     parlour flows schema               print the JSON Schema of flow files, for editors
+    parlour secrets set|list|delete    a tenant's secrets, through a running node
+    parlour dlq list|show|replay|drop  the replies given up on, through a running node
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -117,7 +121,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
-    from .config import ConfigError, load_settings
+    from .config import ConfigError, load_settings, scope_node_values
     from .serve import run
 
     options = {name: getattr(args, name) for name in SERVE_OPTIONS}
@@ -127,6 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={
                 "env": {**settings.env, **_named_values(args.env, "env")},
                 "secrets": {**settings.secrets, **{k: SecretStr(v) for k, v in _named_values(args.secret, "secret").items()}}})
+            settings = scope_node_values(settings)  # --env/--secret: the one tenant's, or refused
     except ConfigError as exc:
         print(f"parlour: {exc}", file=sys.stderr)
         return 2
@@ -181,6 +186,57 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         return 1
 
 
+def _secret_value(name: str) -> str:
+    """The value to set: stdin when it is not a terminal (a pipe, a file), else a prompt that
+    does not echo. Never an argument, which other local users could read in the process list."""
+    if not sys.stdin.isatty():
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+        return value[:-1] if value.endswith("\r") else value
+    return getpass.getpass(f"value of {name} (not shown): ")
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from .admin_client import AdminClient, AdminError
+
+    base = f"/v1/{args.tenant}/secrets"
+    try:
+        client = AdminClient(args.url, args.token, args.data_dir)
+        if args.secrets_command == "list":
+            found = client.call("GET", base)["secrets"]
+            for secret in found:
+                print(f"{secret['name']}  {secret['value']} ({secret['source']}"
+                      f"{_when(secret['set_at'])})")
+            print(f"{len(found)} secret(s)")
+            return 0
+        if args.secrets_command == "delete":
+            client.call("DELETE", f"{base}/{args.name}")
+            print(f"secret {args.name} of tenant {args.tenant} deleted")
+            return 0
+        value = _secret_value(args.name)
+        if not value:
+            print("parlour: the value is empty: nothing was set", file=sys.stderr)
+            return 2
+        client.call("PUT", f"{base}/{args.name}", {"value": value})
+        print(f"secret {args.name} of tenant {args.tenant} set")
+        return 0
+    except AdminError as exc:
+        print(f"parlour: {exc}", file=sys.stderr)
+        return 1
+
+
+def _when(set_at: float | None) -> str:
+    return f", set {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(set_at))}" if set_at is not None else ""
+
+
+def _node_options(command: argparse.ArgumentParser) -> None:
+    """The options of a command that talks to a running node."""
+    command.add_argument("--url", default=os.environ.get("PARLOUR_URL", "http://127.0.0.1:8080"),
+                         help="the node's URL (or PARLOUR_URL; default http://127.0.0.1:8080)")
+    command.add_argument("--token", help="an admin token (default PARLOUR_ADMIN_TOKEN, else the data folder's)")
+    command.add_argument("--data-dir", type=Path, default=Path(".parlour"), help="where serve keeps its token")
+
+
 SERVE_OPTIONS = {
     "host": (str, "address to listen on (default 127.0.0.1)"),
     "port": (int, "port to listen on (default 8080; 0 for any free one)"),
@@ -206,9 +262,11 @@ def parser() -> argparse.ArgumentParser:
     for name, (kind, text) in SERVE_OPTIONS.items():
         serve.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     serve.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
-                       help="a value flows read as env.NAME (from the environment if no VALUE); also `env:` in the file")
+                       help="a value the one tenant's flows read as env.NAME (from the environment if no VALUE); "
+                            "with several tenants, tenants.<t>.env in the file")
     serve.add_argument("--secret", action="append", default=[], metavar="NAME[=VALUE]",
-                       help="a secret http nodes may use (from the environment if no VALUE); also `secrets:` in the file")
+                       help="a secret the one tenant's http nodes may use (from the environment if no VALUE); with "
+                            "several tenants, tenants.<t>.secrets in the file or `parlour secrets set`")
     serve.set_defaults(run=cmd_serve)
 
     token = sub.add_parser("token", help="make tokens for the admin API")
@@ -228,11 +286,19 @@ def parser() -> argparse.ArgumentParser:
         elif name in ("replay", "drop"):
             command.add_argument("ids", nargs="*", metavar="ID")
             command.add_argument("--all", action="store_true", help="every dead letter of the tenant")
-        command.add_argument("--url", default=os.environ.get("PARLOUR_URL", "http://127.0.0.1:8080"),
-                             help="the node's URL (or PARLOUR_URL; default http://127.0.0.1:8080)")
-        command.add_argument("--token", help="an admin token (default PARLOUR_ADMIN_TOKEN, else the data folder's)")
-        command.add_argument("--data-dir", type=Path, default=Path(".parlour"), help="where serve keeps its token")
+        _node_options(command)
         command.set_defaults(run=cmd_dlq)
+
+    secrets = sub.add_parser("secrets", help="a tenant's secrets: set, list, delete (through a running node)")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    for name, text in (("set", "set a secret; its value from stdin, or a prompt that does not echo"),
+                       ("list", "the tenant's secrets, by name (never their values)"), ("delete", "remove a secret")):
+        command = secrets_sub.add_parser(name, help=text)
+        command.add_argument("tenant")
+        if name != "list":
+            command.add_argument("name", help="as flows name it: {secret: NAME}")
+        _node_options(command)
+        command.set_defaults(run=cmd_secrets)
 
     chat = sub.add_parser("chat", help="talk to flows in the terminal")
     chat.add_argument("paths", nargs="*", help="flow files or directories (default: the bundled flows)")

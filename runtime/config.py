@@ -16,6 +16,13 @@ hashes are declared in the file::
         rate_limit: "50/second"        # any `limits` expression; null for none
         channels: {web: {}}
         egress: {allow: [10.1.0.0/16, members.internal]}  # what its flows may reach beyond public addresses
+        env: {MEMBERS_API: "https://members.example.org"}   # only acme's flows read these
+        secrets: {MEMBERS_KEY: "..."}                        # only acme's http nodes use these
+
+A tenant's ``env`` and ``secrets`` are its own: no other tenant's flow can read them. The
+top-level ``env``/``secrets`` (and ``parlour serve --env/--secret``) are the quick start's: they
+are valid only while exactly one tenant is declared, and then they are that tenant's
+(:func:`scope_node_values`).
 
 A tenant token is never written down in clear: only its SHA-256 (tokens are 256-bit random
 strings, so a fast hash is enough; the point is that a leaked file leaks no token).
@@ -24,13 +31,14 @@ strings, so a fast hash is enough; the point is that a leaked file leaks no toke
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal
 
 import limits
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from .egress import parse_allow
@@ -96,6 +104,16 @@ class TenantConfig(BaseModel):
     def _user_rate(cls, value: str | None) -> str | None:
         return cls._rate(value)
     # -- end of finding 10
+    # issue 12, finding 1: a tenant's own env and secrets, seen by its flows only
+    env: dict[str, str] = Field(default_factory=dict, description="values this tenant's flows read as env.NAME")
+    secrets: dict[str, SecretStr] = Field(default_factory=dict, description="secrets this tenant's http nodes use")
+
+    @field_validator("env", "secrets")
+    @classmethod
+    def _names(cls, values: dict[str, Any]) -> dict[str, Any]:
+        for name in values:
+            check_value_name(name)
+        return values
 
     @field_validator("tokens")
     @classmethod
@@ -121,6 +139,17 @@ def check_tenant_name(name: str) -> str:
     """``name`` if it can name a tenant (it appears in URLs and conversation keys), else ValueError."""
     if not 0 < len(name) <= 64 or not name.isascii() or not all(c.isalnum() or c in "-_" for c in name) or name == "tenants":
         raise ValueError(f"tenant name {name!r}: 1 to 64 ASCII letters, digits, '-' or '_' (and not 'tenants')")
+    return name
+
+
+VALUE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+"""An env value's or a secret's name, as a flow writes it (``env.NAME``, ``{secret: NAME}``)."""
+
+
+def check_value_name(name: str) -> str:
+    """``name`` if it can name an env value or a secret, else ValueError."""
+    if not VALUE_NAME.fullmatch(name):
+        raise ValueError(f"name {name[:80]!r}: 1 to 64 ASCII letters, digits or '_', not starting with a digit")
     return name
 
 
@@ -150,6 +179,9 @@ class Limits(BaseModel):
     def _failures(cls, value: str | None) -> str | None:
         return TenantConfig._rate(value)
     # -- end of finding 10
+    # issue 12, finding 1: what one tenant may keep in its secrets (set through the admin API)
+    max_secrets: int = Field(100, ge=1, le=10_000, description="secrets one tenant may set through the API")
+    max_secret_bytes: int = Field(4096, ge=16, le=65_536, description="the longest secret value, in UTF-8 bytes")
 
 
 class Dedicated(BaseModel):
@@ -183,8 +215,10 @@ class Settings(BaseSettings):
     secrets_key: SecretStr | None = Field(None, description="Fernet key(s), comma-separated (the first encrypts), for "
                                           "channel credentials at rest; generated into data_dir if unset")
     # Names keep their case only from the file and the options (the environment's are lowercased).
-    env: dict[str, str] = Field(default_factory=dict, description="values flows read as env.NAME")
-    secrets: dict[str, SecretStr] = Field(default_factory=dict, description="secrets http nodes use by name")
+    # The one tenant's, while only one is declared (see scope_node_values).
+    env: dict[str, str] = Field(default_factory=dict, description="the one tenant's env (tenants.<t>.env)")
+    secrets: dict[str, SecretStr] = Field(default_factory=dict, description="the one tenant's secrets "
+                                          "(tenants.<t>.secrets)")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(30.0, gt=0)
@@ -207,6 +241,10 @@ class Settings(BaseSettings):
         """Each tenant's ``egress.allow``, as plain data for the hosts and the delivery supervisor."""
         return {name: list(tenant.egress.allow) for name, tenant in self.tenants.items()}
 
+    @model_validator(mode="after")
+    def _scoped(self) -> Settings:
+        return scope_node_values(self)
+
     @property
     def store_url(self) -> str:
         return self.store or f"sqlite:///{self.data_dir / 'parlour.db'}"
@@ -215,6 +253,28 @@ class Settings(BaseSettings):
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+
+def scope_node_values(settings: Settings) -> Settings:
+    """``settings`` with the top-level ``env`` and ``secrets`` moved into the one declared
+    tenant (its own values win); ConfigError when more than one tenant is declared, since a
+    node-wide value would then reach every tenant's flows.
+
+    >>> scope_node_values(Settings(env={"API": "http://x"})).tenants["demo"].env
+    {'API': 'http://x'}
+    """
+    if not settings.env and not settings.secrets:
+        return settings
+    if len(settings.tenants) != 1:
+        names = sorted(set(settings.env) | set(settings.secrets))
+        raise ConfigError([f"env/secrets ({', '.join(names)}): top-level values (and `parlour serve --env/--secret`) "
+                           f"apply only while one tenant is declared, and {len(settings.tenants)} are: give each "
+                           "tenant its own under tenants.<tenant>.env and tenants.<tenant>.secrets"])
+    (name, tenant), = settings.tenants.items()
+    scoped = tenant.model_copy(update={"env": {**settings.env, **tenant.env},
+                                       "secrets": {**settings.secrets, **tenant.secrets}})
+    settings.tenants, settings.env, settings.secrets = {name: scoped}, {}, {}  # in place: validators call it too
+    return settings
 
 
 def load_settings(config_file: str | Path | None = None, **options: Any) -> Settings:

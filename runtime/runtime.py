@@ -36,6 +36,17 @@ from .wire import decode_outcomes, encode_batch
 DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
 
 
+def _by_tenant(values: dict | None, what: str) -> dict[str, dict[str, str]]:
+    """``values`` as tenant -> name -> value; ParlourError for a flat mapping, which would make
+    one tenant's values every tenant's."""
+    values = values or {}
+    flat = [name for name, inner in values.items() if not isinstance(inner, dict)]
+    if flat:
+        raise ParlourError(f"{what} are given by tenant ({{tenant: {{NAME: value}}}}), not node-wide: "
+                           f"{', '.join(map(repr, flat[:5]))} is not a tenant's mapping")
+    return {tenant: dict(inner) for tenant, inner in values.items()}
+
+
 class Runtime:
     def __init__(self, settings: HostSettings, started_ray: bool, router, hosts: dict, delivery=None):
         self.settings = settings
@@ -46,16 +57,18 @@ class Runtime:
     @classmethod
     async def start(cls, *, store: str = DEFAULT_STORE, hosts: int = 1, partitions: int = DEFAULT_PARTITIONS,
                     address: str | None = None, num_cpus: int | None = None, name: str = "parlour",
-                    env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
+                    env: dict[str, dict[str, str]] | None = None, secrets: dict[str, dict[str, str]] | None = None,
                     config: HostConfig | None = None, ready_timeout_s: float = 60.0,
                     log_level: str = "WARNING", log_format: str = "text", secrets_key: str | None = None,
                     delivery: RetryPolicy | None = None,
                     egress: Mapping[str, Sequence[str]] | None = None) -> Runtime:
         """Start (or join) Ray and the runtime named ``name``; return once every host is ready.
-        With ``secrets_key`` (what opens the bots' credentials) it also runs the delivery
-        supervisor, which sends the replies of the messaging channels. ``egress`` is each
-        tenant's ``egress.allow`` (:mod:`parlour.egress`); a tenant it does not name reaches
-        public addresses only, with its http nodes and its bots alike."""
+        ``env`` and ``secrets`` are each tenant's (tenant -> name -> value): a flow sees its own
+        tenant's only. With ``secrets_key`` (what opens the bots' credentials and the secrets set
+        through the API) it also runs the delivery supervisor, which sends the replies of the
+        messaging channels. ``egress`` is each tenant's ``egress.allow`` (:mod:`parlour.egress`);
+        a tenant it does not name reaches public addresses only, with its http nodes and its bots
+        alike."""
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
         if not hosts <= partitions <= 65_536:
@@ -66,14 +79,18 @@ class Runtime:
         if store.startswith("sqlite:") and address:
             raise ParlourError("sqlite is one machine's store: a Ray cluster needs redis://")
         config = config or HostConfig()
-        config = replace(config, partitions=partitions, env={**config.env, **(env or {})})
+        merged = _by_tenant(config.env, "env")
+        for tenant, values in _by_tenant(env, "env").items():
+            merged[tenant] = {**merged.get(tenant, {}), **values}
+        config = replace(config, partitions=partitions, env=merged)
         allows = {tenant: tuple(entries) for tenant, entries in (egress or {}).items()}
         try:
             Egress.from_allows(allows)  # a bad entry is refused here, not in every host
         except ValueError as exc:
             raise ParlourError(f"egress: {exc}") from None
-        settings = HostSettings(store, Names(name, hosts), config, dict(secrets or {}), egress=allows,
-                                log_level=log_level.upper(), log_format=log_format)
+        settings = HostSettings(store, Names(name, hosts), config, _by_tenant(secrets, "secrets"),
+                                secrets_key=secrets_key, egress=allows, log_level=log_level.upper(),
+                                log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
         table = await asyncio.wait_for(router.table.remote(), ready_timeout_s)
@@ -105,6 +122,13 @@ class Runtime:
     async def install(self, records: list[FlowRecord]) -> None:
         """Put flow versions (validated already) in the registry; every host serves them."""
         await asyncio.gather(*(h.install_flows.remote(records) for h in self.hosts.values()))
+
+    async def reload_secrets(self, timeout_s: float = 10.0) -> int:
+        """Every host reads the tenants' sealed secrets again (one was set or deleted); how many
+        did. One that does not answer (dead, restarting) reads them when it starts again."""
+        answers = await asyncio.gather(*(asyncio.wait_for(h.reload_secrets.remote(), timeout_s)
+                                         for h in self.hosts.values()), return_exceptions=True)
+        return sum(1 for answer in answers if not isinstance(answer, BaseException))
 
     async def send(self, inbound: Inbound) -> Outcome:
         return await self.dispatcher.send(inbound)

@@ -1,7 +1,8 @@
 """``parlour serve``: the composition root that puts a node together.
 
 1. settings (defaults, YAML file, ``PARLOUR_*``, options) and logging;
-2. every tenant's flows checked before anything starts (``file:line:column`` on error);
+2. every tenant's flows checked before anything starts (``file:line:column`` on error), a
+   ``{secret: NAME}`` included against the secrets its tenant has;
 3. Ray, the router and the hosts (:class:`~parlour.runtime.Runtime`), then the flows of each
    tenant whose versions the registry does not hold yet;
 4. the gateway on ``host:port``, until SIGTERM or SIGINT;
@@ -26,12 +27,14 @@ from pydantic import SecretStr
 
 from .actors.dedicated import DedicatedCaps
 from .actors.host import HostConfig
-from .config import Settings, hash_token, new_token
+from .config import Settings, hash_token, new_token, scope_node_values
 from .flows_dir import bundled_flows
 from .errors import FlowError
 from .flow import load_paths
+from .flow.checks import check_secrets
 from .gateway.app import Gateway
 from .gateway.channels.registry import Bots, Cipher
+from .gateway.vault import Vault, saved_names
 from .logs import setup_logging
 from .runtime import Runtime
 from .store import FlowRecord, Store, open_store
@@ -92,8 +95,11 @@ def tenant_flows(settings: Settings) -> dict[str, list[Path]]:
     return {name: tenant.flows if tenant.flows is not None else default for name, tenant in settings.tenants.items()}
 
 
-def check_flows(flows: dict[str, list[Path]]) -> dict[str, list]:
-    """Every tenant's flows, loaded; :class:`FlowError` listing every problem of any."""
+def check_flows(flows: dict[str, list[Path]], secrets: dict[str, set[str]] | None = None) -> dict[str, list]:
+    """Every tenant's flows, loaded; :class:`FlowError` listing every problem of any, a secret
+    its tenant does not have (in ``secrets``, tenant -> names) included. The bundled flows are
+    the exception: they are demos whose calls fail into their ``on_error`` nodes until the
+    operator gives them what they name, so a missing secret of theirs is only a warning."""
     loaded, problems = {}, []
     for tenant, paths in flows.items():
         missing = [p for p in paths if not Path(p).exists()]
@@ -101,6 +107,12 @@ def check_flows(flows: dict[str, list[Path]]) -> dict[str, list]:
             raise SystemExit(f"parlour: tenant {tenant!r}: no such flows folder or file: {', '.join(map(str, missing))}")
         result = load_paths(paths)
         problems += result.errors
+        severity = "warning" if list(paths) == [bundled_flows()] else "error"
+        found = [p for spec, smap in result.specs
+                 for p in check_secrets(spec, smap, (secrets or {}).get(tenant, ()), tenant, severity=severity)]
+        for warning in (p for p in found if p.severity != "error"):
+            log.warning("%s", warning)
+        problems += [p for p in found if p.severity == "error"]
         loaded[tenant] = result.flows
     if problems:
         raise FlowError(problems)
@@ -116,6 +128,14 @@ def dedicated_caps(settings: Settings) -> DedicatedCaps:
                          idle_s=config.idle_s)
 
 
+def tenant_values(settings: Settings) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """Each tenant's env and secrets from the config (tenant -> name -> value)."""
+    env = {name: dict(t.env) for name, t in settings.tenants.items() if t.env}
+    secrets = {name: {k: v.get_secret_value() for k, v in t.secrets.items()}
+               for name, t in settings.tenants.items() if t.secrets}
+    return env, secrets
+
+
 async def deploy_new(runtime: Runtime, store: Store, loaded: dict[str, list]) -> int:
     """Install each flow version the registry does not hold yet, as current. A version it
     holds is left as the registry has it, so that a restart does not undo an upload or a
@@ -129,16 +149,28 @@ async def deploy_new(runtime: Runtime, store: Store, loaded: dict[str, list]) ->
     return len(records)
 
 
+async def known_secrets(settings: Settings, secrets: dict[str, dict[str, str]]) -> dict[str, set[str]]:
+    """The names of each tenant's secrets: the config's, and those already set through the API."""
+    store = open_store(settings.store_url)
+    await store.open()
+    try:
+        names = await saved_names(store)
+    finally:
+        await store.aclose()
+    return {tenant: names.get(tenant, set()) | set(secrets.get(tenant, {})) for tenant in {*names, *secrets}}
+
+
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
+    settings = scope_node_values(settings)
     private_data_dir(settings.data_dir)
     token, token_source = admin_token(settings)
     key, _ = secrets_key(settings)
-    loaded = check_flows(tenant_flows(settings))
+    env, secrets = tenant_values(settings)
+    loaded = check_flows(tenant_flows(settings), await known_secrets(settings, secrets))
     stop = asyncio.Event()
     print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
-                                  address=settings.ray_address, num_cpus=settings.num_cpus, env=settings.env,
-                                  secrets={k: v.get_secret_value() for k, v in settings.secrets.items()},
+                                  address=settings.ray_address, num_cpus=settings.num_cpus, env=env, secrets=secrets,
                                   log_level=settings.log_level, log_format=settings.log_format, secrets_key=key,
                                   config=HostConfig(watchdog_s=settings.limits.turn_watchdog_s,
                                                     poison_tries=settings.limits.poison_tries,
@@ -154,7 +186,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
         await store.open()
         installed = await deploy_new(runtime, store, loaded)
         bots = Bots(store, Cipher.from_keys(key))
-        gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token), bots=bots)
+        vault = Vault(store, Cipher.from_keys(key), secrets, max_secrets=settings.limits.max_secrets,
+                      max_secret_bytes=settings.limits.max_secret_bytes, unseal=False)
+        gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token), bots=bots, vault=vault)
         runner = gateway.runner(handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)

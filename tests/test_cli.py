@@ -125,3 +125,31 @@ def test_chat_refuses_an_invalid_flow_with_its_position(tmp_path):
 def test_chat_refuses_a_bad_egress_allow():
     run = parlour("chat", "flows/registration.yaml", "--allow-egress", "127.0.0.1/8", stdin="")
     assert run.returncode == 2 and "--allow-egress: egress allow entry '127.0.0.1/8' is not a CIDR range" in run.stderr
+
+
+def test_parlour_secrets_set_prompts_on_a_terminal_without_echo():
+    """On a terminal the value is asked for and never echoed (nor taken from the command line)."""
+    import os
+    import pty
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a terminal for stdin, stdout and stderr
+        os.execv(PARLOUR, [PARLOUR, "secrets", "set", "acme", "TOKEN", "--url", "http://127.0.0.1:9", "--token", "x"])
+    seen, deadline, typed = b"", time.monotonic() + 60, False
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the child is gone: EIO on Linux
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not typed and b"(not shown)" in seen:
+            os.write(fd, b"typed-s3cret\n")
+            typed = True
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert typed and b"value of TOKEN (not shown):" in seen
+    assert b"typed-s3cret" not in seen and b"no node answers at http://127.0.0.1:9" in seen
+    assert os.waitstatus_to_exitcode(status) == 1

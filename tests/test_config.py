@@ -95,3 +95,41 @@ def test_each_tenants_egress_allow_is_read_and_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"tenants\.acme\.egress\.allow: Value error, egress allow entry "
                                           r"'10\.1\.0\.1/16' is not a CIDR range"):
         load_settings(tmp_path / "bad.yaml")
+
+
+# ---------------------------------------------------------------- issue 12, finding 1: env and secrets are a tenant's
+
+
+def test_each_tenant_has_its_own_env_and_secrets(tmp_path):
+    (tmp_path / "p.yaml").write_text(
+        "tenants:\n"
+        "  alpha: {env: {API: https://alpha.example}, secrets: {ALPHA_API_KEY: a-secret}}\n"
+        "  beta: {env: {API: https://beta.example}, secrets: {BETA_API_KEY: b-secret}}\n")
+    settings = load_settings(tmp_path / "p.yaml")
+    alpha, beta = settings.tenants["alpha"], settings.tenants["beta"]
+    assert alpha.env == {"API": "https://alpha.example"} and list(alpha.secrets) == ["ALPHA_API_KEY"]
+    assert beta.secrets["BETA_API_KEY"].get_secret_value() == "b-secret" and "b-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize("node_wide", ["env: {API: https://x}\n", "secrets: {KEY: v}\n"])
+def test_node_wide_values_are_refused_with_several_tenants(tmp_path, node_wide):
+    (tmp_path / "p.yaml").write_text(node_wide + "tenants: {alpha: {}, beta: {}}\n")
+    with pytest.raises(ConfigError, match=r"tenants\.<tenant>\.env and tenants\.<tenant>\.secrets"):
+        load_settings(tmp_path / "p.yaml")
+
+
+def test_node_wide_values_are_the_one_tenants_and_its_own_win(tmp_path):
+    (tmp_path / "p.yaml").write_text("env: {API: https://node, OTHER: o}\nsecrets: {KEY: node}\n"
+                                     "tenants: {solo: {env: {API: https://solo}}}\n")
+    settings = load_settings(tmp_path / "p.yaml")
+    assert settings.tenants["solo"].env == {"API": "https://solo", "OTHER": "o"}
+    assert settings.tenants["solo"].secrets["KEY"].get_secret_value() == "node"
+    assert settings.env == {} and settings.secrets == {}  # nothing node-wide is left to reach anyone else
+    assert load_settings(env={"MEMBERS_API": "http://m"}).tenants["demo"].env == {"MEMBERS_API": "http://m"}
+
+
+@pytest.mark.parametrize("name", ["1KEY", "has-dash", "K" * 65, ""])
+def test_a_secret_or_env_name_is_one_a_flow_can_write(tmp_path, name):
+    (tmp_path / "p.yaml").write_text(f"tenants: {{alpha: {{secrets: {{'{name}': v}}}}}}\n")
+    with pytest.raises(ConfigError, match="tenants.alpha.secrets: Value error, name"):
+        load_settings(tmp_path / "p.yaml")

@@ -174,3 +174,108 @@ async def test_a_body_that_cannot_be_encoded_or_decoded_is_not_an_exception():
 def test_a_charset_that_is_not_a_text_encoding_reads_as_utf8(charset):
     from parlour.http import _decode
     assert _decode('{"a": "é"}'.encode(), charset) == '{"a": "é"}'
+
+
+# ---------------------------------------------------------------- issue 12, finding 1: secrets are a tenant's
+
+
+def echo_app(recorder: Recorder) -> web.Application:
+    """An API that echoes what it was sent, in its body (text and JSON, keys too) and headers;
+    ``?status=`` picks the status."""
+
+    async def echo(request):
+        key = request.headers.get("X-Key", "")
+        recorder.requests.append({"headers": dict(request.headers), "query": dict(request.query)})
+        body = {"you_sent": key, key or "none": "as a key", "nested": [{"q": dict(request.query)}],
+                "escaped": "".join(f"\\u{ord(c):04x}" for c in key)}
+        named = {f"X-{key}": "1"} if key.isascii() and key.isalnum() else {}  # a header name is a token
+        return web.json_response(body, status=int(request.query.get("status", 200)), headers={"X-Echo": key, **named})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+class Tenants(dict):
+    """A secret source with a mapping per tenant, as the hosts' vault is; and, as a mapping,
+    every tenant's secrets together: what a node-wide caller (at 4489cc0) was given."""
+
+    def __init__(self, by_tenant: dict[str, dict[str, str]]):
+        super().__init__({name: value for values in by_tenant.values() for name, value in values.items()})
+        self.by_tenant = by_tenant
+
+    def secrets_of(self, tenant):
+        return self.by_tenant.get(tenant, {})
+
+
+async def test_a_flow_of_alpha_cannot_send_a_secret_of_beta():
+    recorder = Recorder()
+    vault = Tenants({"alpha": {"ALPHA_API_KEY": "alpha-secret"}, "beta": {"BETA_API_KEY": "beta-secret-value"}})
+    async with serve(echo_app(recorder)) as base, HttpCaller(vault) as call:
+        stolen = await call(request(f"{base}/steal", headers=(("X-Key", Secret("BETA_API_KEY")),)), "alpha")
+        own = await call(request(f"{base}/mine", headers=(("X-Key", Secret("ALPHA_API_KEY")),)), "alpha")
+    assert stolen.error == "secret 'BETA_API_KEY' is not set" and not stolen.ok
+    assert own.ok and len(recorder.requests) == 1 and recorder.requests[0]["headers"]["X-Key"] == "alpha-secret"
+
+
+async def test_a_plain_mapping_of_secrets_is_no_named_tenants():
+    """``HttpCaller({...})`` (``parlour chat``, flow tests) serves its one unnamed tenant: a
+    request of a named tenant gets none of them (at 4489cc0 every tenant got them all)."""
+    recorder = Recorder()
+    async with serve(echo_app(recorder)) as base, HttpCaller({"BETA_API_KEY": "beta-secret-value"}) as call:
+        stolen = await call(request(f"{base}/steal", headers=(("X-Key", Secret("BETA_API_KEY")),)), "alpha")
+        unnamed = await call(request(f"{base}/chat", headers=(("X-Key", Secret("BETA_API_KEY")),)))
+    assert [r["headers"]["X-Key"] for r in recorder.requests] == ["beta-secret-value"]  # the unnamed call only
+    assert stolen.error == "secret 'BETA_API_KEY' is not set" and unnamed.ok
+
+
+@pytest.mark.parametrize("status", [200, 400])
+@pytest.mark.parametrize("secret", ["s3cr3t/+é&", "s3cr3tToken"])
+async def test_an_api_that_echoes_a_secret_gives_back_only_stars(status, secret):
+    """Text, JSON (strings, keys, nested), headers (names and values): masked before the result
+    leaves the caller, so neither `vars` nor `error.json` (on a 400) can hold the secret."""
+    async with serve(echo_app(Recorder())) as base, HttpCaller({"KEY": secret}) as call:
+        result = await call(request(f"{base}/echo?status={status}", method="GET",
+                                    headers=(("X-Key", Secret("KEY")),), query=(("k", Secret("KEY", "p:")),)))
+    assert result.status == status
+    seen = repr((result.json, result.text, result.headers, result.error))
+    assert "s3cr3t" not in seen and "***" in seen
+    assert result.json["you_sent"] == "***" and result.json["***"] == "as a key"
+    assert result.json["nested"][0]["q"]["k"] == "p:***" and result.headers["X-Echo"] == "***"
+    assert secret.isalnum() is ("X-***" in result.headers)
+
+
+async def test_a_parser_error_quoting_the_secret_as_bytes_is_masked():
+    async def broken(reader, writer):
+        await reader.read(1024)
+        writer.write("HTTP/1.1 200 OK\r\nX-s3cr3t/é: 1\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(broken, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, HttpCaller({"KEY": "s3cr3t/é"}) as call:
+        result = await call(request(f"http://127.0.0.1:{port}/x", method="GET", headers=(("X-Key", Secret("KEY")),)))
+    assert result.error and "s3cr3t" not in result.error
+
+
+def test_every_form_of_a_secret_is_masked():
+    import base64
+    import json
+
+    from parlour.http import _mask
+    secret = 'a"b\\c/é'
+    forms = [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             base64.b64encode(secret.encode()).decode().rstrip("="), "a%22b%5Cc%2F%C3%A9", "a\"b\\c/Ã©",
+             "a&quot;b\\c/é"]
+    assert _mask(" | ".join(forms), [secret]).replace("***", "").replace(" | ", "") == ""
+
+
+def test_a_body_too_deep_to_mask_is_kept_as_masked_text_only():
+    from parlour.flow import HttpResult
+    from parlour.http import _mask_result
+    deep: list = ["s3cr3t"]
+    for _ in range(5000):
+        deep = [deep]
+    result = _mask_result(HttpResult("r1", 200, json=deep, text='[[["s3cr3t"]]]'), ["s3cr3t"])
+    assert result.json is None and result.text == '[[["***"]]]'

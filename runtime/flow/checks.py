@@ -371,3 +371,23 @@ def _gotos_between_flows(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Pro
                                              f"flow {target.flow!r} has no node {node.goto.node!r}"
                                              f"{did_you_mean(node.goto.node, target.nodes)}"))
     return problems
+
+
+def check_secrets(spec: m.FlowSpec, smap: SourceMap, have: Iterable[str], tenant: str, *,
+                  severity: str = "error") -> list[Problem]:
+    """A problem at each ``{secret: NAME}`` of ``spec`` that names a secret ``tenant`` does not
+    ``have``: its http node would send without it (and fail), so the flow is refused instead."""
+    have = set(have)
+    problems = []
+    for node_id, node in spec.nodes.items():
+        if node.http is None:
+            continue
+        for part in ("headers", "query"):
+            for key, value in getattr(node.http, part).items():
+                if isinstance(value, m.SecretRef) and value.secret not in have:
+                    problems.append(smap.problem(
+                        ("nodes", node_id, "http", part, key),
+                        f"secret {value.secret!r} is not set for tenant {tenant!r}{did_you_mean(value.secret, have)}: "
+                        f"set it with `parlour secrets set {tenant} {value.secret}` (or in the config file's "
+                        f"tenants.{tenant}.secrets)", severity=severity))
+    return problems

@@ -14,7 +14,6 @@ from parlour.http import HttpCaller
 from parlour.messages import (
     APPLIED,
     DUPLICATE,
-    FAILED,
     MOVED,
     ConversationKey,
     Inbound,
@@ -217,7 +216,7 @@ async def test_a_slow_http_call_does_not_hold_other_conversations_and_its_reply_
     async with serve(members_app(recorder)) as url, HttpCaller(egress=EGRESS) as http:
         store = MemoryStore()
         await deploy(store)
-        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url}),
+        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"t": {"API": url}}),
                     _claim_all, http=http, clock=Clock())
         await host.start()
         calling = (await host.deliver([Inbound(key("a"), "m1", UserMessage("call"))]))[0]
@@ -250,7 +249,7 @@ async def test_an_http_call_lost_with_its_host_is_answered_with_an_error_after_t
     gate = asyncio.Event()
     async with serve(members_app(Recorder(gate=gate))) as url, HttpCaller(egress=EGRESS) as http:
         await deploy(store)
-        config = HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url})
+        config = HostConfig(partitions=64, timer_poll_s=0.01, env={"t": {"API": url}})
         first = Host("h", store, config, _claim_all, http=http, clock=clock)
         await first.start()
         await first.deliver([Inbound(key("a"), "m1", UserMessage("call"))])
@@ -322,7 +321,7 @@ async def test_an_api_answer_with_a_lone_surrogate_neither_stops_the_host_nor_we
     async with serve(app) as url, HttpCaller(egress=EGRESS) as http:
         store = MemoryStore(clock=clock)
         await deploy(store)
-        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url}), _claim_all,
+        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"t": {"API": url}}), _claim_all,
                     http=http, clock=clock)
         await host.start()
         await host.deliver([Inbound(key("a"), "m1", UserMessage("call")), Inbound(key("b"), "m1", UserMessage("timer"))])

@@ -260,7 +260,8 @@ async def test_killing_redis_under_load_fails_callers_loses_nothing_acknowledged
 async def test_a_whole_registration_with_its_http_call_runs_across_processes(tmp_path):
     url = f"sqlite:///{tmp_path}/parlour.db"
     recorder = Recorder()
-    async with serve(members_app(recorder)) as api, running(url, env={"MEMBERS_API": api, "API": api}) as runtime:
+    async with serve(members_app(recorder)) as api, \
+            running(url, env={"demo": {"MEMBERS_API": api, "API": api}}) as runtime:
         await runtime.deploy("demo", [BUNDLED])
         said = []
         for n, text in enumerate(["hi", "register", "Ann Lee", "ann@example.org", "34", "yes"]):

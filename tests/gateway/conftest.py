@@ -9,7 +9,6 @@ process shows (signals, a restart, a browser).
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import os
 import signal
@@ -29,6 +28,7 @@ from parlour.config import EgressConfig, Settings, TenantConfig, hash_token, new
 from parlour.flows_dir import bundled_flows
 from parlour.gateway.app import Gateway
 from parlour.gateway.channels.registry import Bots, Cipher
+from parlour.gateway.vault import Vault
 from parlour.runtime import Runtime
 from parlour.store import open_store
 
@@ -77,13 +77,14 @@ FLOWS = {"demo": [bundled_flows()], "acme": [TEST_FLOWS]}
 which keeps a transcript, is its default; ``timer`` speaks a second after ``timer``)."""
 
 
-async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_limit: str | None = None,
+async def start_node(store_url: str, *, env: dict[str, dict[str, str]] | None = None, rate_limit: str | None = None,
                      secrets_key: str | None = None, delivery: RetryPolicy | None = None,
                      user_rate_limit: str | None = None, **settings: Any):
-    """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. With
-    ``secrets_key``, it runs the delivery supervisor too. Its tenants' egress policy allows
-    loopback, where the members API and the fake channel APIs listen. No rate limits, and no
-    throttle on wrong tokens, unless given (tests send wrong tokens on purpose, from one address)."""
+    """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. ``env``
+    is each tenant's. With ``secrets_key``, it runs the delivery supervisor too. Its tenants'
+    egress policy allows loopback, where the members API and the fake channel APIs listen. No
+    rate limits, and no throttle on wrong tokens, unless given (tests send wrong tokens on
+    purpose, from one address)."""
     settings["limits"] = {"auth_failures": None, **settings.get("limits", {})}
     tokens = {name: new_token() for name in FLOWS}
     egress = EgressConfig(allow=list(LOOPBACK))
@@ -98,8 +99,10 @@ async def start_node(store_url: str, *, env: dict[str, str] | None = None, rate_
     store = open_store(store_url)
     await store.open()
     operator = new_token()
-    bots = Bots(store, Cipher.from_keys(secrets_key or Cipher.new_key()))  # as serve has
-    gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator), bots=bots)
+    key = secrets_key or Cipher.new_key()  # without one, the hosts cannot open what the gateway seals
+    bots = Bots(store, Cipher.from_keys(key))  # as serve has
+    vault = Vault(store, Cipher.from_keys(key), unseal=False)
+    gateway = Gateway(config, runtime, store, operator_hash=hash_token(operator), bots=bots, vault=vault)
     runner = gateway.runner(shutdown_timeout=10)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -133,7 +136,8 @@ async def members():
 
 @pytest.fixture
 async def node(redis_server, members):
-    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:", env={"MEMBERS_API": members.url})
+    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:",
+                               env={"demo": {"MEMBERS_API": members.url}, "acme": {"MEMBERS_API": members.url}})
     yield started
     await stop_node(started)
 

@@ -45,6 +45,7 @@ NO_2XX = {"GET /v1/{tenant}/web/ws",  # its one success is 101 Switching Protoco
           "POST /v1/{tenant}/channels/{channel}/{bot}", "GET /v1/{tenant}/channels/{channel}/{bot}"}
 BOT = {"api_base": "http://127.0.0.1:9", "token": "1:x", "secret_token": "openapi-secret"}
 BOT_PATH = {"channel": "telegram", "bot": "support"}  # the bot and webhook operations' existing bot
+SECRET = {"value": "openapi-secret-value"}  # the secrets operations' existing secret is OPENAPI_KEY
 HOSTILE = {  # bodies generation hardly ever makes, sent to every operation that takes one: a 4xx is the answer
     "nested 30,000 deep": b"[" * 30_000 + b"]" * 30_000,
     "a NUL": b"\x00",
@@ -108,10 +109,13 @@ async def existing(node) -> tuple[dict[str, str], dict[str, tuple[Any, str]]]:
         source = (await response.json())["source"]
     async with node.http.put(f"{node.url}/v1/demo/bots/telegram/support", headers=node.auth(), json=BOT) as response:
         assert response.status == 201, await response.text()
-    path = {"tenant": "demo", "flow": first["flow"], "channel": "web", "user": KNOWN_USER, "bot": "support"}
+    async with node.http.put(f"{node.url}/v1/demo/secrets/OPENAPI_KEY", headers=node.auth(), json=SECRET) as response:
+        assert response.status == 201, await response.text()
+    path = {"tenant": "demo", "flow": first["flow"], "channel": "web", "user": KNOWN_USER, "bot": "support",
+            "name": "OPENAPI_KEY"}
     return path, {"putFlow": (yaml.safe_load(source), "application/yaml"),
                   "rollbackFlow": ({"version": first["current"]}, "application/json"),
-                  "putBot": (BOT, "application/json")}
+                  "putBot": (BOT, "application/json"), "putSecret": (SECRET, "application/json")}
 
 
 def fixed_path(operation, path: dict[str, str]) -> dict[str, str]:

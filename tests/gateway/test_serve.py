@@ -27,8 +27,11 @@ USERS, MESSAGES = 30, 30
 NO_LIMIT = "tenants:\n  demo:\n    rate_limit: null\n    user_rate_limit: null\n"
 
 
+SHOW_ENV = "flow: show_env\ntriggers: [{keyword: [showenv]}]\nstart: a\nnodes:\n  a: {say: '{{ env }}', end: true}\n"
+
+
 def test_serve_runs_on_defaults_and_stops_cleanly_on_sigterm(tmp_path):
-    serve = ServeProcess(tmp_path).start()
+    serve = ServeProcess(tmp_path, "--env", "MEMBERS_API=http://127.0.0.1:9/members").start()  # as the README says
     try:
         token_file = tmp_path / ".parlour" / "admin-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -39,6 +42,15 @@ def test_serve_runs_on_defaults_and_stops_cleanly_on_sigterm(tmp_path):
             assert {f["flow"] for f in json.load(answer)["flows"]} == {"registration", "booking", "support"}
         assert stat.S_IMODE((tmp_path / ".parlour" / "parlour.db").stat().st_mode) == 0o600
         assert stat.S_IMODE((tmp_path / ".parlour").stat().st_mode) == 0o700
+        # --env is the one tenant's; the bundled support flow starts without its ORDERS_TOKEN, and says so
+        auth = {"Authorization": f"Bearer {serve.admin_token}"}
+        with urllib.request.urlopen(urllib.request.Request(f"{serve.url}/v1/demo/flows/show_env", data=SHOW_ENV.encode(),
+                                                           method="PUT", headers=auth)) as answer:
+            assert answer.status == 201
+        with urllib.request.urlopen(urllib.request.Request(
+                f"{serve.url}/v1/demo/web/messages", data=b'{"user": "u", "id": "m1", "text": "showenv"}')) as answer:
+            assert "http://127.0.0.1:9/members" in json.load(answer)["replies"][0]["text"]
+        assert "secret 'ORDERS_TOKEN' is not set for tenant 'demo'" in serve.output()
     finally:
         code = serve.stop(signal.SIGTERM)
     assert code == 0 and "parlour: stopped" in serve.output()
@@ -55,6 +67,10 @@ def test_bad_settings_and_broken_flows_stop_it_before_it_starts(tmp_path):
     run = subprocess.run([sys.executable, "-m", "parlour.cli", "serve", "--flows", "flows"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "x.yaml:4:22: no node 'b'" in run.stderr, run.stderr
+    (tmp_path / "two.yaml").write_text("tenants: {alpha: {}, beta: {}}\n")
+    run = subprocess.run([sys.executable, "-m", "parlour.cli", "serve", "--config", "two.yaml", "--env", "API=x"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "tenants.<tenant>.env" in run.stderr, run.stderr
 
 
 class Sender:

@@ -1,0 +1,30 @@
+"""The flows a host serves (:class:`parlour.actors.flows.Flows`): each tenant's catalog reads
+that tenant's env and no other's (issue 12, finding 1)."""
+
+from __future__ import annotations
+
+from parlour.actors.flows import Flows
+from parlour.store import FlowRecord
+
+from tests.conftest import Convo
+
+SHOW_ENV = """\
+flow: show_env
+triggers: [{keyword: [env]}]
+start: show
+nodes:
+  show: {say: "{{ env }} {{ env.BETA_ONLY }}", end: true}
+"""
+
+
+def test_env_in_a_flow_of_alpha_shows_alphas_values_only():
+    flows = Flows(None, {"alpha": {"API": "https://alpha.example", "ALPHA_ONLY": "alpha-env"},
+                         "beta": {"API": "https://beta.example", "BETA_ONLY": "beta-env"}})
+    flows.install([FlowRecord(tenant, "show_env", "v1", SHOW_ENV, "show_env.yaml", 1.0, True)
+                   for tenant in ("alpha", "beta")])
+    (alpha,) = Convo(flows.catalog("alpha")).send("env")
+    (beta,) = Convo(flows.catalog("beta")).send("env")
+    assert "alpha-env" in alpha and "alpha.example" in alpha
+    assert "beta" not in alpha  # neither beta's names nor its values
+    assert "beta-env" in beta and "alpha" not in beta
+    assert Convo(flows.catalog("gamma")).send("env") == []  # a tenant without flows runs nothing, and sees nothing
