@@ -210,7 +210,7 @@ async def test_a_denied_call_is_a_flow_error_the_flow_routes_with_on_error(only_
     async with serve(members_app(recorder)) as url, HttpCaller() as http:
         store = MemoryStore()
         await deploy(store)
-        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"API": url}),
+        host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"t": {"API": url}}),
                     _claim_all, http=http, clock=Clock())
         await host.start()
         await host.deliver([Inbound(key("a"), "m1", UserMessage("call"))])

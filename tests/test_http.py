@@ -211,7 +211,7 @@ class Tenants(dict):
 async def test_a_flow_of_alpha_cannot_send_a_secret_of_beta():
     recorder = Recorder()
     vault = Tenants({"alpha": {"ALPHA_API_KEY": "alpha-secret"}, "beta": {"BETA_API_KEY": "beta-secret-value"}})
-    async with serve(echo_app(recorder)) as base, HttpCaller(vault) as call:
+    async with serve(echo_app(recorder)) as base, HttpCaller(vault, egress=loopback_egress("alpha", "beta")) as call:
         stolen = await call(request(f"{base}/steal", headers=(("X-Key", Secret("BETA_API_KEY")),)), "alpha")
         own = await call(request(f"{base}/mine", headers=(("X-Key", Secret("ALPHA_API_KEY")),)), "alpha")
     assert stolen.error == "secret 'BETA_API_KEY' is not set" and not stolen.ok
@@ -222,7 +222,7 @@ async def test_a_plain_mapping_of_secrets_is_no_named_tenants():
     """``HttpCaller({...})`` (``parlour chat``, flow tests) serves its one unnamed tenant: a
     request of a named tenant gets none of them (at 4489cc0 every tenant got them all)."""
     recorder = Recorder()
-    async with serve(echo_app(recorder)) as base, HttpCaller({"BETA_API_KEY": "beta-secret-value"}) as call:
+    async with serve(echo_app(recorder)) as base, HttpCaller({"BETA_API_KEY": "beta-secret-value"}, egress=EGRESS) as call:
         stolen = await call(request(f"{base}/steal", headers=(("X-Key", Secret("BETA_API_KEY")),)), "alpha")
         unnamed = await call(request(f"{base}/chat", headers=(("X-Key", Secret("BETA_API_KEY")),)))
     assert [r["headers"]["X-Key"] for r in recorder.requests] == ["beta-secret-value"]  # the unnamed call only
@@ -234,7 +234,7 @@ async def test_a_plain_mapping_of_secrets_is_no_named_tenants():
 async def test_an_api_that_echoes_a_secret_gives_back_only_stars(status, secret):
     """Text, JSON (strings, keys, nested), headers (names and values): masked before the result
     leaves the caller, so neither `vars` nor `error.json` (on a 400) can hold the secret."""
-    async with serve(echo_app(Recorder())) as base, HttpCaller({"KEY": secret}) as call:
+    async with serve(echo_app(Recorder())) as base, HttpCaller({"KEY": secret}, egress=EGRESS) as call:
         result = await call(request(f"{base}/echo?status={status}", method="GET",
                                     headers=(("X-Key", Secret("KEY")),), query=(("k", Secret("KEY", "p:")),)))
     assert result.status == status
@@ -254,7 +254,7 @@ async def test_a_parser_error_quoting_the_secret_as_bytes_is_masked():
 
     server = await asyncio.start_server(broken, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with server, HttpCaller({"KEY": "s3cr3t/é"}) as call:
+    async with server, HttpCaller({"KEY": "s3cr3t/é"}, egress=EGRESS) as call:
         result = await call(request(f"http://127.0.0.1:{port}/x", method="GET", headers=(("X-Key", Secret("KEY")),)))
     assert result.error and "s3cr3t" not in result.error
 

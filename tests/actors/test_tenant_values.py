@@ -17,7 +17,7 @@ from parlour.http import HttpCaller
 from parlour.messages import ConversationKey, Inbound
 from parlour.store import FlowRecord, open_store
 
-from tests.servers import serve
+from tests.servers import loopback_egress, serve
 
 SECRET = "alpha-s3cret-VALUE"
 
@@ -68,7 +68,7 @@ async def test_an_echoed_secret_is_stars_in_vars_error_json_replies_and_the_sqli
     for tenant, text in (("alpha", ECHO), ("alpha", SHOW_ENV), ("beta", SHOW_ENV)):
         flow = load_text(text, f"{tenant}.yaml")
         await store.put_flow(FlowRecord(tenant, flow.id, flow.version, text, flow.path, time.time(), True))
-    async with serve(echo_app()) as api, HttpCaller(vault) as http:
+    async with serve(echo_app()) as api, HttpCaller(vault, egress=loopback_egress("alpha", "beta")) as http:
         env = {"alpha": {"API": api, "ALPHA_ONLY": "alpha-env"}, "beta": {"API": api, "BETA_ONLY": "beta-env"}}
         host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env=env), _claim_all, http=http)
         await host.start()

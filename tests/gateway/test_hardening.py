@@ -129,9 +129,14 @@ def odd_requests(url: str, token: str) -> None:
     fuzz()
 
 
+def members_env(url: str) -> dict[str, dict[str, str]]:
+    """Each test tenant's env: the members API its flows call."""
+    return {tenant: {"MEMBERS_API": url} for tenant in ("demo", "acme")}
+
+
 async def test_a_corrupted_store_answers_503_not_500(tmp_path, members):
     database = tmp_path / "parlour.db"
-    node = await start_node(f"sqlite:///{database}", env={"MEMBERS_API": members.url})
+    node = await start_node(f"sqlite:///{database}", env=members_env(members.url))
     try:
         assert (await node.say("c", "hi"))[0] == 200
         for path in sorted(tmp_path.glob("parlour.db*")):  # the database, its WAL and shared memory: garbage
@@ -152,7 +157,7 @@ UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Versi
 
 
 async def test_metrics_sockets_web_users_and_token_guesses_each_meet_their_bound(redis_server, members):
-    node = await start_node(f"{redis_server.url}?prefix=bounds:", env={"MEMBERS_API": members.url},
+    node = await start_node(f"{redis_server.url}?prefix=bounds:", env=members_env(members.url),
                             user_rate_limit="2/minute", limits={"max_websockets": 2, "auth_failures": "3/minute"})
     try:
         # /metrics names tenants and bots: the operator's token only
