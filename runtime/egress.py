@@ -142,12 +142,18 @@ class EgressPolicy:
         networks, hosts = [], set()
         for entry in entries:
             kind, value = parse_allow(entry)
-            (networks.append(value) if kind == "network" else hosts.add(value))
+            if kind == "network":
+                networks.append(value)
+            else:
+                hosts.add(value)
         return cls(tuple(networks), frozenset(hosts))
 
     def allows_host(self, host: str) -> bool:
-        """Whether the operator allowed ``host`` by name (its addresses are not checked then)."""
+        """Whether the operator allowed ``host`` by name (its addresses are not checked then);
+        never an IP literal, which only a range allows."""
         name = host.rstrip(".").lower()
+        if not self.hosts or _is_address(name):
+            return False
         return name in self.hosts or any(h.startswith("*.") and name.endswith(h[1:]) for h in self.hosts)
 
     def denial(self, address: Address) -> str | None:
@@ -172,11 +178,22 @@ class EgressPolicy:
                 why = self.denial(ip_address(text))
             except ValueError:
                 why = f"{text} is not an address parlour can check"
-            (denied.append(why) if why else allowed.append(index))
+            if why:
+                denied.append(why)
+            else:
+                allowed.append(index)
         if not allowed:
             literal = len(addresses) == 1 and addresses[0] == host
             raise EgressDenied(host, denied[0] if literal or not denied else f"{host} resolves to {_joined(denied)}")
         return allowed
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _joined(reasons: list[str]) -> str:
@@ -196,7 +213,8 @@ def parse_allow(entry: str) -> tuple[str, Any]:
         if "/" in text or ":" in text or text.replace(".", "").isdigit():
             raise ValueError(f"egress allow entry {entry!r} is not a CIDR range: {exc}") from None
     name = text.rstrip(".").lower()
-    if name == "*" or len(name) > 253 or not _HOST_NAME.fullmatch(name):
+    # A name's last label is never all digits: `*.0.5` would otherwise allow 10.0.0.5 by name.
+    if name == "*" or len(name) > 253 or not _HOST_NAME.fullmatch(name) or name.rsplit(".", 1)[-1].isdigit():
         raise ValueError(f"egress allow entry {entry!r} is neither a CIDR range (10.0.0.0/8, ::1) nor a host name "
                          "(api.internal, *.internal; to allow every address write 0.0.0.0/0 and ::/0)")
     return "host", name
