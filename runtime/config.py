@@ -34,11 +34,11 @@ import hashlib
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import limits
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from .egress import parse_allow
@@ -63,6 +63,20 @@ def new_token() -> str:
     return "plr_" + secrets.token_urlsafe(32)
 
 
+def _rate_limit(value: str | None) -> str | None:
+    """``value`` if it is a `limits` expression (or None, for no limit)."""
+    if value is not None:
+        try:
+            limits.parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit such as '50/second' or '10/second;500/minute': {exc}") from None
+    return value
+
+
+RateLimit = Annotated[str | None, AfterValidator(_rate_limit)]
+"""A rate such as ``"50/second"`` or ``"10/second;500/minute"`` (any `limits` expression); None for none."""
+
+
 class EgressConfig(BaseModel):
     """What a tenant's http nodes and bots may reach besides public addresses (issue 12, finding 3)."""
 
@@ -85,24 +99,19 @@ class TenantConfig(BaseModel):
 
     flows: list[Path] | None = None
     tokens: list[str] = Field(default_factory=list, description="token hashes, sha256:<64 hex digits>")
-    rate_limit: str | None = "200/second"
+    rate_limit: RateLimit = "200/second"
     channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"web": {}})
     # isolation: dedicated (issue 12, finding 4)
     max_dedicated: int | None = Field(None, ge=0, description="dedicated conversations (a process each) this "
                                       "tenant may run at once on a node; default: dedicated.max_per_tenant")
     # flow uploads (issue 12, finding 5)
-    admin_rate_limit: str | None = Field("10/minute", description="the tenant's admin writes (flow uploads, "
+    admin_rate_limit: RateLimit = Field("10/minute", description="the tenant's admin writes (flow uploads, "
                                          "rollbacks, resets): any `limits` expression; null for none")
     # issue 12, finding 3: the egress policy
     egress: EgressConfig = Field(default_factory=EgressConfig)
     # -- issue 12, finding 10 (gateway hardening): one web user cannot take the tenant's whole rate
-    user_rate_limit: str | None = Field("10/second;100/minute", description="messages one web chat user may send "
+    user_rate_limit: RateLimit = Field("10/second;100/minute", description="messages one web chat user may send "
                                         "(a `limits` expression; null for none), checked before the tenant's rate_limit")
-
-    @field_validator("user_rate_limit")
-    @classmethod
-    def _user_rate(cls, value: str | None) -> str | None:
-        return cls._rate(value)
     # -- end of finding 10
     # issue 12, finding 1: a tenant's own env and secrets, seen by its flows only
     env: dict[str, str] = Field(default_factory=dict, description="values this tenant's flows read as env.NAME")
@@ -124,15 +133,6 @@ class TenantConfig(BaseModel):
                 raise ValueError("a token is given by its hash, sha256:<64 hex digits> (`parlour token new` makes one)")
         return tokens
 
-    @field_validator("rate_limit", "admin_rate_limit")
-    @classmethod
-    def _rate(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                limits.parse_many(value)
-            except ValueError as exc:
-                raise ValueError(f"not a rate limit such as '50/second' or '10/second;500/minute': {exc}") from None
-        return value
 
 
 def check_tenant_name(name: str) -> str:
@@ -171,13 +171,8 @@ class Limits(BaseModel):
     poison_tries: int = Field(2, ge=1, description="deaths in one message's turn before it is quarantined")
     # -- issue 12, finding 10 (gateway hardening): node-wide caps
     max_websockets: int = Field(10_000, ge=1, description="chat sockets open on this node, beyond which 503")
-    auth_failures: str | None = Field("10/minute", description="failed token checks one client address may make "
+    auth_failures: RateLimit = Field("10/minute", description="failed token checks one client address may make "
                                       "(a `limits` expression; null for none), beyond which 429 for any token")
-
-    @field_validator("auth_failures")
-    @classmethod
-    def _failures(cls, value: str | None) -> str | None:
-        return TenantConfig._rate(value)
     # -- end of finding 10
     # issue 12, finding 1: what one tenant may keep in its secrets (set through the admin API)
     max_secrets: int = Field(100, ge=1, le=10_000, description="secrets one tenant may set through the API")
