@@ -31,7 +31,14 @@ def test_unreadable_bytes_raise_state_error(data, reason):
 def test_an_older_schema_is_migrated(monkeypatch):
     from parlour.flow import state as state_module
 
-    monkeypatch.setattr(state_module, "SCHEMA", 2)
-    monkeypatch.setitem(state_module.MIGRATIONS, 1, lambda d: {**d, "schema": 2, "vars": {**d["vars"], "migrated": True}})
-    old = {**State(vars={"x": 1}).to_data(), "schema": 1}
+    monkeypatch.setattr(state_module, "SCHEMA", 3)
+    monkeypatch.setitem(state_module.MIGRATIONS, 2, lambda d: {**d, "schema": 3, "vars": {**d["vars"], "migrated": True}})
+    old = {**State(vars={"x": 1}).to_data(), "schema": 2}
     assert unpack_state(msgpack.packb(old)).vars == {"x": 1, "migrated": True}
+
+
+def test_a_schema_1_state_reads_with_no_prompt_and_no_ticket():
+    old = State(vars={"x": 1}, status="handoff").to_data()
+    del old["prompt"], old["ticket"]
+    state = unpack_state(msgpack.packb({**old, "schema": 1}))
+    assert (state.vars, state.status, state.prompt, state.ticket) == ({"x": 1}, "handoff", None, None)

@@ -13,10 +13,15 @@ from typing import Any
 
 from ..errors import StateError
 
-SCHEMA = 1
+SCHEMA = 2
 """The schema version :meth:`State.to_data` writes."""
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 adds the open prompt's id and the hand-off's ticket (neither in schema 1)."""
+    return {**data, "schema": 2, "prompt": None, "ticket": None}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 """``MIGRATIONS[n]`` turns the data of schema ``n`` into schema ``n + 1``."""
 
 IDLE, WAITING, HANDOFF, ENDED, FAILED = "idle", "waiting", "handoff", "ended", "failed"
@@ -38,6 +43,10 @@ class State:
     ``status``: ``idle`` (never started), ``waiting`` (on ``node`` for ``wait_for``: a
     ``reply``, a ``timer``, an ``http`` result), ``handoff`` (a human has it), ``ended`` or
     ``failed`` (the next message starts a flow again by its triggers).
+
+    ``prompt`` is the id of the prompt with buttons or a menu the conversation waits on (a
+    button press names the prompt it answers); ``ticket`` is the id of the hand-off ticket
+    while a human has the conversation.
     """
 
     flow: str | None = None
@@ -54,6 +63,8 @@ class State:
     seq: int = 0
     user: dict[str, Any] = field(default_factory=dict)
     channel: str | None = None
+    prompt: str | None = None
+    ticket: str | None = None
 
     @property
     def active(self) -> bool:
@@ -66,6 +77,7 @@ class State:
             "attempts": self.attempts, "timer": self.timer, "request": self.request,
             "stack": [[f.flow, f.version, f.node] for f in self.stack],
             "inbox": list(self.inbox), "seq": self.seq, "user": self.user, "channel": self.channel,
+            "prompt": self.prompt, "ticket": self.ticket,
         }
 
     @classmethod
@@ -83,6 +95,7 @@ class State:
                 attempts=data["attempts"], timer=data["timer"], request=data["request"],
                 stack=tuple(Frame(*f) for f in data["stack"]), inbox=tuple(data["inbox"]),
                 seq=data["seq"], user=dict(data["user"]), channel=data["channel"],
+                prompt=data["prompt"], ticket=data["ticket"],
             )
         except StateError:
             raise

@@ -979,7 +979,7 @@ def test_a_restored_state_carries_on_like_the_original():
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"schema": 2}, "state schema 2 is newer than this parlour"),
+    ({"schema": 3}, "state schema 3 is newer than this parlour"),
     ({"schema": 0}, "unreadable conversation state"),  # no migration from 0
     ({"stack": [["only-two", "items"]]}, "unreadable conversation state"),
     ({"vars": 7}, "unreadable conversation state"),
