@@ -48,6 +48,7 @@ from parlour.flow import (
     Send,
     StartTimer,
     Unhandled,
+    UserMessage,
 )
 from parlour.flow.regexes import overruns as regex_overruns
 from parlour.flow.state import ENDED, IDLE, State
@@ -418,7 +419,9 @@ class Host(Background, Lanes):
         pending = Pending()
         answered = key.split("/", 2)[1] in self.config.answered_channels
         for work, step in zip(group, done):
-            to_outbox = work.index is None or not answered
+            # a user's message on an answered channel gets its replies in the answer; anything
+            # else (a timer, an API result, an agent's action, a start) reaches the user via the outbox
+            to_outbox = work.index is None or not answered or not isinstance(work.event, UserMessage)
             if work.timer is not None:
                 timers[work.timer] = None
             if isinstance(work.event, HttpResult):

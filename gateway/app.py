@@ -28,6 +28,7 @@ from .admin import Admin
 from .bots_api import BotsApi
 from .channels.registry import Bots
 from .auth import Auth
+from .handoffs import Handoffs
 from .secrets_api import SecretsApi
 from .vault import Vault
 from .ingress import Ingress
@@ -66,6 +67,8 @@ class Gateway:
         self.tenants: dict[str, tuple[TenantConfig, str]] = {n: (t, "config") for n, t in settings.tenants.items()}
         self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()},
                          failures=settings.limits.auth_failures)
+        for name, tenant in settings.tenants.items():
+            self.auth.set_agents(name, {agent: (a.token, a.queues) for agent, a in tenant.agents.items()})
         self.ingress = Ingress(runtime.send, self.metrics, max_pending=settings.limits.max_pending,
                                timeout_s=settings.limits.request_timeout_s)
         for name, tenant in settings.tenants.items():
@@ -75,6 +78,7 @@ class Gateway:
         self.admin = Admin(self)
         self.bots_api = BotsApi(self)
         self.secrets_api = SecretsApi(self)
+        self.handoffs = Handoffs(self)
         self.ops = Ops(self)
         self.push = WebPush(store, self.web, self.metrics)
         self.stopping = False
@@ -115,7 +119,8 @@ class Gateway:
         app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
                               middlewares=middlewares(self.metrics))
         app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.webhooks.routes(),
-                        *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes()])
+                        *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes(),
+                        *self.handoffs.routes()])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)

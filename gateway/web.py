@@ -268,8 +268,9 @@ class WebPush:
             except ParlourError as exc:
                 log.error("web push: unreadable outbox entry %s: %s", entry.id, exc)
                 continue
-            if outbound["message_id"] is None:
-                pushed = await self.channel.push(key.tenant, key.user, [outbound["reply"]])
-                self.metrics.pushed.labels("delivered" if pushed else "no_socket").inc()
+            # the host puts a web reply in the outbox only when no answer carried it: a timer's,
+            # an API result's, an agent's
+            pushed = await self.channel.push(key.tenant, key.user, [outbound["reply"]])
+            self.metrics.pushed.labels("delivered" if pushed else "no_socket").inc()
         if done:
             await self.store.ack_outbox(done)

@@ -94,6 +94,24 @@ class EgressConfig(BaseModel):
         return allow
 
 
+class AgentConfig(BaseModel):
+    """A human agent of a tenant: a token that reaches only the tenant's hand-offs (the
+    inbox API and the console), and of those only the tickets of ``queues`` (all if unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(description="the agent token's hash, sha256:<64 hex digits> (`parlour token new`)")
+    queues: list[str] | None = Field(None, description="the queues whose tickets this agent sees; null: all")
+
+    @field_validator("token")
+    @classmethod
+    def _hashed(cls, token: str) -> str:
+        digest = token.removeprefix(TOKEN_PREFIX)
+        if not token.startswith(TOKEN_PREFIX) or len(digest) != 64 or not _is_hex(digest):
+            raise ValueError("an agent token is given by its hash, sha256:<64 hex digits> (`parlour token new` makes one)")
+        return token
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -116,6 +134,8 @@ class TenantConfig(BaseModel):
     # issue 12, finding 1: a tenant's own env and secrets, seen by its flows only
     env: dict[str, str] = Field(default_factory=dict, description="values this tenant's flows read as env.NAME")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="secrets this tenant's http nodes use")
+    # issue 13: the humans behind a hand-off
+    agents: dict[str, AgentConfig] = Field(default_factory=dict, description="agent name -> its token and queues")
 
     @field_validator("env", "secrets")
     @classmethod
