@@ -7,7 +7,9 @@ A webhook is checked against its bot's credentials over the exact bytes received
 own message id, so that a channel's retry is a duplicate that moves nothing. The webhook is
 answered 200 only once every one of its turns is committed: a crash before that makes the
 channel send it again. The replies are in the outbox by then, and the delivery supervisor
-sends them. Statuses and other events are counted, never turns.
+sends them. Statuses and other events are counted, never turns. The 200's body is the
+adapter's :class:`~.channels.base.Answer` when the channel reads one (Slack's challenge,
+Telegram's ``answerCallbackQuery``, Twilio's empty TwiML); refusals are the JSON error body.
 """
 
 from __future__ import annotations
@@ -102,6 +104,6 @@ class Webhooks:
             outcome = await self.gateway.ingress.send(inbound, channel)
             if not outcome.ok:
                 raise outcome_error(outcome)
-        if parsed.answer is not None:
-            return web.json_response(dict(parsed.answer))
+        if parsed.answer is not None:  # what the channel reads in the answer (TwiML for Twilio)
+            return web.Response(text=parsed.answer.text, content_type=parsed.answer.content_type)
         return web.Response(status=200)

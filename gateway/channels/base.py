@@ -15,6 +15,7 @@ Errors, under :class:`~parlour.errors.ParlourError`::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -97,14 +98,32 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """The body of a webhook's 200, for a channel that reads it: Slack's ``url_verification``
+    challenge, a Telegram method such as ``answerCallbackQuery``, the empty TwiML that Twilio
+    wants (else it logs error 11200 for every message). Only a webhook whose turns are all
+    committed gets it; a refused one gets the gateway's JSON error body, whatever the channel.
+
+    >>> Answer.json({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}).content_type
+    'application/json'
+    """
+
+    content_type: str
+    text: str
+
+    @classmethod
+    def json(cls, value: Mapping[str, Any]) -> Answer:
+        return cls("application/json", json.dumps(dict(value)))
+
+
+@dataclass(frozen=True, slots=True)
 class Parsed:
-    """What one webhook carried, in the order the channel sent it. ``answer`` is a JSON body
-    for the webhook's response when the channel wants one (Slack's ``url_verification``
-    challenge; a Telegram method such as ``answerCallbackQuery``); else the gateway answers 200."""
+    """What one webhook carried, in the order the channel sent it, and the :class:`Answer` the
+    channel wants for it, if any (else the gateway answers 200 without a body)."""
 
     messages: tuple[Received, ...] = ()
     events: tuple[Event, ...] = ()
-    answer: Mapping[str, Any] | None = None
+    answer: Answer | None = None
 
 
 @dataclass(frozen=True, slots=True)

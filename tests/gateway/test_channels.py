@@ -52,6 +52,7 @@ class Case:
     text: Callable[[FakeRequest], str]  # what it said
     to: object
     said: str
+    answer: tuple[str, str] | None = None  # the 200's (content type, body), when the channel reads one
 
 
 def whatsapp_request(url: str) -> Request:
@@ -93,7 +94,9 @@ CASES = [
     Case("twilio", fake_twilio.SPEC,
          lambda api: {"api_base": api, "account_sid": "AC" + "1" * 32, "auth_token": "twilio-auth-token",
                       "from_number": "+14155550199"},
-         twilio_request, lambda r: r.form["To"], lambda r: r.form["Body"], "+14155550100", "1:hello"),
+         twilio_request, lambda r: r.form["To"], lambda r: r.form["Body"], "+14155550100", "1:hello",
+         # What twilio-python's MessagingResponse() renders: else Twilio logs error 11200.
+         ("text/xml", '<?xml version="1.0" encoding="UTF-8"?><Response />')),
     Case("signal", fake_signal.SPEC,
          lambda api: {"api_base": api, "number": "+4915112345678", "url_secret": "signal-url-secret-0123"},
          lambda url: Request(fixture("signal_jsonrpc_receive_datamessage.json"), {"Content-Type": "application/json"},
@@ -126,6 +129,12 @@ async def test_a_signed_webhook_runs_a_turn_and_the_reply_reaches_the_channel(re
             for _ in range(2):  # the second is the channel's retry of the same webhook
                 async with node.http.post(hook + request.query, data=request.body, headers=request.headers) as answer:
                     assert answer.status == 200, await answer.text()
+                    assert (answer.content_type, await answer.text()) == case.answer or (
+                        case.answer is None and await answer.read() == b"")
+            if case.answer:  # a refusal is the gateway's JSON error, not the channel's answer
+                async with node.http.post(hook, data=request.body + b"&Body=x", headers=request.headers) as refused:
+                    assert refused.status == 401 and refused.content_type == "application/json"
+                    assert (await refused.json())["error"]["code"] == "bad_signature"
             async with asyncio.timeout(30):
                 while not api.delivered and not api.rejected:
                     await asyncio.sleep(0.05)
