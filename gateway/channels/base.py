@@ -72,16 +72,22 @@ class Webhook:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """One user message: it runs a turn. ``user`` is the conversation's user part and also
-    where its replies go (a phone number, a chat id, ``channel:user`` on Slack). ``message_id``
-    is the channel's own id for this message, the dedup key: a channel's retry carries the same.
-    ``sent_at`` is the channel's own time for it (epoch seconds), given by a channel that
-    retries for long, so that a replay is known for the channel's whole retry horizon."""
+    """One user message: it runs a turn. ``user`` is the conversation's user part (unless
+    ``scoped_id`` binds it to another) and also where its replies go (a phone number, a chat
+    id, ``channel:user`` on Slack). ``message_id`` is the channel's own id for this message,
+    the dedup key: a channel's retry carries the same. ``sent_at`` is the channel's own time
+    for it (epoch seconds), given by a channel that retries for long, so that a replay is known
+    for the channel's whole retry horizon."""
 
     user: str
     message_id: str
     message: UserMessage
     sent_at: float | None = field(default=None, compare=False)  # about the message, not what it says
+    scoped_id: str | None = None
+    """A second id of the same person, given by a channel whose messages may carry either
+    (WhatsApp's business-scoped user id, which stays when the phone number is hidden). The
+    gateway keeps one conversation per scoped id: the one of the ``user`` it was first seen
+    with (:mod:`parlour.gateway.identities`)."""
 
 
 @dataclass(frozen=True, slots=True)
