@@ -133,7 +133,9 @@ class _Runner:
             elif isinstance(effect, Handoff):
                 self.handed_off = True
                 self.transcript.append(f"   (hand-off: {effect.reason})")
-            elif isinstance(effect, (Error, Unhandled, End, Forward)):
+            elif isinstance(effect, End):
+                self.transcript.append(f"   (end: flow {effect.flow!r} ended at node {effect.node!r})")
+            elif isinstance(effect, (Error, Unhandled, Forward)):
                 self.transcript.append(f"   ({effect.kind}: {getattr(effect, 'reason', '') or getattr(effect, 'text', '')})")
 
     async def say(self, msg: UserMessage, shown: str) -> None:

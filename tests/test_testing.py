@@ -115,6 +115,7 @@ async def test_wait_moves_the_clock_and_fires_timers(tmp_path):
     outcome = await run_file(tmp_path / "remind.test.yaml")
     assert outcome.passed, outcome.failure
     assert "   (clock +3599 s)" in outcome.transcript
+    assert outcome.transcript[-1] == "   (end: flow 'remind' ended at node 'later')"
 
 
 def test_every_bundled_flow_has_a_test_file():
