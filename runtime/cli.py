@@ -3,7 +3,7 @@
     parlour serve [--config FILE] [...]  run a node: Ray, hosts, the gateway (see --help)
     parlour token new                  a new token and the hash to put in the config file
     parlour chat [PATH...]             talk to flows in the terminal (default: the bundled flows)
-    parlour test [PATH...]             run flow test files (*.test.yaml)
+    parlour test [PATH...]             run flow test files (told by their top-level `steps`)
     parlour flows validate PATH...     check flows: every problem as file:line:column
     parlour flows schema               print the JSON Schema of flow files, for editors
     parlour secrets set|list|delete    a tenant's secrets, through a running node
@@ -98,7 +98,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     tests = find_test_files(args.paths or [bundled_flows()])
     if not tests:
-        print("parlour: no flow test files (*.test.yaml) found", file=sys.stderr)
+        print("parlour: no flow test files (YAML with top-level `steps`) found", file=sys.stderr)
         return 2
     failed = 0
     for number, path in enumerate(tests, 1):

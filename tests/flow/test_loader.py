@@ -532,9 +532,26 @@ def test_a_directory_loads_flows_but_not_flow_tests_or_schemas(tmp_path):
     write(tmp_path, "a.yaml", "flow: a\nstart: s\nnodes:\n  s: {end: true}\n")
     (tmp_path / "sub").mkdir()
     write(tmp_path / "sub", "b.json", '{"flow": "b", "start": "s", "nodes": {"s": {"end": true}}}')
-    write(tmp_path, "a.test.yaml", "not: a flow\n")
+    write(tmp_path, "a.test.yaml", "flow: a\nsteps:\n  - user: hi\n")
     write(tmp_path, "flow.schema.json", '{"type": "object"}')
-    assert sorted(f.id for f in load_paths([tmp_path]).flows) == ["a", "b"]
+    loaded = load_paths([tmp_path])
+    assert sorted(f.id for f in loaded.flows) == ["a", "b"] and loaded.problems == [], listing(loaded.problems)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("pizza_test.yaml", "flow: a\nsteps:\n  - user: hi\n"),
+    ("sub/checks.yml", "flow: a\nhttp: {}\nsteps: []\n"),  # a test of the wrong shape is still a test
+    ("sub/more.json", '{"flow": "a", "env": {"K": "v"}, "steps": [{"user": "hi"}]}'),
+])
+def test_a_flow_test_is_told_by_its_content_whatever_its_name(tmp_path, name, text):
+    write(tmp_path, "a.yaml", "flow: a\nstart: s\nnodes:\n  s: {end: true}\n")
+    (tmp_path / "sub").mkdir()
+    test = write(tmp_path, name, text)
+    loaded = load_paths([tmp_path])
+    assert [f.id for f in loaded.flows] == ["a"] and loaded.problems == [], listing(loaded.problems)
+    named = load_paths([test]).problems  # named on its own, it is not taken for a broken flow either
+    assert [str(p) for p in named] == [f"{test}:1:1: this is a flow test file (it has `steps`, no `start` or "
+                                       "`nodes`), not a flow: run it with `parlour test`"]
 
 
 def test_a_yaml_syntax_error_is_a_problem_not_an_exception(tmp_path):
