@@ -250,16 +250,37 @@ class FlowChecker:
         return out
 
     def check_reachable(self) -> None:
+        """One warning per group of unreachable nodes, at the node that leads to the rest; none
+        for the nodes a broken reference most likely meant (`next: welcom` and `welcome`), whose
+        cause is that reference's error, reported once."""
         graph = self.graph(instant_only=False)
         seen = {t for s, _, t in self.edges() if s is None and t in graph}
-        todo = list(seen)
-        while todo:
-            for nxt in graph[todo.pop()] - seen:
-                seen.add(nxt)
-                todo.append(nxt)
-        for node_id in self.spec.nodes:
-            if node_id not in seen:
-                self.warn(("nodes", node_id), f"node {node_id!r} is unreachable: nothing leads to it")
+        seen |= {n for start in seen for n in _reachable(graph, start)}
+        lost = {n: _reachable(graph, n) - seen for n in graph if n not in seen}
+        seen |= self._meant_by_broken_references(seen, lost)  # as if the typo were fixed
+        lost = {n: group - seen for n, group in lost.items() if n not in seen}
+        led_to = {m for n, group in lost.items() for m in group if m != n}
+        heads = [n for n in lost if n not in led_to] + [n for n in lost if n in led_to]  # cycles last
+        covered: set[str] = set()
+        for head in heads:
+            if head in covered:
+                continue
+            others = sorted(lost[head] - {head} - covered)
+            covered |= {head, *others}
+            also = f" (nor to {', '.join(map(repr, others))}, reached only through it)" if others else ""
+            self.warn(("nodes", head), f"node {head!r} is unreachable: nothing leads to it{also}")
+
+    def _meant_by_broken_references(self, seen: set[str], lost: dict[str, set[str]]) -> set[str]:
+        """The unreachable nodes that a reference to a missing node (from a reachable place)
+        would reach if it named what "did you mean" suggests."""
+        meant: set[str] = set()
+        for source, _, target in self.edges():
+            if target in self.spec.nodes or (source is not None and source not in seen):
+                continue
+            close = difflib.get_close_matches(target, list(self.spec.nodes), n=1, cutoff=0.6)
+            if close and close[0] in lost:  # the node "did you mean" names, and what it leads to
+                meant |= {close[0], *lost[close[0]]}
+        return meant
 
     def check_loops(self) -> None:
         graph = self.graph(instant_only=True)

@@ -444,6 +444,29 @@ def test_bad_flow_is_reported_at_its_place_known_bugs(tmp_path, text, line, colu
     assert has(problems, line, column, severity, words), listing(problems)
 
 
+CASCADE = """
+    flow: x
+    start: welcome
+    nodes:
+      welcome: {say: hi, next: ask_nmae}
+      ask_name: {ask: Name, save: name, next: ask_age}
+      ask_age: {ask: Age, save: age, next: thanks}
+      thanks: {say: Thanks, next: bye}
+      bye: {end: true}
+      old: {say: unused, next: older}
+      older: {say: unused too, next: bye}
+    """
+
+
+def test_one_bad_next_is_reported_once_not_as_a_cascade_of_unreachable_nodes(tmp_path):
+    problems = load_paths([write(tmp_path, "f.yaml", CASCADE)]).problems
+    assert [(p.line, p.column, p.severity, p.message) for p in problems] == [
+        (4, 28, E, "no node 'ask_nmae' (did you mean 'ask_name'?)"),
+        # nodes nothing leads to, whatever the typo: one warning for the group, at its head
+        (9, 3, W, "node 'old' is unreachable: nothing leads to it (nor to 'older', reached only through it)"),
+    ], listing(problems)
+
+
 def test_date_bound_may_be_an_unquoted_iso_date():
     loaded = flow("""
         flow: x
