@@ -580,7 +580,7 @@ def test_a_flow_test_is_told_by_its_content_whatever_its_name(tmp_path, name, te
 def test_a_yaml_syntax_error_is_a_problem_not_an_exception(tmp_path):
     path = write(tmp_path, "f.yaml", "flow: x\nstart: [a\n")
     problems = load_paths([path]).problems
-    assert [(p.line, p.severity) for p in problems] == [(3, E)]
+    assert [(p.line, p.column, p.severity) for p in problems] == [(2, 10, E)]  # where the `]` belongs
     assert problems[0].message.startswith("YAML syntax")
 
 
