@@ -64,6 +64,17 @@ def test_warnings_fail_only_with_strict(tmp_path):
     assert strict.returncode == 1 and ":5:3: warning: node 'b' is unreachable" in strict.stdout
 
 
+def test_validate_warns_of_env_values_read_and_not_set(tmp_path):
+    bare = parlour("flows", "validate", "flows", "--strict")  # without --env or --config: only named
+    assert bare.returncode == 0 and "env values the flows read: MEMBERS_API, ORDERS_API" in bare.stderr
+    run = parlour("flows", "validate", "flows", "--env", "MEMBERS_API=http://x")
+    assert run.returncode == 0 and run.stdout.splitlines() == [
+        "flows/support.yaml:90:16: warning: env.ORDERS_API is used but not set"]
+    (tmp_path / "parlour.yaml").write_text("tenants:\n  shop:\n    tokens: []\n    env: {ORDERS_API: 'http://x'}\n")
+    configured = parlour("flows", "validate", "flows/support.yaml", "--config", str(tmp_path / "parlour.yaml"), "--strict")
+    assert configured.returncode == 0 and configured.stdout == "", configured.stdout + configured.stderr
+
+
 def test_validate_a_missing_path_is_a_usage_error():
     run = parlour("flows", "validate", "no/such/dir")
     assert run.returncode == 2 and "no such file or directory: no/such/dir" in run.stderr

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import FlowError, Problem
 from . import model as m
-from .checks import FlowChecker, check_together, did_you_mean
+from .checks import FlowChecker, did_you_mean
+from .deploy_checks import check_together
 from .compiled import Catalog, Flow
 from .compiler import Compiler
 from .source import SourceMap, read_source

@@ -147,7 +147,7 @@ ONE_FLOW = [
           a:
             say: "Hi {{ name }"
             end: true
-        """, 5, 10, E, "template does not compile: unexpected '}'"),
+        """, 5, 22, E, "template does not compile: unexpected '}'"),  # at the `}`, not the value's start
     ("set-expression-does-not-compile", """
         flow: x
         start: a
@@ -155,7 +155,7 @@ ONE_FLOW = [
           a:
             set: {n: "1 +"}
             end: true
-        """, 5, 14, E, "expression does not compile"),
+        """, 5, 18, E, "expression does not compile: the expression ends too soon"),
     ("condition-with-braces", """
         flow: x
         start: a
@@ -427,14 +427,6 @@ KNOWN_BUGS = [
             say: {txt: hi}
             end: true
         """, 5, 11, E, "unknown key 'txt' (did you mean 'text'?)", id="unknown-key-in-say-shorthand"),
-    pytest.param("""
-        flow: x
-        start: a
-        nodes:
-          a:
-            say: "{{ name | nosuchfilter }}"
-            end: true
-        """, 5, 10, E, "template does not compile", id="unknown-filter"),
 ]
 
 
@@ -465,6 +457,31 @@ def test_one_bad_next_is_reported_once_not_as_a_cascade_of_unreachable_nodes(tmp
         # nodes nothing leads to, whatever the typo: one warning for the group, at its head
         (9, 3, W, "node 'old' is unreachable: nothing leads to it (nor to 'older', reached only through it)"),
     ], listing(problems)
+
+
+@pytest.mark.parametrize("value, line, column, message", [
+    ('"{{ name | uppr }}"', 5, 21, "unknown filter 'uppr' (did you mean 'upper'?)"),
+    ("'It''s {{ n is numbr }}'", 5, 25, "unknown test 'numbr' (did you mean 'number'?)"),
+    ('"\\u00e9\\t{{ name nme }}"', 5, 27, "unexpected 'nme': an operator, or }}, is missing before it"),
+    ("Hi {{ name | lowr }}", 5, 23, "unknown filter 'lowr' (did you mean 'lower'?)"),
+    ("|\n      Hello,\n        {{ name | tittle }}", 7, 19, "unknown filter 'tittle' (did you mean 'title'?)"),
+    ('{text: "{{ x | nope }}"}', 5, 25, "unknown filter 'nope'"),
+    (">\n      folded {{ a | bad }}", 5, 10, "unknown filter 'bad'"),  # folded: the value's start
+])
+def test_a_template_error_points_at_its_token_in_the_file(tmp_path, value, line, column, message):
+    text = f"flow: x\nstart: a\nnodes:\n  a:\n    say: {value}\n    end: true\n"
+    problems = load_paths([write(tmp_path, "f.yaml", text)]).errors
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (line, column, f"template does not compile: {message}")], listing(problems)
+
+
+def test_an_expression_error_points_at_its_token_in_the_file(tmp_path):
+    text = ("flow: x\nstart: a\nnodes:\n  a:\n    set: {n: \"count | intt\"}\n    branch:\n"
+            "      - {if: 'n >', next: b}\n      - else: b\n  b: {end: true}\n")
+    problems = load_paths([write(tmp_path, "f.yaml", text)]).errors
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (5, 23, "expression does not compile: unknown filter 'intt' (did you mean 'int'?)"),
+        (7, 18, "expression does not compile: the expression ends too soon")], listing(problems)  # at the end
 
 
 def test_date_bound_may_be_an_unquoted_iso_date():
@@ -652,7 +669,7 @@ def test_a_date_bound_written_as_a_number_is_read_as_its_text():
     ("flow: f\nstart: a\nnodes:\n  a: {say: hi, next: 1.10}\n  '1.10': {end: true}\n", 4, 22, E,
      "nodes.a.next: YAML reads this as 1.1: quote it to keep it as written"),
     ("flow: f\nstart: a\nnodes:\n  a:\n    say: |\n      Hello,\n      {{ items | join(', ') }\n    end: true\n",
-     7, 7, E, "template does not compile: unexpected '}'"),
+     7, 29, E, "template does not compile: unexpected '}'"),
     ("flow: f\nstart: a\nnodes:\n  a:\n    say: \"Hello,\\n{{ x }\"\n    end: true\n",
      5, 10, E, "template does not compile: unexpected '}' (line 2 of the text)"),
     ("flow: f\nstart: a\nmenus:\n  spare: {text: hi, options: [{id: b, next: a}]}\nnodes:\n  a: {end: true}\n",
@@ -758,5 +775,5 @@ def test_an_invalid_name_does_not_hide_the_other_errors(tmp_path):
         (4, 3, "menus: 'main menu' is not a valid name: letters, digits, _, . and -"),
         (7, 3, "nodes: 'my node' is not a valid name: letters, digits, _, . and -"),
         (9, 42, "nodes.b.http.headers.A: Input should be a valid string or a secret, {secret: NAME}"),
-        (6, 12, "template does not compile: No filter named 'nosuchfilter'."),
+        (6, 23, "template does not compile: unknown filter 'nosuchfilter'"),
     ]
