@@ -107,6 +107,9 @@ class TenantEnv(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def __repr__(self) -> str:  # what `{{ env }}` prints: the values, as a mapping would
+        return repr(self._values)
+
     def _unset(self, name: object) -> str:  # private: a template must not reach it as `env.unset`
         """The error of a template that uses ``env.<name>``, which the operator did not set."""
         if not self._tenant:
