@@ -32,11 +32,11 @@ from .handoffs import Handoffs
 from .secrets_api import SecretsApi
 from .vault import Vault
 from .ingress import Ingress
-from .middleware import AccessLogger, middlewares
+from .middleware import FROM_PATH, AccessLogger, middlewares
 from .openapi import openapi_route
 from .ops import Ops
 from .server import GatewayRunner
-from .web import WebChannel, WebPush
+from .web import CHANNEL as WEB_CHANNEL, WebChannel, WebPush
 from .webhooks import Webhooks
 
 log = logging.getLogger("parlour.gateway")
@@ -116,9 +116,11 @@ class Gateway:
     # ------------------------------------------------------------ the application
 
     def app(self) -> web.Application:
+        web_routes, webhook_routes = self.web.routes(), self.webhooks.routes()
+        owners = {**{r.path: WEB_CHANNEL for r in web_routes}, **{r.path: FROM_PATH for r in webhook_routes}}
         app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
-                              middlewares=middlewares(self.metrics))
-        app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.webhooks.routes(),
+                              middlewares=middlewares(self.metrics, owners))
+        app.add_routes([*self.ops.routes(), openapi_route(), *web_routes, *webhook_routes,
                         *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes(),
                         *self.handoffs.routes()])
         app.on_startup.append(self._on_startup)
