@@ -31,6 +31,7 @@ from .auth import Auth
 from .secrets_api import SecretsApi
 from .vault import Vault
 from .ingress import Ingress
+from .mailbox import Mailbox, MailboxApi
 from .middleware import AccessLogger, middlewares
 from .openapi import openapi_route
 from .ops import Ops
@@ -76,7 +77,9 @@ class Gateway:
         self.bots_api = BotsApi(self)
         self.secrets_api = SecretsApi(self)
         self.ops = Ops(self)
-        self.push = WebPush(store, self.web, self.metrics)
+        self.mailbox = Mailbox(store)
+        self.mailbox_api = MailboxApi(self, self.mailbox)
+        self.push = WebPush(store, self.web, self.metrics, mailbox=self.mailbox)
         self.stopping = False
         self._push_task: asyncio.Task | None = None
 
@@ -114,7 +117,7 @@ class Gateway:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
                               middlewares=middlewares(self.metrics))
-        app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.webhooks.routes(),
+        app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.mailbox_api.routes(), *self.webhooks.routes(),
                         *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes()])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
