@@ -107,6 +107,8 @@ def _paths() -> dict[str, Any]:
                                    "responses": {**_file("text/html"), **_errors(404)}}},
         "/static/chat.js": {"get": {"summary": "the chat page's script", "operationId": "chatScript",
                                     "responses": _file("text/javascript", "application/javascript")}},
+        "/static/mailbox.js": {"get": {"summary": "the chat page's mailbox reader", "operationId": "chatMailboxScript",
+                                       "responses": _file("text/javascript", "application/javascript")}},
         "/static/chat.css": {"get": {"summary": "the chat page's style", "operationId": "chatStyle",
                                      "responses": _file("text/css")}},
         "/v1/{tenant}/web/messages": {

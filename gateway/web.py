@@ -108,7 +108,8 @@ class WebChannel:
         return [web.post("/v1/{tenant}/web/messages", self.post_message),
                 web.get("/v1/{tenant}/web/ws", self.socket),
                 web.get("/chat/{tenant}", self.chat_page),
-                web.get("/static/chat.js", self.static), web.get("/static/chat.css", self.static)]
+                web.get("/static/chat.js", self.static), web.get("/static/mailbox.js", self.static),
+                web.get("/static/chat.css", self.static)]
 
     def _check_tenant(self, tenant: str) -> None:
         if CHANNEL not in self.gateway.channels_of(tenant):
@@ -294,10 +295,10 @@ class WebPush:
                 log.error("web push: unreadable outbox entry %s: %s", entry.id, exc)
                 continue
             if outbound["message_id"] is None:
-                if self.mailbox is not None:
-                    self.mailbox.wake(key.tenant, key.user)
                 reply = {**reply_json(outbound["reply"]), "seq": outbound["seq"]}
                 pushed = await self.channel.push(key.tenant, key.user, [reply])
                 self.metrics.pushed.labels("delivered" if pushed else "no_socket").inc()
+                if self.mailbox is not None:
+                    self.mailbox.wake(key.tenant, key.user)
         if done:
             await self.store.ack_outbox(done)
