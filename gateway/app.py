@@ -32,6 +32,7 @@ from .handoffs import Handoffs
 from .secrets_api import SecretsApi
 from .vault import Vault
 from .ingress import Ingress
+from .mailbox import Mailbox, MailboxApi
 from .middleware import FROM_PATH, AccessLogger, middlewares
 from .openapi import openapi_route
 from .ops import Ops
@@ -80,7 +81,9 @@ class Gateway:
         self.secrets_api = SecretsApi(self)
         self.handoffs = Handoffs(self)
         self.ops = Ops(self)
-        self.push = WebPush(store, self.web, self.metrics)
+        self.mailbox = Mailbox(store)
+        self.mailbox_api = MailboxApi(self, self.mailbox)
+        self.push = WebPush(store, self.web, self.metrics, mailbox=self.mailbox)
         self.stopping = False
         self._push_task: asyncio.Task | None = None
 
@@ -116,7 +119,7 @@ class Gateway:
     # ------------------------------------------------------------ the application
 
     def app(self) -> web.Application:
-        web_routes, webhook_routes = self.web.routes(), self.webhooks.routes()
+        web_routes, webhook_routes = [*self.web.routes(), *self.mailbox_api.routes()], self.webhooks.routes()
         owners = {**{r.path: WEB_CHANNEL for r in web_routes}, **{r.path: FROM_PATH for r in webhook_routes}}
         app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
                               middlewares=middlewares(self.metrics, owners))

@@ -17,7 +17,7 @@ from . import schemas as s
 MODELS = [FlowSpec, s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.FlowsOut, s.FlowOut, s.FlowVersionOut,
           s.FlowCreated, s.Rollback, s.ConversationOut, s.TenantsOut, s.TenantCreated, s.Health, s.Ready,
           s.BotOut, s.BotsOut, s.SecretIn, s.SecretOut, s.SecretsOut, s.DeadLettersOut, s.DeadLetterChoice,
-          s.Replayed, s.Dropped]
+          s.Replayed, s.Dropped, s.MailReplyOut, s.MailboxOut, s.Acknowledged]
 REF = "#/components/schemas/{model}"
 
 
@@ -52,9 +52,10 @@ REASONS = {400: "the request is malformed (bad JSON, a field that does not valid
            401: "no token, or not a valid one", 403: "the token may not do this",
            404: "no such resource (or not one this token can see)", 409: "conflicts with the config file",
            413: "the body is larger than the limit", 422: "the flow is invalid: every problem with its line and column",
-           429: "over the tenant's or the user's rate limit (a socket: over the user's open sockets); see Retry-After",
-           500: "the turn failed", 503: "overloaded, not ready, the store failing, or (a socket) the node's sockets "
-                                    "all taken; see Retry-After",
+           429: "over the tenant's or the user's rate limit (a socket: over the user's open sockets; a mailbox read "
+                "that waits: over the user's waiting reads); see Retry-After",
+           500: "the turn failed", 503: "overloaded, not ready, the store failing, or (a socket, a mailbox read that "
+                                    "waits) the node's all taken; see Retry-After",
            405: "this channel has no GET handshake"}
 ERROR_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}
 
@@ -106,13 +107,17 @@ def _paths() -> dict[str, Any]:
                                    "responses": {**_file("text/html"), **_errors(404)}}},
         "/static/chat.js": {"get": {"summary": "the chat page's script", "operationId": "chatScript",
                                     "responses": _file("text/javascript", "application/javascript")}},
+        "/static/mailbox.js": {"get": {"summary": "the chat page's mailbox reader", "operationId": "chatMailboxScript",
+                                       "responses": _file("text/javascript", "application/javascript")}},
         "/static/chat.css": {"get": {"summary": "the chat page's style", "operationId": "chatStyle",
                                      "responses": _file("text/css")}},
-        "/v1/{tenant}/web/messages": {"post": {
-            "summary": "send a web chat message; the replies come back once its turn is committed",
-            "operationId": "postWebMessage", "parameters": [TENANT],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.WebMessage)}}},
-            "responses": {"200": _json(s.WebReplies, "the turn's replies"), **_errors(400, 404, 413, 429, 500, 503)}}},
+        "/v1/{tenant}/web/messages": {
+            "post": {"summary": "send a web chat message; the replies come back once its turn is committed",
+                     "operationId": "postWebMessage", "parameters": [TENANT],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.WebMessage)}}},
+                     "responses": {"200": _json(s.WebReplies, "the turn's replies"),
+                                   **_errors(400, 404, 413, 429, 500, 503)}},
+            **_mailbox_operations()},
         "/v1/{tenant}/web/ws": {"get": {
             "summary": "a WebSocket for a chat widget (send SocketMessage frames; receive replies and pushes)",
             "operationId": "webSocket", "parameters": [TENANT, {"name": "user", "in": "query", "required": True,
@@ -156,6 +161,30 @@ def _paths() -> dict[str, Any]:
                        "responses": {"204": _answer("reset"), **_errors(400, 401, 404, 429)}}},
         **_channel_paths(),
     }
+
+
+WEB_USER = {"name": "user", "in": "query", "required": True, "description": "the web user, as in the messages",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}}
+CURSOR = {"type": "string", "pattern": "^[0-9]{1,20}$", "description": "a `cursor` or `next` of an earlier read "
+                                                                      "(another value answers 400)"}
+
+
+def _mailbox_operations() -> dict[str, Any]:
+    """``GET`` and ``DELETE /v1/{tenant}/web/messages`` (:mod:`parlour.gateway.mailbox`)."""
+    return {
+        "get": {"summary": "read the user's mailbox: what timers and API results made the flow say, outside the "
+                           "answers; waits up to `wait_s` for a reply when there is none", "operationId": "readWebMailbox",
+                "parameters": [TENANT, WEB_USER,
+                               {"name": "after", "in": "query", "required": False, "schema": CURSOR},
+                               {"name": "wait_s", "in": "query", "required": False,
+                                "schema": {"type": "number", "minimum": 0, "maximum": 30, "default": 0}},
+                               {"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 100}}],
+                "responses": {"200": _json(s.MailboxOut, "the replies after `after`"), **_errors(400, 404, 429, 503)}},
+        "delete": {"summary": "acknowledge the user's mailbox up to a cursor: those replies are deleted",
+                   "operationId": "ackWebMailbox",
+                   "parameters": [TENANT, WEB_USER, {"name": "upto", "in": "query", "required": True, "schema": CURSOR}],
+                   "responses": {"200": _json(s.Acknowledged, "deleted"), **_errors(400, 404, 429, 503)}}}
 
 
 def _channel_paths() -> dict[str, Any]:

@@ -63,8 +63,31 @@ class ReplyOut(BaseModel):
 
 
 class WebReplies(BaseModel):
-    replies: list[ReplyOut]
+    replies: list[ReplyOut] = Field(description="the turn's replies; then, when the tenant sets `web_answer_wait_s` "
+                                    "and the turn started an HTTP call, the replies its result made within that wait, "
+                                    "each with its mailbox `cursor`, `seq` and `at` (as MailReplyOut)")
     duplicate: bool = Field(description="this message id was handled before: these are the replies it got then")
+    next: str | None = Field(None, description="with replies from the mailbox: the cursor of the last, for a client "
+                             "that also reads the mailbox to read `after` (it skips them)")
+
+
+class MailReplyOut(ReplyOut):
+    """A reply from a web user's mailbox: what a timer or an API result made the flow say."""
+
+    cursor: str = Field(description="its place in the mailbox: read `after` it, acknowledge `upto` it")
+    seq: int = Field(description="its number in the conversation, which a socket's push carries too: show each once")
+    at: float = Field(description="when the flow said it, epoch seconds")
+
+
+class MailboxOut(BaseModel):
+    replies: list[MailReplyOut] = Field(description="oldest first, at most `limit`")
+    next: str | None = Field(description="the cursor to read `after` next time: the last reply's, else the `after` "
+                             "given (null: none given and the mailbox is empty)")
+    more: bool = Field(description="the read was cut at `limit`: read again at once for the rest")
+
+
+class Acknowledged(BaseModel):
+    acknowledged: int = Field(description="how many replies were deleted from the mailbox")
 
 
 class ErrorDetail(BaseModel):

@@ -45,6 +45,9 @@ from .egress import parse_allow
 from .errors import ParlourError
 
 TOKEN_PREFIX = "sha256:"
+MAX_ANSWER_WAIT_S = 10.0
+"""The longest a web answer may wait for an HTTP call's replies (``web_answer_wait_s``): a
+request held longer ties up a connection for nothing a mailbox poll cannot do."""
 
 
 class ConfigError(ParlourError):
@@ -131,6 +134,10 @@ class TenantConfig(BaseModel):
     user_rate_limit: RateLimit = Field("10/second;100/minute", description="messages one web chat user may send "
                                         "(a `limits` expression; null for none), checked before the tenant's rate_limit")
     # -- end of finding 10
+    # issue 13: a web message answered after an http node waits this long for the call's replies
+    web_answer_wait_s: float = Field(0.0, ge=0, le=MAX_ANSWER_WAIT_S, description="when a web message's turn "
+                                     "starts an HTTP call, its answer waits up to this long for what the call's "
+                                     "result makes the flow say, and includes it (0: off, the default)")
     # issue 12, finding 1: a tenant's own env and secrets, seen by its flows only
     env: dict[str, str] = Field(default_factory=dict, description="values this tenant's flows read as env.NAME")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="secrets this tenant's http nodes use")
@@ -197,6 +204,10 @@ class Limits(BaseModel):
     # issue 12, finding 1: what one tenant may keep in its secrets (set through the admin API)
     max_secrets: int = Field(100, ge=1, le=10_000, description="secrets one tenant may set through the API")
     max_secret_bytes: int = Field(4096, ge=16, le=65_536, description="the longest secret value, in UTF-8 bytes")
+    # issue 13: the web mailbox (gateway/mailbox.py)
+    mailbox_ttl_s: float = Field(7 * 86_400.0, ge=60, le=90 * 86_400.0, description="how long a reply waits in a "
+                                 "web user's mailbox (what a timer or an API result made the flow say) unread or "
+                                 "unacknowledged; each mailbox also keeps only its newest 10,000")
 
 
 class Dedicated(BaseModel):

@@ -178,6 +178,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
                                   log_level=settings.log_level, log_format=settings.log_format, secrets_key=key,
                                   config=HostConfig(watchdog_s=settings.limits.turn_watchdog_s,
                                                     poison_tries=settings.limits.poison_tries,
+                                                    mailbox_ttl_s=settings.limits.mailbox_ttl_s,
                                                     dedicated=dedicated_caps(settings)),
                                   egress=settings.egress_allows())
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
