@@ -34,7 +34,6 @@ import secrets
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from parlour.actors.tickets import ASSIGNED, CLOSED, STATUSES, public, read_turn, ticket_data, transcript_log
 from parlour.codec import reply_of
@@ -46,6 +45,7 @@ from parlour.store import StoreError, Ticket
 from .auth import Principal
 from .errors import ApiError, not_found, unavailable
 from .middleware import REQUEST_ID_KEY
+from .schemas import AgentMessageIn, AssignIn, CloseIn, ResumeIn
 from .web import outcome_error, parse_body, reply_json
 
 CHANNEL = "handoff"  # the ingress's label for agents' actions
@@ -55,31 +55,6 @@ TRANSCRIPT_SCAN = 1000  # turns of a conversation read to find a ticket's
 STREAM_POLL_S = 0.25
 STREAM_HEARTBEAT_S = 15.0
 STREAM_MAX_S = 3600.0  # a client reconnects with Last-Event-ID after this
-
-
-class AgentMessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=4096, description="what the agent says to the user")
-    id: str | None = Field(None, min_length=1, max_length=128, description="idempotency id: sent again, said once")
-    agent: str | None = Field(None, max_length=128, description="who speaks (an agent's token: itself)")
-
-
-class AssignIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    agent: str | None = Field(None, min_length=1, max_length=128, description="who takes it (an agent's token: itself)")
-
-
-class ResumeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    node: str | None = Field(None, min_length=1, max_length=256, description="the node to go on from; "
-                             "default: the handoff node's `next`")
-    vars: dict[str, Any] = Field(default_factory=dict, description="variables set before the flow goes on")
-    agent: str | None = Field(None, max_length=128)
-
-
-class CloseIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    agent: str | None = Field(None, max_length=128)
 
 
 def turn_json(cursor: str, data: bytes) -> dict[str, Any]:
@@ -160,9 +135,15 @@ class Handoffs:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: the ticket's new turns (``event: turn``, ``id:`` their cursor) and
         the ticket when it changes (``event: ticket``). Counted with the chat sockets against
-        ``limits.max_websockets``; ends after :data:`STREAM_MAX_S` (the client reconnects with
-        ``Last-Event-ID``) or when the gateway stops."""
+        ``limits.max_websockets``; ends after ``max_s`` (at most :data:`STREAM_MAX_S`; the client
+        reconnects with ``Last-Event-ID``) or when the gateway stops."""
         principal, ticket, data = await self._ticket(request)
+        try:
+            max_s = float(request.query.get("max_s", STREAM_MAX_S))
+        except ValueError:
+            max_s = -1.0
+        if not 0 < max_s <= STREAM_MAX_S:
+            raise ApiError(400, "invalid_request", f"`max_s` is a number of seconds, above 0 and at most {STREAM_MAX_S:g}")
         cursor = request.headers.get("Last-Event-ID") or request.query.get("after")
         if cursor is None:
             tail = await self.gateway.store.tail_log(transcript_log(data["key"]), 1)
@@ -180,19 +161,20 @@ class Handoffs:
         web_channel.open_sockets += 1
         try:
             await response.prepare(request)
-            await self._stream(response, ticket, data, cursor)
+            await self._stream(response, ticket, data, cursor, max_s)
         finally:
             web_channel.open_sockets -= 1
         return response
 
-    async def _stream(self, response: web.StreamResponse, ticket: Ticket, data: dict[str, Any], cursor: str | None) -> None:
+    async def _stream(self, response: web.StreamResponse, ticket: Ticket, data: dict[str, Any], cursor: str | None,
+                      max_s: float) -> None:
         store, log = self.gateway.store, transcript_log(data["key"])
         loop = asyncio.get_running_loop()
         started = beat = loop.time()
         seen = ticket.updated_at
         await _send(response, "ticket", public(data))
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-            while not self.gateway.stopping and loop.time() - started < STREAM_MAX_S:
+            while not self.gateway.stopping and loop.time() - started < max_s:
                 try:
                     entries = await store.read_log(log, cursor, 100)
                     now_ticket = await store.ticket(ticket.tenant, ticket.id)

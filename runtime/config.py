@@ -208,6 +208,12 @@ class Limits(BaseModel):
     mailbox_ttl_s: float = Field(7 * 86_400.0, ge=60, le=90 * 86_400.0, description="how long a reply waits in a "
                                  "web user's mailbox (what a timer or an API result made the flow say) unread or "
                                  "unacknowledged; each mailbox also keeps only its newest 10,000")
+    # issue 13: transcripts and hand-off tickets (actors/tickets.py)
+    transcript_ttl_s: float = Field(7 * 86_400.0, ge=60, le=400 * 86_400.0, description="how long each turn "
+                                    "stays in its conversation's transcript (what agents and exports read); each "
+                                    "transcript also keeps only its newest 10,000 turns")
+    closed_ticket_ttl_s: float = Field(30 * 86_400.0, ge=60, le=400 * 86_400.0, description="how long a closed "
+                                       "hand-off ticket is listed; an open one lives as long as its conversation")
 
 
 class Dedicated(BaseModel):

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from .actors.dedicated import DedicatedCaps
 from .actors.host import HostConfig
+from .actors.tickets import TicketPolicy
 from .config import Settings, hash_token, new_token, scope_node_values
 from .flows_dir import bundled_flows
 from .errors import FlowError
@@ -179,6 +180,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
                                   config=HostConfig(watchdog_s=settings.limits.turn_watchdog_s,
                                                     poison_tries=settings.limits.poison_tries,
                                                     mailbox_ttl_s=settings.limits.mailbox_ttl_s,
+                                                    transcript_ttl_s=settings.limits.transcript_ttl_s,
+                                                    tickets=TicketPolicy(
+                                                        closed_ttl_s=settings.limits.closed_ticket_ttl_s),
                                                     dedicated=dedicated_caps(settings)),
                                   egress=settings.egress_allows())
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
