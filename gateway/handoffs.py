@@ -156,8 +156,9 @@ class Handoffs:
             await self.gateway.store.read_log(transcript_log(data["key"]), cursor, 1)  # a bad cursor: 400 now
         except StoreError as exc:
             raise ApiError(400, "invalid_request", str(exc)) from None
+        # prepared here, before the middleware could add its header to a finished answer
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                               "X-Accel-Buffering": "no"})
+                                               "X-Accel-Buffering": "no", "X-Request-Id": request[REQUEST_ID_KEY]})
         web_channel.open_sockets += 1
         try:
             await response.prepare(request)
