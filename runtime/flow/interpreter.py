@@ -15,7 +15,7 @@ effect routed to ``on_error`` (the node's, else the flow's), or else end the con
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,8 +87,7 @@ class _Run(NodeSteps):
         self.stack = state.stack
         self.inbox = state.inbox
         self.seq = state.seq
-        self.user = state.user
-        self.channel = state.channel
+        self.user, self.channel, self.prompt = state.user, state.channel, state.prompt
         self.effects: list[Effect] = []
         self.sent = 0  # characters of replies in this turn
         self.message: dict[str, Any] = _NO_MESSAGE
@@ -121,7 +120,7 @@ class _Run(NodeSteps):
             version=self.flow.version if self.flow else self.state.version,
             node=self.node_id, status=self.status, wait_for=self.wait_for, vars=self.vars,
             attempts=self.attempts, timer=self.timer, request=self.request, stack=self.stack,
-            inbox=self.inbox, seq=self.seq, user=self.user, channel=self.channel)
+            inbox=self.inbox, seq=self.seq, user=self.user, channel=self.channel, prompt=self.prompt)
         return Turn(state, tuple(self.effects))
 
     def crash(self, reason: str) -> None:
@@ -157,12 +156,16 @@ class _Run(NodeSteps):
             media_filename=msg.media_filename)
 
     def send(self, reply: Reply) -> None:
-        """Queue a reply, within what one turn may send."""
+        """Queue a reply, within what one turn may send. Buttons or a list open a prompt (or
+        join the one open): their press is judged against it (:meth:`NodeSteps.stale_press`)."""
         size = len(reply.text or "") + sum(len(b.title) for b in reply.buttons + reply.list)
         if self.sent + size > MAX_TURN_TEXT:
             raise RenderError(f"the replies of one turn are over {MAX_TURN_TEXT:,} characters (a loop?)")
         self.sent += size
-        self.effects.append(Send(reply))
+        if (reply.buttons or reply.list) and self.prompt is None:
+            self.seq += 1
+            self.prompt = f"p{self.seq}"
+        self.effects.append(Send(replace(reply, prompt=self.prompt) if reply.buttons or reply.list else reply))
 
     def say(self, text: str, buttons: tuple[Button, ...] = ()) -> None:
         self.send(Reply(text=text, buttons=buttons))
@@ -190,12 +193,12 @@ class _Run(NodeSteps):
 
     def leave(self) -> None:
         self.disarm()
-        self.wait_for = None
+        self.wait_for, self.prompt = None, None
         self.attempts = 0
 
     def stop(self, status: str) -> None:
         self.disarm()
-        self.status, self.wait_for, self.request, self.stack = status, None, None, ()
+        self.status, self.wait_for, self.request, self.stack, self.prompt = status, None, None, (), None
 
     # ------------------------------------------------------------ running nodes
 
@@ -209,6 +212,7 @@ class _Run(NodeSteps):
         self.run(node or flow.start)
 
     def run(self, node_id: str | None) -> None:
+        self.prompt = None  # moving on: the buttons shown so far are answered or abandoned
         while node_id is not None:
             self.steps += 1
             node = self.flow.nodes.get(node_id)
@@ -278,9 +282,11 @@ class _Run(NodeSteps):
         if self.wait_for == "http":
             self.buffer(msg)
             return
-        if msg.text and self.command(msg.text):
-            return
         node = self.flow.nodes.get(self.node_id)
+        if self.stale_press(node, msg):
+            return
+        if msg.button is None and msg.text and self.command(msg.text):
+            return
         if self.wait_for != "reply" or node is None:
             self.effects.append(Unhandled(f"not waiting for a reply (waiting for {self.wait_for})"))
             return
