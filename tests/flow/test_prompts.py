@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from parlour.flow import (
-    Button, HttpResult, Reply, TimerFired, Unhandled, UserMessage, load_catalog,
+    Button, Error, HttpResult, Reply, TimerFired, Unhandled, UserMessage, load_catalog,
 )
 from parlour.flow.steps import STALE
 from tests.conftest import Convo, flow
@@ -227,3 +227,19 @@ def test_an_ended_conversation_takes_a_press_as_any_message_by_the_triggers(regi
     press(c, "quit", "p1")
     assert c.state.status == "ended"
     assert press(c, "register", "p1")[-1] == "What would you like to do?"  # `register` is a keyword
+
+
+def test_a_refusal_text_that_fails_to_render_goes_to_on_error():
+    c = Convo(flow("""
+        flow: e
+        triggers: [{default: true}]
+        start: first
+        nodes:
+          first: {menu: {text: "Go?", options: [go]}, next: m}
+          m: {menu: {text: "Again?", options: [go], invalid: "{{ 1 // 0 }}"}, next: m, on_error: oops}
+          oops: {say: Oops., end: true}
+        """))
+    c.send("hi")
+    press(c, "go", "p1")
+    assert press(c, "go", "p1") == ["Oops."]
+    assert [(e.node, e.routed) for e in c.effects(Error)] == [("m", True)]
