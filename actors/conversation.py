@@ -70,6 +70,8 @@ class Step:
     flow: str | None = None
     node: str | None = None
     status: str | None = None
+    ticket: str | None = None  # the hand-off open after the step
+    user: dict | None = None
 
     @property
     def replies(self) -> tuple[Reply, ...]:
@@ -117,7 +119,8 @@ class Working:
         self.record.replies += sum(1 for e in turn.effects if isinstance(e, Send))
         self.changed = True
         state = turn.state
-        return Step(message_id, False, turn.effects, before, state.flow, state.node, state.status)
+        return Step(message_id, False, turn.effects, before, state.flow, state.node, state.status, state.ticket,
+                    state.user)
 
     def quarantine(self, message_id: str | None, reason: str) -> Step:
         """Do not run this event (it took its host down before): fail the conversation as the

@@ -47,6 +47,7 @@ from parlour.flow import (
     HttpResult,
     Send,
     StartTimer,
+    Unhandled,
 )
 from parlour.flow.regexes import overruns as regex_overruns
 from parlour.flow.state import ENDED, IDLE, State
@@ -69,6 +70,7 @@ from .conversation import DEFAULT_WINDOW, Conversation, Step, Working
 from .dedicated import DedicatedCaps, DedicatedPool
 from .flows import Flows
 from .lanes import Lanes, settled
+from .tickets import Pending, TicketPolicy, settle, transcript_log, turn_entry
 from .watchdog import TurnWatch
 
 log = logging.getLogger("parlour.host")
@@ -112,6 +114,9 @@ class HostConfig:
     poison_tries: int = 2
     watch_dir: str | None = None
     """Where the watch files are kept (default: the temporary folder's parlour-watch)."""
+    # transcripts and hand-off tickets (issue 13, actors/tickets.py)
+    transcript_ttl_s: float = 7 * 86_400.0
+    tickets: TicketPolicy = TicketPolicy()
 
 
 class Host(Background, Lanes):
@@ -288,7 +293,7 @@ class Host(Background, Lanes):
         self.counts["activations"] += len(missing)
         replayed = await self._replayed(groups, records)
         done, handed = self._turns(groups, records, now, replayed)
-        commit, calls, results = Commit(), [], {}
+        commit, calls, results, pending = Commit(), [], {}, Pending()
         for key, group in groups.items():
             if key in handed:
                 continue
@@ -297,7 +302,7 @@ class Host(Background, Lanes):
                     raise done[key]
                 new_record, steps = done[key]
                 part = Commit()
-                self._record(part, calls, key, group, steps, new_record, now)
+                moved = self._record(part, calls, key, group, steps, new_record, now)
             except Exception as exc:
                 log.exception("turns of %s failed (requests %s)", key, ", ".join(str(w.trace) for w in group))
                 self.counts["turn_errors"] += 1
@@ -306,9 +311,12 @@ class Host(Background, Lanes):
                                                  error=f"the turn failed: {type(exc).__name__}: {exc}")
                 continue
             commit.extend(part)
+            pending.extend(moved)
             results[key] = new_record if new_record is not None else records.get(key)
             for work, step in zip(group, steps):
                 outcomes[id(work)] = self._outcome(work, step)
+        if pending:
+            await settle(self.store, commit, pending, self.config.tickets, now)
         if commit:
             started = time.perf_counter()
             await self.store.commit(commit)
@@ -401,11 +409,13 @@ class Host(Background, Lanes):
             return False
 
     def _record(self, commit: Commit, calls: list, key: str, group: list[Work], done: list[Step],
-                record: bytes | None, now: float) -> None:
-        """Add what ``key``'s turns changed to ``commit``; HTTP calls to start go to ``calls``."""
+                record: bytes | None, now: float) -> Pending:
+        """Add what ``key``'s turns changed to ``commit``; HTTP calls to start go to ``calls``.
+        The tickets they move are returned, for :func:`~.tickets.settle` before the commit."""
         partition = group[0].partition
         timers: dict[str, float | None] = {}
         status = IDLE
+        pending = Pending()
         answered = key.split("/", 2)[1] in self.config.answered_channels
         for work, step in zip(group, done):
             to_outbox = work.index is None or not answered
@@ -431,6 +441,11 @@ class Host(Background, Lanes):
                 kept_s = self.config.reply_ttl_s if work.sent_at is None else max(self.config.reply_ttl_s,
                                                                                    self.config.replay_horizon_s)
                 commit.replies.append((key, work.message_id, pack_replies(said), now + kept_s))
+            if not step.duplicate and (work.index is not None or any(not isinstance(e, Unhandled) for e in step.effects)):
+                commit.logs.append((transcript_log(key), turn_entry(
+                    work.event, work.message_id, step.effects, step.ticket, step.status, step.flow, step.node, now),
+                    now + self.config.transcript_ttl_s))
+                pending.note(key, work.event, step.effects, step.ticket, step.flow, step.node, step.user or {})
             status = step.status or status
         for timer_id, due_at in timers.items():
             if due_at is None:
@@ -443,6 +458,7 @@ class Host(Background, Lanes):
             commit.records.append((key, partition, record, max(now + ttl, latest + self.config.ended_ttl_s)))
         if commit:
             commit.fences[partition] = self.owned[partition]
+        return pending
 
     def _install(self, groups: dict[str, list[Work]], results: dict[str, bytes | None], now: float) -> None:
         """The batch is committed: its records become the resident ones (most recent last)."""

@@ -32,6 +32,7 @@ from parlour.store import Commit, Fenced, StoreError
 from .background import Work
 from .conversation import Conversation, Step
 from .dedicated import DedicatedRefused
+from .tickets import settle
 
 log = logging.getLogger("parlour.host")
 
@@ -130,7 +131,7 @@ class Lanes:
             commit, calls = Commit(), []
             if group[0].partition not in self.owned:
                 raise Fenced({group[0].partition: self.epoch})
-            self._record(commit, calls, key, group, steps, new, now)
+            pending = self._record(commit, calls, key, group, steps, new, now)
         except DedicatedRefused as exc:
             return self._settle(owned, (record, True), error=exc.reason, retryable=True)
         except Fenced:
@@ -141,6 +142,8 @@ class Lanes:
             return self._settle(owned, (record, True), error=f"the turn failed: {type(exc).__name__}: {exc}")
         self.counts["dedicated_turns"] += len(group)
         try:
+            if pending:
+                await settle(self.store, commit, pending, self.config.tickets, now)
             if commit:
                 await self.store.commit(commit)
         except Fenced as exc:

@@ -17,7 +17,7 @@ import msgpack
 
 from .codec import TEXT_ERRORS, reply_data, reply_of
 from .errors import StateError
-from .flow.events import Event, Resume, Start, UserMessage
+from .flow.events import AgentAction, Event, Resume, Start, UserMessage
 from .messages import ConversationKey, Inbound, Outcome
 
 
@@ -30,8 +30,10 @@ def _event_data(event: Event) -> list[Any]:
         message = _event_data(event.message) if event.message is not None else None
         return ["s", event.flow, event.node, event.vars, message]
     if isinstance(event, Resume):
-        return ["r", event.vars]
-    raise TypeError(f"a {type(event).__name__} is not an inbound event (user message, start, resume)")
+        return ["r", event.vars, event.ticket, event.node, event.agent]
+    if isinstance(event, AgentAction):
+        return ["a", event.ticket, event.action, event.agent, event.text]
+    raise TypeError(f"a {type(event).__name__} is not an inbound event (user message, start, resume, agent action)")
 
 
 def _event_of(data: list[Any]) -> Event:
@@ -43,6 +45,8 @@ def _event_of(data: list[Any]) -> Event:
         return Start(flow, node, vars_, _event_of(message) if message is not None else None)
     if kind == "r":
         return Resume(*fields)
+    if kind == "a":
+        return AgentAction(*fields)
     raise StateError(f"unknown inbound event kind {kind!r}")
 
 

@@ -12,8 +12,8 @@ module :mod:`parlour.errors`): no Ray, no Redis, no aiohttp, no clock.
 
 from .compiled import Catalog, Flow
 from .events import (
-    Button, CancelTimer, Effect, End, Error, Event, Forward, Handoff, HttpRequest, HttpResult, Reply,
-    Resume, Secret, Send, Start, StartTimer, TimerFired, Turn, Unhandled, UserMessage,
+    AgentAction, Button, CancelTimer, Effect, End, Error, Event, Forward, Handoff, HttpRequest, HttpResult,
+    Reply, Resume, Secret, Send, Start, StartTimer, TicketChanged, TimerFired, Turn, Unhandled, UserMessage,
 )
 from .interpreter import advance
 from .loader import Loaded, load_catalog, load_flow, load_paths, load_text
@@ -21,8 +21,8 @@ from .model import json_schema
 from .state import State
 
 __all__ = [
-    "Button", "CancelTimer", "Catalog", "Effect", "End", "Error", "Event", "Flow", "Forward", "Handoff",
+    "AgentAction", "Button", "CancelTimer", "Catalog", "Effect", "End", "Error", "Event", "Flow", "Forward", "Handoff",
     "HttpRequest", "HttpResult", "Loaded", "Reply", "Resume", "Secret", "Send", "Start", "StartTimer",
-    "State", "TimerFired", "Turn", "Unhandled", "UserMessage", "advance", "json_schema", "load_catalog",
+    "State", "TicketChanged", "TimerFired", "Turn", "Unhandled", "UserMessage", "advance", "json_schema", "load_catalog",
     "load_flow", "load_paths", "load_text",
 ]

@@ -71,12 +71,32 @@ class Start:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """A human agent hands the conversation back; the handoff node's ``next`` runs."""
+    """A human agent hands the conversation back: ``node`` runs (the handoff node's ``next``
+    when None), with ``vars`` set. ``ticket`` names the hand-off it ends: a resume of another
+    (an old ticket's) is refused; None resumes whatever hand-off is open (``parlour chat``)."""
 
     vars: dict[str, Any] | None = None
+    ticket: str | None = None
+    node: str | None = None
+    agent: str | None = None
 
 
-Event = UserMessage | TimerFired | HttpResult | Start | Resume
+AGENT_ACTIONS = ("assign", "message", "close")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAction:
+    """What a human agent does on the hand-off ``ticket``: ``assign`` (take it, as ``agent``),
+    ``message`` (say ``text`` to the user, through the conversation's channel, in order with
+    everything else) or ``close`` (end the hand-off, and the conversation with it)."""
+
+    ticket: str
+    action: str
+    agent: str | None = None
+    text: str | None = None
+
+
+Event = UserMessage | TimerFired | HttpResult | Start | Resume | AgentAction
 
 # ---------------------------------------------------------------- effects
 
@@ -165,9 +185,22 @@ class HttpRequest(Effect):
 
 @dataclass(frozen=True, slots=True)
 class Handoff(Effect):
+    """A human takes the conversation: the host opens ``ticket`` in the turn's commit."""
+
     kind: ClassVar[str] = "handoff"
     reason: str
     queue: str | None = None
+    ticket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TicketChanged(Effect):
+    """The hand-off ``ticket`` moved: ``assigned`` (to ``agent``), ``resumed`` or ``closed``."""
+
+    kind: ClassVar[str] = "ticket"
+    ticket: str
+    status: str
+    agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

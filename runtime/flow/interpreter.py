@@ -22,8 +22,8 @@ from typing import Any
 from ..errors import FlowNotFound
 from .compiled import Ask, Branch, Catalog, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, Wait
 from .events import (
-    Button, CancelTimer, Effect, End, Error, Event, Forward, HttpResult, Reply,
-    Resume, Send, Start, StartTimer, TimerFired, Turn, Unhandled, UserMessage,
+    AgentAction, Button, CancelTimer, Effect, End, Error, Event, Forward, HttpResult, Reply,
+    Resume, Send, Start, StartTimer, TicketChanged, TimerFired, Turn, Unhandled, UserMessage,
 )
 from .expressions import RenderError, Template
 from .regexes import RegexBudget
@@ -87,7 +87,10 @@ class _Run(NodeSteps):
         self.stack = state.stack
         self.inbox = state.inbox
         self.seq = state.seq
-        self.user, self.channel, self.prompt = state.user, state.channel, state.prompt
+        self.user = state.user
+        self.channel = state.channel
+        self.prompt = state.prompt
+        self.ticket = state.ticket
         self.effects: list[Effect] = []
         self.sent = 0  # characters of replies in this turn
         self.message: dict[str, Any] = _NO_MESSAGE
@@ -120,7 +123,8 @@ class _Run(NodeSteps):
             version=self.flow.version if self.flow else self.state.version,
             node=self.node_id, status=self.status, wait_for=self.wait_for, vars=self.vars,
             attempts=self.attempts, timer=self.timer, request=self.request, stack=self.stack,
-            inbox=self.inbox, seq=self.seq, user=self.user, channel=self.channel, prompt=self.prompt)
+            inbox=self.inbox, seq=self.seq, user=self.user, channel=self.channel,
+            prompt=self.prompt, ticket=self.ticket)
         return Turn(state, tuple(self.effects))
 
     def crash(self, reason: str) -> None:
@@ -198,7 +202,14 @@ class _Run(NodeSteps):
 
     def stop(self, status: str) -> None:
         self.disarm()
+        self.close_ticket("closed")
         self.status, self.wait_for, self.request, self.stack, self.prompt = status, None, None, (), None
+
+    def close_ticket(self, status: str, agent: str | None = None) -> None:
+        """The open hand-off (if any) ends: ``resumed`` by an agent, or ``closed``."""
+        if self.ticket is not None:
+            self.effects.append(TicketChanged(self.ticket, status, agent))
+            self.ticket = None
 
     # ------------------------------------------------------------ running nodes
 
@@ -369,26 +380,55 @@ class _Run(NodeSteps):
         self.begin(self.catalog.current(event.flow), event.node, extra)
 
     def on_resume(self, event: Resume) -> None:
-        if self.status != HANDOFF:
-            self.effects.append(Unhandled("not in a hand-off"))
+        if not self.holds_ticket(event.ticket):
+            return
+        node = self.flow.nodes[self.node_id]
+        target = event.node or node.next
+        if event.node is not None and event.node not in self.flow.nodes:
+            self.effects.append(Unhandled(f"resume refused: no node {event.node!r} in flow {self.flow.id!r}"))
             return
         extra = self.given_vars(event.vars, "resume")
         if extra is None:
             return
         self.vars.update(extra)
         self._scope = None
+        self.close_ticket("resumed", event.agent)
         self.status, self.wait_for = WAITING, None
-        node = self.flow.nodes[self.node_id]
-        if node.next is None:
+        if target is None:
             self.effects.append(End(self.flow.id, node.id))
             self.stop(ENDED)
             return
-        self.run(node.next)
+        self.run(target)
+
+    def on_agent(self, event: AgentAction) -> None:
+        if not self.holds_ticket(event.ticket):
+            return
+        if event.action == "assign":
+            self.effects.append(TicketChanged(event.ticket, "assigned", event.agent))
+        elif event.action == "message":
+            self.send(Reply(text=event.text or ""))
+        elif event.action == "close":
+            self.close_ticket("closed", event.agent)
+            self.effects.append(End(self.flow.id, self.node_id or ""))
+            self.stop(ENDED)
+        else:
+            self.effects.append(Unhandled(f"not an agent action: {event.action!r}"))
+
+    def holds_ticket(self, ticket: str | None) -> bool:
+        """Whether the conversation is in the hand-off ``ticket`` (any, for None); if not, the
+        event is refused with an Unhandled effect saying why."""
+        if self.status != HANDOFF or self.flow is None:
+            self.effects.append(Unhandled("not in a hand-off"))
+            return False
+        if ticket is not None and ticket != self.ticket:
+            self.effects.append(Unhandled(f"ticket {ticket!r} is not this conversation's open hand-off"))
+            return False
+        return True
 
 
 _HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
     UserMessage: _Run.on_message, TimerFired: _Run.on_timer, HttpResult: _Run.on_http,
-    Start: _Run.on_start, Resume: _Run.on_resume,
+    Start: _Run.on_start, Resume: _Run.on_resume, AgentAction: _Run.on_agent,
 }
 _ENTER: dict[type, Callable[[_Run, Node, Any], str | None]] = {
     Ask: NodeSteps.enter_ask, Menu: NodeSteps.enter_menu, Branch: NodeSteps.enter_branch, Http: NodeSteps.enter_http,

@@ -7,6 +7,7 @@ state (``self.vars``, ``self.effects``, ...) and its helpers (``render``, ``wait
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,13 @@ from .values import plain
 
 STALE = "That choice belongs to an earlier question."
 """The refusal of a press on an old prompt's button, when the node has no text of its own."""
+
+
+def ticket_id(now: float, channel: str | None, user: str | None, seq: int) -> str:
+    """A hand-off ticket's id: the time in milliseconds (11 hex digits, so a tenant's tickets
+    sort by when they opened), then 10 hex digits of the conversation and its counter."""
+    mark = hashlib.blake2b(f"{channel}/{user}#{seq}".encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
+    return f"{int(now * 1000):011x}{mark}"
 
 
 class NodeSteps:
@@ -65,7 +73,9 @@ class NodeSteps:
         return value
 
     def enter_handoff(self, node: Node, handoff: HandoffA) -> None:
-        self.effects.append(Handoff(self.render(handoff.reason) or "", handoff.queue))
+        self.seq += 1
+        self.ticket = ticket_id(self.now, self.channel, self.user.get("id"), self.seq)
+        self.effects.append(Handoff(self.render(handoff.reason) or "", handoff.queue, self.ticket))
         self.status, self.wait_for = HANDOFF, "agent"
 
     def enter_wait(self, node: Node, wait: Wait) -> str | None:

@@ -17,11 +17,14 @@ from .base import (
     DeadLetter,
     Fenced,
     FlowRecord,
+    LogEntry,
     OutboxEntry,
     Store,
     StoreError,
     StoreUnavailable,
+    Ticket,
     Timer,
+    log_cursor,
 )
 
 
@@ -41,6 +44,6 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
-    "Commit", "DeadLetter", "Fenced", "FlowRecord", "OutboxEntry", "Store", "StoreError", "StoreUnavailable",
-    "Timer", "open_store",
+    "Commit", "DeadLetter", "Fenced", "FlowRecord", "LogEntry", "OutboxEntry", "Store", "StoreError", "StoreUnavailable",
+    "Ticket", "Timer", "log_cursor", "open_store",
 ]

@@ -10,6 +10,9 @@ A store keeps, for the whole cluster:
 - durable **timers** (conversation, timer id, due time), **outbox** entries (replies to send,
   in order), the **dead letters** (outbox entries that could not be delivered) and the
   **replies** of recent turns (what a duplicate message gets back);
+- append-only **logs** (a conversation's transcript, a web user's mailbox), each entry kept
+  until its own expiry, read after a cursor;
+- hand-off **tickets**, found by tenant, status and queue;
 - the flow **registry** (every version of every flow per tenant, and which one is current)
   and small named **meta** values (the router's partition table).
 
@@ -95,6 +98,45 @@ class FlowRecord:
     current: bool
 
 
+LOG_KEEP = 10_000
+"""A log keeps at most its newest ``LOG_KEEP`` entries: a sweep drops older ones (Redis drops
+them as it appends). Expiry bounds a log in time, this in size, whatever a flow sends."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry of a log. ``id`` is its cursor: 20 digits, larger for later entries of the log."""
+
+    id: str
+    data: bytes
+
+
+def log_cursor(after: str | None) -> int:
+    """The number a log cursor stands for (0 for None); :class:`StoreError` for anything that is
+    not a cursor of a log, so that a caller's garbage is refused in one place for every store."""
+    if after is None or after == "":
+        return 0
+    if not (isinstance(after, str) and after.isascii() and after.isdigit() and len(after) <= 20 and int(after) < 2**63):
+        raise StoreError(f"{after!r} is not a log cursor (up to 20 digits)")
+    return int(after)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A hand-off ticket as the store keeps it: what it is found by, and its data (msgpack,
+    :mod:`parlour.actors.tickets` reads it). ``id`` orders a tenant's tickets (older first);
+    a ticket is kept until ``expires_at``."""
+
+    tenant: str
+    id: str
+    key: str
+    status: str
+    queue: str
+    updated_at: float
+    data: bytes
+    expires_at: float
+
+
 @dataclass(slots=True)
 class Commit:
     """Everything one batch of turns changes, written as one atomic store operation.
@@ -103,7 +145,8 @@ class Commit:
     ``records``: (key, partition, record bytes, expires_at epoch seconds).
     ``timers``: timers to set (a timer id set again moves its due time); ``cancels``: (key,
     partition, timer id) to delete. ``outbox``: (key, seq, data). ``replies``: (key, message
-    id, data, expires_at).
+    id, data, expires_at). ``logs``: (log name, data, expires_at), appended in order.
+    ``tickets``: tickets to write whole (a ticket id written again replaces it).
     """
 
     fences: dict[int, int] = field(default_factory=dict)
@@ -112,6 +155,8 @@ class Commit:
     cancels: list[tuple[str, int, str]] = field(default_factory=list)
     outbox: list[tuple[str, int, bytes]] = field(default_factory=list)
     replies: list[tuple[str, str, bytes, float]] = field(default_factory=list)
+    logs: list[tuple[str, bytes, float]] = field(default_factory=list)
+    tickets: list[Ticket] = field(default_factory=list)
 
     def extend(self, other: Commit) -> None:
         """Add ``other``'s changes to this commit."""
@@ -121,9 +166,12 @@ class Commit:
         self.cancels += other.cancels
         self.outbox += other.outbox
         self.replies += other.replies
+        self.logs += other.logs
+        self.tickets += other.tickets
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.timers or self.cancels or self.outbox or self.replies)
+        return bool(self.records or self.timers or self.cancels or self.outbox or self.replies
+                    or self.logs or self.tickets)
 
 
 class Store(Protocol):
@@ -165,7 +213,29 @@ class Store(Protocol):
         ['m7', 'm6', 'm5']
         """
     async def sweep(self, now: float) -> int:
-        """Delete the records and replies expired at ``now``; how many were deleted."""
+        """Delete the records, replies, log entries and tickets expired at ``now`` and the log
+        entries beyond :data:`LOG_KEEP`; how many were deleted (Redis expires its own: 0)."""
+
+    # logs
+    async def read_log(self, log: str, after: str | None = None, limit: int = 100) -> list[LogEntry]:
+        """The unexpired entries of ``log`` after the cursor ``after``, oldest first, at most
+        ``limit``; :class:`StoreError` if ``after`` is not a cursor (:func:`log_cursor`).
+
+        >>> [e.data for e in await store.read_log("mail/t/web/ann", after="00000000000000000041")]
+        [b'...', b'...']
+        """
+    async def tail_log(self, log: str, limit: int) -> list[LogEntry]:
+        """The newest ``limit`` unexpired entries of ``log``, oldest first."""
+    async def trim_log(self, log: str, upto: str) -> int:
+        """Delete the entries of ``log`` up to the cursor ``upto`` included; how many."""
+
+    # tickets
+    async def tickets(self, tenant: str, status: str | None = None, queue: str | None = None,
+                      after: str | None = None, limit: int = 50) -> list[Ticket]:
+        """``tenant``'s unexpired tickets with ids after ``after``, in id order, of ``status``
+        and ``queue`` when given; at most ``limit``."""
+    async def ticket(self, tenant: str, ticket_id: str) -> Ticket | None:
+        """One of ``tenant``'s tickets, unexpired; None if it has none of that id."""
 
     # outbox
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]: ...

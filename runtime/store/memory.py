@@ -13,10 +13,14 @@ from .base import (
     Commit,
     DeadLetter,
     Fenced,
+    LOG_KEEP,
     FlowRecord,
+    LogEntry,
     OutboxEntry,
+    Ticket,
     Timer,
     entry_numbers,
+    log_cursor,
 )
 
 
@@ -34,6 +38,10 @@ class MemoryStore:
         self._replies: dict[tuple[str, str], tuple[bytes, float]] = {}  # in the order written
         self._flows: dict[tuple[str, str, str], FlowRecord] = {}
         self._meta: dict[str, bytes] = {}
+        self._logs: dict[str, dict[int, tuple[bytes, float]]] = {}  # each in id order
+        self._log_ids = itertools.count(1)
+        self._tickets: dict[tuple[str, str], Ticket] = {}
+        self.log_keep = LOG_KEEP
 
     async def open(self) -> None:
         return None
@@ -71,6 +79,10 @@ class MemoryStore:
         for key, message_id, data, expires_at in commit.replies:
             self._replies.pop((key, message_id), None)  # written again: it moves to the end
             self._replies[(key, message_id)] = (data, expires_at)
+        for log, data, expires_at in commit.logs:
+            self._logs.setdefault(log, {})[next(self._log_ids)] = (data, expires_at)
+        for ticket in commit.tickets:
+            self._tickets[(ticket.tenant, ticket.id)] = ticket
 
     async def claim(self, epochs: dict[int, int]) -> None:
         self._check(epochs, exact=False)
@@ -108,7 +120,58 @@ class MemoryStore:
         old = [k for k, (_, expires_at) in self._replies.items() if expires_at <= now]
         for key in old:
             del self._replies[key]
-        return len(gone) + len(old)
+        return len(gone) + len(old) + self._sweep_logs(now) + self._sweep_tickets(now)
+
+    def _sweep_logs(self, now: float) -> int:
+        dropped = 0
+        for log, entries in list(self._logs.items()):
+            ids = list(entries)
+            stale = ids[:max(len(ids) - self.log_keep, 0)] + [i for i in ids[-self.log_keep:] if entries[i][1] <= now]
+            for entry_id in stale:
+                del entries[entry_id]
+            dropped += len(stale)
+            if not entries:
+                del self._logs[log]
+        return dropped
+
+    def _sweep_tickets(self, now: float) -> int:
+        gone = [k for k, t in self._tickets.items() if t.expires_at <= now]
+        for key in gone:
+            del self._tickets[key]
+        return len(gone)
+
+    async def read_log(self, log: str, after: str | None = None, limit: int = 100) -> list[LogEntry]:
+        start, now = log_cursor(after), self.clock()
+        entries = self._logs.get(log, {})
+        found = (LogEntry(f"{i:020d}", data) for i, (data, expires_at) in entries.items() if i > start and expires_at > now)
+        return list(itertools.islice(found, max(limit, 0)))
+
+    async def tail_log(self, log: str, limit: int) -> list[LogEntry]:
+        now = self.clock()
+        entries = self._logs.get(log, {})
+        found = [LogEntry(f"{i:020d}", data) for i, (data, expires_at) in entries.items() if expires_at > now]
+        return found[-limit:] if limit > 0 else []
+
+    async def trim_log(self, log: str, upto: str) -> int:
+        end = log_cursor(upto)
+        entries = self._logs.get(log, {})
+        done = [i for i in entries if i <= end]
+        for entry_id in done:
+            del entries[entry_id]
+        return len(done)
+
+    async def tickets(self, tenant: str, status: str | None = None, queue: str | None = None,
+                      after: str | None = None, limit: int = 50) -> list[Ticket]:
+        now = self.clock()
+        found = sorted((t for (owner, ticket_id), t in self._tickets.items()
+                        if owner == tenant and (after is None or ticket_id > after) and t.expires_at > now
+                        and (status is None or t.status == status) and (queue is None or t.queue == queue)),
+                       key=lambda t: t.id)
+        return found[:max(limit, 0)]
+
+    async def ticket(self, tenant: str, ticket_id: str) -> Ticket | None:
+        found = self._tickets.get((tenant, ticket_id))
+        return found if found is not None and found.expires_at > self.clock() else None
 
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:
         start = int(after) if after else 0

@@ -19,6 +19,13 @@ not Redis Cluster: see the commit script. Keys, ``P`` being the prefix::
     P flows                               set     tenant\0flow of every flow
     P current                             hash    tenant\0flow -> its current version
     P meta:{name}                         string
+    P log:{name}                          zset    msgpack [n, expiry ms, data], scored by n (the
+                                                  cursor); PEXPIREAT the latest expiry appended
+    P logn:{name}                         string  the log's last n (INCR), expiring with it
+    P tk:{tenant}                         hash    ticket id -> msgpack [key, status, queue,
+                                                  updated_at, data, expires_at]
+    P tki:{tenant}                        zset    ticket ids, all scored 0: in id order (BYLEX)
+    P tkexp                               zset    tenant\0id, scored by expiry: the sweep's list
 
 A commit is one Lua script (``EVALSHA``) because Redis runs a script alone: the fence check and
 every write of the commit happen with nothing in between, so a zombie host cannot slip a write
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -47,11 +55,15 @@ from .base import (
     Commit,
     DeadLetter,
     Fenced,
+    LOG_KEEP,
     FlowRecord,
+    LogEntry,
     OutboxEntry,
     StoreError,
     StoreUnavailable,
+    Ticket,
     Timer,
+    log_cursor,
 )
 
 # The script reads and writes keys it does not declare in KEYS (they depend on the commit's
@@ -93,6 +105,26 @@ for _, g in ipairs(c[6]) do
   local ttl = redis.call('PTTL', index)
   if redis.call('LPUSH', index, unpack(entries)) > 50 then redis.call('LTRIM', index, 0, 49) end
   if ttl < 0 or now_ms + ttl < latest then redis.call('PEXPIREAT', index, latest) end
+end
+-- Logs: each entry numbered by the log's counter (its cursor), the log beyond its newest `keep`
+-- trimmed, both keys living until the latest expiry appended.
+local keep = tonumber(ARGV[3])
+for _, l in ipairs(c[7]) do
+  local log, counter = prefix .. 'log:' .. l[1], prefix .. 'logn:' .. l[1]
+  local n = redis.call('INCR', counter)
+  redis.call('ZADD', log, n, cmsgpack.pack({n, l[3], l[2]}))
+  if redis.call('ZCARD', log) > keep then redis.call('ZREMRANGEBYRANK', log, 0, -keep - 1) end
+  local x, clock = tonumber(l[3]), redis.call('TIME')
+  local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+  for _, k in ipairs({log, counter}) do
+    local ttl = redis.call('PTTL', k)
+    if ttl < 0 or now + ttl < x then redis.call('PEXPIREAT', k, x) end
+  end
+end
+for _, t in ipairs(c[8]) do
+  redis.call('HSET', prefix .. 'tk:' .. t[1], t[2], t[3])
+  redis.call('ZADD', prefix .. 'tki:' .. t[1], 0, t[2])
+  redis.call('ZADD', prefix .. 'tkexp', t[4], t[1] .. '\0' .. t[2])
 end
 return refused
 """
@@ -218,6 +250,26 @@ def _stream_ids(ids: Sequence[str]) -> list[str]:
     return [i for i in ids if isinstance(i, str) and _STREAM_ID.fullmatch(i)]
 
 
+def _log_entries(members: list[bytes]) -> list[LogEntry]:
+    now_ms = time.time() * 1000
+    entries = (msgpack.unpackb(member, raw=True) for member in members)
+    return [LogEntry(f"{n:020d}", data) for n, expires_ms, data in entries if int(expires_ms) > now_ms]
+
+
+def _ticket_value(t: Ticket) -> bytes:
+    return msgpack.packb([t.key, t.status, t.queue, t.updated_at, t.data, t.expires_at], use_bin_type=True)
+
+
+def _ticket(tenant: str, ticket_id: bytes, value: bytes | None) -> Ticket | None:
+    """A stored ticket, None if there is none or it has expired (the sweep has yet to delete it)."""
+    if value is None:
+        return None
+    key, status, queue, updated_at, data, expires_at = msgpack.unpackb(value, raw=False)
+    if expires_at <= time.time():
+        return None
+    return Ticket(tenant, ticket_id.decode(), key, status, queue, updated_at, data, expires_at)
+
+
 def _timer(partition: int, member: bytes, due_at: float) -> Timer:
     key, timer_id = msgpack.unpackb(member, raw=False)
     return Timer(key, partition, timer_id, due_at)
@@ -233,6 +285,7 @@ class RedisStore:
         self._url, self.prefix, self.timeout_s = _split_url(url)
         self._client: redis.asyncio.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self.log_keep = LOG_KEEP
 
     async def open(self) -> None:
         # After a restart every pooled connection is dead, and redis-py 8 skips its check of a
@@ -284,8 +337,10 @@ class RedisStore:
             [[str(t.partition), repr(t.due_at), _member(t.key, t.timer_id)] for t in commit.timers],
             [[key, str(seq), data] for key, seq, data in commit.outbox],
             _replies(commit.replies),
+            [[log, data, _ms(expires_at)] for log, data, expires_at in commit.logs],
+            [[t.tenant, t.id, _ticket_value(t), repr(t.expires_at)] for t in commit.tickets],
         ], use_bin_type=False)
-        refused = await self._run("commit", self.prefix, blob)
+        refused = await self._run("commit", self.prefix, blob, str(self.log_keep))
         if refused:
             raise Fenced(_epochs(refused))
 
@@ -341,10 +396,63 @@ class RedisStore:
                 for i in range(0, len(found), 3)]
 
     async def sweep(self, now: float) -> int:
-        """Nothing to do: every record, reply and index of replies is written with
-        ``PEXPIREAT``, so Redis deletes it by its own clock (and never returns it once expired).
-        Always 0."""
-        return 0
+        """Tickets expired at ``now``: every record, reply, index of replies and log is written
+        with ``PEXPIREAT``, so Redis deletes those by its own clock (a log's entries expired
+        before the log are skipped when read, and its size is kept as it is appended)."""
+        async with _translated("sweep", self.timeout_s):
+            gone = await self._redis.zrangebyscore(f"{self.prefix}tkexp", "-inf", now, start=0, num=1000)
+            if not gone:
+                return 0
+            pipe = self._redis.pipeline(transaction=True)
+            for member in gone:
+                tenant, ticket_id = member.split(b"\x00", 1)
+                pipe.hdel(f"{self.prefix}tk:".encode() + tenant, ticket_id)
+                pipe.zrem(f"{self.prefix}tki:".encode() + tenant, ticket_id)
+            pipe.zrem(f"{self.prefix}tkexp", *gone)
+            await pipe.execute()
+        return len(gone)
+
+    async def read_log(self, log: str, after: str | None = None, limit: int = 100) -> list[LogEntry]:
+        start = log_cursor(after)
+        if limit <= 0:
+            return []
+        async with _translated("read_log", self.timeout_s):
+            members = await self._redis.zrangebyscore(f"{self.prefix}log:{log}", f"({start}", "+inf", start=0, num=limit)
+        return _log_entries(members)
+
+    async def tail_log(self, log: str, limit: int) -> list[LogEntry]:
+        if limit <= 0:
+            return []
+        async with _translated("tail_log", self.timeout_s):
+            members = await self._redis.zrange(f"{self.prefix}log:{log}", -limit, -1)
+        return _log_entries(members)
+
+    async def trim_log(self, log: str, upto: str) -> int:
+        end = log_cursor(upto)
+        async with _translated("trim_log", self.timeout_s):
+            return int(await self._redis.zremrangebyscore(f"{self.prefix}log:{log}", "-inf", end))
+
+    async def tickets(self, tenant: str, status: str | None = None, queue: str | None = None,
+                      after: str | None = None, limit: int = 50) -> list[Ticket]:
+        found: list[Ticket] = []
+        start = f"({after}" if after else "-"
+        while len(found) < limit:
+            async with _translated("tickets", self.timeout_s):
+                ids = await self._redis.zrangebylex(f"{self.prefix}tki:{tenant}", start, "+", start=0, num=200)
+                values = await self._redis.hmget(f"{self.prefix}tk:{tenant}", ids) if ids else []
+            for ticket_id, value in zip(ids, values):
+                ticket = _ticket(tenant, ticket_id, value)
+                if ticket is not None and (status is None or ticket.status == status) and (queue is None or ticket.queue == queue):
+                    found.append(ticket)
+            if len(ids) < 200:
+                break
+            start = b"(" + ids[-1]
+        return found[:max(limit, 0)]
+
+    async def ticket(self, tenant: str, ticket_id: str) -> Ticket | None:
+        async with _translated("ticket", self.timeout_s):
+            value = await self._redis.hget(f"{self.prefix}tk:{tenant}", ticket_id)
+        return _ticket(tenant, ticket_id.encode(), value)
 
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:
         if limit <= 0:

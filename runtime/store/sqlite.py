@@ -11,6 +11,9 @@ The schema (``PRAGMA user_version`` is :data:`SCHEMA_VERSION`)::
                                                                   on key (recent, by rowid)
     flows          (tenant, flow, version) PK, source, path, created_at, current
     meta           name PK, value BLOB
+    logs           id PK AUTOINCREMENT, log, data BLOB, expires_at   index on (log, id), expires_at
+    tickets        (tenant, id) PK, key, status, queue, updated_at, data BLOB, expires_at
+                                                                  index on expires_at (sweep)
 
 Why it looks like this:
 
@@ -44,12 +47,16 @@ from .base import (
     Commit,
     DeadLetter,
     Fenced,
+    LOG_KEEP,
     FlowRecord,
+    LogEntry,
     OutboxEntry,
     StoreError,
     StoreUnavailable,
+    Ticket,
     Timer,
     entry_numbers,
+    log_cursor,
 )
 
 SCHEMA_VERSION = 1
@@ -88,11 +95,21 @@ _SCHEMA = (
         version TEXT NOT NULL, source TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
         current INTEGER NOT NULL, PRIMARY KEY (tenant, flow, version))""",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    # Logs and tickets came after version 1: new tables, which older code never reads.
+    """CREATE TABLE IF NOT EXISTS logs (id INTEGER PRIMARY KEY AUTOINCREMENT, log TEXT NOT NULL,
+        data BLOB NOT NULL, expires_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS logs_read ON logs (log, id)",
+    "CREATE INDEX IF NOT EXISTS logs_expiry ON logs (expires_at)",
+    """CREATE TABLE IF NOT EXISTS tickets (tenant TEXT NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL,
+        status TEXT NOT NULL, queue TEXT NOT NULL, updated_at REAL NOT NULL, data BLOB NOT NULL,
+        expires_at REAL NOT NULL, PRIMARY KEY (tenant, id))""",
+    "CREATE INDEX IF NOT EXISTS tickets_expiry ON tickets (expires_at)",
 )
 
 # Partitions (up to 1024 of them) are bound as one JSON array. Keys are not: SQLite's JSON
 # functions cut a string at an escaped NUL, and keys may hold one.
 _IN_PARTITIONS = "partition IN (SELECT value FROM json_each(?))"
+_TICKET = "tenant, id, key, status, queue, updated_at, data, expires_at"
 
 
 class SqliteStore:
@@ -106,6 +123,7 @@ class SqliteStore:
         self._path = Path(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # created, used and closed in the executor
+        self.log_keep = LOG_KEEP
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -168,7 +186,36 @@ class SqliteStore:
             " ORDER BY rowid DESC LIMIT ?", (key, self.clock(), max(limit, 0)))
 
     async def sweep(self, now: float) -> int:
-        return await self._write(_sweep, now)
+        return await self._write(_sweep, now, self.log_keep)
+
+    async def read_log(self, log: str, after: str | None = None, limit: int = 100) -> list[LogEntry]:
+        rows = await self._read(
+            _execute, "SELECT id, data FROM logs WHERE log = ? AND id > ? AND expires_at > ? ORDER BY id LIMIT ?",
+            (log, log_cursor(after), self.clock(), max(limit, 0)))
+        return [LogEntry(f"{entry_id:020d}", data) for entry_id, data in rows]
+
+    async def tail_log(self, log: str, limit: int) -> list[LogEntry]:
+        rows = await self._read(
+            _execute, "SELECT id, data FROM logs WHERE log = ? AND expires_at > ? ORDER BY id DESC LIMIT ?",
+            (log, self.clock(), max(limit, 0)))
+        return [LogEntry(f"{entry_id:020d}", data) for entry_id, data in reversed(rows)]
+
+    async def trim_log(self, log: str, upto: str) -> int:
+        return await self._write(_rowcount, "DELETE FROM logs WHERE log = ? AND id <= ?", (log, log_cursor(upto)))
+
+    async def tickets(self, tenant: str, status: str | None = None, queue: str | None = None,
+                      after: str | None = None, limit: int = 50) -> list[Ticket]:
+        rows = await self._read(
+            _execute, f"SELECT {_TICKET} FROM tickets WHERE tenant = ? AND id > ? AND expires_at > ?"
+            " AND status = coalesce(?, status) AND queue = coalesce(?, queue) ORDER BY id LIMIT ?",
+            (tenant, after or "", self.clock(), status, queue, max(limit, 0)))
+        return [Ticket(*row) for row in rows]
+
+    async def ticket(self, tenant: str, ticket_id: str) -> Ticket | None:
+        rows = await self._read(
+            _execute, f"SELECT {_TICKET} FROM tickets WHERE tenant = ? AND id = ? AND expires_at > ?",
+            (tenant, ticket_id, self.clock()))
+        return Ticket(*rows[0]) if rows else None
 
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:
         rows = await self._read(
@@ -275,6 +322,10 @@ def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[
     return conn.execute(sql, params).fetchall()
 
 
+def _rowcount(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+    return conn.execute(sql, params).rowcount
+
+
 def _execute_many(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
     conn.executemany(sql, rows)
 
@@ -322,6 +373,10 @@ def _commit(conn: sqlite3.Connection, commit: Commit) -> None:
     conn.executemany("INSERT INTO outbox (key, seq, data) VALUES (?, ?, ?)", commit.outbox)
     conn.executemany("INSERT OR REPLACE INTO replies (key, message_id, data, expires_at)"
                      " VALUES (?, ?, ?, ?)", commit.replies)
+    conn.executemany("INSERT INTO logs (log, data, expires_at) VALUES (?, ?, ?)", commit.logs)
+    conn.executemany(f"INSERT OR REPLACE INTO tickets ({_TICKET}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(t.tenant, t.id, t.key, t.status, t.queue, t.updated_at, t.data, t.expires_at)
+                      for t in commit.tickets])
 
 
 def _claim(conn: sqlite3.Connection, epochs: dict[int, int]) -> None:
@@ -329,9 +384,14 @@ def _claim(conn: sqlite3.Connection, epochs: dict[int, int]) -> None:
     conn.executemany("INSERT OR REPLACE INTO fences (partition, epoch) VALUES (?, ?)", epochs.items())
 
 
-def _sweep(conn: sqlite3.Connection, now: float) -> int:
-    records = conn.execute("DELETE FROM conversations WHERE expires_at <= ?", (now,)).rowcount
-    return records + conn.execute("DELETE FROM replies WHERE expires_at <= ?", (now,)).rowcount
+def _sweep(conn: sqlite3.Connection, now: float, log_keep: int) -> int:
+    deleted = 0
+    for table in ("conversations", "replies", "logs", "tickets"):
+        deleted += conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,)).rowcount
+    # Each log's newest log_keep: one pass over the table, once a sweep (a minute by default).
+    return deleted + conn.execute(
+        "DELETE FROM logs WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER"
+        " (PARTITION BY log ORDER BY id DESC) AS n FROM logs) WHERE n > ?)", (log_keep,)).rowcount
 
 
 def _bury(conn: sqlite3.Connection, entry: OutboxEntry, reason: str, attempts: int, at: float) -> None:

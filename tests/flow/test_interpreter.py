@@ -11,8 +11,8 @@ import pytest
 
 from parlour.errors import StateError
 from parlour.flow import (
-    Button, CancelTimer, Catalog, End, Error, Forward, Handoff, HttpRequest, HttpResult, Reply, Resume,
-    Secret, Start, StartTimer, State, TimerFired, Unhandled, UserMessage, advance, load_catalog,
+    AgentAction, Button, CancelTimer, Catalog, End, Error, Forward, Handoff, HttpRequest, HttpResult, Reply, Resume,
+    Secret, Start, StartTimer, State, TicketChanged, TimerFired, Unhandled, UserMessage, advance, load_catalog,
 )
 from parlour.flow.state import Frame
 from tests.conftest import T0, Convo, flow, of
@@ -473,21 +473,80 @@ HANDOFF = """
 def test_handoff_forwards_messages_until_resumed():
     c = Convo(flow(HANDOFF.replace("NEXT", "next: back")))
     assert c.send("hi", user_name="Ann") == ["Connecting you."]
-    assert c.effects(Handoff) == [Handoff("Ann needs help", "billing")]
+    ticket = c.state.ticket
+    assert c.effects(Handoff) == [Handoff("Ann needs help", "billing", ticket)]
     assert (c.state.status, c.state.wait_for) == ("handoff", "agent")
     c.send("my card is blocked")
     assert c.turn.effects == (Forward("my card is blocked"),)
     c.send("", button="b1")
     assert c.turn.effects == (Forward("", "b1"),)
     assert c.event(Resume(vars={"ticket": "T-1"})).replies == [Reply(text="Welcome back. Ticket T-1.")]
-    assert c.state.status == "ended"
+    assert c.effects(TicketChanged) == [TicketChanged(ticket, "resumed")]
+    assert (c.state.status, c.state.ticket) == ("ended", None)
 
 
 def test_resume_of_a_handoff_without_next_ends_it():
     c = Convo(flow(HANDOFF.replace("NEXT", "")))
     c.send("hi")
-    assert c.event(Resume()).effects == (End("help", "h"),)
+    ticket = c.state.ticket
+    assert c.event(Resume(agent="kim")).effects == (TicketChanged(ticket, "resumed", "kim"), End("help", "h"))
     assert c.state.status == "ended"
+
+
+def test_each_handoff_opens_a_ticket_of_its_own_that_sorts_by_time():
+    c = Convo(flow(HANDOFF.replace("NEXT", "")))
+    c.send("hi")
+    first = c.state.ticket
+    c.event(Resume())
+    c.now += 60
+    c.send("hi again")
+    second = c.state.ticket
+    assert len(first) == len(second) == 21 and first < second
+    other = Convo(flow(HANDOFF.replace("NEXT", "")), now=c.now)
+    other.send("hi", user_id="someone-else")
+    assert other.state.ticket not in (first, second)
+
+
+def test_resume_can_name_the_node_to_go_on_from():
+    c = Convo(flow(HANDOFF.replace("NEXT", "")))
+    c.send("hi")
+    assert c.event(Resume(vars={"ticket": "T-9"}, ticket=c.state.ticket, node="back")).replies == [
+        Reply(text="Welcome back. Ticket T-9.")]
+
+
+def test_a_resume_to_a_missing_node_or_of_another_ticket_changes_nothing():
+    c = Convo(flow(HANDOFF.replace("NEXT", "next: back")))
+    c.send("hi")
+    before = c.state
+    assert c.event(Resume(node="nowhere")).effects == (Unhandled("resume refused: no node 'nowhere' in flow 'help'"),)
+    assert c.event(Resume(ticket="0000")).effects == (
+        Unhandled("ticket '0000' is not this conversation's open hand-off"),)
+    assert c.event(AgentAction("0000", "message", text="hello")).effects == (
+        Unhandled("ticket '0000' is not this conversation's open hand-off"),)
+    assert c.state == before
+
+
+def test_an_agent_takes_the_ticket_speaks_and_closes_it():
+    c = Convo(flow(HANDOFF.replace("NEXT", "next: back")))
+    c.send("hi")
+    ticket = c.state.ticket
+    assert c.event(AgentAction(ticket, "assign", agent="kim")).effects == (TicketChanged(ticket, "assigned", "kim"),)
+    assert c.state.status == "handoff"
+    assert c.event(AgentAction(ticket, "message", agent="kim", text="Hello, I'm Kim.")).replies == [
+        Reply(text="Hello, I'm Kim.")]
+    assert c.event(AgentAction(ticket, "close", agent="kim")).effects == (
+        TicketChanged(ticket, "closed", "kim"), End("help", "h"))
+    assert (c.state.status, c.state.ticket) == ("ended", None)
+    assert c.event(AgentAction(ticket, "message", text="late")).effects == (Unhandled("not in a hand-off"),)
+
+
+def test_a_flow_started_over_a_handoff_closes_its_ticket():
+    c = Convo(flow(HANDOFF.replace("NEXT", "")))
+    c.send("hi")
+    ticket = c.state.ticket
+    turn = c.event(Start("help"))
+    assert TicketChanged(ticket, "closed") in turn.effects
+    assert c.state.ticket != ticket
 
 
 def test_resume_outside_a_handoff_is_unhandled():

@@ -10,7 +10,9 @@ from parlour.store import (
     Commit,
     Fenced,
     FlowRecord,
+    StoreError,
     StoreUnavailable,
+    Ticket,
     Timer,
     open_store,
 )
@@ -360,3 +362,109 @@ def test_an_unknown_store_url_is_refused_with_the_choices():
     from parlour.store import StoreError
     with pytest.raises(StoreError, match="memory://, sqlite:///path or redis://"):
         open_store("postgres://localhost/x")
+
+
+# ---------------------------------------------------------------- logs
+
+
+async def test_a_log_is_read_in_order_after_its_cursor_and_only_in_its_own_log(store):
+    odd = "transcript/t/whatsapp/+44 7700:{900123} ü\x00"
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, logs=[("mail/t/web/a", b"A1", LATER), (odd, b"X1", LATER), ("mail/t/web/a", b"A2", LATER)]))
+    await store.commit(commit({1: 1}, logs=[("mail/t/web/a", bytes(range(256)), LATER)]))
+    entries = await store.read_log("mail/t/web/a")
+    assert [e.data for e in entries] == [b"A1", b"A2", bytes(range(256))]
+    assert entries == sorted(entries, key=lambda e: e.id) and all(len(e.id) == 20 for e in entries)
+    assert [e.data for e in await store.read_log("mail/t/web/a", after=entries[0].id)] == [b"A2", bytes(range(256))]
+    assert [e.data for e in await store.read_log("mail/t/web/a", after=entries[0].id, limit=1)] == [b"A2"]
+    assert await store.read_log("mail/t/web/a", after=entries[-1].id) == []
+    assert [e.data for e in await store.read_log(odd)] == [b"X1"]
+    assert await store.read_log("mail/t/web/none") == []
+
+
+async def test_a_fenced_commit_appends_to_no_log_and_writes_no_ticket(store):
+    await store.claim({1: 5})
+    with pytest.raises(Fenced):
+        await store.commit(commit({1: 4}, logs=[("mail/t/web/a", b"zombie", LATER)], tickets=[ticket("t", "h1")]))
+    assert await store.read_log("mail/t/web/a") == []
+    assert await store.ticket("t", "h1") is None
+
+
+async def test_tail_gives_the_newest_entries_oldest_first(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, logs=[("transcript/t/web/a", str(n).encode(), LATER) for n in range(6)]))
+    assert [e.data for e in await store.tail_log("transcript/t/web/a", 3)] == [b"3", b"4", b"5"]
+    assert [e.data for e in await store.tail_log("transcript/t/web/a", 10)] == [str(n).encode() for n in range(6)]
+    assert await store.tail_log("transcript/t/web/a", 0) == []
+
+
+async def test_trim_deletes_up_to_the_cursor_included(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, logs=[("mail/t/web/a", str(n).encode(), LATER) for n in range(4)]
+                              + [("mail/t/web/b", b"B", LATER)]))
+    entries = await store.read_log("mail/t/web/a")
+    assert await store.trim_log("mail/t/web/a", entries[1].id) == 2
+    assert [e.data for e in await store.read_log("mail/t/web/a")] == [b"2", b"3"]
+    assert [e.data for e in await store.read_log("mail/t/web/b")] == [b"B"]
+    await store.commit(commit({1: 1}, logs=[("mail/t/web/a", b"4", LATER)]))
+    assert [e.data for e in await store.read_log("mail/t/web/a", after=entries[3].id)] == [b"4"]
+
+
+async def test_expired_log_entries_are_not_read(store):
+    await store.claim({1: 1})
+    now = time.time()
+    await store.commit(commit({1: 1}, logs=[("mail/t/web/a", b"old", now - 1), ("mail/t/web/a", b"new", now + 3600)]))
+    assert [e.data for e in await store.read_log("mail/t/web/a")] == [b"new"]
+    assert [e.data for e in await store.tail_log("mail/t/web/a", 5)] == [b"new"]
+    await store.sweep(now)
+    assert [e.data for e in await store.read_log("mail/t/web/a")] == [b"new"]
+
+
+async def test_a_log_keeps_its_newest_entries_only(store):
+    store.log_keep = 3
+    await store.claim({1: 1})
+    for n in range(5):
+        await store.commit(commit({1: 1}, logs=[("mail/t/web/a", str(n).encode(), LATER)]))
+    await store.sweep(time.time())
+    assert [e.data for e in await store.read_log("mail/t/web/a")] == [b"2", b"3", b"4"]
+
+
+@pytest.mark.parametrize("cursor", ["x", "-1", "1" * 21, "9" * 20, "1.5", "١٢"])
+async def test_a_cursor_that_is_no_cursor_is_refused(store, cursor):
+    with pytest.raises(StoreError, match="not a log cursor"):
+        await store.read_log("mail/t/web/a", after=cursor)
+    with pytest.raises(StoreError, match="not a log cursor"):
+        await store.trim_log("mail/t/web/a", cursor)
+
+
+# ---------------------------------------------------------------- tickets
+
+
+def ticket(tenant, ticket_id, status="open", queue="", expires_at=LATER, data=b"D", key="t/web/a"):
+    return Ticket(tenant, ticket_id, key, status, queue, 100.0, data, expires_at)
+
+
+async def test_tickets_are_found_by_tenant_status_and_queue_in_id_order(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, tickets=[
+        ticket("t", "h3", queue="billing"), ticket("t", "h1"), ticket("t", "h2", status="closed"),
+        ticket("u", "h1", data=b"other tenant")]))
+    assert [t.id for t in await store.tickets("t")] == ["h1", "h2", "h3"]
+    assert [t.id for t in await store.tickets("t", status="open")] == ["h1", "h3"]
+    assert [t.id for t in await store.tickets("t", queue="billing")] == ["h3"]
+    assert [t.id for t in await store.tickets("t", after="h1", limit=1)] == ["h2"]
+    assert await store.tickets("t", status="assigned") == []
+    assert await store.ticket("t", "h1") == ticket("t", "h1")
+    assert (await store.ticket("u", "h1")).data == b"other tenant"
+    assert await store.ticket("v", "h1") is None
+
+
+async def test_a_ticket_written_again_is_replaced_and_an_expired_one_is_gone(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, tickets=[ticket("t", "h1"), ticket("t", "h2", expires_at=time.time() - 1)]))
+    await store.commit(commit({1: 1}, tickets=[ticket("t", "h1", status="assigned", data=b"D2")]))
+    assert await store.ticket("t", "h1") == ticket("t", "h1", status="assigned", data=b"D2")
+    assert await store.ticket("t", "h2") is None
+    assert [t.id for t in await store.tickets("t")] == ["h1"]
+    assert await store.sweep(time.time()) >= 1
+    assert [t.id for t in await store.tickets("t")] == ["h1"]
