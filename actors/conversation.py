@@ -163,8 +163,7 @@ def _addressed(event: Event, key: str) -> Event:
     """A user message with the sender and channel filled in from the conversation's key."""
     if isinstance(event, UserMessage) and (event.user_id is None or event.channel is None):
         parsed = ConversationKey.parse(key)
-        return UserMessage(event.text, event.button, event.kind, event.data,
-                           event.user_id or parsed.user, event.user_name, event.channel or parsed.channel)
+        return replace(event, user_id=event.user_id or parsed.user, channel=event.channel or parsed.channel)
     return event
 
 

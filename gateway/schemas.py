@@ -13,18 +13,23 @@ ID = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 class SocketMessage(BaseModel):
     """A message sent over the chat WebSocket (the user is the socket's): ``text`` typed, or
-    the ``button`` pressed (its id)."""
+    the ``button`` pressed (its id) with the ``prompt`` of the reply it was on."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = ID
     text: str | None = Field(None, max_length=4096)
     button: str | None = Field(None, min_length=1, max_length=256)
+    prompt: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$", description=(
+        "with `button`: the `prompt` of the reply the button was on; a press for an older prompt than the "
+        "one the conversation waits on is refused by the flow (without it, the press is taken as before)"))
 
     @model_validator(mode="after")
     def _one_input(self):
         if (self.text is None) == (self.button is None):
             raise ValueError("a message has exactly one of `text` or `button`")
+        if self.prompt is not None and self.button is None:
+            raise ValueError("`prompt` goes with a `button`: it names the question the button answers")
         return self
 
 
@@ -32,7 +37,8 @@ class WebMessage(SocketMessage):
     """A message from a web chat user, posted over HTTP."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"user": "u1", "id": "m-1", "text": "hi"}, {"user": "u1", "id": "m-2", "button": "register"}]})
+        "examples": [{"user": "u1", "id": "m-1", "text": "hi"},
+                     {"user": "u1", "id": "m-2", "button": "register", "prompt": "p1"}]})
 
     user: str = ID
     name: str | None = Field(None, max_length=256, description="the user's display name, as flows see it")
@@ -60,6 +66,8 @@ class ReplyOut(BaseModel):
     buttons: builtins.list[ButtonOut] = Field(default_factory=builtins.list)
     list: ListOut | None = None
     media: MediaOut | None = None
+    prompt: str | None = Field(None, description=(
+        "the id of the question the buttons or list belong to (absent without them): send it back with a press"))
 
 
 class WebReplies(BaseModel):

@@ -4,8 +4,12 @@
 ``200 {"replies": [...], "duplicate": false}`` once the turn is committed. The same ``id`` sent
 again is a retry: the flow does not move, and the answer carries the replies of the first time.
 
+A reply with buttons or a list carries ``"prompt"``, the id of the question they answer; a
+press sends it back (``{"button": "quit", "prompt": "p1"}``), and a press on an older message's
+button is refused by the flow instead of being taken as the answer to the newer question.
+
 ``GET /v1/{tenant}/web/ws?user=u1`` is a WebSocket. The client sends ``{"id": ..., "text": ...}``
-(or ``"button"``); the server answers each with ``{"type": "replies", "id": ..., "replies": [...],
+(or ``"button"`` with its ``"prompt"``); the server answers each with ``{"type": "replies", "id": ..., "replies": [...],
 "duplicate": ...}`` or ``{"type": "error", "id": ..., "error": {...}}``, in order, and pushes
 ``{"type": "push", "replies": [{..., "seq": 7}]}`` when a timer or an API call's result makes the
 flow speak later (:class:`WebPush`, which tails the store's outbox). What is pushed is in the
@@ -44,6 +48,8 @@ STATIC = files("parlour.gateway") / "static"
 
 def reply_json(reply: Reply) -> dict[str, Any]:
     out: dict[str, Any] = {"text": reply.text, "buttons": [_button(b) for b in reply.buttons]}
+    if reply.prompt:
+        out["prompt"] = reply.prompt
     if reply.list:
         out["list"] = {"button": reply.list_button, "items": [_button(b) for b in reply.list]}
     if reply.media_url:
@@ -126,7 +132,8 @@ class WebChannel:
         self.gateway.ingress.admit(tenant, user)
         try:
             key = ConversationKey(tenant, CHANNEL, user)
-            event = (UserMessage("", button=message.button, kind="button", user_id=user, user_name=name, channel=CHANNEL)
+            event = (UserMessage("", button=message.button, kind="button", user_id=user, user_name=name,
+                                 channel=CHANNEL, prompt=message.prompt)
                      if message.button is not None else
                      UserMessage(message.text or "", user_id=user, user_name=name, channel=CHANNEL))
             inbound = Inbound(key, message.id, event, trace=request[REQUEST_ID_KEY])

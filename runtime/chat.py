@@ -39,6 +39,7 @@ class Chat:
         self.offset = 0.0  # how far /wait has moved this chat's clock ahead of the real one
         self.session = Session(catalog, http, now=clock())
         self.buttons: list[tuple[str, str]] = []
+        self.prompt: str | None = None  # the prompt ``buttons`` belong to
 
     def show(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -50,6 +51,7 @@ class Chat:
                     self.print("bot › " + reply.text.replace("\n", "\n      "))
                 choices = reply.buttons or reply.list
                 self.buttons = [(b.id, b.title) for b in choices]  # numbers refer to the last message
+                self.prompt = reply.prompt
                 if choices:
                     self.print("      " + "   ".join(f"{i}. {title}" for i, (_, title) in enumerate(self.buttons, 1)))
             elif isinstance(effect, Handoff):
@@ -74,7 +76,7 @@ class Chat:
         typed = text.strip()
         if typed.isascii() and typed.isdigit() and 1 <= int(typed) <= len(self.buttons):
             button, _ = self.buttons[int(typed) - 1]  # a press, as a channel sends it
-            return UserMessage("", button=button, kind="button", **self.user)
+            return UserMessage("", button=button, kind="button", prompt=self.prompt, **self.user)
         return UserMessage(text, **self.user)
 
     async def command(self, line: str) -> bool:

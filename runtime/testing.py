@@ -59,9 +59,17 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+class Press(_Spec):
+    """``press: {id: quit, prompt: p1}``: a button of the message whose prompt is ``p1``
+    (the ids show in the transcript), to test what an old message's button does."""
+
+    id: str = Field(min_length=1)
+    prompt: str | None = Field(default=None, description="the prompt the button belongs to; default: the open one")
+
+
 class Step(_Spec):
     user: str | None = None
-    press: str | None = None
+    press: str | Press | None = Field(default=None, description="a button's id (of the open prompt), or {id, prompt}")
     bot: Annotated[str | None, AfterValidator(_pattern)] = Field(
         default=None, description="the next reply contains this; `re:` for a regex")
     buttons: list[str] | None = None
@@ -128,7 +136,7 @@ class _Runner:
                 self.pending.append(effect)
                 reply = effect.reply
                 choices = reply.buttons or reply.list
-                shown = f"  [{' | '.join(f'{b.id}: {b.title}' for b in choices)}]" if choices else ""
+                shown = f"  [{' | '.join(f'{b.id}: {b.title}' for b in choices)}] ({reply.prompt})" if choices else ""
                 self.transcript.append(f"bot> {reply.text or reply.media_url or ''}{shown}")
             elif isinstance(effect, Handoff):
                 self.handed_off = True
@@ -153,7 +161,10 @@ class _Runner:
         if step.user is not None:
             await self.say(UserMessage(step.user, **common), step.user)
         elif step.press is not None:
-            await self.say(UserMessage("", button=step.press, kind="button", **common), f"[{step.press}]")
+            pressed = step.press if isinstance(step.press, Press) else Press(id=step.press)
+            prompt = pressed.prompt or self.session.state.prompt
+            await self.say(UserMessage("", button=pressed.id, kind="button", prompt=prompt, **common),
+                           f"[{pressed.id}]" + (f" ({prompt})" if prompt else ""))
         elif step.bot is not None:
             self.check_bot(step.bot)
         elif step.buttons is not None:

@@ -23,7 +23,9 @@ from .messages import ConversationKey, Inbound, Outcome
 
 def _event_data(event: Event) -> list[Any]:
     if isinstance(event, UserMessage):
-        return ["u", event.text, event.button, event.kind, event.data, event.user_id, event.user_name, event.channel]
+        fields = ["u", event.text, event.button, event.kind, event.data, event.user_id, event.user_name, event.channel]
+        # the prompt only when there is one: a host from before prompt ids reads the rest
+        return fields + [event.prompt] if event.prompt is not None else fields
     if isinstance(event, Start):
         message = _event_data(event.message) if event.message is not None else None
         return ["s", event.flow, event.node, event.vars, message]

@@ -42,3 +42,30 @@ def test_a_schema_1_state_reads_with_no_prompt_and_no_ticket():
     del old["prompt"], old["ticket"]
     state = unpack_state(msgpack.packb({**old, "schema": 1}))
     assert (state.vars, state.status, state.prompt, state.ticket) == ({"x": 1}, "handoff", None, None)
+
+
+# ---------------------------------------------------------------- prompt ids on replies and presses
+
+
+def test_a_reply_keeps_its_prompt_in_the_store_and_a_reply_stored_before_prompts_reads():
+    from parlour.codec import pack_outbound, pack_replies, unpack_outbound, unpack_replies
+    from parlour.flow import Button, Reply
+
+    reply = Reply(text="Pick", buttons=(Button("a", "A"),), prompt="p7")
+    assert unpack_replies(pack_replies([reply])) == (reply,)
+    assert unpack_outbound(pack_outbound("k", 1, "m-1", reply, 0.0))["reply"] == reply
+    old = msgpack.packb([{"text": "Pick", "buttons": [["a", "A", None]]}])
+    assert unpack_replies(old) == (Reply(text="Pick", buttons=(Button("a", "A"),)),)
+
+
+def test_a_press_keeps_its_prompt_on_the_wire_and_a_batch_without_prompts_reads():
+    from parlour.flow import UserMessage
+    from parlour.messages import ConversationKey, Inbound
+    from parlour.wire import decode_batch, encode_batch
+
+    key = ConversationKey("t", "web", "u1")
+    batch = [Inbound(key, "m-1", UserMessage("", button="quit", kind="button", prompt="p1")),
+             Inbound(key, "m-2", UserMessage("hi"))]
+    assert decode_batch(encode_batch(batch)) == batch
+    old = msgpack.packb([["t", "web", "u1", "m-3", ["u", "", "quit", "button", None, None, None, None], None, None]])
+    assert decode_batch(old)[0].event == UserMessage("", button="quit", kind="button")

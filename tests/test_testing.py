@@ -53,6 +53,7 @@ steps:
      "'Hi there! Welcome to the club.'"),
     ("  - user: x\n    bot: y", "7:5", "one thing per step; this one has user, bot"),
     ("  - usr: hi", "7:5", "unknown key 'usr' (did you mean 'user'?)"),
+    ("  - press: {id: quit, prompt: p1, node: x}", "7:35", "unknown key 'node'; expected one of: id, prompt"),
 ])
 async def test_failures_name_the_step_and_what_was_expected(folder, steps, where, message):
     (folder / "t.test.yaml").write_text(HEAD + steps + "\n")
@@ -60,6 +61,26 @@ async def test_failures_name_the_step_and_what_was_expected(folder, steps, where
     assert not outcome.passed
     assert str(outcome.failure).startswith(f"{folder}/t.test.yaml:{where}: ")
     assert message in outcome.failure.message
+
+
+async def test_a_press_names_its_prompt_or_answers_the_open_one(folder):
+    steps = textwrap.dedent("""\
+        - press: register
+        - press: {id: quit, prompt: p1}
+        - bot: Letters only
+        - node: ask_name
+        - press: {id: quit, prompt: p1}
+        - node: goodbye
+    """).replace("- ", "  - ")
+    (folder / "t.test.yaml").write_text(HEAD + steps)
+    outcome = await run_file(folder / "t.test.yaml")
+    assert "expected to be at node 'goodbye', at 'ask_name'" in outcome.failure.message
+    assert outcome.transcript[:5] == [
+        "you> hi", "bot> Hi there! Welcome to the club.",
+        "bot> What would you like to do?  [register: Register | about: About us | quit: Quit] (p1)",
+        "you> [register] (p1)", "bot> What's your full name?"]
+    assert outcome.transcript[5:7] == ["you> [quit] (p1)",
+                                       "   (unhandled: a press of 'quit' for prompt p1, while the open prompt is (none))"]
 
 
 async def test_a_request_without_a_canned_answer_fails_the_step(folder):

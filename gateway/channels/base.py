@@ -16,8 +16,9 @@ Errors, under :class:`~parlour.errors.ParlourError`::
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -196,6 +197,32 @@ def numbered(reply: Reply) -> str:
     if reply.media_url and not reply.text:
         lines.insert(0, reply.media_url)
     return "\n".join(lines)
+
+
+PROMPT_MARK = "|"
+"""Between a prompt's id and an option's id in a button's payload: ``p3|quit``."""
+_TAGGED = re.compile(r"(p[0-9]{1,19})\|(.+)", re.DOTALL)  # the interpreter's ids are p<n>
+
+
+def tagged(reply: Reply, fits: Callable[[str], bool]) -> Reply:
+    """``reply`` with each option's id as ``"<prompt>|<id>"``, so that a press says which
+    question it answers (:func:`untagged` reads it back), if every such payload ``fits`` the
+    channel; else unchanged (a press of it then names no prompt, and is judged as before
+    prompts had ids)."""
+    if reply.prompt is None:
+        return reply
+    buttons, rows = ([replace(o, id=f"{reply.prompt}{PROMPT_MARK}{o.id}") for o in options]
+                     for options in (reply.buttons, reply.list))
+    if not all(fits(option.id) for option in buttons + rows):
+        return reply
+    return replace(reply, buttons=tuple(buttons), list=tuple(rows))
+
+
+def untagged(payload: str) -> tuple[str, str | None]:
+    """The option's id and its prompt's in a pressed button's payload; a payload from before
+    prompts (a bare id) has none."""
+    match = _TAGGED.fullmatch(payload)
+    return (match.group(2), match.group(1)) if match else (payload, None)
 
 
 def split(text: str, limit: int) -> list[str]:

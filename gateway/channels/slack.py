@@ -45,6 +45,8 @@ from .base import (
     secret,
     split,
     standard_judge,
+    tagged,
+    untagged,
 )
 
 # "Verifying requests from Slack" (docs.slack.dev/authentication/verifying-requests-from-slack):
@@ -264,8 +266,9 @@ def _action(action: Any, where: str, who: str, message_ts: str, user_id: str, na
     value = _optional(source, "value", str, where)
     label = source.get("text")
     text = label.get("text") if isinstance(label, dict) else None
-    message = UserMessage(text if isinstance(text, str) else "", button=value or action_id, kind="button",
-                          user_id=user_id, user_name=name, channel="slack")
+    button, prompt = untagged(value or action_id)
+    message = UserMessage(text if isinstance(text, str) else "", button=button, kind="button",
+                          user_id=user_id, user_name=name, channel="slack", prompt=prompt)
     return Received(who, f"{message_ts}:{action_ts}", message)
 
 
@@ -343,6 +346,7 @@ def _blocks(reply: Reply) -> list[dict[str, Any]]:
     # Slack refuses a text object of nothing but spaces; split() can leave such a part.
     blocks += [{"type": "section", "text": _plain(part)} for part in split(text, SECTION_TEXT_CHARS)
                if part.strip()]
+    reply = tagged(reply, lambda value: len(value) <= BUTTON_VALUE_CHARS)  # the value says its prompt
     buttons = [_button(n, option) for n, option in enumerate(reply.buttons or reply.list)]
     blocks += [{"type": "actions", "elements": buttons[i:i + ACTIONS_ELEMENTS]}
                for i in range(0, len(buttons), ACTIONS_ELEMENTS)]
@@ -351,7 +355,7 @@ def _blocks(reply: Reply) -> list[dict[str, Any]]:
 
 def _button(n: int, option: Button) -> dict[str, Any]:
     # A list row's description has no place on a button. The value carries the id (flow ids
-    # are at most 256 characters); action_id only has to be unique in the message.
+    # are at most 256 characters) after its prompt; action_id only has to be unique in the message.
     return {"type": "button", "text": _plain(_cut(option.title or option.id, BUTTON_TEXT_CHARS)),
             "value": option.id[:BUTTON_VALUE_CHARS], "action_id": f"parlour-{n}"[:ACTION_ID_CHARS]}
 

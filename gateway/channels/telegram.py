@@ -11,7 +11,8 @@ Limits, from tests/conformance/channels/specs/telegram/EXTRACT_update_message_ca
 
 - sendMessage ``text``: "1-4096 characters after entities parsing" (no ``parse_mode`` is sent,
   so the characters are the text's own);
-- InlineKeyboardButton ``callback_data``: "1-64 bytes";
+- InlineKeyboardButton ``callback_data``: "1-64 bytes" (it holds ``<prompt>|<id>`` when that fits,
+  else the id alone: :func:`~.base.tagged`);
 - setWebhook ``secret_token``: "1-256 characters. Only characters A-Z, a-z, 0-9, _ and -".
 
 The media methods are not in the extract: their ``caption`` is "0-1024 characters after
@@ -50,6 +51,8 @@ from .base import (
     secret,
     split,
     standard_judge,
+    tagged,
+    untagged,
 )
 
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -128,7 +131,7 @@ class Telegram:
     def render(self, bot: BotSettings, user: str, reply: Reply) -> list[Call]:
         telegram = _settings(bot)
         chat_id: int | str = int(user) if _CHAT_ID.fullmatch(user) else user  # or "@channel"
-        markup = _keyboard(reply)
+        markup = _keyboard(tagged(reply, lambda data: len(data.encode()) <= CALLBACK_DATA_BYTES))
         if markup is None and (reply.buttons or reply.list):
             reply = replace(reply, text=numbered(replace(reply, media_url=None)))
         text = reply.text if reply.text and reply.text.strip() else ""
@@ -297,8 +300,9 @@ def _callback_query(update_id: str, query: dict[str, Any]) -> Parsed:
     data = _field(query, "data", str, where, required=False)
     if data is None:  # a game's button (game_short_name): no id for a flow to pick
         return Parsed(events=(Event("callback_game", chat, update_id),), answer=answer)
-    pressed = UserMessage(data, button=data, kind="button", user_id=user_id, user_name=_name(sender),
-                          channel="telegram")
+    button, prompt = untagged(data)
+    pressed = UserMessage(button, button=button, kind="button", user_id=user_id, user_name=_name(sender),
+                          channel="telegram", prompt=prompt)
     return Parsed(messages=(Received(chat, update_id, pressed),), answer=answer)
 
 

@@ -17,6 +17,7 @@ description 72 (SectionObject.rows), button label 20 (ActionObject.button), body
 Options go as reply buttons (1 to 3), else as a list message in one section (4 to 10, or
 whenever the flow asked for a list), else as numbered text (:func:`~.base.numbered`). Ids come
 back when pressed, so they are never cut: options whose ids do not fit take the next form.
+An id carries its prompt (``p3|quit``, :func:`~.base.tagged`) when that fits a row id.
 Titles too long are cut at a word and end in "…" (:func:`_fit`); a cut row title is shown whole
 in the row's description line. Text longer than a body goes first as text messages; media go
 first, with the text as caption when it fits and no options follow.
@@ -54,6 +55,8 @@ from .base import (
     secret,
     split,
     standard_judge,
+    tagged,
+    untagged,
 )
 
 TEXT_MAX = 4096
@@ -136,7 +139,7 @@ class WhatsApp:
                    "Content-Type": "application/json"}
         path = f"/{bot.phone_number_id}/messages"
         return [Call("POST", path, json={**_ENVELOPE, **_address(user), **content}, headers=headers)
-                for content in _contents(reply)]
+                for content in _contents(tagged(reply, lambda id_: len(id_) <= ROW_ID_MAX))]
 
     def judge(self, status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
         if 200 <= status < 300:
@@ -279,8 +282,8 @@ def _interactive(interactive: dict, where: str) -> UserMessage | None:
     if kind not in ("button_reply", "list_reply"):  # e.g. a Flow's nfm_reply: an event
         return None
     picked = _at(interactive, kind, where)
-    return UserMessage(text=_str(picked, "title", f"{where}.{kind}"),
-                       button=_str(picked, "id", f"{where}.{kind}"), kind="button")
+    button, prompt = untagged(_str(picked, "id", f"{where}.{kind}"))
+    return UserMessage(text=_str(picked, "title", f"{where}.{kind}"), button=button, kind="button", prompt=prompt)
 
 
 def _location(location: dict, where: str) -> UserMessage:

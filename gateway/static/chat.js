@@ -1,8 +1,8 @@
 /* The web chat of one tenant, served at /chat/<tenant>.
  *
  * It talks to /v1/<tenant>/web/ws?user=<id> (gateway/web.py): it sends {"id", "text"} or
- * {"id", "button"}, the server answers each in order, and pushes what a timer makes the flow
- * say later; on each (re)connection it reads what it missed from the user's mailbox
+ * {"id", "button", "prompt"}, the server answers each in order, and pushes what a timer makes the
+ * flow say later; on each (re)connection it reads what it missed from the user's mailbox
  * (mailbox.js, loaded before this file). Messages go one at a time through an outbox: the head is sent, and leaves the
  * outbox only when its answer comes. A message sent while offline, or whose answer a closed
  * socket lost, is sent again with the same id once the socket is back (the server
@@ -126,17 +126,38 @@ function choicesNode(choices, className, label, onChoose) {
 
 function botNode(reply, onChoose) {
   const node = el("div", "msg bot");
+  if (reply.prompt) node.dataset.prompt = reply.prompt;
+  const pick = (choice) => onChoose(choice, reply.prompt);
   if (reply.text) node.append(el("p", "text", reply.text));
   if (reply.media) node.append(mediaNode(reply.media));
   if (reply.buttons && reply.buttons.length) {
-    node.append(choicesNode(reply.buttons, "choices", "Options", onChoose));
+    node.append(choicesNode(reply.buttons, "choices", "Options", pick));
   }
   if (reply.list && reply.list.items.length) {
     if (reply.list.button) node.append(el("p", "list-heading", reply.list.button));
-    node.append(choicesNode(reply.list.items, "choices list", reply.list.button || "Choices", onChoose));
+    node.append(choicesNode(reply.list.items, "choices list", reply.list.button || "Choices", pick));
   }
   node.prepend(speaker("Bot"));
   return node;
+}
+
+/* Only the buttons of the open question can be pressed: those of the latest message with
+ * buttons, and of the messages of the same prompt (a refusal shows them again), shown after the
+ * user's last message that was not refused. Older ones were answered or passed by, and the
+ * flow would refuse them. Derived from the log alone, so a reloaded transcript settles alike. */
+function settleChoices(log) {
+  const nodes = Array.from(log.children);
+  let lastUser = -1;
+  let latest = null;
+  nodes.forEach((node, index) => {
+    if (node.classList.contains("user") && !node.classList.contains("failed")) lastUser = index;
+    if (node.querySelector("button.choice")) latest = node;
+  });
+  const prompt = latest && latest.dataset.prompt;
+  nodes.forEach((node, index) => {
+    const open = index > lastUser && (node === latest || (Boolean(prompt) && node.dataset.prompt === prompt));
+    for (const button of node.querySelectorAll("button.choice")) button.disabled = !open;
+  });
 }
 
 function userNode(entry) {
@@ -180,6 +201,7 @@ function Chat(tenant) {
       : entry.from === "user" ? userNode(entry) : noteNode(entry);
     if (entry.from === "user" && outbox.some((m) => m.id === entry.id)) node.classList.add("pending");
     ui.log.append(node);
+    settleChoices(ui.log);
     ui.log.scrollTop = ui.log.scrollHeight;
     if (remember) {
       transcript.push(entry);
@@ -197,6 +219,7 @@ function Chat(tenant) {
     if (node) node.classList.remove("pending");
     if (ok) return;
     if (node) node.classList.add("failed");
+    settleChoices(ui.log);  // a refused press leaves its question open
     const entry = transcript.find((e) => e.id === id);
     if (entry) entry.failed = true;
     saved.set("transcript", transcript);
@@ -224,8 +247,8 @@ function Chat(tenant) {
     pump();
   }
 
-  function choose(choice) {
-    send({ button: choice.id }, choice.title);
+  function choose(choice, prompt) {
+    send(prompt ? { button: choice.id, prompt } : { button: choice.id }, choice.title);
     ui.input.focus();
   }
 

@@ -19,7 +19,10 @@ class UserMessage:
     """A message from the user. ``button`` is the id of a pressed button or picked list row.
 
     ``kind`` is ``text``, ``button``, ``location``, ``media`` or another channel kind; ``data``
-    holds what the kind carries (coordinates, a media URL).
+    holds what the kind carries (coordinates, a media URL). ``prompt`` is the id of the prompt
+    whose button was pressed (:attr:`Reply.prompt`), so that a press on an old message is not
+    taken as the answer to a newer question; None from a client that does not say (judged as
+    before prompts had ids).
     """
 
     text: str = ""
@@ -29,6 +32,7 @@ class UserMessage:
     user_id: str | None = None
     user_name: str | None = None
     channel: str | None = None
+    prompt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +112,11 @@ class Button:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One message to the user, channel-neutral; the channel adapters render it."""
+    """One message to the user, channel-neutral; the channel adapters render it.
+
+    ``prompt`` is the id of the prompt its buttons or list belong to (unique in the
+    conversation); a channel sends it back with a press, as :attr:`UserMessage.prompt`.
+    """
 
     text: str | None = None
     buttons: tuple[Button, ...] = ()
@@ -117,6 +125,7 @@ class Reply:
     media_url: str | None = None
     media_kind: str | None = None
     media_filename: str | None = None
+    prompt: str | None = None
 
 
 class Effect:

@@ -15,7 +15,7 @@ effect routed to ``on_error`` (the node's, else the flow's), or else end the con
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,12 +160,16 @@ class _Run(NodeSteps):
             media_filename=msg.media_filename)
 
     def send(self, reply: Reply) -> None:
-        """Queue a reply, within what one turn may send."""
+        """Queue a reply, within what one turn may send. Buttons or a list open a prompt (or
+        join the one open): their press is judged against it (:meth:`NodeSteps.stale_press`)."""
         size = len(reply.text or "") + sum(len(b.title) for b in reply.buttons + reply.list)
         if self.sent + size > MAX_TURN_TEXT:
             raise RenderError(f"the replies of one turn are over {MAX_TURN_TEXT:,} characters (a loop?)")
         self.sent += size
-        self.effects.append(Send(reply))
+        if (reply.buttons or reply.list) and self.prompt is None:
+            self.seq += 1
+            self.prompt = f"p{self.seq}"
+        self.effects.append(Send(replace(reply, prompt=self.prompt) if reply.buttons or reply.list else reply))
 
     def say(self, text: str, buttons: tuple[Button, ...] = ()) -> None:
         self.send(Reply(text=text, buttons=buttons))
@@ -193,13 +197,13 @@ class _Run(NodeSteps):
 
     def leave(self) -> None:
         self.disarm()
-        self.wait_for = None
+        self.wait_for, self.prompt = None, None
         self.attempts = 0
 
     def stop(self, status: str) -> None:
         self.disarm()
         self.close_ticket("closed")
-        self.status, self.wait_for, self.request, self.stack = status, None, None, ()
+        self.status, self.wait_for, self.request, self.stack, self.prompt = status, None, None, (), None
 
     def close_ticket(self, status: str, agent: str | None = None) -> None:
         """The open hand-off (if any) ends: ``resumed`` by an agent, or ``closed``."""
@@ -219,6 +223,7 @@ class _Run(NodeSteps):
         self.run(node or flow.start)
 
     def run(self, node_id: str | None) -> None:
+        self.prompt = None  # moving on: the buttons shown so far are answered or abandoned
         while node_id is not None:
             self.steps += 1
             node = self.flow.nodes.get(node_id)
@@ -288,9 +293,11 @@ class _Run(NodeSteps):
         if self.wait_for == "http":
             self.buffer(msg)
             return
-        if msg.text and self.command(msg.text):
-            return
         node = self.flow.nodes.get(self.node_id)
+        if self.stale_press(node, msg):
+            return
+        if msg.button is None and msg.text and self.command(msg.text):
+            return
         if self.wait_for != "reply" or node is None:
             self.effects.append(Unhandled(f"not waiting for a reply (waiting for {self.wait_for})"))
             return

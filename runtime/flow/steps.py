@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .compiled import Ask, Branch, EndA, Goto, HandoffA, Http, Menu, Node, SecretT, Wait
-from .events import Button, End, Handoff, HttpRequest, Secret, UserMessage
+from .events import Button, End, Handoff, HttpRequest, Reply, Secret, Unhandled, UserMessage
 from .expressions import Expression, RenderError, Template
 from .regexes import RegexTimeout
 from .state import ENDED, HANDOFF, WAITING, Frame
 from .validators import Invalid, check, match_option
 from .values import plain
+
+STALE = "That choice belongs to an earlier question."
+"""The refusal of a press on an old prompt's button, when the node has no text of its own."""
 
 
 def ticket_id(now: float, channel: str | None, user: str | None, seq: int) -> str:
@@ -128,6 +131,42 @@ class NodeSteps:
         if node.timeout_s is not None:
             self.arm(node.timeout_s)
 
+    def stale_press(self, node: Node | None, msg: UserMessage) -> bool:
+        """Refuse a pressed button that does not answer the open prompt; True if refused.
+
+        A press naming a prompt answers it only if it is the one open (``self.prompt``). A press
+        naming none (a client from before prompt ids) answers any open prompt, and a node with
+        buttons of its own (a conversation stored before prompts had ids has none open). Else
+        the press belongs to an earlier question, or to none: the node's refusal is sent with
+        its buttons again, the conversation stays where it was, and no retry is counted.
+        """
+        if msg.button is None or self.wait_for != "reply" or node is None:
+            return False
+        if msg.prompt is not None:
+            if msg.prompt == self.prompt:
+                return False
+        elif self.prompt is not None or _offers(node):
+            return False
+        self.effects.append(Unhandled(f"a press of {msg.button!r} for prompt {msg.prompt or '(none)'}, "
+                                      f"while the open prompt is {self.prompt or '(none)'}"))
+        try:
+            self.send(self.refusal(node))
+        except RenderError as exc:
+            self.run(self.fail(str(exc), node))
+        return True
+
+    def refusal(self, node: Node) -> Reply:
+        """A stale press's answer at ``node``: the node's own refusal text (a menu's
+        ``invalid``, an ask's ``error``), else :data:`STALE`, with the node's choices again."""
+        action = node.action
+        if isinstance(action, Menu):
+            return Reply(text=self.render(action.invalid) or STALE, buttons=self.buttons(action.options))
+        if isinstance(action, Ask):
+            prompt = action.prompt
+            return Reply(text=self.render(action.error) or STALE, buttons=self.buttons(prompt.buttons),
+                         list_button=self.render(prompt.list_button), list=self.buttons(prompt.list))
+        return Reply(text=STALE)
+
     def answer_ask(self, node: Node, ask: Ask, msg: UserMessage) -> None:
         text = msg.text or msg.button or ""
         try:
@@ -161,3 +200,9 @@ class NodeSteps:
         if wait.save:
             self.assign(wait.save, msg.text or msg.button or "")
         self.run(node.next)
+
+
+def _offers(node: Node) -> bool:
+    """Whether ``node`` shows buttons or a list of its own (a menu; an ask whose prompt has)."""
+    action = node.action
+    return isinstance(action, Menu) or (isinstance(action, Ask) and bool(action.prompt.buttons or action.prompt.list))

@@ -614,3 +614,18 @@ def test_judge_reads_slacks_answer(status, headers, body, verdict):
 @given(status=st.integers(100, 599), body=st.binary(max_size=100) | SHAPES.map(lambda s: json.dumps(s).encode()))
 def test_judge_never_crashes(status, body):
     assert ADAPTER.judge(status, {}, body).outcome in ("sent", "retry", "failed")
+
+
+# ---------------------------------------------------------------- prompts in the values
+
+
+def test_a_buttons_value_carries_its_prompt_and_a_press_gives_it_back():
+    (call,) = render(Reply("Pick one", buttons=(Button("tea", "Tea"), Button("a|b", "Both")), prompt="p7"))
+    assert [e["value"] for e in buttons(call)] == ["p7|tea", "p7|a|b"]
+    payload = fixture("slack_block_actions_payload_bolt.json")
+    payload["actions"][0]["value"] = "p7|a|b"
+    (pressed,) = clicked(payload).messages
+    assert (pressed.message.button, pressed.message.prompt) == ("a|b", "p7")
+    payload["actions"][0]["value"] = "tea"  # a button posted before prompts had ids
+    (pressed,) = clicked(payload).messages
+    assert (pressed.message.button, pressed.message.prompt) == ("tea", None)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
-from parlour.flow import Button, Reply
+from parlour.flow import Button, Reply, UserMessage
 from parlour.gateway.channels.base import (
     Answer,
     Call,
@@ -239,6 +239,26 @@ def test_a_game_button_is_answered_but_not_a_turn():
     assert parsed.messages == ()
     assert parsed.events == (Event("callback_game", "42", "5001"),)
     assert parsed.answer == Answer.json({"method": "answerCallbackQuery", "callback_query_id": "g1"})
+
+
+def press(data: str) -> UserMessage:
+    query = {"id": "q1", "from": {"id": 42, "is_bot": False, "first_name": "Ada"}, "chat_instance": "c",
+             "message": message(), "data": data}
+    [got] = ADAPTER.parse(BOT, webhook(update(callback_query=query))).messages
+    return got.message
+
+
+@pytest.mark.parametrize("data, button, prompt", [
+    ("p3|quit", "quit", "p3"),
+    ("quit", "quit", None),  # a button sent before prompts had ids
+    ("p3|a|b", "a|b", "p3"),
+    ("x3|quit", "x3|quit", None),
+    ("p|quit", "p|quit", None),
+    ("p" + "9" * 20 + "|quit", "p" + "9" * 20 + "|quit", None),
+])
+def test_a_press_gives_its_prompt_and_the_options_id(data, button, prompt):
+    pressed = press(data)
+    assert (pressed.button, pressed.text, pressed.prompt) == (button, button, prompt)
 
 # ---------------------------------------------------------------- parse: garbage
 
@@ -508,3 +528,20 @@ def test_judge_200_with_ok_false_fails():
 
 def test_judge_the_fakes_rejection_fails():
     assert ADAPTER.judge(400, {}, b'{"error": {"message": "bad"}}') == Verdict("failed", None, "HTTP 400")
+
+
+@pytest.mark.parametrize("option, data", [
+    ("yes", "p3|yes"),
+    ("é" * 30 + "x", "p3|" + "é" * 30 + "x"),  # 61 bytes, 64 with the prompt: the whole payload
+    ("é" * 31, "é" * 31),  # 62 bytes, 65 with it: the id alone, whose press is judged as before prompts
+])
+def test_callback_data_carries_the_prompt_when_it_fits_in_64_bytes(option, data):
+    [call] = render(Reply(text="Pick", buttons=(Button(option, "Pick me"),), prompt="p3"))
+    [[sent]] = call.json["reply_markup"]["inline_keyboard"]
+    assert sent["callback_data"] == data
+    assert press(data).button == option
+
+
+def test_list_rows_carry_the_prompt_too():
+    [call] = render(Reply(text="Menu", list=buttons("m", "q"), prompt="p12"))
+    assert [row[0]["callback_data"] for row in call.json["reply_markup"]["inline_keyboard"]] == ["p12|m", "p12|q"]

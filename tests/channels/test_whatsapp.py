@@ -5,6 +5,7 @@ API's check, which must also refuse what Meta would refuse)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -902,3 +903,41 @@ def test_the_adapter_is_registered_by_name_and_settings():
     with pytest.raises(ValueError):
         WhatsAppBot(phone_number_id="../me", access_token="t", app_secret="s", verify_token="v")
     assert "EAAB-test.token" not in repr(BOT)
+
+
+# ------------------------------------------------------------------ prompts in the ids
+
+
+def pressed(kind: str, option_id: str) -> UserMessage:
+    reply = {"type": kind, kind: {"id": option_id, "title": "Quit"}}
+    [received] = parse(envelope({**text("x"), "type": "interactive", "interactive": reply})).messages
+    return received.message
+
+
+@pytest.mark.parametrize("reply, kind", [
+    (Reply(text="Pick", buttons=options(2), prompt="p3"), "button"),
+    (Reply(text="Pick", buttons=options(5), prompt="p3"), "list"),
+    (Reply(text="Pick", list=options(2), prompt="p3"), "list"),
+])
+def test_ids_carry_their_prompt_and_a_press_gives_it_back(reply, kind):
+    [body] = render(reply)
+    action = interactive(body)["action"]
+    ids = [b["reply"]["id"] for b in action["buttons"]] if kind == "button" else \
+        [row["id"] for row in action["sections"][0]["rows"]]
+    assert ids == [f"p3|o{i}" for i in range(1, len(ids) + 1)]
+    answer = pressed(f"{kind}_reply", ids[0])
+    assert (answer.button, answer.prompt, answer.text) == ("o1", "p3", "Quit")
+
+
+def test_an_id_too_long_with_its_prompt_goes_without_it_and_a_press_of_it_names_none():
+    long_id = "i" * 198  # a row id holds 200: with "p3|" it would not fit
+    [body] = render(Reply(text="Pick", buttons=(Button(long_id, "Yes"),) + options(3), prompt="p3"))
+    assert interactive(body)["action"]["sections"][0]["rows"][1]["id"] == "o1"
+    answer = pressed("list_reply", long_id)
+    assert (answer.button, answer.prompt) == (long_id, None)
+
+
+def test_every_rendered_call_with_a_prompt_passes_the_fake_apis_check():
+    for reply in RENDERED:
+        for call in ADAPTER.render(BOT, USER, replace(reply, prompt="p123456")):
+            assert check(as_request(call)) == []

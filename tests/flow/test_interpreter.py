@@ -3,6 +3,7 @@
 Every conversation runs on real flows loaded from text; ``now`` is given, never read.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import msgpack
@@ -48,8 +49,8 @@ def test_say_sends_text_buttons_list_and_media():
         """))
     c.send("hi", user_id="u7", user_name="Ann")
     assert c.turn.replies == [
-        Reply(text="Pick one, Ann", buttons=(Button("Tea", "Tea"), Button("coffee", "Coffee please"))),
-        Reply(text="Or browse", list_button="Menu", list=(Button("r1", "Row 2"), Button("r2", "r2"))),
+        Reply(text="Pick one, Ann", buttons=(Button("Tea", "Tea"), Button("coffee", "Coffee please")), prompt="p1"),
+        Reply(text="Or browse", list_button="Menu", list=(Button("r1", "Row 2"), Button("r2", "r2")), prompt="p1"),
         Reply(text="A picture", media_url="https://img.example/u7.png", media_kind="image"),
         Reply(media_url="https://files.example/menu.pdf", media_kind="document", media_filename="menu.pdf"),
     ]
@@ -187,7 +188,7 @@ FRUITS = (Button("a", "Apple"), Button("b", "Banana"))
 def test_menu_answer(text, button, replies, fruit):
     c = Convo(MENU)
     c.send("hi")
-    assert c.turn.replies == [Reply(text="Fruit?", buttons=FRUITS)]
+    assert c.turn.replies == [Reply(text="Fruit?", buttons=FRUITS, prompt="p1")]
     assert c.send(text, button=button) == replies
     assert c.state.vars.get("fruit") == fruit
     if fruit is None:
@@ -233,10 +234,10 @@ def test_menus_are_reused_by_name():
           bye: {say: Bye., end: true}
         """))
     c.send("hi", user_name="Ann")
-    sure = Reply(text="Sure, Ann?", buttons=(Button("y", "Yes"), Button("n", "No")))
+    sure = Reply(text="Sure, Ann?", buttons=(Button("y", "Yes"), Button("n", "No")), prompt="p1")
     assert c.turn.replies == [sure]
     assert c.send("yes") == ["Once more.", "Sure, Ann?"]
-    assert (c.state.node, c.turn.replies[-1]) == ("second", sure)
+    assert (c.state.node, c.turn.replies[-1]) == ("second", replace(sure, prompt="p2"))
     assert c.send("2") == ["Bye."]
     assert c.state.vars["said"] == "n"
 
@@ -1100,9 +1101,9 @@ def test_registration_from_hello_to_member(registration):
     for message, replies in SIGN_UP:
         assert c.send(*message, user_name="Ann") == replies, message
     assert c.effects(HttpRequest) == [HttpRequest(
-        request_id="r1", method="POST", url="http://members.test/members",
+        request_id=c.state.request, method="POST", url="http://members.test/members",
         json={"name": "Ann Lee", "email": "ann@example.org", "age": 30}, timeout_s=5.0)]
-    c.event(HttpResult("r1", status=201, json={"id": 7}))
+    c.event(HttpResult(c.state.request, status=201, json={"id": 7}))
     assert [r.text for r in c.turn.replies] == ["You're in, member #7.", "Bye for now. Type hi to start again."]
     assert c.effects(End) == [End("registration", "goodbye")]
     assert (c.state.status, c.state.vars["member"]) == ("ended", {"id": 7})
@@ -1112,7 +1113,7 @@ def test_registration_when_the_members_api_fails(registration):
     c = registration
     for message, _ in SIGN_UP:
         c.send(*message)
-    c.event(HttpResult("r1", status=503))
+    c.event(HttpResult(c.state.request, status=503))
     assert [r.text for r in c.turn.replies] == ["Our system is busy, please try again later.",
                                                 "Bye for now. Type hi to start again."]
     assert [e.routed for e in c.effects(Error)] == [True]

@@ -113,6 +113,12 @@ class ChatPage:
         last = self.driver.find_elements(By.CSS_SELECTOR, "#log > .msg:last-child .choice-title")
         return [button.text for button in last]
 
+    def pressable(self) -> list[str]:
+        """The titles of the buttons that can be pressed, anywhere in the transcript."""
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('#log button.choice:not(:disabled)'),"
+            " (b) => b.querySelector('.choice-title').textContent);")
+
     def user_id(self) -> str:
         return self.driver.execute_script("return JSON.parse(localStorage.getItem('parlour:demo:user'))")
 
@@ -125,12 +131,13 @@ class ChatPage:
         self.mark, self.sent = len(self.transcript()), text
         self.driver.find_element(By.ID, "text").send_keys(text, Keys.ENTER)
 
-    def press(self, title: str) -> None:
+    def press(self, title: str, which: int = -1) -> None:
+        """Click the button ``title`` of the last message that has one (``which``: of another)."""
         self.mark, self.sent = len(self.transcript()), title
         found = self.driver.find_elements(
             By.XPATH, f"//div[@id='log']//button[contains(@class, 'choice')][span[@class='choice-title'][.='{title}']]")
         assert found, f"no button {title!r}; the page shows:\n{self.describe()}"
-        found[-1].click()
+        found[which].click()
 
     def expect(self, *replies: str | re.Pattern, timeout_s: float = 20.0) -> None:
         """The last message sent shows as the user's and is answered, and the bot says exactly
@@ -277,6 +284,45 @@ def test_a_reload_continues_the_conversation(chat):
     assert chat.focused() == "text"
     chat.say("Ada Lovelace")  # a new user: the flow's default trigger welcomes them
     chat.expect(*WELCOME)
+    assert chat.console_problems() == []
+
+
+def test_an_answered_questions_buttons_are_disabled_and_the_flow_refuses_an_old_press(chat):
+    chat.open()
+    chat.say("hi")
+    chat.expect(*WELCOME)
+    assert chat.pressable() == MENU
+    chat.say("nothing")  # refused: the menu's buttons come again, and only those can be pressed
+    chat.expect("Please pick one of the options.")
+    assert chat.pressable() == MENU and len(chat.driver.find_elements(By.CSS_SELECTOR, "#log button.choice")) == 6
+    chat.press("Register")
+    chat.expect("What's your full name?")
+    assert chat.pressable() == []
+    # The issue-13 case: the old menu's Quit pressed after Register (a page from before the
+    # buttons were disabled, another tab). The page sends its prompt, and the flow refuses it.
+    chat.driver.execute_script("for (const b of document.querySelectorAll('#log button.choice')) b.disabled = false;")
+    chat.press("Quit")
+    chat.expect("Letters only, please.")
+    assert chat.pressable() == []
+
+    chat.reload()
+    chat.wait_status("connected")
+    assert chat.pressable() == []  # settled again from the saved transcript
+    chat.say("menu")
+    chat.expect("What would you like to do?")
+    assert chat.pressable() == MENU  # the new menu's only
+    # The first menu's Quit at the new menu: the page says which prompt it belongs to (a
+    # press without one would be taken by the menu it names an option of).
+    chat.driver.execute_script("for (const b of document.querySelectorAll('#log button.choice')) b.disabled = false;")
+    chat.press("Quit", which=0)
+    chat.expect("Please pick one of the options.")
+    assert chat.pressable() == MENU
+    chat.reload()
+    chat.wait_status("connected")
+    assert chat.pressable() == MENU
+    chat.press("Quit")
+    chat.expect("Bye for now. Type hi to start again.")
+    assert chat.pressable() == []
     assert chat.console_problems() == []
 
 

@@ -47,6 +47,31 @@ async def test_buttons_come_with_their_ids_and_titles(node):
         {"id": "register", "title": "Register"}, {"id": "about", "title": "About us"}, {"id": "quit", "title": "Quit"}]
 
 
+async def _press(node, user: str, button: str, prompt: str) -> tuple[int, dict]:
+    async with node.http.post(f"{node.url}/v1/demo/web/messages",
+                              json={"user": user, "id": f"{user}-{button}-{prompt}", "button": button, "prompt": prompt}) as response:
+        return response.status, await response.json()
+
+
+async def test_an_old_buttons_press_is_refused_and_the_conversation_stays_where_it_was(node):
+    _, hello = await node.say("stale", "hi")
+    menu = hello["replies"][-1]
+    assert (menu["prompt"], "prompt" in hello["replies"][0]) == ("p1", False)
+    status, body = await _press(node, "stale", "register", menu["prompt"])
+    assert (status, texts(body), "prompt" in body["replies"][0]) == (200, ["What's your full name?"], False)
+    status, body = await _press(node, "stale", "quit", menu["prompt"])  # the old menu's Quit
+    assert (status, texts(body)) == (200, ["Letters only, please."])
+    record = await node.runtime.conversation(ConversationKey("demo", "web", "stale"))
+    assert (record.state.node, record.state.status, record.state.vars.get("name")) == ("ask_name", "waiting", None)
+    async with node.http.ws_connect(f"{node.url}/v1/demo/web/ws?user=stale") as ws:
+        await ws.send_json({"id": "s-1", "button": "quit", "prompt": "p1"})
+        assert texts(await ws.receive_json(timeout=30)) == ["Letters only, please."]
+        await ws.send_json({"id": "s-2", "text": "menu"})
+        assert (await ws.receive_json(timeout=30))["replies"][0]["prompt"] == "p2"
+        await ws.send_json({"id": "s-3", "button": "quit", "prompt": "p2"})
+        assert texts(await ws.receive_json(timeout=30)) == ["Bye for now. Type hi to start again."]
+
+
 async def test_a_retried_message_id_moves_the_flow_once_and_gets_the_same_replies(node):
     hello = await node.say("cy", "hi", id="c-1")
     first = await node.say("cy", button="register", id="c-2")
@@ -144,6 +169,10 @@ async def test_bad_input_is_refused_with_one_error_shape(node):
         (json.dumps({"user": "u", "id": "1", "text": "a", "button": "b"}).encode(), 400, "invalid_request"),
         (json.dumps({"user": "", "id": "1", "text": "a"}).encode(), 400, "invalid_request"),
         (json.dumps({"user": "u", "id": "1", "text": "a", "extra": 1}).encode(), 400, "invalid_request"),
+        (json.dumps({"user": "u", "id": "1", "text": "a", "prompt": "p1"}).encode(), 400, "invalid_request"),
+        (json.dumps({"user": "u", "id": "1", "button": "a", "prompt": "p" * 65}).encode(), 400, "invalid_request"),
+        (json.dumps({"user": "u", "id": "1", "button": "a", "prompt": "p\n1"}).encode(), 400, "invalid_request"),
+        (json.dumps({"user": "u", "id": "1", "button": "a", "prompt": 1}).encode(), 400, "invalid_request"),
         (b'{"user": "\\ud800", "id": "1", "text": "a"}', 400, "invalid_request"),
         (json.dumps({"user": "u", "id": "1", "text": "x" * 100_000}).encode(), 413, "payload_too_large"),
     ]
