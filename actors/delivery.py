@@ -15,6 +15,8 @@
   channel too, go on.
 - **The bot's tenant's egress policy** (:mod:`parlour.egress`) applies to its ``api_base``, on
   every connection: a send it denies is buried at once (``egress denied: ...``), never retried.
+- **No redirect is followed**: a call carries credentials (a bot's token, a webhook's
+  signature) that must not travel to a host the operator did not name; a 3xx fails for good.
 - **A reply is sent once per outbox entry.** An entry that is in the outbox twice (a store
   client's retry of a commit that had run) is recognised by its conversation and number and
   acknowledged without a second send.
@@ -247,7 +249,8 @@ class Delivery:
         http = self._http.get(self.egress.policy(tenant), timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s))
         try:
             async with http.request(call.method, base.rstrip("/") + call.path, headers=headers,
-                                    json=call.json, data=call.form if call.form is not None else call.content) as answer:
+                                    json=call.json, data=call.form if call.form is not None else call.content,
+                                    allow_redirects=False) as answer:
                 body = await answer.read()
                 return _adapter(channel).judge(answer.status, answer.headers, body)
         except EgressDenied as exc:  # the same answer however often it is asked
