@@ -27,6 +27,7 @@ from parlour.store import FlowRecord, Store
 from .admin import Admin
 from .bots_api import BotsApi
 from .channels.registry import Bots
+from .console import Console
 from .auth import Auth
 from .secrets_api import SecretsApi
 from .vault import Vault
@@ -76,6 +77,7 @@ class Gateway:
         self.bots_api = BotsApi(self)
         self.secrets_api = SecretsApi(self)
         self.ops = Ops(self)
+        self.console = Console(self)
         self.push = WebPush(store, self.web, self.metrics)
         self.stopping = False
         self._push_task: asyncio.Task | None = None
@@ -115,7 +117,8 @@ class Gateway:
         app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
                               middlewares=middlewares(self.metrics))
         app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.webhooks.routes(),
-                        *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes()])
+                        *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes(),
+                        *self.console.routes()])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
