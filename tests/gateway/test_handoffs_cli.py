@@ -4,8 +4,9 @@ closed ticket refused."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import subprocess
+from dataclasses import dataclass
 import sys
 
 import pytest
@@ -22,9 +23,20 @@ async def inbox(redis_server):
     await stop_node(node)
 
 
-def handoffs(node, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "parlour.cli", "handoffs", *args, "--url", node.url,
-                           "--token", node.tokens["demo"]], capture_output=True, text=True, timeout=60)
+async def handoffs(node, *args: str) -> Run:
+    """``parlour handoffs ...`` against the node (in this process's loop, so not blocking it)."""
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "parlour.cli", "handoffs", *args, "--url", node.url, "--token", node.tokens["demo"],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(run.communicate(), 60)
+    return Run(run.returncode, out.decode(), err.decode())
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 async def test_list_show_reply_resume_and_close(inbox):
@@ -33,30 +45,30 @@ async def test_list_show_reply_resume_and_close(inbox):
     assert "passing you to a colleague" in " ".join(texts(body))
     await inbox.say("cli-user", "my card is blocked")
 
-    listed = handoffs(inbox, "list", "demo", "--status", "open", "--queue", "support")
+    listed = await handoffs(inbox, "list", "demo", "--status", "open", "--queue", "support")
     assert listed.returncode == 0, listed.stderr
     [line, total] = listed.stdout.splitlines()
     ticket = line.split()[0]
     assert "open  support  demo/web/cli-user" in line and "Customer asked for a person" in line
     assert total == "1 ticket(s)"
-    assert handoffs(inbox, "list", "demo", "--status", "closed").stdout.strip() == "0 ticket(s)"
+    assert (await handoffs(inbox, "list", "demo", "--status", "closed")).stdout.strip() == "0 ticket(s)"
 
-    replied = handoffs(inbox, "reply", "demo", ticket, "Hello, I'm Kim.", "--agent", "kim", "--id", "r-1")
+    replied = await handoffs(inbox, "reply", "demo", ticket, "Hello, I'm Kim.", "--agent", "kim", "--id", "r-1")
     assert replied.returncode == 0 and replied.stdout.startswith(f"reply: {ticket}  open"), replied.stderr
-    again = handoffs(inbox, "reply", "demo", ticket, "Hello, I'm Kim.", "--agent", "kim", "--id", "r-1")
+    again = await handoffs(inbox, "reply", "demo", ticket, "Hello, I'm Kim.", "--agent", "kim", "--id", "r-1")
     assert again.returncode == 0, again.stderr
-    shown = handoffs(inbox, "show", "demo", ticket)
+    shown = await handoffs(inbox, "show", "demo", ticket)
     assert shown.returncode == 0, shown.stderr
     assert "user: my card is blocked" in shown.stdout
     assert shown.stdout.count("kim: Hello, I'm Kim.") == 1  # the same --id: said once
 
-    bad = handoffs(inbox, "resume", "demo", ticket, "--vars", "[1]")
+    bad = await handoffs(inbox, "resume", "demo", ticket, "--vars", "[1]")
     assert bad.returncode == 2 and "--vars is a JSON object" in bad.stderr
-    resumed = handoffs(inbox, "resume", "demo", ticket, "--var", "handoff_reason=done", "--agent", "kim")
+    resumed = await handoffs(inbox, "resume", "demo", ticket, "--var", "handoff_reason=done", "--agent", "kim")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resume: {ticket}  closed (kim)" in resumed.stdout and "bot: You're back with the Acme bot." in resumed.stdout
 
-    closed = handoffs(inbox, "close", "demo", ticket)
+    closed = await handoffs(inbox, "close", "demo", ticket)
     assert closed.returncode == 1 and "ticket_closed" in closed.stderr
-    missing = handoffs(inbox, "show", "demo", "no-such-ticket")
+    missing = await handoffs(inbox, "show", "demo", "no-such-ticket")
     assert missing.returncode == 1 and "404" in missing.stderr
