@@ -9,6 +9,9 @@
   with full jitter, and never sooner than the channel asked (``Retry-After``, Telegram's
   ``retry_after``). Another 4xx is not retried. After the last attempt the reply goes to the
   dead letters, and the lane goes on with the conversation's next reply.
+- **A bot not known yet is waited for.** The bots are a cached copy; a reply for a bot not in
+  it (added a moment ago) reads the registry again, and a bot still missing is retried like a
+  5xx, attempts spent, buried only after the last (a deleted bot's replies).
 - **A circuit breaker per bot** (its endpoint and credentials). After ``breaker_failures``
   retryable failures in a row it opens: that bot's sends wait ``breaker_open_s``, without
   spending their attempts, then one probe decides whether it closes. Other bots, of the same
@@ -38,6 +41,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
 
 import aiohttp
 from parlour.codec import unpack_outbound
@@ -54,7 +59,16 @@ from .tickets import unpack_hook
 
 log = logging.getLogger("parlour.delivery")
 
-BotLookup = Callable[[str, str, str], Awaitable[BotSettings | None]]
+
+class BotLookup(Protocol):
+    """A bot's settings, or None for a bot that is not there (:meth:`Bots.get
+    <parlour.gateway.channels.registry.Bots.get>`). ``fresh`` reads the registry again rather
+    than trusting a cached copy."""
+
+    def __call__(self, tenant: str, channel: str, bot: str, *,
+                 fresh: bool = False) -> Awaitable[BotSettings | None]: ...
+
+
 DEAD_COUNT_S = 10.0  # how often the dead letters are counted for their gauge
 DEAD_COUNT_MAX = 100_000
 SENT_PER_CONVERSATION, SENT_CONVERSATIONS = 32, 100_000  # what is remembered as sent, to drop a duplicate
@@ -206,15 +220,13 @@ class Delivery:
             # The same reply twice in the outbox (a store client's retry of a commit that had
             # run): it went out already.
             return await self._store("ack", self.store.ack_outbox, [entry.id])
-        # A store that does not answer is waited for; only a reply that cannot be sent is buried.
-        settings = await self._store("read the bots", self.bots, conversation.tenant, channel, bot)
+        settings, attempts = await self._bot(entry, conversation.tenant, channel, bot)
+        if settings is None:
+            return
         try:
-            if settings is None:
-                return await self._bury(entry, _unknown(channel, bot, conversation.tenant), 0)
             calls = _render(channel, settings, conversation.user, entry.data)
         except ParlourError as exc:
-            return await self._bury(entry, f"cannot be sent: {exc}", 0)
-        attempts = 0
+            return await self._bury(entry, f"cannot be sent: {exc}", attempts)
         name = f"{conversation.tenant}/{conversation.channel}"  # one bot's endpoint: its failures pause it alone
         for part, call in enumerate(calls):
             breaker = self.breakers.setdefault(name, Breaker(
@@ -235,6 +247,26 @@ class Delivery:
                 await asyncio.sleep(self.policy.backoff(attempts, verdict.after_s, self.rng))
         self._remember(entry)
         await self._store("ack", self.store.ack_outbox, [entry.id])
+
+    async def _bot(self, entry: OutboxEntry, tenant: str, channel: str, bot: str) -> tuple[BotSettings | None, int]:
+        """The reply's bot, and the attempts spent waiting for it. A bot the cached registry
+        does not know may have been added a moment ago: the registry is read again, and a bot
+        still missing is waited for like a retryable failure (backoff, attempts spent), the
+        reply buried (None) only after the last attempt. A store that does not answer is
+        waited for without spending attempts."""
+        settings = await self._store("read the bots", self.bots, tenant, channel, bot)
+        attempts = 0
+        while settings is None:
+            settings = await self._store("read the bots", partial(self.bots, fresh=True), tenant, channel, bot)
+            if settings is not None:
+                break
+            attempts += 1
+            if attempts >= self.policy.max_attempts:
+                await self._bury(entry, _unknown(channel, bot, tenant), attempts)
+                return None, attempts
+            self.metrics.retries.labels(channel).inc()
+            await asyncio.sleep(self.policy.backoff(attempts, None, self.rng))
+        return settings, attempts
 
     def _remember(self, entry: OutboxEntry) -> None:
         """Keep the latest sent replies' numbers of recent conversations (bounded)."""

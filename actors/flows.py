@@ -65,7 +65,7 @@ class Flows:
                     log.error("flow %s/%s@%s does not load: %s", *name, exc)
                     continue
             if record.tenant not in catalogs:
-                catalogs[record.tenant] = Catalog(env=self.env.get(record.tenant))
+                catalogs[record.tenant] = Catalog(env=self.env.get(record.tenant), tenant=record.tenant)
             catalogs[record.tenant].add(flow, make_current=record.current)
         self._catalogs = catalogs
         return sum(1 for _ in records)

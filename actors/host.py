@@ -48,6 +48,7 @@ from parlour.flow import (
     Send,
     StartTimer,
     Unhandled,
+    UserMessage,
 )
 from parlour.flow.regexes import overruns as regex_overruns
 from parlour.flow.state import ENDED, IDLE, State
@@ -60,6 +61,7 @@ from parlour.messages import (
     ConversationKey,
     Inbound,
     Outcome,
+    mailbox_log,
     partition_of,
 )
 from parlour.metrics import HostMetrics, host_gauges
@@ -100,6 +102,12 @@ class HostConfig:
     """Channels whose caller receives a message's replies in its answer (the web channel's
     HTTP response): those replies are kept for a retry but not put in the outbox. What a timer
     or an API result makes a flow say still is, on every channel."""
+    mailbox_channels: frozenset[str] = frozenset({"web"})
+    """Channels whose outbox replies are also appended to the user's mailbox (a store log,
+    :func:`parlour.messages.mailbox_log`), kept ``mailbox_ttl_s``: what a timer or an API result
+    made the flow say reaches a web client that had no socket open (parlour serve:
+    ``limits.mailbox_ttl_s``)."""
+    mailbox_ttl_s: float = 7 * 86_400.0
     # isolation: dedicated (issue 12, finding 4): the caps and idle retirement of this host's
     # dedicated processes (parlour serve: Settings.dedicated)
     dedicated: DedicatedCaps = DedicatedCaps()
@@ -418,7 +426,9 @@ class Host(Background, Lanes):
         pending = Pending()
         answered = key.split("/", 2)[1] in self.config.answered_channels
         for work, step in zip(group, done):
-            to_outbox = work.index is None or not answered
+            # a user's message on an answered channel gets its replies in the answer; anything
+            # else (a timer, an API result, an agent's action, a start) reaches the user via the outbox
+            to_outbox = work.index is None or not answered or not isinstance(work.event, UserMessage)
             if work.timer is not None:
                 timers[work.timer] = None
             if isinstance(work.event, HttpResult):
@@ -429,7 +439,7 @@ class Host(Background, Lanes):
                     seq += 1
                     said.append(reply_data(effect.reply))
                     if to_outbox:
-                        commit.outbox.append((key, seq, pack_outbound(key, seq, work.message_id, said[-1], now)))
+                        self._send_out(commit, key, seq, pack_outbound(key, seq, work.message_id, said[-1], now), now)
                 elif isinstance(effect, StartTimer):
                     timers[effect.timer_id] = effect.due_at
                 elif isinstance(effect, CancelTimer):
@@ -460,6 +470,14 @@ class Host(Background, Lanes):
             commit.fences[partition] = self.owned[partition]
         return pending
 
+    def _send_out(self, commit: Commit, key: str, seq: int, outbound: bytes, now: float) -> None:
+        """Put a reply in the outbox (the channel's delivery, or the web's push to open sockets)
+        and, for a channel with a mailbox, in the user's mailbox too, in the same commit: a web
+        user with no socket open reads it there later (:mod:`parlour.gateway.mailbox`)."""
+        commit.outbox.append((key, seq, outbound))
+        if key.split("/", 2)[1] in self.config.mailbox_channels:
+            commit.logs.append((mailbox_log(key), outbound, now + self.config.mailbox_ttl_s))
+
     def _install(self, groups: dict[str, list[Work]], results: dict[str, bytes | None], now: float) -> None:
         """The batch is committed: its records become the resident ones (most recent last)."""
         for key, record in results.items():
@@ -477,7 +495,8 @@ class Host(Background, Lanes):
             self.counts["duplicates"] += 1
             return Outcome(work.message_id or "", DUPLICATE)
         return Outcome(work.message_id or "", APPLIED, step.replies, flow=step.flow, node=step.node,
-                       conversation_status=step.status)
+                       conversation_status=step.status,
+                       calling=any(isinstance(e, HttpRequest) for e in step.effects))
 
     def _lose(self, epochs: dict[int, int]) -> None:
         """Another host holds these partitions now: stop serving them, forget their conversations."""

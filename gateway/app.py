@@ -29,14 +29,16 @@ from .bots_api import BotsApi
 from .channels.registry import Bots
 from .console import Console
 from .auth import Auth
+from .handoffs import Handoffs
 from .secrets_api import SecretsApi
 from .vault import Vault
 from .ingress import Ingress
-from .middleware import AccessLogger, middlewares
+from .mailbox import Mailbox, MailboxApi
+from .middleware import FROM_PATH, AccessLogger, middlewares
 from .openapi import openapi_route
 from .ops import Ops
 from .server import GatewayRunner
-from .web import WebChannel, WebPush
+from .web import CHANNEL as WEB_CHANNEL, WebChannel, WebPush
 from .webhooks import Webhooks
 
 log = logging.getLogger("parlour.gateway")
@@ -67,6 +69,8 @@ class Gateway:
         self.tenants: dict[str, tuple[TenantConfig, str]] = {n: (t, "config") for n, t in settings.tenants.items()}
         self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()},
                          failures=settings.limits.auth_failures)
+        for name, tenant in settings.tenants.items():
+            self.auth.set_agents(name, {agent: (a.token, a.queues) for agent, a in tenant.agents.items()})
         self.ingress = Ingress(runtime.send, self.metrics, max_pending=settings.limits.max_pending,
                                timeout_s=settings.limits.request_timeout_s)
         for name, tenant in settings.tenants.items():
@@ -76,9 +80,12 @@ class Gateway:
         self.admin = Admin(self)
         self.bots_api = BotsApi(self)
         self.secrets_api = SecretsApi(self)
+        self.handoffs = Handoffs(self)
         self.ops = Ops(self)
         self.console = Console(self)
-        self.push = WebPush(store, self.web, self.metrics)
+        self.mailbox = Mailbox(store)
+        self.mailbox_api = MailboxApi(self, self.mailbox)
+        self.push = WebPush(store, self.web, self.metrics, mailbox=self.mailbox)
         self.stopping = False
         self._push_task: asyncio.Task | None = None
 
@@ -114,11 +121,13 @@ class Gateway:
     # ------------------------------------------------------------ the application
 
     def app(self) -> web.Application:
+        web_routes, webhook_routes = [*self.web.routes(), *self.mailbox_api.routes()], self.webhooks.routes()
+        owners = {**{r.path: WEB_CHANNEL for r in web_routes}, **{r.path: FROM_PATH for r in webhook_routes}}
         app = web.Application(client_max_size=self.settings.limits.max_body_bytes,
-                              middlewares=middlewares(self.metrics))
-        app.add_routes([*self.ops.routes(), openapi_route(), *self.web.routes(), *self.webhooks.routes(),
+                              middlewares=middlewares(self.metrics, owners))
+        app.add_routes([*self.ops.routes(), openapi_route(), *web_routes, *webhook_routes,
                         *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes(),
-                        *self.console.routes()])
+                        *self.handoffs.routes(), *self.console.routes()])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)

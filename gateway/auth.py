@@ -33,10 +33,16 @@ OPERATOR = "*"
 @dataclass(frozen=True, slots=True)
 class Principal:
     tenant: str  # OPERATOR for the operator
+    agent: str | None = None  # an agent of the tenant: its hand-offs only
+    queues: frozenset[str] | None = None  # the agent's queues; None: all
 
     @property
     def operator(self) -> bool:
         return self.tenant == OPERATOR
+
+    def sees(self, queue: str | None) -> bool:
+        """Whether a ticket of ``queue`` is visible to this principal."""
+        return self.agent is None or self.queues is None or (queue or "") in self.queues
 
 
 def client_key(remote: str | None) -> str:
@@ -85,8 +91,15 @@ class Auth:
         self._operator = operator_hash
         self.throttle = FailureThrottle(failures)
         self._tenants: dict[str, str] = {}
+        self._agents: dict[str, Principal] = {}
         for tenant, hashes in tenant_hashes.items():
             self.set_tenant(tenant, hashes)
+
+    def set_agents(self, tenant: str, agents: dict[str, tuple[str, list[str] | None]]) -> None:
+        """``tenant``'s agents are now ``agents`` (name -> token hash, queues or None)."""
+        self._agents = {h: p for h, p in self._agents.items() if p.tenant != tenant}
+        for name, (digest, queues) in agents.items():
+            self._agents[digest] = Principal(tenant, name, frozenset(queues) if queues is not None else None)
 
     def set_tenant(self, tenant: str, hashes: list[str]) -> None:
         """``tenant``'s tokens are now ``hashes`` (its earlier ones stop working)."""
@@ -111,18 +124,24 @@ class Auth:
         if hmac.compare_digest(digest, self._operator):
             return Principal(OPERATOR)
         tenant = self._tenants.get(digest)
-        if tenant is None:
+        if tenant is not None:
+            return Principal(tenant)
+        agent = self._agents.get(digest)
+        if agent is None:
             self.throttle.failed(client)
             raise ApiError(401, "unauthorized", "the token is not valid",
                            headers={"WWW-Authenticate": 'Bearer realm="parlour", error="invalid_token"'})
-        return Principal(tenant)
+        return agent
 
-    def tenant(self, request: web.Request, tenant: str, known: bool) -> Principal:
+    def tenant(self, request: web.Request, tenant: str, known: bool, *, agents: bool = False) -> Principal:
         """The caller, if it may act on ``tenant``: 404 for a tenant it cannot see or that is
-        not ``known``."""
+        not ``known``; 403 for an agent's token, unless the route is one of the hand-offs'
+        (``agents``)."""
         principal = self.principal(request)
         if not known or not (principal.operator or principal.tenant == tenant):
             raise not_found(f"tenant {tenant!r}")
+        if principal.agent is not None and not agents:
+            raise ApiError(403, "forbidden", "an agent's token reaches only the tenant's hand-offs")
         return principal
 
     def operator(self, request: web.Request) -> Principal:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from parlour.errors import Problem
 from parlour.flow.cache import COMPILED
-from parlour.flow.checks import check_secrets, check_together
+from parlour.flow.deploy_checks import check_secrets, check_together
 
 from .errors import unavailable
 

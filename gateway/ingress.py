@@ -54,6 +54,15 @@ class Ingress:
             self.metrics.rejected.labels("overloaded").inc()
             raise unavailable(f"the gateway has {self.pending} messages in flight: retry shortly", code="overloaded")
 
+    def admit_read(self, tenant: str, user: str) -> None:
+        """Refuse a read of ``user``'s mailbox now if the user or the tenant is over its rate
+        (429): a read costs what a message does, so that polling cannot go faster than sending
+        (a poller that waits with ``wait_s`` spends one per wait). Reads hold no place among
+        the messages in flight."""
+        self._hit(self._user_limits.get(tenant, ()), f"{tenant}/{user}", "user_rate_limited",
+                  f"user {user[:64]!r} reads or sends faster than tenant {tenant!r} allows one user")
+        self._hit(self._limits.get(tenant, ()), tenant, "rate_limited", f"tenant {tenant!r} is over its rate limit")
+
     def _hit(self, items, key: str, code: str, message: str) -> None:
         for item in items:
             if not self._limiter.hit(item, key):

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -17,6 +18,7 @@ from parlour.errors import InvalidId
 from parlour.metrics import GatewayMetrics
 from parlour.store import StoreError
 
+from .channels.registry import CHANNELS
 from .errors import HTTP_CODES, ApiError, error_response
 
 log = logging.getLogger("parlour.gateway")
@@ -40,7 +42,27 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(unmatched)"
 
 
-def middlewares(metrics: GatewayMetrics):
+NO_CHANNEL = ""
+"""The ``channel`` label of requests that belong to no channel (admin, ops, the API
+description, an unmatched path): Prometheus reads an empty value as no channel."""
+FROM_PATH = "{channel}"
+"""A route's channel given in its own path (the webhooks'): the label is the path's
+``{channel}`` when it is one parlour has, so that a hostile path cannot mint label values."""
+
+
+def channel_of(request: web.Request, owners: Mapping[str, str]) -> str:
+    """The channel a request counts under: its route's, from ``owners`` (route -> channel)."""
+    owner = owners.get(route_of(request), NO_CHANNEL)
+    if owner == FROM_PATH:
+        named = request.match_info.get("channel", "")
+        return named if named in CHANNELS else NO_CHANNEL
+    return owner
+
+
+def middlewares(metrics: GatewayMetrics, owners: Mapping[str, str] | None = None):
+    """``owners`` maps each channel's own routes (as written: ``/v1/{tenant}/web/messages``) to
+    the channel, or to :data:`FROM_PATH`; every other route counts under :data:`NO_CHANNEL`."""
+    owners = dict(owners or {})
     prefix = uuid.uuid4().hex[:12]  # this process's; a counter after it (a uuid4 per request costs more)
     numbers = itertools.count(1)
 
@@ -57,8 +79,8 @@ def middlewares(metrics: GatewayMetrics):
             status = exc.status
             raise
         finally:
-            channel = "web" if "/web/" in request.path or request.path.startswith("/chat/") else "api"
-            metrics.observe_request(route_of(request), channel, status, time.perf_counter() - started)
+            metrics.observe_request(route_of(request), channel_of(request, owners), status,
+                                    time.perf_counter() - started)
         response.headers["X-Request-Id"] = request[REQUEST_ID_KEY]
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)

@@ -17,7 +17,8 @@ from . import schemas as s
 MODELS = [FlowSpec, s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.FlowsOut, s.FlowOut, s.FlowVersionOut,
           s.FlowCreated, s.Rollback, s.ConversationOut, s.TenantsOut, s.TenantCreated, s.Health, s.Ready,
           s.BotOut, s.BotsOut, s.SecretIn, s.SecretOut, s.SecretsOut, s.DeadLettersOut, s.DeadLetterChoice,
-          s.Replayed, s.Dropped]
+          s.Replayed, s.Dropped, s.MailReplyOut, s.MailboxOut, s.Acknowledged, s.TicketOut, s.TicketsOut,
+          s.HandoffOut, s.HandoffActed, s.AgentMessageIn, s.AssignIn, s.ResumeIn, s.CloseIn]
 REF = "#/components/schemas/{model}"
 
 
@@ -50,11 +51,14 @@ def _file(*media_types: str) -> dict[str, Any]:
 
 REASONS = {400: "the request is malformed (bad JSON, a field that does not validate)",
            401: "no token, or not a valid one", 403: "the token may not do this",
-           404: "no such resource (or not one this token can see)", 409: "conflicts with the config file",
+           404: "no such resource (or not one this token can see)",
+           409: "conflicts with the resource's state: declared in the config file; a hand-off that is closed "
+                "(`ticket_closed`) or that the conversation left (`not_in_handoff`)",
            413: "the body is larger than the limit", 422: "the flow is invalid: every problem with its line and column",
-           429: "over the tenant's or the user's rate limit (a socket: over the user's open sockets); see Retry-After",
-           500: "the turn failed", 503: "overloaded, not ready, the store failing, or (a socket) the node's sockets "
-                                    "all taken; see Retry-After",
+           429: "over the tenant's or the user's rate limit (a socket: over the user's open sockets; a mailbox read "
+                "that waits: over the user's waiting reads); see Retry-After",
+           500: "the turn failed", 503: "overloaded, not ready, the store failing, or (a socket, a mailbox read that "
+                                    "waits) the node's all taken; see Retry-After",
            405: "this channel has no GET handshake"}
 ERROR_HEADERS = {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}
 
@@ -106,6 +110,8 @@ def _paths() -> dict[str, Any]:
                                    "responses": {**_file("text/html"), **_errors(404)}}},
         "/static/chat.js": {"get": {"summary": "the chat page's script", "operationId": "chatScript",
                                     "responses": _file("text/javascript", "application/javascript")}},
+        "/static/mailbox.js": {"get": {"summary": "the chat page's mailbox reader", "operationId": "chatMailboxScript",
+                                       "responses": _file("text/javascript", "application/javascript")}},
         "/static/chat.css": {"get": {"summary": "the chat page's style", "operationId": "chatStyle",
                                      "responses": _file("text/css")}},
         "/agent/{tenant}": {"get": {"summary": "the agent console: hand-offs, answered by a person (it reads the "
@@ -115,11 +121,13 @@ def _paths() -> dict[str, Any]:
                                      "responses": _file("text/javascript", "application/javascript")}},
         "/static/agent.css": {"get": {"summary": "the agent console's style", "operationId": "agentStyle",
                                       "responses": _file("text/css")}},
-        "/v1/{tenant}/web/messages": {"post": {
-            "summary": "send a web chat message; the replies come back once its turn is committed",
-            "operationId": "postWebMessage", "parameters": [TENANT],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.WebMessage)}}},
-            "responses": {"200": _json(s.WebReplies, "the turn's replies"), **_errors(400, 404, 413, 429, 500, 503)}}},
+        "/v1/{tenant}/web/messages": {
+            "post": {"summary": "send a web chat message; the replies come back once its turn is committed",
+                     "operationId": "postWebMessage", "parameters": [TENANT],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(s.WebMessage)}}},
+                     "responses": {"200": _json(s.WebReplies, "the turn's replies"),
+                                   **_errors(400, 404, 413, 429, 500, 503)}},
+            **_mailbox_operations()},
         "/v1/{tenant}/web/ws": {"get": {
             "summary": "a WebSocket for a chat widget (send SocketMessage frames; receive replies and pushes)",
             "operationId": "webSocket", "parameters": [TENANT, {"name": "user", "in": "query", "required": True,
@@ -162,7 +170,83 @@ def _paths() -> dict[str, Any]:
                        "operationId": "resetConversation", "security": BEARER, "parameters": [TENANT, CHANNEL, USER],
                        "responses": {"204": _answer("reset"), **_errors(400, 401, 404, 429)}}},
         **_channel_paths(),
+        **_handoff_paths(),
     }
+
+
+TICKET = {"name": "ticket", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+
+def _handoff_paths() -> dict[str, Any]:
+    """The agent inbox (:mod:`parlour.gateway.handoffs`): a tenant's token, the operator's, or an
+    agent's (its queues' tickets only)."""
+    one = "/v1/{tenant}/handoffs/{ticket}"
+
+    def act(summary: str, operation_id: str, model) -> dict[str, Any]:
+        return {"post": {"summary": summary, "operationId": operation_id, "security": BEARER,
+                         "parameters": [TENANT, TICKET],
+                         "requestBody": {"required": operation_id == "agentMessage",
+                                         "content": {"application/json": {"schema": _ref(model)}}},
+                         "responses": {"200": _json(s.HandoffActed, "done: the ticket as it is now"),
+                                       **_errors(400, 401, 403, 404, 409, 413, 429, 500, 503)}}}
+
+    return {
+        "/v1/{tenant}/handoffs": {"get": {
+            "summary": "the tenant's hand-off tickets, oldest first", "operationId": "listHandoffs",
+            "security": BEARER,
+            "parameters": [TENANT,
+                           {"name": "status", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["open", "assigned", "closed"]}},
+                           {"name": "queue", "in": "query", "required": False, "schema": {"type": "string"}},
+                           {"name": "after", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "the `next` of the page before"},
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}}],
+            "responses": {"200": _json(s.TicketsOut, "tickets"), **_errors(400, 401, 404, 503)}}},
+        one: {"get": {"summary": "a ticket and its transcript", "operationId": "getHandoff", "security": BEARER,
+                      "parameters": [TENANT, TICKET],
+                      "responses": {"200": _json(s.HandoffOut, "the ticket"), **_errors(401, 404, 503)}}},
+        one + "/events": {"get": {
+            "summary": "server-sent events: `turn` for each new turn of the ticket (its `id` the cursor; "
+                       "Last-Event-ID resumes), `ticket` when the ticket changes", "operationId": "handoffEvents",
+            "security": BEARER,
+            "parameters": [TENANT, TICKET, {"name": "after", "in": "query", "required": False, "schema": CURSOR},
+                           {"name": "max_s", "in": "query", "required": False,
+                            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "default": 3600},
+                            "description": "the stream ends after this; reconnect with Last-Event-ID"}],
+            "responses": {"200": _answer("the stream", {"text/event-stream": {"schema": {"type": "string"}}}),
+                          **_errors(400, 401, 404, 503)}}},
+        one + "/assign": act("take the ticket (an agent's token: as itself)", "assignHandoff", s.AssignIn),
+        one + "/messages": act("say something to the user, through the conversation's channel, in order with "
+                               "the rest; an `id` sent again is said once", "agentMessage", s.AgentMessageIn),
+        one + "/close": act("end the hand-off and the conversation", "closeHandoff", s.CloseIn),
+        one + "/resume": act("give the conversation back to its flow, at `node` or the handoff's `next`, "
+                             "with `vars` set", "resumeHandoff", s.ResumeIn),
+    }
+
+
+WEB_USER = {"name": "user", "in": "query", "required": True, "description": "the web user, as in the messages",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}}
+CURSOR = {"type": "string", "pattern": "^[0-9]{1,20}$", "description": "a `cursor` or `next` of an earlier read "
+                                                                      "(another value answers 400)"}
+
+
+def _mailbox_operations() -> dict[str, Any]:
+    """``GET`` and ``DELETE /v1/{tenant}/web/messages`` (:mod:`parlour.gateway.mailbox`)."""
+    return {
+        "get": {"summary": "read the user's mailbox: what timers and API results made the flow say, outside the "
+                           "answers; waits up to `wait_s` for a reply when there is none", "operationId": "readWebMailbox",
+                "parameters": [TENANT, WEB_USER,
+                               {"name": "after", "in": "query", "required": False, "schema": CURSOR},
+                               {"name": "wait_s", "in": "query", "required": False,
+                                "schema": {"type": "number", "minimum": 0, "maximum": 30, "default": 0}},
+                               {"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 100}}],
+                "responses": {"200": _json(s.MailboxOut, "the replies after `after`"), **_errors(400, 404, 429, 503)}},
+        "delete": {"summary": "acknowledge the user's mailbox up to a cursor: those replies are deleted",
+                   "operationId": "ackWebMailbox",
+                   "parameters": [TENANT, WEB_USER, {"name": "upto", "in": "query", "required": True, "schema": CURSOR}],
+                   "responses": {"200": _json(s.Acknowledged, "deleted"), **_errors(400, 404, 429, 503)}}}
 
 
 def _channel_paths() -> dict[str, Any]:

@@ -4,7 +4,7 @@ and describe both directions in ``/openapi.json``."""
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -63,8 +63,31 @@ class ReplyOut(BaseModel):
 
 
 class WebReplies(BaseModel):
-    replies: list[ReplyOut]
+    replies: list[ReplyOut] = Field(description="the turn's replies; then, when the tenant sets `web_answer_wait_s` "
+                                    "and the turn started an HTTP call, the replies its result made within that wait, "
+                                    "each with its mailbox `cursor`, `seq` and `at` (as MailReplyOut)")
     duplicate: bool = Field(description="this message id was handled before: these are the replies it got then")
+    next: str | None = Field(None, description="with replies from the mailbox: the cursor of the last, for a client "
+                             "that also reads the mailbox to read `after` (it skips them)")
+
+
+class MailReplyOut(ReplyOut):
+    """A reply from a web user's mailbox: what a timer or an API result made the flow say."""
+
+    cursor: str = Field(description="its place in the mailbox: read `after` it, acknowledge `upto` it")
+    seq: int = Field(description="its number in the conversation, which a socket's push carries too: show each once")
+    at: float = Field(description="when the flow said it, epoch seconds")
+
+
+class MailboxOut(BaseModel):
+    replies: list[MailReplyOut] = Field(description="oldest first, at most `limit`")
+    next: str | None = Field(description="the cursor to read `after` next time: the last reply's, else the `after` "
+                             "given (null: none given and the mailbox is empty)")
+    more: bool = Field(description="the read was cut at `limit`: read again at once for the rest")
+
+
+class Acknowledged(BaseModel):
+    acknowledged: int = Field(description="how many replies were deleted from the mailbox")
 
 
 class ErrorDetail(BaseModel):
@@ -210,3 +233,86 @@ class Replayed(BaseModel):
 
 class Dropped(BaseModel):
     dropped: int
+
+
+# ---------------------------------------------------------------- hand-offs (gateway/handoffs.py)
+
+
+class TicketUserOut(BaseModel):
+    id: str
+    name: str | None = None
+
+
+class TicketOut(BaseModel):
+    """A hand-off ticket."""
+
+    id: str = Field(description="opens in time order: a tenant's tickets sort by when they opened")
+    key: str = Field(description="the conversation: tenant/channel/user")
+    channel: str
+    user: TicketUserOut
+    flow: str | None
+    node: str | None = Field(description="the handoff node")
+    reason: str
+    queue: str | None
+    status: Literal["open", "assigned", "closed"]
+    agent: str | None
+    created_at: float
+    updated_at: float
+    closed_at: float | None
+    resolution: Literal["resumed", "closed"] | None = Field(description="how it closed: given back to the flow, "
+                                                             "or closed (by an agent, or the flow moved on)")
+    messages: int = Field(description="the user's messages during the hand-off")
+
+
+class TicketsOut(BaseModel):
+    tickets: list[TicketOut]
+    next: str | None = Field(description="pass as `after` for the next page; null on the last")
+
+
+class TranscriptTurnOut(BaseModel):
+    cursor: str = Field(description="its place in the conversation's transcript (`after` of the events stream)")
+    at: float
+    in_: dict[str, Any] = Field(alias="in", description="what came in: `kind` message (text, button), agent "
+                                "(action, agent, text), resume, start, timer or http")
+    out: list[ReplyOut] = Field(description="what the flow said")
+    ticket: str | None
+    status: str | None
+    flow: str | None
+    node: str | None
+
+
+class HandoffOut(BaseModel):
+    ticket: TicketOut
+    transcript: list[TranscriptTurnOut] = Field(description="the turns before the hand-off (up to 20), then the "
+                                                "ticket's own, oldest first")
+
+
+class HandoffActed(BaseModel):
+    ticket: TicketOut = Field(description="the ticket after the action")
+    replies: list[ReplyOut] | None = Field(None, description="(resume) what the flow said, also sent to the user")
+    duplicate: bool | None = Field(None, description="(messages) this `id` was sent before: not said again")
+
+
+class AgentMessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=4096, description="what the agent says to the user")
+    id: str | None = Field(None, min_length=1, max_length=128, description="idempotency id: sent again, said once")
+    agent: str | None = Field(None, max_length=128, description="who speaks (an agent's token: itself)")
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent: str | None = Field(None, min_length=1, max_length=128, description="who takes it (an agent's token: itself)")
+
+
+class ResumeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    node: str | None = Field(None, min_length=1, max_length=256, description="the node to go on from; "
+                             "default: the handoff node's `next`")
+    vars: dict[str, Any] = Field(default_factory=dict, description="variables set before the flow goes on")
+    agent: str | None = Field(None, max_length=128)
+
+
+class CloseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent: str | None = Field(None, max_length=128)

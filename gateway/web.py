@@ -7,8 +7,9 @@ again is a retry: the flow does not move, and the answer carries the replies of 
 ``GET /v1/{tenant}/web/ws?user=u1`` is a WebSocket. The client sends ``{"id": ..., "text": ...}``
 (or ``"button"``); the server answers each with ``{"type": "replies", "id": ..., "replies": [...],
 "duplicate": ...}`` or ``{"type": "error", "id": ..., "error": {...}}``, in order, and pushes
-``{"type": "push", "replies": [...]}`` when a timer or an API call's result makes the flow speak
-later (:class:`WebPush`, which tails the store's outbox).
+``{"type": "push", "replies": [{..., "seq": 7}]}`` when a timer or an API call's result makes the
+flow speak later (:class:`WebPush`, which tails the store's outbox). What is pushed is in the
+user's mailbox too, for a client that was not listening (:mod:`parlour.gateway.mailbox`).
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def outcome_error(outcome: Outcome) -> ApiError:
     return ApiError(500, "turn_failed", f"the message could not be handled: {outcome.error}")
 
 
+def answer_body(outcome: Outcome) -> dict[str, Any]:
+    return {"replies": [reply_json(r) for r in outcome.replies], "duplicate": outcome.status == DUPLICATE}
+
+
 async def _binary() -> dict[str, Any]:
     return {"type": "error", "id": None, **error_body("invalid_request", "send messages as JSON text frames")}
 
@@ -103,7 +108,8 @@ class WebChannel:
         return [web.post("/v1/{tenant}/web/messages", self.post_message),
                 web.get("/v1/{tenant}/web/ws", self.socket),
                 web.get("/chat/{tenant}", self.chat_page),
-                web.get("/static/chat.js", self.static), web.get("/static/chat.css", self.static)]
+                web.get("/static/chat.js", self.static), web.get("/static/mailbox.js", self.static),
+                web.get("/static/chat.css", self.static)]
 
     def _check_tenant(self, tenant: str) -> None:
         if CHANNEL not in self.gateway.channels_of(tenant):
@@ -112,6 +118,11 @@ class WebChannel:
     async def _send(self, request: web.Request, tenant: str, user: str, message: SocketMessage,
                     name: str | None = None) -> dict[str, Any]:
         """Run one message's turn; the answer body, or :class:`ApiError`."""
+        return answer_body(await self._turn(request, tenant, user, message, name))
+
+    async def _turn(self, request: web.Request, tenant: str, user: str, message: SocketMessage,
+                    name: str | None = None) -> Outcome:
+        """Run one message's turn; its committed outcome, or :class:`ApiError`."""
         self.gateway.ingress.admit(tenant, user)
         try:
             key = ConversationKey(tenant, CHANNEL, user)
@@ -124,13 +135,25 @@ class WebChannel:
         outcome = await self.gateway.ingress.send(inbound, CHANNEL)
         if not outcome.ok:
             raise outcome_error(outcome)
-        return {"replies": [reply_json(r) for r in outcome.replies], "duplicate": outcome.status == DUPLICATE}
+        return outcome
 
     async def post_message(self, request: web.Request) -> web.Response:
         tenant = request.match_info["tenant"]
         self._check_tenant(tenant)
         message: WebMessage = parse_body(await request.read(), WebMessage)
-        return web.json_response(await self._send(request, tenant, message.user, message, message.name))
+        wait_s = self.gateway.tenants[tenant][0].web_answer_wait_s
+        if not wait_s:
+            return web.json_response(await self._send(request, tenant, message.user, message, message.name))
+        # The tenant lets answers wait for an HTTP call's replies: they are those that reach
+        # the mailbox after its newest entry now.
+        key = ConversationKey(tenant, CHANNEL, message.user)
+        mark = await self.gateway.mailbox.newest(key)
+        outcome = await self._turn(request, tenant, message.user, message, message.name)
+        body = answer_body(outcome)
+        if outcome.calling and (extras := await self.gateway.mailbox_api.answer_extras(key, mark, wait_s)):
+            body["replies"] += extras
+            body["next"] = extras[-1]["cursor"]
+        return web.json_response(body)
 
     async def socket(self, request: web.Request) -> web.StreamResponse:
         tenant = request.match_info["tenant"]
@@ -218,24 +241,27 @@ class WebChannel:
         name = request.path.rsplit("/", 1)[1]
         return web.FileResponse(str(STATIC / name), headers={"Cache-Control": "no-cache"})
 
-    async def push(self, tenant: str, user: str, replies: list[Reply]) -> bool:
-        """Send ``replies`` to every socket ``user`` has open here; False if none is."""
+    async def push(self, tenant: str, user: str, replies: list[dict[str, Any]]) -> bool:
+        """Send ``replies`` (:func:`reply_json` and their ``seq``) to every socket ``user`` has
+        open here; False if none is."""
         peers = list(self.sockets.get((tenant, user), ()))
-        body = {"type": "push", "replies": [reply_json(r) for r in replies]}
+        body = {"type": "push", "replies": replies}
         sent = await asyncio.gather(*(ws.send_json(body) for ws in peers if not ws.closed), return_exceptions=True)
         return any(result is None for result in sent)
 
 
 class WebPush:
     """Tails the store's outbox for the web channel's entries: what a timer or an API result
-    made a flow say is pushed to the user's open sockets; the rest (replies to messages, which
-    their answer carried) is only acknowledged. Entries of other channels are left for their
-    delivery. A web user with no socket open misses a pushed message (counted as
-    ``parlour_web_pushed_total{result="no_socket"}``): the web channel keeps no mailbox."""
+    made a flow say is pushed to the user's open sockets, with its ``seq``, and wakes the reads
+    waiting on the user's mailbox (``mailbox``); the rest (replies to messages, which their
+    answer carried) is only acknowledged. Entries of other channels are left for their
+    delivery. A pushed reply is in the user's mailbox too (the host wrote both in one commit):
+    a user with no socket open here (``parlour_web_pushed_total{result="no_socket"}``) reads
+    it from there (:mod:`parlour.gateway.mailbox`)."""
 
-    def __init__(self, store: Store, channel: WebChannel, metrics: GatewayMetrics, *, poll_s: float = 0.1,
-                 page: int = 500):
-        self.store, self.channel, self.metrics = store, channel, metrics
+    def __init__(self, store: Store, channel: WebChannel, metrics: GatewayMetrics, *, mailbox=None,
+                 poll_s: float = 0.1, page: int = 500):
+        self.store, self.channel, self.metrics, self.mailbox = store, channel, metrics, mailbox
         self.poll_s, self.page = poll_s, page
         self.cursor: str | None = None
 
@@ -268,8 +294,12 @@ class WebPush:
             except ParlourError as exc:
                 log.error("web push: unreadable outbox entry %s: %s", entry.id, exc)
                 continue
-            if outbound["message_id"] is None:
-                pushed = await self.channel.push(key.tenant, key.user, [outbound["reply"]])
-                self.metrics.pushed.labels("delivered" if pushed else "no_socket").inc()
+            # the host puts a web reply in the outbox only when no answer carried it: a timer's,
+            # an API result's, an agent's
+            reply = {**reply_json(outbound["reply"]), "seq": outbound["seq"]}
+            pushed = await self.channel.push(key.tenant, key.user, [reply])
+            self.metrics.pushed.labels("delivered" if pushed else "no_socket").inc()
+            if self.mailbox is not None:
+                self.mailbox.wake(key.tenant, key.user)
         if done:
             await self.store.ack_outbox(done)

@@ -4,16 +4,20 @@ same URL for a channel's handshake (WhatsApp's ``hub.challenge``).
 A webhook is checked against its bot's credentials over the exact bytes received (401
 ``bad_signature`` otherwise, counted by reason), parsed by its channel's adapter (400
 ``invalid_payload``), and each user message in it runs its turn, in order, under the channel's
-own message id, so that a channel's retry is a duplicate that moves nothing. The webhook is
+own message id, so that a channel's retry is a duplicate that moves nothing, in the
+conversation of the person who sent it (:mod:`.identities`, for WhatsApp's two ids). The webhook is
 answered 200 only once every one of its turns is committed: a crash before that makes the
 channel send it again. The replies are in the outbox by then, and the delivery supervisor
-sends them. Statuses and other events are counted, never turns.
+sends them. Statuses and other events are counted, never turns. The 200's body is the
+adapter's :class:`~.channels.base.Answer` when the channel reads one (Slack's challenge,
+Telegram's ``answerCallbackQuery``, Twilio's empty TwiML); refusals are the JSON error body.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -23,6 +27,7 @@ from parlour.messages import ConversationKey, Inbound
 from .channels.base import Adapter, BotSettings, PayloadError, SignatureError, Webhook
 from .channels.registry import BotError, adapter
 from .errors import ApiError, not_found
+from .identities import Identities
 from .middleware import REQUEST_ID_KEY
 from .web import outcome_error
 
@@ -39,6 +44,7 @@ def conversation_channel(channel: str, bot: str) -> str:
 class Webhooks:
     def __init__(self, gateway):
         self.gateway = gateway
+        self.identities = Identities(gateway.store)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(PATH, self.receive), web.get(PATH, self.handshake)]
@@ -93,15 +99,18 @@ class Webhooks:
             self.gateway.metrics.channel_events.labels(channel, event.kind, event.status or "").inc()
         for received in parsed.messages:  # in the channel's order, each committed before the next
             self.gateway.ingress.admit(tenant)
-            try:
+            try:  # the user as received is checked before it may be bound to a scoped id
                 key = ConversationKey(tenant, conversation_channel(channel, bot), received.user)
                 inbound = Inbound(key, received.message_id, received.message, trace=request[REQUEST_ID_KEY],
                                   sent_at=received.sent_at)
             except (ParlourError, ValueError) as exc:
                 raise ApiError(400, "invalid_payload", f"not a {channel} webhook: {exc}") from None
+            user = await self.identities.user(tenant, key.channel, received)
+            if user != key.user:  # another id of the same person's, checked when it was bound
+                inbound = replace(inbound, key=ConversationKey(tenant, key.channel, user))
             outcome = await self.gateway.ingress.send(inbound, channel)
             if not outcome.ok:
                 raise outcome_error(outcome)
-        if parsed.answer is not None:
-            return web.json_response(dict(parsed.answer))
+        if parsed.answer is not None:  # what the channel reads in the answer (TwiML for Twilio)
+            return web.Response(text=parsed.answer.text, content_type=parsed.answer.content_type)
         return web.Response(status=200)

@@ -3,7 +3,7 @@
     parlour serve [--config FILE] [...]  run a node: Ray, hosts, the gateway (see --help)
     parlour token new                  a new token and the hash to put in the config file
     parlour chat [PATH...]             talk to flows in the terminal (default: the bundled flows)
-    parlour test [PATH...]             run flow test files (*.test.yaml)
+    parlour test [PATH...]             run flow test files (told by their top-level `steps`)
     parlour flows validate PATH...     check flows: every problem as file:line:column
     parlour flows schema               print the JSON Schema of flow files, for editors
     parlour secrets set|list|delete    a tenant's secrets, through a running node
@@ -25,6 +25,7 @@ from pathlib import Path
 from . import __version__, handoffs_cli
 from .errors import FlowError
 from .flow import json_schema, load_catalog, load_paths
+from .flow.deploy_checks import check_env
 from .flows_dir import bundled_flows
 from .testing import find_test_files, run_file
 
@@ -47,7 +48,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if missing:
         print(f"parlour: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return 2
+    try:
+        have = _env_given(args)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
     result = load_paths(args.paths)
+    used = sorted({name for flow in result.flows for name, _, _ in flow.env_uses})
+    if have is not None:
+        result.problems += [p for flow in result.flows for p in check_env(flow, have)]
+    elif used:
+        print(f"env values the flows read: {', '.join(used)} (check that they are set with --env NAME "
+              "or --config FILE)", file=sys.stderr)
     problems = sorted(result.problems, key=lambda p: (p.path, p.line, p.column))
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity != "error"]
@@ -60,6 +72,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{len(result.flows)} flow(s) loaded, {len(errors)} error(s), {len(warnings)} warning(s)",
               file=sys.stderr)
     return 1 if errors or (args.strict and warnings) else 0
+
+
+def _env_given(args: argparse.Namespace) -> set[str] | None:
+    """The env names the operator sets, from ``--env NAME[=VALUE]`` and the config file's
+    tenants (every tenant's: validate does not know which tenant a flow is for); None when
+    neither is given."""
+    if not args.env and not args.config:
+        return None
+    names = {item.partition("=")[0] for item in args.env}
+    if args.config:
+        from .config import ConfigError, load_settings, scope_node_values
+
+        try:
+            settings = scope_node_values(load_settings(args.config))
+        except ConfigError as exc:
+            raise SystemExit(f"parlour: {exc}") from None
+        names |= {name for tenant in settings.tenants.values() for name in tenant.env}
+    return names
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -99,7 +129,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     tests = find_test_files(args.paths or [bundled_flows()])
     if not tests:
-        print("parlour: no flow test files (*.test.yaml) found", file=sys.stderr)
+        print("parlour: no flow test files (YAML with top-level `steps`) found", file=sys.stderr)
         return 2
     failed = 0
     for number, path in enumerate(tests, 1):
@@ -329,6 +359,9 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", help="flow files or directories")
     validate.add_argument("--strict", action="store_true", help="warnings fail too")
     validate.add_argument("--json", action="store_true", help="problems as JSON")
+    validate.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                          help="an env value the operator sets: each env.NAME a flow reads and none sets is warned about")
+    validate.add_argument("--config", metavar="FILE", help="take the env values set from this config file's tenants")
     validate.set_defaults(run=cmd_validate)
     schema = flows_sub.add_parser("schema", help="print the JSON Schema of flow files")
     schema.add_argument("-o", "--output", help="write it to this file")

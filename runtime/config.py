@@ -47,6 +47,9 @@ from .egress import parse_allow
 from .errors import ParlourError
 
 TOKEN_PREFIX = "sha256:"
+MAX_ANSWER_WAIT_S = 10.0
+"""The longest a web answer may wait for an HTTP call's replies (``web_answer_wait_s``): a
+request held longer ties up a connection for nothing a mailbox poll cannot do."""
 
 
 class ConfigError(ParlourError):
@@ -123,6 +126,24 @@ class HandoffWebhook(BaseModel):
         return check_value_name(name)
 
 
+class AgentConfig(BaseModel):
+    """A human agent of a tenant: a token that reaches only the tenant's hand-offs (the
+    inbox API and the console), and of those only the tickets of ``queues`` (all if unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(description="the agent token's hash, sha256:<64 hex digits> (`parlour token new`)")
+    queues: list[str] | None = Field(None, description="the queues whose tickets this agent sees; null: all")
+
+    @field_validator("token")
+    @classmethod
+    def _hashed(cls, token: str) -> str:
+        digest = token.removeprefix(TOKEN_PREFIX)
+        if not token.startswith(TOKEN_PREFIX) or len(digest) != 64 or not _is_hex(digest):
+            raise ValueError("an agent token is given by its hash, sha256:<64 hex digits> (`parlour token new` makes one)")
+        return token
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -142,12 +163,18 @@ class TenantConfig(BaseModel):
     user_rate_limit: RateLimit = Field("10/second;100/minute", description="messages one web chat user may send "
                                         "(a `limits` expression; null for none), checked before the tenant's rate_limit")
     # -- end of finding 10
+    # issue 13: a web message answered after an http node waits this long for the call's replies
+    web_answer_wait_s: float = Field(0.0, ge=0, le=MAX_ANSWER_WAIT_S, description="when a web message's turn "
+                                     "starts an HTTP call, its answer waits up to this long for what the call's "
+                                     "result makes the flow say, and includes it (0: off, the default)")
     # issue 12, finding 1: a tenant's own env and secrets, seen by its flows only
     env: dict[str, str] = Field(default_factory=dict, description="values this tenant's flows read as env.NAME")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="secrets this tenant's http nodes use")
     # issue 13: a helpdesk told of every hand-off
     handoff_webhook: HandoffWebhook | None = Field(None, description="where this tenant's hand-off ticket events "
                                                    "are posted, signed with one of its secrets")
+    # issue 13: the humans behind a hand-off
+    agents: dict[str, AgentConfig] = Field(default_factory=dict, description="agent name -> its token and queues")
 
     @field_validator("env", "secrets")
     @classmethod
@@ -209,6 +236,16 @@ class Limits(BaseModel):
     # issue 12, finding 1: what one tenant may keep in its secrets (set through the admin API)
     max_secrets: int = Field(100, ge=1, le=10_000, description="secrets one tenant may set through the API")
     max_secret_bytes: int = Field(4096, ge=16, le=65_536, description="the longest secret value, in UTF-8 bytes")
+    # issue 13: the web mailbox (gateway/mailbox.py)
+    mailbox_ttl_s: float = Field(7 * 86_400.0, ge=60, le=90 * 86_400.0, description="how long a reply waits in a "
+                                 "web user's mailbox (what a timer or an API result made the flow say) unread or "
+                                 "unacknowledged; each mailbox also keeps only its newest 10,000")
+    # issue 13: transcripts and hand-off tickets (actors/tickets.py)
+    transcript_ttl_s: float = Field(7 * 86_400.0, ge=60, le=400 * 86_400.0, description="how long each turn "
+                                    "stays in its conversation's transcript (what agents and exports read); each "
+                                    "transcript also keeps only its newest 10,000 turns")
+    closed_ticket_ttl_s: float = Field(30 * 86_400.0, ge=60, le=400 * 86_400.0, description="how long a closed "
+                                       "hand-off ticket is listed; an open one lives as long as its conversation")
 
 
 class Dedicated(BaseModel):

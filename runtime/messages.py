@@ -72,6 +72,19 @@ def _check_text(value: str, what: str) -> None:
         raise InvalidId(f"{what} is not valid Unicode: {exc.reason} at character {exc.start}") from None
 
 
+MAILBOX_PREFIX = "mail/"
+
+
+def mailbox_log(key: str) -> str:
+    """The store log that is ``key``'s web mailbox: what the flow said to the user outside the
+    answers to their messages (:mod:`parlour.gateway.mailbox` reads it).
+
+    >>> mailbox_log("demo/web/u1")
+    'mail/demo/web/u1'
+    """
+    return MAILBOX_PREFIX + key
+
+
 def partition_of(key_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
     """The partition of a conversation; the same in every process (CRC-32, not ``hash()``)."""
     return zlib.crc32(key_id.encode()) % partitions
@@ -110,6 +123,9 @@ class Outcome:
     flow: str | None = None
     node: str | None = None
     conversation_status: str | None = None
+    calling: bool = False
+    """The turn started an HTTP call: its result may make the flow say more, later (through
+    the outbox, and for the web channel its mailbox)."""
 
     @property
     def ok(self) -> bool:

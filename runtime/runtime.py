@@ -14,6 +14,7 @@ the turn is committed: acknowledge the channel only when ``outcome.ok``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -30,6 +31,7 @@ from .egress import Egress
 from .errors import FlowError, ParlourError
 from .flow import load_paths
 from .gateway.channels.handoff import HookTarget
+from .flow.deploy_checks import check_env
 from .messages import DEFAULT_PARTITIONS, FAILED, ConversationKey, Inbound, Outcome
 from .store import Fenced, FlowRecord, open_store
 from .wire import decode_outcomes, encode_batch
@@ -47,6 +49,8 @@ def _by_tenant(values: dict | None, what: str) -> dict[str, dict[str, str]]:
                            f"{', '.join(map(repr, flat[:5]))} is not a tenant's mapping")
     return {tenant: dict(inner) for tenant, inner in values.items()}
 
+
+log = logging.getLogger("parlour.runtime")
 
 class Runtime:
     def __init__(self, settings: HostSettings, started_ray: bool, router, hosts: dict, delivery=None):
@@ -119,6 +123,9 @@ class Runtime:
         loaded = load_paths(paths)
         if loaded.errors:
             raise FlowError(loaded.errors)
+        for flow in loaded.flows:  # each template reading an unset env value would fail when it runs
+            for warning in check_env(flow, self.settings.config.env.get(tenant, {}), tenant):
+                log.warning("%s", warning)
         now = time.time()
         records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True) for f in loaded.flows]
         await self.install(records)

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -27,11 +27,12 @@ from pydantic import SecretStr
 
 from .actors.dedicated import DedicatedCaps
 from .actors.host import HostConfig
+from .actors.tickets import TicketPolicy
 from .config import Settings, hash_token, new_token, scope_node_values
 from .flows_dir import bundled_flows
 from .errors import FlowError
 from .flow import load_paths
-from .flow.checks import check_secrets
+from .flow.deploy_checks import check_env, check_secrets
 from .gateway.app import Gateway
 from .gateway.channels.registry import Bots, Cipher
 from .gateway.vault import Vault, saved_names
@@ -95,11 +96,14 @@ def tenant_flows(settings: Settings) -> dict[str, list[Path]]:
     return {name: tenant.flows if tenant.flows is not None else default for name, tenant in settings.tenants.items()}
 
 
-def check_flows(flows: dict[str, list[Path]], secrets: dict[str, set[str]] | None = None) -> dict[str, list]:
+def check_flows(flows: dict[str, list[Path]], secrets: dict[str, set[str]] | None = None,
+                env: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list]:
     """Every tenant's flows, loaded; :class:`FlowError` listing every problem of any, a secret
     its tenant does not have (in ``secrets``, tenant -> names) included. The bundled flows are
     the exception: they are demos whose calls fail into their ``on_error`` nodes until the
-    operator gives them what they name, so a missing secret of theirs is only a warning."""
+    operator gives them what they name, so a missing secret of theirs is only a warning. An
+    ``env.NAME`` a flow reads that its tenant's ``env`` lacks is logged as a warning, with its
+    place: the template fails when it runs, which may be a branch the flow never takes."""
     loaded, problems = {}, []
     for tenant, paths in flows.items():
         missing = [p for p in paths if not Path(p).exists()]
@@ -110,6 +114,7 @@ def check_flows(flows: dict[str, list[Path]], secrets: dict[str, set[str]] | Non
         severity = "warning" if list(paths) == [bundled_flows()] else "error"
         found = [p for spec, smap in result.specs
                  for p in check_secrets(spec, smap, (secrets or {}).get(tenant, ()), tenant, severity=severity)]
+        found += [p for flow in result.flows for p in check_env(flow, (env or {}).get(tenant, {}), tenant)]
         for warning in (p for p in found if p.severity != "error"):
             log.warning("%s", warning)
         problems += [p for p in found if p.severity == "error"]
@@ -179,7 +184,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     env, secrets = tenant_values(settings)
     names = await known_secrets(settings, secrets)
     check_webhooks(settings, names)
-    loaded = check_flows(tenant_flows(settings), names)
+    loaded = check_flows(tenant_flows(settings), names, env)
     stop = asyncio.Event()
     print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
@@ -187,6 +192,10 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
                                   log_level=settings.log_level, log_format=settings.log_format, secrets_key=key,
                                   config=HostConfig(watchdog_s=settings.limits.turn_watchdog_s,
                                                     poison_tries=settings.limits.poison_tries,
+                                                    mailbox_ttl_s=settings.limits.mailbox_ttl_s,
+                                                    transcript_ttl_s=settings.limits.transcript_ttl_s,
+                                                    tickets=TicketPolicy(
+                                                        closed_ttl_s=settings.limits.closed_ticket_ttl_s),
                                                     dedicated=dedicated_caps(settings)),
                                   egress=settings.egress_allows(), webhooks=settings.handoff_webhooks())
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and

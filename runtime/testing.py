@@ -1,6 +1,6 @@
 """Flow tests: YAML files of conversation steps, run in-process by ``parlour test``.
 
-A test file (``*.test.yaml``) names a flow, canned HTTP responses and the steps of one
+A test file (by convention ``NAME.test.yaml``; told by its top-level ``steps``) names a flow, canned HTTP responses and the steps of one
 conversation; see docs/flows.md, "Testing flows". Each step that fails reports its
 ``file:line:column``, what was expected, and the conversation up to that point.
 """
@@ -22,7 +22,7 @@ from .flow import (
     load_paths,
 )
 from .flow.compiler import parse_duration
-from .flow.loader import translate
+from .flow.loader import candidate_files, is_flow_test, translate
 from .flow.source import SourceMap, read_source
 from .session import Session
 
@@ -133,7 +133,9 @@ class _Runner:
             elif isinstance(effect, Handoff):
                 self.handed_off = True
                 self.transcript.append(f"   (hand-off: {effect.reason})")
-            elif isinstance(effect, (Error, Unhandled, End, Forward)):
+            elif isinstance(effect, End):
+                self.transcript.append(f"   (end: flow {effect.flow!r} ended at node {effect.node!r})")
+            elif isinstance(effect, (Error, Unhandled, Forward)):
                 self.transcript.append(f"   ({effect.kind}: {getattr(effect, 'reason', '') or getattr(effect, 'text', '')})")
 
     async def say(self, msg: UserMessage, shown: str) -> None:
@@ -240,10 +242,14 @@ async def run_file(path: str | Path, flows: list[str | Path] | None = None) -> O
 
 
 def find_test_files(paths: list[str | Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.test.y*ml") if p.is_file()))
-        else:
-            found.append(path)
-    return found
+    """The test files under ``paths``: files as given; in directories, every YAML or JSON file
+    whose content is a flow test (:func:`~parlour.flow.loader.is_flow_test`), whatever its name."""
+    return [path for path, named in candidate_files(paths) if named or _holds_a_test(path)]
+
+
+def _holds_a_test(path: Path) -> bool:
+    try:
+        data, _ = read_source(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, FlowError):
+        return False  # a file that does not read is reported by the flow loader, not run as a test
+    return is_flow_test(data)

@@ -61,7 +61,7 @@ def decode_batch(data: bytes) -> list[Inbound]:
 
 def encode_outcomes(outcomes: list[Outcome]) -> bytes:
     return msgpack.packb([[o.message_id, o.status, [reply_data(r) for r in o.replies], o.error, o.retryable,
-                           o.epoch, o.flow, o.node, o.conversation_status] for o in outcomes], use_bin_type=True, unicode_errors=TEXT_ERRORS)
+                           o.epoch, o.flow, o.node, o.conversation_status, o.calling] for o in outcomes], use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def decode_outcomes(data: bytes) -> list[Outcome]:

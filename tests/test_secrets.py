@@ -121,3 +121,11 @@ def test_serve_refuses_a_config_flow_naming_a_secret_its_tenant_lacks(tmp_path):
 def test_the_bundled_flows_start_without_their_secrets_and_say_so(caplog):
     loaded = check_flows({"demo": [bundled_flows()]}, {})
     assert loaded["demo"] and "secret 'ORDERS_TOKEN' is not set for tenant 'demo'" in caplog.text
+
+
+def test_an_env_value_a_flow_reads_and_its_tenant_lacks_is_a_warning_at_its_place(caplog):
+    loaded = check_flows({"demo": [bundled_flows()]}, {}, {"demo": {"MEMBERS_API": "http://127.0.0.1:9"}})
+    assert loaded["demo"]  # a warning: the flow still starts
+    warned = [r.getMessage() for r in caplog.records if "env." in r.getMessage()]
+    assert warned == [f"{bundled_flows() / 'support.yaml'}:90:16: warning: env.ORDERS_API is used but not set "
+                      "for tenant 'demo'"]

@@ -115,6 +115,20 @@ async def test_wait_moves_the_clock_and_fires_timers(tmp_path):
     outcome = await run_file(tmp_path / "remind.test.yaml")
     assert outcome.passed, outcome.failure
     assert "   (clock +3599 s)" in outcome.transcript
+    assert outcome.transcript[-1] == "   (end: flow 'remind' ended at node 'later')"
+
+
+async def test_a_test_file_is_found_by_its_content_wherever_it_is(folder):
+    (folder / "pizza_test.yaml").write_text(HEAD + "  - bot: Welcome\n")
+    (folder / "tests").mkdir()
+    (folder / "tests" / "more.yml").write_text(HEAD.replace("flow: registration", "flow: registration\nchannel: web"))
+    (folder / "notes.yaml").write_text("just: some data\n")
+    (folder / "broken.yml").write_text("steps: [\n")
+    assert find_test_files([folder]) == [folder / "pizza_test.yaml", folder / "tests" / "more.yml"]
+    (folder / "notes.yaml").unlink()
+    (folder / "broken.yml").unlink()
+    outcome = await run_file(folder / "pizza_test.yaml")  # its flows load beside it, the test left out
+    assert outcome.passed, f"{outcome.failure}\n" + "\n".join(outcome.transcript)
 
 
 def test_every_bundled_flow_has_a_test_file():

@@ -15,6 +15,7 @@ Errors, under :class:`~parlour.errors.ParlourError`::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -71,16 +72,22 @@ class Webhook:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """One user message: it runs a turn. ``user`` is the conversation's user part and also
-    where its replies go (a phone number, a chat id, ``channel:user`` on Slack). ``message_id``
-    is the channel's own id for this message, the dedup key: a channel's retry carries the same.
-    ``sent_at`` is the channel's own time for it (epoch seconds), given by a channel that
-    retries for long, so that a replay is known for the channel's whole retry horizon."""
+    """One user message: it runs a turn. ``user`` is the conversation's user part (unless
+    ``scoped_id`` binds it to another) and also where its replies go (a phone number, a chat
+    id, ``channel:user`` on Slack). ``message_id`` is the channel's own id for this message,
+    the dedup key: a channel's retry carries the same. ``sent_at`` is the channel's own time
+    for it (epoch seconds), given by a channel that retries for long, so that a replay is known
+    for the channel's whole retry horizon."""
 
     user: str
     message_id: str
     message: UserMessage
     sent_at: float | None = field(default=None, compare=False)  # about the message, not what it says
+    scoped_id: str | None = None
+    """A second id of the same person, given by a channel whose messages may carry either
+    (WhatsApp's business-scoped user id, which stays when the phone number is hidden). The
+    gateway keeps one conversation per scoped id: the one of the ``user`` it was first seen
+    with (:mod:`parlour.gateway.identities`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +104,32 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """The body of a webhook's 200, for a channel that reads it: Slack's ``url_verification``
+    challenge, a Telegram method such as ``answerCallbackQuery``, the empty TwiML that Twilio
+    wants (else it logs error 11200 for every message). Only a webhook whose turns are all
+    committed gets it; a refused one gets the gateway's JSON error body, whatever the channel.
+
+    >>> Answer.json({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}).content_type
+    'application/json'
+    """
+
+    content_type: str
+    text: str
+
+    @classmethod
+    def json(cls, value: Mapping[str, Any]) -> Answer:
+        return cls("application/json", json.dumps(dict(value)))
+
+
+@dataclass(frozen=True, slots=True)
 class Parsed:
-    """What one webhook carried, in the order the channel sent it. ``answer`` is a JSON body
-    for the webhook's response when the channel wants one (Slack's ``url_verification``
-    challenge; a Telegram method such as ``answerCallbackQuery``); else the gateway answers 200."""
+    """What one webhook carried, in the order the channel sent it, and the :class:`Answer` the
+    channel wants for it, if any (else the gateway answers 200 without a body)."""
 
     messages: tuple[Received, ...] = ()
     events: tuple[Event, ...] = ()
-    answer: Mapping[str, Any] | None = None
+    answer: Answer | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,6 @@ def _excerpt(body: bytes) -> str:
 
 
 SecretsOf = Callable[[str], Mapping[str, str]]
-BotLookup = Callable[[str, str, str], Awaitable[BotSettings | None]]
 
 
 class HookLookup:
@@ -126,12 +125,13 @@ class HookLookup:
     channel (its secret read from ``secrets_of`` at each send, so a rotated secret is used at
     once), the bots' for every other."""
 
-    def __init__(self, targets: Mapping[str, HookTarget], secrets_of: SecretsOf, bots: BotLookup):
+    def __init__(self, targets: Mapping[str, HookTarget], secrets_of: SecretsOf,
+                 bots: Callable[..., Awaitable[BotSettings | None]]):
         self.targets, self.secrets_of, self.bots = dict(targets), secrets_of, bots
 
-    async def __call__(self, tenant: str, channel: str, bot: str) -> BotSettings | None:
+    async def __call__(self, tenant: str, channel: str, bot: str, *, fresh: bool = False) -> BotSettings | None:
         if channel != CHANNEL:
-            return await self.bots(tenant, channel, bot)
+            return await self.bots(tenant, channel, bot, fresh=fresh)
         target = self.targets.get(tenant)
         if target is None:
             return None

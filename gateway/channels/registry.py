@@ -107,19 +107,31 @@ def public(settings: BotSettings) -> dict[str, Any]:
 
 class Bots:
     """Every tenant's bots, read from the store and kept for ``ttl_s`` (so that a bot saved on
-    another gateway is seen within that time)."""
+    another gateway is seen within that time). ``get(..., fresh=True)`` reads the store again
+    first, for a caller that cannot wait for ``ttl_s`` (the delivery supervisor, given a reply
+    for a bot added a moment ago)."""
 
     def __init__(self, store: Store, cipher: Cipher, *, ttl_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
         self.store, self.cipher, self.ttl_s, self.clock = store, cipher, ttl_s, clock
         self._bots: dict[str, BotSettings] = {}
         self.broken: dict[str, str] = {}  # bots that cannot be read: name -> why
-        self._loaded_at = -float("inf")
+        self._loaded_at = -float("inf")  # when the read that gave _bots started
         self._lock = asyncio.Lock()
+        self._reading = asyncio.Lock()
 
-    async def get(self, tenant: str, channel: str, bot: str) -> BotSettings | None:
-        if self.clock() - self._loaded_at > self.ttl_s:
+    async def get(self, tenant: str, channel: str, bot: str, *, fresh: bool = False) -> BotSettings | None:
+        if fresh:
+            await self._read_since(self.clock())
+        elif self.clock() - self._loaded_at > self.ttl_s:
             await self.reload()
         return self._bots.get(f"{tenant}/{channel}/{bot}")
+
+    async def _read_since(self, asked_at: float) -> None:
+        """Make sure the bots in hand were read at or after ``asked_at``. Callers that ask at
+        once share one read (a deleted bot's many conversations do not read the store each)."""
+        async with self._reading:
+            if self._loaded_at <= asked_at:
+                await self.reload()
 
     async def list(self, tenant: str) -> list[tuple[str, str, BotSettings]]:
         await self.reload()
@@ -130,6 +142,7 @@ class Bots:
     async def reload(self) -> None:
         """Read every bot again. One that cannot be read (its credentials do not decrypt with
         the keys given) is left out and logged, so that it does not take the others down."""
+        started_at = self.clock()
         raw = await self._saved()
         bots, broken = {}, {}
         for name, saved in raw.items():
@@ -138,9 +151,11 @@ class Bots:
                 bots[name] = adapter(name.split("/")[1]).settings.model_validate(values)
             except (BotError, ValidationError) as exc:
                 broken[name] = str(exc).splitlines()[0]
+        if started_at < self._loaded_at:  # a read that started later has finished first: it stands
+            return
         for name in broken.keys() - self.broken.keys():
             log.error("bot %s cannot be read, and is left out: %s", name, broken[name])
-        self._bots, self.broken, self._loaded_at = bots, broken, self.clock()
+        self._bots, self.broken, self._loaded_at = bots, broken, started_at
 
     async def put(self, tenant: str, channel: str, bot: str, values: dict[str, Any]) -> tuple[BotSettings, bool]:
         """Validate and save a bot; (its settings, whether it is new). A credential left out

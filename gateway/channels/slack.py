@@ -32,6 +32,7 @@ from parlour.flow import Button, Reply, UserMessage
 from pydantic import SecretStr
 
 from .base import (
+    Answer,
     BotSettings,
     Call,
     Event,
@@ -164,7 +165,7 @@ def _callback(body: dict[str, Any], bot: SlackBot) -> Parsed:
     """An Events API body: the url_verification challenge, an event, or another notice."""
     kind = _field(body, "type", str, "body")
     if kind == "url_verification":
-        return Parsed(answer={"challenge": _field(body, "challenge", str, "body")})
+        return Parsed(answer=Answer.json({"challenge": _field(body, "challenge", str, "body")}))
     if kind == "event_callback":
         event = _field(body, "event", dict, "body")
         return _event(event, _id(body, "event_id", "body"), bot)

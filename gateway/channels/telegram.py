@@ -36,6 +36,7 @@ from parlour.flow import Reply, UserMessage
 from pydantic import ConfigDict, SecretStr, field_validator
 
 from .base import (
+    Answer,
     BotSettings,
     Call,
     Event,
@@ -285,7 +286,7 @@ def _contact(message: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _callback_query(update_id: str, query: dict[str, Any]) -> Parsed:
     where = "update.callback_query"
-    answer = {"method": "answerCallbackQuery", "callback_query_id": _field(query, "id", str, where)}
+    answer = Answer.json({"method": "answerCallbackQuery", "callback_query_id": _field(query, "id", str, where)})
     sender = _field(query, "from", dict, where)
     user_id = str(_field(sender, "id", int, f"{where}.from"))
     # No message when the button was on a message sent in inline mode (inline_message_id, as

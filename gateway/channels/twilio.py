@@ -28,6 +28,7 @@ from parlour.flow import Reply, UserMessage
 from pydantic import Field, SecretStr, model_validator
 
 from .base import (
+    Answer,
     BotSettings,
     Call,
     Event,
@@ -60,6 +61,12 @@ STATUSES = {"sent": "sent", "delivered": "delivered", "read": "read",
 INBOUND = ("received", "receiving")  # the SmsStatus an inbound message carries
 
 MEDIA_COUNTS = tuple(str(n) for n in range(11))  # "up to ten media_url" per message (OpenAPI)
+
+EMPTY_TWIML = Answer("text/xml", '<?xml version="1.0" encoding="UTF-8"?><Response />')
+"""What an accepted webhook is answered: TwiML that asks Twilio for nothing, exactly what
+twilio-python's ``MessagingResponse()`` renders. Twilio reads the answer to an inbound message
+as TwiML, and logs error 11200 for one that is not (an empty body, JSON); the replies go
+through the API instead, after the turn. Status callbacks get it too (Twilio ignores it)."""
 
 
 class TwilioBot(BotSettings):
@@ -120,13 +127,13 @@ class Twilio:
             raise PayloadError("no MessageSid: not a Twilio message or status callback")
         status = form.get("MessageStatus") or form.get("SmsStatus")
         if status and status not in INBOUND:
-            return Parsed(events=(_status_event(form, sid, status),))
+            return Parsed(events=(_status_event(form, sid, status),), answer=EMPTY_TWIML)
         if "Body" not in form and "NumMedia" not in form:
             raise PayloadError(f"message {sid} has neither Body nor NumMedia, nor a MessageStatus")
         sender = form.get("From")
         if not sender:
             raise PayloadError(f"inbound message {sid} has no From")
-        return Parsed(messages=(Received(sender, sid, _message(form, sender)),))
+        return Parsed(messages=(Received(sender, sid, _message(form, sender)),), answer=EMPTY_TWIML)
 
     def render(self, bot: TwilioBot, user: str, reply: Reply) -> list[Call]:
         # The media goes as MediaUrl, so it is not also written into the text.

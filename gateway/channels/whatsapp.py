@@ -34,7 +34,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from parlour.flow import Button, Reply, UserMessage
@@ -75,6 +75,10 @@ _SENDABLE = frozenset({"image", "video", "audio", "document", "sticker"})
 # limit, 131056 too many messages to one user; 2 and 131016 are the service being down.
 RETRY_CODES = frozenset({2, 4, 80007, 130429, 131016, 131048, 131056})
 _ENVELOPE = {"messaging_product": "whatsapp", "recipient_type": "individual"}
+# A business-scoped user id (BSUID): an ISO 3166 alpha-2 country code, a period, up to 128
+# letters and digits ("US.13491208655302741918"); a parent BSUID has "ENT." after the country
+# (Meta, "Business-scoped user IDs", 2026).
+BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}")
 
 
 class WhatsAppBot(BotSettings):
@@ -131,7 +135,7 @@ class WhatsApp:
         headers = {"Authorization": f"Bearer {bot.access_token.get_secret_value()}",
                    "Content-Type": "application/json"}
         path = f"/{bot.phone_number_id}/messages"
-        return [Call("POST", path, json={**_ENVELOPE, "to": user, **content}, headers=headers)
+        return [Call("POST", path, json={**_ENVELOPE, **_address(user), **content}, headers=headers)
                 for content in _contents(reply)]
 
     def judge(self, status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
@@ -187,34 +191,60 @@ def _change(change: dict, where: str, number_id: str) -> Iterator[Received | Eve
     if to is not None and to != number_id:
         yield Event(kind="other_number", data={"phone_number_id": to})
         return
-    names = _names(value, where)
+    contacts = _contacts(value, where)
     for message, at in _each(value, "messages", where):
-        yield _message(message, at, names)
+        yield _message(message, at, contacts)
     for status, at in _each(value, "statuses", where):
         yield _status(status, at)
     for error, _ in _each(value, "errors", where):
         yield Event(kind="error", data=error)
 
 
-def _names(value: dict, where: str) -> dict[str, str]:
-    """The senders' profile names by wa_id, from ``contacts[]``."""
-    names = {}
+@dataclass(frozen=True, slots=True)
+class _Contacts:
+    """What ``contacts[]`` says of the senders: profile names by phone number (``wa_id``) and
+    by BSUID (``user_id``), and the BSUID of each phone number given with one."""
+
+    names: dict[str, str]
+    bsuids: dict[str, str]
+
+
+def _contacts(value: dict, where: str) -> _Contacts:
+    names, bsuids = {}, {}
     for contact, at in _each(value, "contacts", where):
         profile = _obj(contact["profile"], f"{at}.profile") if "profile" in contact else {}
-        wa_id, name = _str(contact, "wa_id", at, False), _str(profile, "name", f"{at}.profile", False)
-        if wa_id and name:
-            names[wa_id] = name
-    return names
+        wa_id, user_id = _str(contact, "wa_id", at, False), _bsuid(contact, "user_id", at)
+        name = _str(profile, "name", f"{at}.profile", False)
+        names |= {key: name for key in (wa_id, user_id) if key and name}
+        if wa_id and user_id:
+            bsuids[wa_id] = user_id
+    return _Contacts(names, bsuids)
 
 
-def _message(message: dict, where: str, names: dict[str, str]) -> Received | Event:
-    user, message_id, kind = (_str(message, key, where) for key in ("from", "id", "type"))
+def _message(message: dict, where: str, contacts: _Contacts) -> Received | Event:
+    """A message's sender is its phone number (``from``) or, for a user who hides it, its
+    BSUID (``from_user_id``); either may be missing, not both. The BSUID, given here or in
+    ``contacts[]``, goes along as the scoped id that keeps one conversation per person."""
+    message_id, kind = _str(message, "id", where), _str(message, "type", where)
+    phone = _str(message, "from", where, False)
+    bsuid = _bsuid(message, "from_user_id", where) or contacts.bsuids.get(phone or "")
+    user = phone or bsuid
+    if user is None:
+        raise PayloadError(f"{where}: no 'from' or 'from_user_id'")
     turn = _turn(message, kind, where)
     if turn is None:  # a reaction, contacts, an order, a system notice...: not a turn
         rest = {k: v for k, v in message.items() if k not in ("from", "id", "type")}
         return Event(kind=kind, user=user, message_id=message_id, data=rest)
-    turn = replace(turn, user_id=user, user_name=names.get(user), channel="whatsapp")
-    return Received(user, message_id, turn, _sent_at(message, where))
+    name = contacts.names.get(phone or "") or contacts.names.get(bsuid or "")
+    turn = replace(turn, user_id=user, user_name=name, channel="whatsapp")
+    return Received(user, message_id, turn, _sent_at(message, where), scoped_id=bsuid)
+
+
+def _bsuid(obj: dict, key: str, where: str) -> str | None:
+    value = _str(obj, key, where, False)
+    if value is not None and not BSUID.fullmatch(value):
+        raise PayloadError(f"{where}.{key}: expected a business-scoped user id (CC.digits), got {_show(value)}")
+    return value
 
 
 def _sent_at(message: dict, where: str) -> float | None:
@@ -271,9 +301,11 @@ def _media_in(media: dict, kind: str, where: str) -> UserMessage:
 def _status(status: dict, where: str) -> Event:
     state = _str(status, "status", where)
     _list(status, "errors", where, required=False)  # only to refuse errors that are not an array
-    data = {k: v for k, v in status.items() if k not in ("id", "recipient_id")}
+    data = {k: v for k, v in status.items() if k not in ("id", "recipient_id", "recipient_user_id")}
     known = state in STATUSES  # a status outside the four is kept, under its own kind
-    return Event(kind="status" if known else "status_other", user=_str(status, "recipient_id", where),
+    # A user who hides their phone number is named by BSUID alone (recipient_user_id).
+    user = _str(status, "recipient_id", where, False) or _bsuid(status, "recipient_user_id", where)
+    return Event(kind="status" if known else "status_other", user=user or _missing(where, "recipient_id"),
                  message_id=_str(status, "id", where), status=state if known else None, data=data)
 
 
@@ -330,6 +362,12 @@ def _number(obj: dict, key: str, where: str) -> float:
 
 
 # ------------------------------------------------------------------ outbound
+
+
+def _address(user: str) -> dict[str, str]:
+    """Where a message goes: ``to`` for a phone number, ``recipient`` for a BSUID (a BSUID in
+    ``to`` is read as a phone number, and the message silently lost)."""
+    return {"recipient": user} if BSUID.fullmatch(user) else {"to": user}
 
 
 def _contents(reply: Reply) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
  *
  * It talks to /v1/<tenant>/web/ws?user=<id> (gateway/web.py): it sends {"id", "text"} or
  * {"id", "button"}, the server answers each in order, and pushes what a timer makes the flow
- * say later. Messages go one at a time through an outbox: the head is sent, and leaves the
+ * say later; on each (re)connection it reads what it missed from the user's mailbox
+ * (mailbox.js, loaded before this file). Messages go one at a time through an outbox: the head is sent, and leaves the
  * outbox only when its answer comes. A message sent while offline, or whose answer a closed
  * socket lost, is sent again with the same id once the socket is back (the server
  * deduplicates by id and answers with the replies of the first time).
@@ -170,6 +171,7 @@ function Chat(tenant) {
     user = randomId();
     saved.set("user", user);
   }
+  const mailbox = Mailbox(`/v1/${encodeURIComponent(tenant)}/web/messages`, saved, showReplies);
 
   // -- the transcript
 
@@ -259,7 +261,7 @@ function Chat(tenant) {
     } catch (error) {
       return;
     }
-    if (frame.type === "push") showReplies(frame.replies);
+    if (frame.type === "push") mailbox.pushed(frame.replies);
     // The server answers in order and one message is in flight: an answer without an id (a
     // frame it could not read) is that message's too.
     else if (inFlight && (frame.id === inFlight.id || frame.id === null)) answered(frame);
@@ -285,6 +287,7 @@ function Chat(tenant) {
       if (socket !== opened) return;
       attempts = 0;
       setStatus("connected");
+      mailbox.connected(user);
       pump();
     });
     opened.addEventListener("message", (event) => {
@@ -316,6 +319,7 @@ function Chat(tenant) {
     clearTimeout(resendTimer);
     clearTimeout(answerTimer);
     inFlight = null;
+    mailbox.forget();
     user = randomId();
     outbox = [];
     transcript = [];

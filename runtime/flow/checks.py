@@ -3,7 +3,8 @@
 Errors refuse the flow: a reference to a node or flow that does not exist, keys that do not
 apply to a node's kind, a loop that can never stop without the user, conflicting triggers.
 Warnings let it load: a node nothing leads to, an unknown variable, a loop that only a
-condition ends (the step limit cuts it at run time).
+condition ends (the step limit cuts it at run time). Checks that need the flows loaded
+with it, or its tenant's secrets and env, are in :mod:`.deploy_checks`.
 """
 
 from __future__ import annotations
@@ -250,16 +251,37 @@ class FlowChecker:
         return out
 
     def check_reachable(self) -> None:
+        """One warning per group of unreachable nodes, at the node that leads to the rest; none
+        for the nodes a broken reference most likely meant (`next: welcom` and `welcome`), whose
+        cause is that reference's error, reported once."""
         graph = self.graph(instant_only=False)
         seen = {t for s, _, t in self.edges() if s is None and t in graph}
-        todo = list(seen)
-        while todo:
-            for nxt in graph[todo.pop()] - seen:
-                seen.add(nxt)
-                todo.append(nxt)
-        for node_id in self.spec.nodes:
-            if node_id not in seen:
-                self.warn(("nodes", node_id), f"node {node_id!r} is unreachable: nothing leads to it")
+        seen |= {n for start in seen for n in _reachable(graph, start)}
+        lost = {n: _reachable(graph, n) - seen for n in graph if n not in seen}
+        seen |= self._meant_by_broken_references(seen, lost)  # as if the typo were fixed
+        lost = {n: group - seen for n, group in lost.items() if n not in seen}
+        led_to = {m for n, group in lost.items() for m in group if m != n}
+        heads = [n for n in lost if n not in led_to] + [n for n in lost if n in led_to]  # cycles last
+        covered: set[str] = set()
+        for head in heads:
+            if head in covered:
+                continue
+            others = sorted(lost[head] - {head} - covered)
+            covered |= {head, *others}
+            also = f" (nor to {', '.join(map(repr, others))}, reached only through it)" if others else ""
+            self.warn(("nodes", head), f"node {head!r} is unreachable: nothing leads to it{also}")
+
+    def _meant_by_broken_references(self, seen: set[str], lost: dict[str, set[str]]) -> set[str]:
+        """The unreachable nodes that a reference to a missing node (from a reachable place)
+        would reach if it named what "did you mean" suggests."""
+        meant: set[str] = set()
+        for source, _, target in self.edges():
+            if target in self.spec.nodes or (source is not None and source not in seen):
+                continue
+            close = difflib.get_close_matches(target, list(self.spec.nodes), n=1, cutoff=0.6)
+            if close and close[0] in lost:  # the node "did you mean" names, and what it leads to
+                meant |= {close[0], *lost[close[0]]}
+        return meant
 
     def check_loops(self) -> None:
         graph = self.graph(instant_only=True)
@@ -315,79 +337,3 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
             seen.add(n)
             todo.extend(graph[n])
     return seen
-
-
-def check_together(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
-    """Checks across the flows loaded together: ids, keywords and defaults, gotos between flows."""
-    return _duplicate_ids(loaded) + _trigger_claims(loaded) + _gotos_between_flows(loaded)
-
-
-def _duplicate_ids(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
-    problems, first_seen = [], {}
-    for spec, smap in loaded:
-        if spec.flow in first_seen:
-            other = first_seen[spec.flow]
-            problems.append(smap.problem(("flow",), f"duplicate flow id {spec.flow!r} "
-                                         f"(also in {other.path}:{other.spot(('flow',)).line})"))
-        first_seen.setdefault(spec.flow, smap)
-    return problems
-
-
-def _trigger_claims(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
-    """Two flows may claim the same keyword, or both be the default, only on channels that do
-    not overlap (a trigger without `channels` overlaps every channel)."""
-    problems: list[Problem] = []
-    claims: dict[str, list[tuple[str, frozenset[str] | None]]] = {}  # claim -> [(flow, channels)]
-    for spec, smap in loaded:
-        for i, t in enumerate(spec.triggers):
-            names = [("keyword " + repr(k.strip().casefold()), ("triggers", i, "keyword")) for k in t.keyword or ()]
-            names += [("the default trigger", ("triggers", i, "default"))] if t.default else []
-            channels = frozenset(t.channels) if t.channels is not None else None
-            for name, loc in names:
-                for other, theirs in claims.get(name, ()):
-                    if other != spec.flow and (channels is None or theirs is None or channels & theirs):
-                        problems.append(smap.problem(loc, f"{name} is claimed by flow {other!r} too"))
-                        break
-                claims.setdefault(name, []).append((spec.flow, channels))
-    return problems
-
-
-def _gotos_between_flows(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
-    problems: list[Problem] = []
-    flows: dict[str, m.FlowSpec] = {}
-    for spec, _ in loaded:
-        flows.setdefault(spec.flow, spec)
-    for spec, smap in loaded:
-        for node_id, node in spec.nodes.items():
-            if not (node.goto and node.goto.flow):
-                continue
-            target = flows.get(node.goto.flow)
-            if target is None:
-                problems.append(smap.problem(("nodes", node_id, "goto", "flow"),
-                                             f"no flow {node.goto.flow!r} among those loaded"
-                                             f"{did_you_mean(node.goto.flow, flows)}"))
-            elif node.goto.node and node.goto.node not in target.nodes:
-                problems.append(smap.problem(("nodes", node_id, "goto", "node"),
-                                             f"flow {target.flow!r} has no node {node.goto.node!r}"
-                                             f"{did_you_mean(node.goto.node, target.nodes)}"))
-    return problems
-
-
-def check_secrets(spec: m.FlowSpec, smap: SourceMap, have: Iterable[str], tenant: str, *,
-                  severity: str = "error") -> list[Problem]:
-    """A problem at each ``{secret: NAME}`` of ``spec`` that names a secret ``tenant`` does not
-    ``have``: its http node would send without it (and fail), so the flow is refused instead."""
-    have = set(have)
-    problems = []
-    for node_id, node in spec.nodes.items():
-        if node.http is None:
-            continue
-        for part in ("headers", "query"):
-            for key, value in getattr(node.http, part).items():
-                if isinstance(value, m.SecretRef) and value.secret not in have:
-                    problems.append(smap.problem(
-                        ("nodes", node_id, "http", part, key),
-                        f"secret {value.secret!r} is not set for tenant {tenant!r}{did_you_mean(value.secret, have)}: "
-                        f"set it with `parlour secrets set {tenant} {value.secret}` (or in the config file's "
-                        f"tenants.{tenant}.secrets)", severity=severity))
-    return problems

@@ -19,7 +19,7 @@ import regex
 
 from ..errors import FlowNotFound
 from .events import Button
-from .expressions import Expression, Template, Verbatim
+from .expressions import Expression, Template, TenantEnv
 from .regexes import RegexBudget, RegexTimeout
 from .validators import Rule
 
@@ -175,6 +175,8 @@ class Flow:
     isolation: str
     path: str
     source: str = field(repr=False)
+    env_uses: tuple[tuple[str, int, int], ...] = field(default=(), repr=False)
+    """Each ``env.NAME`` the flow reads, with its line and column in :attr:`path`."""
 
 
 MATCHED_KEPT = 64
@@ -187,12 +189,13 @@ class Catalog:
     >>> catalog.current("registration").version
     """
 
-    def __init__(self, flows: Iterable[Flow] = (), env: Mapping[str, str] | None = None):
+    def __init__(self, flows: Iterable[Flow] = (), env: Mapping[str, str] | None = None, tenant: str = ""):
         self._versions: dict[str, dict[str, Flow]] = {}
         self._current: dict[str, str] = {}
         self._matched: OrderedDict[tuple[bytes, str | None], str | None] = OrderedDict()
-        # Operator values: an http `url` inserts them as they are (a base URL), not encoded.
-        self.env: Mapping[str, str] = MappingProxyType({k: Verbatim(v) for k, v in (env or {}).items()})
+        # Operator values: an http `url` inserts them as they are (a base URL), not encoded; one
+        # not set fails where a template uses it, naming it and ``tenant``.
+        self.env: Mapping[str, str] = TenantEnv(env, tenant)
         for flow in flows:
             self.add(flow)
 

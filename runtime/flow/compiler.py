@@ -85,15 +85,35 @@ def parse_duration(value: int | float | str) -> float:
     return seconds
 
 
+def _raw_offset(raw: str, index: int) -> int | None:
+    """How far into ``raw`` (a scalar as written, from its first character to the end of its
+    line) the ``index``-th character of its value stands; None past its end."""
+    quote = raw[0] if raw[0] in "'\"" else None
+    position, seen = (1 if quote else 0), 0
+    while seen < index:
+        if position >= len(raw) or (quote and raw[position] == quote and raw[position:position + 2] != quote * 2):
+            return None
+        step = 1
+        if quote == '"' and raw[position] == "\\":
+            step = {"x": 4, "u": 6, "U": 10}.get(raw[position + 1:position + 2], 2)
+        elif quote == "'" and raw[position:position + 2] == "''":
+            step = 2
+        position, seen = position + step, seen + 1
+    return position if position < len(raw) else None
+
+
 class Compiler:
     def __init__(self, spec: m.FlowSpec, smap: SourceMap, source: str):
         self.spec = spec
         self.smap = smap
         self.source = source
+        self.lines = source.splitlines()
         self.problems: list[Problem] = []
         self.templates: list[tuple[frozenset[str], Path, frozenset[str]]] = []
         self._cache: dict[tuple, Any] = {}
         """(names used, where, names allowed there besides the variables), for the checks."""
+        self.env_uses: list[tuple[str, Path, str]] = []
+        """Each ``env.NAME`` read, and where: checked against a tenant's env once it is known."""
 
     def compiled(self, compile_: Callable[..., Any], text: str, **options: Any) -> Any:
         """Compile ``text`` once per flow: YAML aliases can repeat one text thousands of times."""
@@ -108,18 +128,58 @@ class Compiler:
             raise found
         return found
 
+    def env_spot(self, loc: Path, text: str, name: str) -> tuple[int, int]:
+        """Where ``env.NAME`` (or ``env['NAME']``) stands in the file; the value's place when
+        it cannot be told."""
+        found = re.search(r"\benv\s*(?:\.\s*" + re.escape(name) + r"\b|\[\s*['\"]" + re.escape(name) + ")", text)
+        if found:
+            before = text[:found.start()]
+            spot = self.token_spot(loc, text, before.count("\n") + 1, found.start() - (before.rfind("\n") + 1) + 1)
+            if spot is not None:
+                return spot
+        spot = self.smap.spot(loc)
+        return spot.line, spot.column
+
+    def token_spot(self, loc: Path, text: str, line: int, column: int) -> tuple[int, int] | None:
+        """The file's line and column of ``line``:``column`` of ``text``, the value at ``loc``:
+        exact on a literal block (``|``) and on a scalar written on one line (plain or quoted,
+        escapes counted); None for text YAML folds, which moves its columns, or when the file
+        there does not hold that character (a shorthand's value the author did not write)."""
+        where = self.smap.spot(loc)
+        own = text.split("\n")[line - 1][column - 1:column] if line <= text.count("\n") + 1 else ""
+        if self.smap.resolve(loc) in self.smap.blocks:
+            number = where.line + line
+            raw = self.lines[number - 1] if number <= len(self.lines) else ""
+            spot = number, self.block_indent(where.line) + column
+            return spot if raw[spot[1] - 1:spot[1]] == own or not own else None
+        raw = self.lines[where.line - 1][where.column - 1:] if where.line <= len(self.lines) else ""
+        if line != 1 or not raw or raw[0] in "|>":
+            return None
+        offset = _raw_offset(raw, column - 1)
+        if offset is None or (own and raw[offset] not in (own, "\\")):  # "" is just past the text
+            return None
+        return where.line, where.column + offset
+
+    def block_indent(self, key_line: int) -> int:
+        """The indentation of a block scalar whose key is on ``key_line``: its first line's."""
+        first = next((raw for raw in self.lines[key_line:] if raw.strip()), "")
+        return len(first) - len(first.lstrip(" "))
+
     def problem(self, loc: Path, message: str) -> None:
         self.problems.append(self.smap.problem(loc, message))
 
-    def compile_problem(self, loc: Path, what: str, exc: ExpressionError) -> None:
-        """Where a template fails: its own line, for a block scalar (``|``) whose text starts on
-        the line after its key; otherwise the value's start, naming the line within the text."""
+    def compile_problem(self, loc: Path, text: str, what: str, exc: ExpressionError) -> None:
+        """Where a template fails: its offending token when the text's place in the file can
+        be told, a block scalar's own line at least, else the value's start, naming the line
+        within the text."""
         line = exc.line or 1
-        if self.smap.resolve(loc) in self.smap.blocks:
+        spot = self.token_spot(loc, text, line, exc.column) if exc.column is not None else None
+        if spot is None and self.smap.resolve(loc) in self.smap.blocks:
             number = self.smap.spot(loc).line + line
-            text = self.source.splitlines()[number - 1] if number <= len(self.source.splitlines()) else ""
-            self.problems.append(Problem(self.smap.path, number, len(text) - len(text.lstrip()) + 1,
-                                         f"{what} does not compile: {exc}"))
+            raw = self.lines[number - 1] if number <= len(self.lines) else ""
+            spot = number, len(raw) - len(raw.lstrip()) + 1
+        if spot is not None:
+            self.problems.append(Problem(self.smap.path, *spot, f"{what} does not compile: {exc}"))
             return
         within = f" (line {line} of the text)" if line > 1 else ""
         self.problem(loc, f"{what} does not compile: {exc}{within}")
@@ -132,9 +192,10 @@ class Compiler:
         try:
             compiled = self.compiled(compile_template, text, url=url)
         except ExpressionError as exc:
-            self.compile_problem(loc, "template", exc)
+            self.compile_problem(loc, text, "template", exc)
             return Template(text, frozenset(), None)
         self.templates.append((compiled.names, loc, frozenset()))
+        self.env_uses += [(name, loc, text) for name in sorted(compiled.env)]
         return compiled
 
     def expression(self, value: Any, loc: Path, extra: frozenset[str] = frozenset()) -> Expression:
@@ -143,9 +204,10 @@ class Compiler:
         try:
             compiled = self.compiled(compile_expression, value)
         except ExpressionError as exc:
-            self.compile_problem(loc, "expression", exc)
+            self.compile_problem(loc, value, "expression", exc)
             return constant(None)
         self.templates.append((compiled.names, loc, extra))
+        self.env_uses += [(name, loc, value) for name in sorted(compiled.env)]
         return compiled
 
     def choices(self, options: list[m.Option] | None, loc: Path) -> tuple[Choice, ...]:
@@ -334,4 +396,5 @@ class Compiler:
             vars=MappingProxyType(self.variables()),
             triggers=tuple(self.trigger(t, ("triggers", i)) for i, t in enumerate(spec.triggers)),
             on_error=spec.on_error, max_steps=spec.max_steps, isolation=spec.isolation,
-            path=self.smap.path, source=self.source)
+            path=self.smap.path, source=self.source,
+            env_uses=tuple(dict.fromkeys((name, *self.env_spot(loc, text, name)) for name, loc, text in self.env_uses)))

@@ -19,11 +19,12 @@ from typing import Any
 
 from urllib.parse import quote
 
-from jinja2 import TemplateSyntaxError, meta, nodes
-from jinja2.exceptions import SecurityError
+from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
 
 from .bounds import check_text_of
 from .sandbox import BoundedSandbox, bounded_concat, guarded_filter
+from .template_errors import explain
 
 BUILTIN_NAMES = frozenset({"user", "message", "channel", "now", "env", "error"})
 """Names every template sees besides the flow's variables; a variable may not take them."""
@@ -43,11 +44,20 @@ _MARKERS = ("{{", "{%", "{#")
 
 class ExpressionError(Exception):
     """A template or expression that does not compile, or is unsafe; ``line`` is the line
-    within the template's own text (1-based) when Jinja can tell, else None."""
+    within the template's own text (1-based) when Jinja can tell, else None; ``column`` the
+    offending token's column on that line (1-based) when it could be found."""
 
-    def __init__(self, message: str, line: int | None = None):
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
         super().__init__(message)
         self.line = line
+        self.column = column
+
+
+def _syntax_error(exc: TemplateSyntaxError, source: str, *, expression: bool = False) -> ExpressionError:
+    """Jinja's error in parlour's words, at its token (:mod:`.template_errors`)."""
+    found = explain(source, exc.message or "syntax error", exc.lineno, ENVIRONMENT.filters, ENVIRONMENT.tests,
+                    expression=expression)
+    return ExpressionError(found.message, found.line, found.column)
 
 
 class RenderError(Exception):
@@ -77,8 +87,61 @@ def _url_part(value: Any) -> str:
     return quote(text, safe="")
 
 
+class TenantEnv(Mapping[str, str]):
+    """What templates see as ``env``: one tenant's operator values, read-only, inserted as they
+    are into an http ``url`` (:class:`Verbatim`). A name the operator did not set is undefined
+    (``env.X is defined``, ``env.X | default('y')`` work), and using it fails naming it."""
+
+    __slots__ = ("_values", "_tenant")
+
+    def __init__(self, values: Mapping[str, str] | None = None, tenant: str = ""):
+        self._values = {k: Verbatim(v) for k, v in (values or {}).items()}
+        self._tenant = tenant
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:  # what `{{ env }}` prints: the values, as a mapping would
+        return repr(self._values)
+
+    def _unset(self, name: object) -> str:  # private: a template must not reach it as `env.unset`
+        """The error of a template that uses ``env.<name>``, which the operator did not set."""
+        if not self._tenant:
+            return f"env.{name} is not set"
+        return f"env.{name} is not set for tenant {self._tenant!r} (tenants.{self._tenant}.env in the config)"
+
+
+class EnvNotSet(UndefinedError):
+    """A template used an ``env`` value its tenant does not have."""
+
+
+class FlowUndefined(Undefined):
+    """Jinja's lenient undefined (an unset variable renders as empty text), except for a name
+    read from ``env``: printing or using it fails with an error that names it, where an empty
+    base URL or token would fail later and elsewhere."""
+
+    __slots__ = ()
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self._undefined_obj, TenantEnv):
+            raise EnvNotSet(self._undefined_obj._unset(self._undefined_name))
+        return super()._fail_with_undefined_error(*args, **kwargs)
+
+    def __str__(self) -> str:
+        if isinstance(self._undefined_obj, TenantEnv):
+            self._fail_with_undefined_error()
+        return super().__str__()
+
+
 def _environment(finalize: Callable[[Any], Any]) -> BoundedSandbox:
-    environment = BoundedSandbox(autoescape=False, finalize=finalize, keep_trailing_newline=True)
+    environment = BoundedSandbox(autoescape=False, finalize=finalize, keep_trailing_newline=True,
+                                 undefined=FlowUndefined)
     environment.filters = {name: guarded_filter(name, f) for name, f in environment.filters.items()}
     environment.filters["verbatim"] = lambda value: Verbatim("" if value is None else value)
     environment.globals.pop("lipsum", None)  # generates text in loops: no use to a chat flow
@@ -128,11 +191,11 @@ def _check_safe(ast: nodes.Node) -> None:
                                   "one message must stay cheap to answer", loop.lineno)
 
 
-def _parse(source: str) -> nodes.Template:
+def _parse(source: str, *, expression: bool = False) -> nodes.Template:
     try:
         ast = ENVIRONMENT.parse(source)
     except TemplateSyntaxError as exc:
-        raise ExpressionError(exc.message or "syntax error", exc.lineno) from exc
+        raise _syntax_error(exc, source, expression=expression) from exc
     except RecursionError:
         raise ExpressionError(f"nested more than {MAX_NESTING} levels deep") from None
     _check_nesting(ast)
@@ -152,6 +215,18 @@ def _check_nesting(ast: nodes.Node) -> None:
         stack.extend((child, depth + 1) for child in node.iter_child_nodes())
 
 
+def _env_names(ast: nodes.Node) -> frozenset[str]:
+    """The ``env`` values a template reads by name: ``env.NAME`` and ``env['NAME']``."""
+    found = set()
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node.node, nodes.Name) and node.node.name == "env":
+            if isinstance(node, nodes.Getattr):
+                found.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                found.add(node.arg.value)
+    return frozenset(found)
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A compiled template. Text without markers is kept as a constant and costs nothing."""
@@ -159,6 +234,8 @@ class Template:
     source: str
     names: frozenset[str]
     _render: Callable[[Mapping[str, Any]], str] | None
+    env: frozenset[str] = frozenset()
+    """The ``env`` values it reads by name (checked against the tenant's when flows load)."""
 
     @property
     def constant(self) -> bool:
@@ -179,6 +256,7 @@ class Expression:
     source: str
     names: frozenset[str]
     _evaluate: Callable[..., Any]
+    env: frozenset[str] = frozenset()
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         try:
@@ -211,10 +289,10 @@ def compile_template(source: str, *, url: bool = False) -> Template:
     try:
         compiled = (URL_ENVIRONMENT if url else ENVIRONMENT).from_string(ast)
     except TemplateSyntaxError as exc:  # and TemplateAssertionError: an unknown filter or test
-        raise ExpressionError(exc.message or "does not compile", exc.lineno) from exc
+        raise _syntax_error(exc, source) from exc
     except RecursionError:
         raise ExpressionError(f"nested more than {MAX_NESTING} levels deep") from None
-    return Template(source, frozenset(meta.find_undeclared_variables(ast)), compiled.render)
+    return Template(source, frozenset(meta.find_undeclared_variables(ast)), compiled.render, _env_names(ast))
 
 
 def url_starts_trusted(source: str) -> bool:
@@ -238,14 +316,25 @@ def compile_expression(source: str) -> Expression:
         raise ExpressionError("empty expression")
     if any(marker in text for marker in _MARKERS):
         raise ExpressionError("an expression is written without {{ }}: e.g. `age < 18`")
-    ast = _parse("{{ " + text + " }}")
+    wrapped = "{{ " + text + " }}"
     try:
+        ast = _parse(wrapped, expression=True)
         evaluate = ENVIRONMENT.compile_expression(text, undefined_to_none=True)
     except TemplateSyntaxError as exc:
-        raise ExpressionError(exc.message or "syntax error", exc.lineno) from exc
+        raise _expression_error(_syntax_error(exc, wrapped, expression=True), source) from exc
+    except ExpressionError as exc:
+        raise _expression_error(exc, source) from exc
     except RecursionError:
         raise ExpressionError(f"nested more than {MAX_NESTING} levels deep") from None
-    return Expression(source, frozenset(meta.find_undeclared_variables(ast)), evaluate)
+    return Expression(source, frozenset(meta.find_undeclared_variables(ast)), evaluate, _env_names(ast))
+
+
+def _expression_error(exc: ExpressionError, source: str) -> ExpressionError:
+    """``exc``, found in ``{{ <source stripped> }}``, with its column on ``source``'s own line."""
+    if exc.column is None or exc.line != 1:
+        return exc
+    lead, text = len(source) - len(source.lstrip()), source.strip()
+    return ExpressionError(str(exc), 1, min(max(exc.column - 3, 1), len(text) + 1) + lead)
 
 
 def constant(value: Any) -> Expression:

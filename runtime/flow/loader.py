@@ -3,8 +3,9 @@
 >>> flow = load_flow("flows/registration.yaml")
 >>> catalog = load_catalog(["flows/"], env={"MEMBERS_API": "http://127.0.0.1:9999"})
 
-A directory loads every ``*.yaml``, ``*.yml`` and ``*.json`` in it, except flow test files
-(``*.test.yaml``) and JSON Schemas (``*.schema.json``).
+A directory loads every ``*.yaml``, ``*.yml`` and ``*.json`` in it, except JSON Schemas
+(``*.schema.json``) and flow test files, which are told by their content, whatever their name
+(see :func:`is_flow_test`).
 """
 
 from __future__ import annotations
@@ -21,29 +22,45 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import FlowError, Problem
 from . import model as m
-from .checks import FlowChecker, check_together, did_you_mean
+from .checks import FlowChecker, did_you_mean
+from .deploy_checks import check_together
 from .compiled import Catalog, Flow
 from .compiler import Compiler
 from .source import SourceMap, read_source
 
 FLOW_SUFFIXES = (".yaml", ".yml", ".json")
-TEST_SUFFIXES = (".test.yaml", ".test.yml")
+TEST_KEYS = frozenset({"steps", "http", "env", "now", "user", "channel"})
+"""Top-level keys only a flow test file has; a flow has ``nodes`` and ``start`` instead."""
 
 
 def is_flow_file(path: FsPath) -> bool:
+    """Whether a file found in a directory may hold a flow (or a flow test: only its content tells)."""
     name = path.name
-    return name.endswith(FLOW_SUFFIXES) and not name.endswith(TEST_SUFFIXES) and not name.endswith(".schema.json")
+    return name.endswith(FLOW_SUFFIXES) and not name.endswith(".schema.json")
+
+
+def is_flow_test(data: Any) -> bool:
+    """Whether a parsed document is a flow test, not a flow: a mapping with a key only tests have
+    (``steps``, ``http``, ...) and with neither ``nodes`` nor ``start``. Told by content, so that ``pizza_test.yaml`` or a test kept
+    in its own folder is never read as a broken flow."""
+    return isinstance(data, dict) and bool(TEST_KEYS & data.keys()) and not {"nodes", "start"} & data.keys()
+
+
+def candidate_files(paths: Iterable[str | FsPath]) -> list[tuple[FsPath, bool]]:
+    """The files named by ``paths``, each with whether it was named itself (True) or found in a
+    directory searched recursively (False)."""
+    found: list[tuple[FsPath, bool]] = []
+    for path in map(FsPath, paths):
+        if path.is_dir():
+            found.extend((p, False) for p in sorted(path.rglob("*")) if p.is_file() and is_flow_file(p))
+        else:
+            found.append((path, True))
+    return found
 
 
 def flow_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
-    """The flow files named by ``paths``: files as given, directories searched recursively."""
-    found: list[FsPath] = []
-    for path in map(FsPath, paths):
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_flow_file(p)))
-        else:
-            found.append(path)
-    return found
+    """The files under ``paths`` that may hold flows; test files among them are left out when loaded."""
+    return [path for path, _ in candidate_files(paths)]
 
 
 def _unwrap(tp: Any) -> Any:
@@ -165,12 +182,27 @@ class Loaded:
         return [p for p in self.problems if p.severity == "error"]
 
 
-def compile_source(text: str, path: str) -> tuple[Flow | None, m.FlowSpec | None, SourceMap | None, list[Problem]]:
+Compiled = tuple[Flow | None, m.FlowSpec | None, SourceMap | None, list[Problem]]
+
+
+def compile_source(text: str, path: str) -> Compiled:
     """Load one flow from its text; problems instead of exceptions."""
     try:
         data, smap = read_source(text, path)
     except FlowError as exc:
         return None, None, None, exc.problems
+    return compile_data(data, smap, text, path)
+
+
+def _test_not_flow(path: str) -> Problem:
+    return Problem(path, 1, 1, "this is a flow test file (it has `steps`, no `start` or `nodes`), not a flow: "
+                               "run it with `parlour test`")
+
+
+def compile_data(data: Any, smap: SourceMap, text: str, path: str) -> Compiled:
+    """Compile a flow already read by :func:`read_source`."""
+    if is_flow_test(data):
+        return None, None, smap, [_test_not_flow(path)]
     if not isinstance(data, dict):
         return None, None, smap, [Problem(path, 1, 1, "a flow file is a mapping with `flow`, `start` and `nodes`")]
     try:
@@ -225,13 +257,19 @@ def _meaning_despite_shape(data: dict, exc: ValidationError, smap: SourceMap, te
 def load_paths(paths: Iterable[str | FsPath]) -> Loaded:
     """Load every flow under ``paths`` and check them together."""
     loaded = Loaded()
-    for file in flow_files(paths):
+    for file, named in candidate_files(paths):
         try:
             text = file.read_text(encoding="utf-8")
+            data, smap = read_source(text, str(file))
         except (OSError, UnicodeDecodeError) as exc:
             loaded.problems.append(Problem(str(file), 1, 1, f"cannot read: {exc}"))
             continue
-        flow, spec, smap, problems = compile_source(text, str(file))
+        except FlowError as exc:
+            loaded.problems.extend(exc.problems)
+            continue
+        if is_flow_test(data) and not named:
+            continue  # a test beside its flows: `parlour test` runs it
+        flow, spec, smap, problems = compile_data(data, smap, text, str(file))
         loaded.problems.extend(problems)
         if flow is not None and not any(p.severity == "error" for p in problems):
             loaded.flows.append(flow)

@@ -192,6 +192,75 @@ class _Reader:
             return None
 
 
+_CLOSERS = {"flow sequence": "]", "flow mapping": "}"}
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
+    """A YAML syntax error at the place to mend. PyYAML marks the token where it gave up: for
+    something left open (a `[` or `{` never closed, a quote never closed, `key:value` without
+    its space) that is on a later line, often the next key or the end of the file; the mistake
+    is at the end of the content before that line, or where the unclosed thing opened."""
+    mark, context = exc.problem_mark or exc.context_mark, exc.context or ""
+    spot = Spot(mark.line + 1, mark.column + 1) if mark else Spot(1, 1)
+    reason = exc.problem or context or "invalid YAML"
+    opened = Spot(exc.context_mark.line + 1, exc.context_mark.column + 1) if exc.context_mark else None
+    kind = context.removeprefix("while parsing a ").removeprefix("while scanning a ")
+    later = mark is not None and opened is not None and spot.line > opened.line
+    if later and kind in ("quoted scalar", "block scalar") and "end of stream" in reason:
+        return Problem(path, opened.line, opened.column,
+                       f"YAML syntax: the {kind.split()[0]} text opened here is never closed")
+    if later and kind == "simple key":
+        return Problem(path, opened.line, opened.column,
+                       "YAML syntax: expected ': ' (a colon and a space) after a key on this line")
+    lines = text.split("\n")
+    if later and kind in _CLOSERS and _indent(lines, spot.line) <= _indent(lines, opened.line):
+        # The collection ends, unclosed, before the first line no deeper than the one it opened on.
+        end = next((n for n in range(opened.line + 1, spot.line + 1)
+                    if _without_comment(lines[n - 1] if n <= len(lines) else "").strip()
+                    and _indent(lines, n) <= _indent(lines, opened.line)), spot.line)
+        before = _content_end(lines, end - 1) or spot
+        return Problem(path, before.line, before.column,
+                       f"YAML syntax: expected ',' or '{_CLOSERS[kind]}' here: the {kind} opened at line "
+                       f"{opened.line}, column {opened.column} is not closed")
+    if later and kind in _CLOSERS and mark.column == _indent(lines, spot.line):  # `"a": 1` `"b": 2` on two lines
+        before = _content_end(lines, spot.line - 1) or spot
+        return Problem(path, before.line, before.column,
+                       f"YAML syntax: expected ',' or '{_CLOSERS[kind]}' here, before the next entry on line {spot.line}")
+    if mark is not None and reason.startswith("expected the node content") and mark.column == _indent(lines, spot.line):
+        before = _content_end(lines, spot.line - 1) or spot  # `key: [` or `key: {` at the end of a line or file
+        return Problem(path, before.line, before.column, "YAML syntax: a value is missing here")
+    return Problem(path, spot.line, spot.column, f"YAML syntax: {reason}")
+
+
+def _indent(lines: list[str], number: int) -> int:
+    """The indentation of line ``number`` (1-based); a line past the end has none."""
+    line = lines[number - 1] if number <= len(lines) else ""
+    return len(line) - len(line.lstrip(" ")) if line.strip() else 0
+
+
+def _content_end(lines: list[str], last: int) -> Spot | None:
+    """Where the content of lines 1 to ``last`` ends: just after the last character that is
+    neither space nor part of a comment; None when there is none."""
+    for number in range(min(last, len(lines)), 0, -1):
+        content = _without_comment(lines[number - 1]).rstrip()
+        if content:
+            return Spot(number, len(content) + 1)
+    return None
+
+
+def _without_comment(line: str) -> str:
+    """A line without its ``# comment`` (a ``#`` after a space, outside quotes, starts one)."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i]
+    return line
+
+
 def read_source(text: str, path: str) -> tuple[Any, SourceMap]:
     """Parse ``text`` (YAML or JSON) from ``path``; raise :class:`FlowError` on bad syntax."""
     smap = SourceMap(path)
@@ -203,10 +272,7 @@ def read_source(text: str, path: str) -> tuple[Any, SourceMap]:
         line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
         raise FlowError([Problem(path, line, column, f"character U+{exc.character:04X} is not allowed in YAML")]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        reason = exc.problem or exc.context or "invalid YAML"
-        raise FlowError([Problem(path, line, column, f"YAML syntax: {reason}")]) from exc
+        raise FlowError([_syntax_problem(exc, text, path)]) from exc
     except yaml.YAMLError as exc:
         raise FlowError([Problem(path, 1, 1, f"YAML: {exc}")]) from exc
     except _TooBig:

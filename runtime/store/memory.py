@@ -219,3 +219,6 @@ class MemoryStore:
 
     async def put_meta(self, name: str, value: bytes) -> None:
         self._meta[name] = value
+
+    async def add_meta(self, name: str, value: bytes) -> bytes:
+        return self._meta.setdefault(name, value)

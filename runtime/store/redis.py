@@ -536,3 +536,9 @@ class RedisStore:
     async def put_meta(self, name: str, value: bytes) -> None:
         async with _translated("put_meta", self.timeout_s):
             await self._redis.set(f"{self.prefix}meta:{name}", value)
+
+    async def add_meta(self, name: str, value: bytes) -> bytes:
+        async with _translated("add_meta", self.timeout_s):  # SET NX, then the winner's value
+            if await self._redis.set(f"{self.prefix}meta:{name}", value, nx=True):
+                return value
+            return await self._redis.get(f"{self.prefix}meta:{name}") or value

@@ -259,6 +259,9 @@ class SqliteStore:
         await self._write(_execute, "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
                           (name, value))
 
+    async def add_meta(self, name: str, value: bytes) -> bytes:
+        return await self._write(_add_meta, name, value)
+
     # ------------------------------------------------------------ the thread
 
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -324,6 +327,11 @@ def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[
 
 def _rowcount(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
     return conn.execute(sql, params).rowcount
+
+
+def _add_meta(conn: sqlite3.Connection, name: str, value: bytes) -> bytes:
+    conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (name, value))
+    return conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0]
 
 
 def _execute_many(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:

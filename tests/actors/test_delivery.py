@@ -17,7 +17,9 @@ from parlour.messages import ConversationKey
 from parlour.store import Commit
 from parlour.store.memory import MemoryStore
 
-from tests.servers import LOOPBACK, Recorder, members_app, serve
+from tests.channels.fake_api import FakeAPI
+from tests.channels.fake_telegram import for_token
+from tests.servers import LOOPBACK, Recorder, members_app, loopback_egress, serve
 
 
 def test_backoff_is_full_jitter_under_an_exponential_bound_and_never_under_what_was_asked():
@@ -70,7 +72,7 @@ async def test_a_send_the_bots_tenant_may_not_make_is_buried_at_once_and_never_r
             key = ConversationKey("beta", "telegram:support", "42").id
             await store.commit(Commit(outbox=[(key, 1, pack_outbound(key, 1, "m1", Reply(text="hi"), 0.0))]))
 
-            async def bots(tenant, channel, bot):
+            async def bots(tenant, channel, bot, *, fresh=False):
                 return TelegramBot(api_base=api, token="1:x", secret_token="s")
             delivery = Delivery(store, bots, policy=RetryPolicy(max_attempts=5, base_s=3600.0), poll_s=0.01,
                                 egress=Egress.from_allows({"beta": allow}))
@@ -92,6 +94,69 @@ async def test_a_send_the_bots_tenant_may_not_make_is_buried_at_once_and_never_r
             assert recorder.requests == [] and [d.attempts for d in dead] == [1]
             assert dead[0].reason == ("egress denied: 127.0.0.1 is a loopback address "
                                       "(to allow it: tenants.beta.egress.allow)")
+
+
+class Registry:
+    """A bot lookup whose bot is known to a fresh read only from its ``known_from``-th one on
+    (None: never), counting the reads of each kind."""
+
+    def __init__(self, bot: TelegramBot, known_from: int | None):
+        self.bot, self.known_from = bot, known_from
+        self.cached = self.fresh = 0
+
+    async def __call__(self, tenant, channel, name, *, fresh=False):
+        if not fresh:
+            self.cached += 1
+            return None  # the cached copy predates the bot
+        self.fresh += 1
+        return self.bot if self.known_from is not None and self.fresh >= self.known_from else None
+
+
+async def deliver_one(registry_for, policy: RetryPolicy) -> tuple[FakeAPI, Registry, list]:
+    """One reply for ``acme/telegram:late/42`` through a supervisor whose bots are
+    ``registry_for(api_base)``, until it is sent or buried; (the fake API, the registry, the dead letters)."""
+    api = FakeAPI(for_token("1:x"))
+    async with serve(api.app()) as base:
+        store = MemoryStore()
+        key = ConversationKey("acme", "telegram:late", "42").id
+        await store.commit(Commit(outbox=[(key, 1, pack_outbound(key, 1, "m1", Reply(text="hi"), 0.0))]))
+        registry = registry_for(base)
+        delivery = Delivery(store, registry, policy=policy, poll_s=0.01, egress=loopback_egress("acme"))
+        stop = asyncio.Event()
+        running = asyncio.create_task(delivery.run(stop))
+        async with asyncio.timeout(10):
+            while await store.read_outbox(None, 10):
+                await asyncio.sleep(0.01)
+        stop.set()
+        await running
+    return api, registry, await store.dead_letters(None, 10)
+
+
+QUICK = RetryPolicy(max_attempts=4, base_s=0.001, max_backoff_s=0.01)
+
+
+async def test_a_reply_for_a_bot_not_in_the_cached_copy_reads_the_registry_again_and_is_sent():
+    """A bot added through the API a moment ago: the supervisor's copy of the bots does not have
+    it yet (issue 13); the reply is neither buried nor lost."""
+    api, registry, dead = await deliver_one(
+        lambda base: Registry(TelegramBot(api_base=base, token="1:x", secret_token="s"), known_from=1), QUICK)
+    assert (registry.cached, registry.fresh) == (1, 1)  # read again at once: no wait
+    assert dead == [] and [r.json["text"] for r in api.delivered] == ["hi"]
+
+
+async def test_a_bot_still_missing_is_waited_for_with_attempts_spent():
+    api, registry, dead = await deliver_one(
+        lambda base: Registry(TelegramBot(api_base=base, token="1:x", secret_token="s"), known_from=3), QUICK)
+    assert registry.fresh == 3 and dead == [] and len(api.delivered) == 1
+
+
+async def test_a_bot_that_never_comes_is_buried_after_the_last_attempt_not_at_once():
+    api, registry, dead = await deliver_one(
+        lambda base: Registry(TelegramBot(api_base=base, token="1:x", secret_token="s"), known_from=None), QUICK)
+    assert registry.fresh == QUICK.max_attempts and api.requests == []
+    [letter] = dead
+    assert letter.attempts == QUICK.max_attempts
+    assert letter.reason == "no telegram bot 'late' for tenant 'acme'"
 
 
 async def test_a_redirect_is_not_followed_so_a_signed_call_goes_nowhere_it_was_not_sent():

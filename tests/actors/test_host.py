@@ -17,6 +17,7 @@ from parlour.messages import (
     MOVED,
     ConversationKey,
     Inbound,
+    mailbox_log,
     partition_of,
 )
 from parlour.store import FlowRecord
@@ -173,6 +174,21 @@ async def test_an_answered_channel_keeps_message_replies_out_of_the_outbox_but_n
     await until(lambda: _has_outbox(host.store, web.id))
     entries = [unpack_outbound(e.data) for e in await host.store.read_outbox(None, 100)]
     assert [(e["reply"].text, e["message_id"], e["seq"]) for e in entries if e["key"] == web.id] == [("fired", None, 2)]
+
+
+async def test_a_web_reply_no_answer_carried_goes_to_the_users_mailbox_until_its_time_is_up():
+    clock = Clock()
+    host = await make_host(clock=clock, mailbox_ttl_s=100.0)
+    web, sms = ConversationKey("t", "web", "w"), key("s")
+    await host.deliver([Inbound(web, "m1", UserMessage("timer")), Inbound(sms, "m1", UserMessage("timer"))])
+    assert await host.store.read_log(mailbox_log(web.id)) == []  # the answer carried "waiting"
+    clock.now += 1.5
+    await until(lambda: _has_outbox(host.store, web.id))
+    mail = [unpack_outbound(e.data) for e in await host.store.read_log(mailbox_log(web.id))]
+    assert [(m["reply"].text, m["seq"]) for m in mail] == [("fired", 2)]  # the outbox entry's own data
+    assert await host.store.read_log(mailbox_log(sms.id)) == []  # a messaging channel has no mailbox
+    clock.now += 100.0
+    assert await host.store.read_log(mailbox_log(web.id)) == []
 
 
 async def _has_outbox(store, key_id: str) -> bool:

@@ -257,12 +257,15 @@ async def test_killing_redis_under_load_fails_callers_loses_nothing_acknowledged
 # ---------------------------------------------------------------- the rest of the API
 
 
-async def test_a_whole_registration_with_its_http_call_runs_across_processes(tmp_path):
+async def test_a_whole_registration_with_its_http_call_runs_across_processes(tmp_path, caplog):
     url = f"sqlite:///{tmp_path}/parlour.db"
     recorder = Recorder()
     async with serve(members_app(recorder)) as api, \
             running(url, env={"demo": {"MEMBERS_API": api, "API": api}}) as runtime:
         await runtime.deploy("demo", [BUNDLED])
+        warned = [r.getMessage() for r in caplog.records if "env." in r.getMessage() and "'demo'" in r.getMessage()]
+        assert warned == [f"{BUNDLED / 'support.yaml'}:90:16: warning: env.ORDERS_API is used but not set "
+                          "for tenant 'demo'"]  # deployed all the same; MEMBERS_API is set
         said = []
         for n, text in enumerate(["hi", "register", "Ann Lee", "ann@example.org", "34", "yes"]):
             outcome = await runtime.send(Inbound(ConversationKey("demo", "whatsapp", "447700900123"), f"w{n}", UserMessage(text)))

@@ -10,7 +10,12 @@ so that Meta's own request examples pass:
   ``individual``), and ``type`` defaults to ``text`` (Meta's "Send Text Message with Preview
   URL" example has neither);
 - ``BodyObject.text`` says 1024 for every interactive type, while the list-messages doc says
-  4096 for lists: 4096 here, and 1024 is checked for reply buttons below.
+  4096 for lists: 4096 here, and 1024 is checked for reply buttons below;
+- the extract (v23.0) predates business-scoped user ids (BSUIDs). Meta's "Business-scoped user
+  IDs" page (2026) adds ``recipient``, for a BSUID or parent BSUID, next to ``to``, for a phone
+  number: one of the two is needed, and ``to`` wins when both are given. A BSUID in ``to`` is
+  read as a phone number and the message silently dropped (chatwoot/chatwoot#15150), so this
+  fake refuses it.
 
 Then what the docs say and the schema does not (:func:`_rules`): a text body of 1 to 4096
 characters, a caption of at most 1024 and only on image, video and document, the interactive
@@ -36,13 +41,16 @@ EXTRACT = (Path(__file__).resolve().parents[1] / "conformance" / "channels" / "s
 PATH = re.compile(r"(/v[0-9]+\.[0-9]+)?/[^/]+/messages")  # /{Version}/{Phone-Number-ID}/messages
 BEARER = re.compile(r"Bearer\s+[A-Za-z0-9\-_.]+.*")  # components/parameters/Authorization
 TEXT_MAX, CAPTION_MAX, BUTTON_BODY_MAX, LIST_BODY_MAX, ROWS_MAX = 4096, 1024, 1024, 4096, 10
+BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}")  # "CC." and up to 128 letters and digits
 
 
 def _relaxed(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """The spec's schemas with the defects put right, and the schema name of each ``type``."""
     schemas = copy.deepcopy(spec["components"]["schemas"])
     base = schemas["BaseMessageProperties"]
-    base["required"] = [name for name in base["required"] if name != "recipient_type"]
+    base["required"] = [name for name in base["required"] if name not in ("recipient_type", "to")]
+    base["properties"]["recipient"] = {"type": "string", "pattern": f"^{BSUID.pattern}$",
+                                       "description": "A BSUID or parent BSUID, for a user known by no phone number"}
     mapping = {kind: ref.rsplit("/", 1)[1] for kind, ref in schemas["Message"]["discriminator"]["mapping"].items()}
     for name in set(mapping.values()):
         first, own = schemas[name]["allOf"]
@@ -78,10 +86,12 @@ def check(request: FakeRequest) -> list[str]:
 
 
 def answer(request: FakeRequest, n: int) -> tuple[int, Any]:
-    to = str(request.json.get("to", ""))
-    return 200, {"messaging_product": "whatsapp",
-                 "contacts": [{"input": to, "wa_id": "".join(c for c in to if c.isdigit())}],
-                 "messages": [{"id": f"wamid.{n}"}]}
+    """Meta's answer: the contact as ``wa_id`` when sent to a phone number, as ``user_id``
+    when sent to a BSUID alone."""
+    to, recipient = request.json.get("to"), request.json.get("recipient")
+    contact = ({"input": str(to), "wa_id": "".join(c for c in str(to) if c.isdigit())} if to
+               else {"input": recipient, "user_id": recipient})
+    return 200, {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": f"wamid.{n}"}]}
 
 
 SPEC = Spec(check, answer)
@@ -127,6 +137,7 @@ def _meant(errors: list[ValidationError]) -> list[ValidationError]:
 def _rules(body: dict[str, Any]) -> list[str]:
     kind = body.get("type", "text")
     problems = [] if body.get("messaging_product") == "whatsapp" else ["$.messaging_product: must be 'whatsapp'"]
+    problems += _address(body)
     content = body.get(kind)
     if not isinstance(content, dict):
         return problems  # the schema has said so
@@ -139,6 +150,14 @@ def _rules(body: dict[str, Any]) -> list[str]:
     if kind == "interactive" and isinstance(content.get("action"), dict):
         problems += _interactive(content.get("type"), content.get("body"), content["action"])
     return problems
+
+
+def _address(body: dict[str, Any]) -> list[str]:
+    if not body.get("to") and not body.get("recipient"):
+        return ["$: 'to' (a phone number) or 'recipient' (a BSUID) is required"]
+    if isinstance(body.get("to"), str) and BSUID.fullmatch(body["to"]):
+        return ["$.to: a BSUID goes in 'recipient'; in 'to' it is read as a phone number and the message is lost"]
+    return []
 
 
 def _interactive(kind: Any, body: Any, action: dict[str, Any]) -> list[str]:

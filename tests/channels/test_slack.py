@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from parlour.flow import Button, Reply, UserMessage
 from parlour.gateway.channels.base import (
+    Answer,
     BotSettings,
     Call,
     Parsed,
@@ -166,7 +167,7 @@ def test_a_timestamp_within_five_minutes_either_way_is_fresh(skew_s):
 
 def test_url_verification_answers_the_challenge():
     body = fixture("slack_url_verification.json")
-    assert received(body) == Parsed(answer={"challenge": body["challenge"]})
+    assert received(body) == Parsed(answer=Answer.json({"challenge": body["challenge"]}))
 
 
 @pytest.mark.parametrize("name, user, message_id, text", [

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from parlour.flow import Button, Reply
 from parlour.gateway.channels.base import (
+    Answer,
     Call,
     Event,
     PayloadError,
@@ -129,7 +130,7 @@ def test_official_callback_query_old_style_goes_to_the_user():
     assert (got.user, got.message_id) == ("1111111", "10000")  # no message: the sender's chat
     data = "Data from button callback"
     assert (got.message.button, got.message.text, got.message.kind) == (data, data, "button")
-    assert parsed.answer == {"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2d9"}
+    assert parsed.answer == Answer.json({"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2d9"})
 
 
 def test_real_callback_query_goes_to_the_chat_and_is_answered():
@@ -138,10 +139,12 @@ def test_real_callback_query_goes_to_the_chat_and_is_answered():
     assert (got.user, got.message_id) == ("259760855", "226394498")
     assert (got.message.button, got.message.user_id, got.message.user_name) == (
         "tasks-settings", "259760855", "Shahrad Elahi")
-    assert parsed.answer == {"method": "answerCallbackQuery", "callback_query_id": "1115664380233733737"}
+    answer = json.loads(parsed.answer.text)
+    assert answer == {"method": "answerCallbackQuery", "callback_query_id": "1115664380233733737"}
+    assert parsed.answer.content_type == "application/json"
     # the webhook's answer is a valid answerCallbackQuery call
-    body = {k: v for k, v in parsed.answer.items() if k != "method"}
-    call = Call("POST", f"/bot{TOKEN}/{parsed.answer['method']}", json=body)
+    body = {k: v for k, v in answer.items() if k != "method"}
+    call = Call("POST", f"/bot{TOKEN}/{answer['method']}", json=body)
     assert check(request(call)) == []
 
 
@@ -235,7 +238,7 @@ def test_a_game_button_is_answered_but_not_a_turn():
     parsed = ADAPTER.parse(BOT, webhook(update(callback_query=query)))
     assert parsed.messages == ()
     assert parsed.events == (Event("callback_game", "42", "5001"),)
-    assert parsed.answer == {"method": "answerCallbackQuery", "callback_query_id": "g1"}
+    assert parsed.answer == Answer.json({"method": "answerCallbackQuery", "callback_query_id": "g1"})
 
 # ---------------------------------------------------------------- parse: garbage
 

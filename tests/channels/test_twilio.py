@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 from urllib.parse import urlencode
 
 import aiohttp
@@ -220,6 +221,18 @@ def test_a_status_callback_is_an_event(twilio, kind, status):
 def test_a_failed_status_keeps_the_error_code():
     (event,) = parse(STATUS | {"MessageStatus": "undelivered", "ErrorCode": "30003"}).events
     assert event.data == {"twilio_status": "undelivered", "error_code": "30003"}
+
+
+@pytest.mark.parametrize("form", [SMS, WHATSAPP, STATUS | {"MessageStatus": "delivered"}], ids=["sms", "wa", "status"])
+def test_every_webhook_is_answered_with_empty_twiml(form):
+    """Twilio reads the answer to an inbound message as TwiML and logs error 11200 for one that
+    is not. The text is twilio-python's ``MessagingResponse()`` (its tests/unit/twiml:
+    testEmptyResponse): a Response without verbs, so Twilio sends nothing itself."""
+    answer = parse(form).answer
+    assert answer.content_type == "text/xml"
+    assert answer.text == '<?xml version="1.0" encoding="UTF-8"?><Response />'
+    root = ElementTree.fromstring(answer.text.encode())
+    assert (root.tag, list(root), root.attrib, root.text) == ("Response", [], {}, None)
 
 
 @pytest.mark.parametrize("body, says", [

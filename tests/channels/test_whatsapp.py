@@ -60,8 +60,10 @@ def bot_of(body: bytes) -> WhatsAppBot:
     return BOT.model_copy(update={"phone_number_id": number}) if isinstance(number, str) else BOT
 
 
-def turn(user: str, message_id: str, name: str | None = "Test Name", **message: Any) -> Received:
-    return Received(user, message_id, UserMessage(**message, user_id=user, user_name=name, channel="whatsapp"))
+def turn(user: str, message_id: str, name: str | None = "Test Name", scoped_id: str | None = None,
+         **message: Any) -> Received:
+    return Received(user, message_id, UserMessage(**message, user_id=user, user_name=name, channel="whatsapp"),
+                    scoped_id=scoped_id)
 
 
 def envelope(*messages: dict, statuses: tuple[dict, ...] = (), name: str = "Test Name") -> dict:
@@ -165,19 +167,26 @@ def test_a_wrong_handshake_is_refused(query, reason):
 # ------------------------------------------------------------------ inbound fixtures
 
 
+PYWA_BSUID = "US.13491208655302741918"  # contacts[].user_id in pywa's newer samples
+
+
 @pytest.mark.parametrize("name, key, expected", [
     ("whatsapp_inbound_text_pywa.json", None, turn("972987654321", "wamid.xyzxyz", text="Body Text")),
     ("whatsapp_inbound_text_heyoo.json", None, turn(
         "255757294146", "wamid.HBgMMjU1NzU3Mjk0MTQ2FQIAEhggMEFCRkVCRDlEQzdDQzAwQjNDOTI0QUY5OTk0RTkxNTMA",
         name="Jordan Kalebu", text="Hi")),
     ("whatsapp_inbound_button_reply_pywa.json", "button",
-     turn("972987654321", "wamid.xyzxyz", text="title", button="callback_data", kind="button")),
+     turn("972987654321", "wamid.xyzxyz", text="title", button="callback_data", kind="button",
+          scoped_id=PYWA_BSUID)),
     ("whatsapp_inbound_button_reply_pywa.json", "quick_reply",
-     turn("972987654321", "wamid.xsidjw", text="title", button="callback_data", kind="button")),
+     turn("972987654321", "wamid.xsidjw", text="title", button="callback_data", kind="button",
+          scoped_id=PYWA_BSUID)),
     ("whatsapp_inbound_list_reply_pywa.json", "callback",
-     turn("972987654321", "wamid.zyzxyz", text="title", button="callback_data", kind="button")),
+     turn("972987654321", "wamid.zyzxyz", text="title", button="callback_data", kind="button",
+          scoped_id=PYWA_BSUID)),
     ("whatsapp_inbound_list_reply_pywa.json", "description",
-     turn("972987654321", "wamid.zyzxyz", text="title", button="callback_data", kind="button")),
+     turn("972987654321", "wamid.zyzxyz", text="title", button="callback_data", kind="button",
+          scoped_id=PYWA_BSUID)),
 ])
 def test_each_inbound_fixture_is_one_turn(name, key, expected):
     payload = fixture(name) if key is None else fixture(name)[key]
@@ -324,6 +333,57 @@ def test_errors_and_unknown_statuses_are_events():
     assert (error.kind, error.data["code"]) == ("error", 130429)
 
 
+# Business-scoped user ids (BSUIDs), as Meta's "Business-scoped user IDs" page has them: in
+# contacts[].user_id and messages[].from_user_id; a user with a username may come without a
+# phone number (no wa_id, no from), and a status then names them by recipient_user_id.
+BSUID = "US.13491208655302741918"
+
+
+def from_bsuid(body: str, phone: str | None = None, message_id: str = "wamid.b1") -> dict:
+    message = {**text(body, message_id), "from_user_id": BSUID}
+    contact = {"profile": {"name": "Ada"}, "user_id": BSUID}
+    if phone is None:
+        del message["from"]
+    else:
+        message["from"] = contact["wa_id"] = phone
+    payload = envelope(message)
+    payload["entry"][0]["changes"][0]["value"]["contacts"] = [contact]
+    return payload
+
+
+def test_a_user_known_by_bsuid_alone_is_a_turn_keyed_by_it():
+    [received] = parse(from_bsuid("hi")).messages
+    assert received == turn(BSUID, "wamid.b1", name="Ada", scoped_id=BSUID, text="hi")
+
+
+def test_a_phone_number_is_the_user_and_its_bsuid_goes_along():
+    [received] = parse(from_bsuid("hi", phone="16505551234")).messages
+    assert received == turn("16505551234", "wamid.b1", name="Ada", scoped_id=BSUID, text="hi")
+
+
+def test_a_bsuid_only_in_contacts_goes_along_with_its_phone_number():
+    [received] = parse(fixture("whatsapp_inbound_button_reply_pywa.json")["button"]).messages
+    assert (received.user, received.scoped_id) == ("972987654321", PYWA_BSUID)  # contacts[].user_id
+
+
+def test_a_status_for_a_user_known_by_bsuid_alone_names_them_by_it():
+    status = {"id": "wamid.out", "status": "read", "timestamp": "1", "recipient_user_id": "US.ENT.11815799212886844830"}
+    [event] = parse(envelope(statuses=(status,))).events
+    assert (event.kind, event.status, event.user) == ("status", "read", "US.ENT.11815799212886844830")
+    assert "recipient_user_id" not in event.data
+
+
+@pytest.mark.parametrize("user, address", [
+    (BSUID, {"recipient": BSUID}), ("US.ENT.11815799212886844830", {"recipient": "US.ENT.11815799212886844830"}),
+    ("16505551234", {"to": "16505551234"}),
+])
+def test_a_reply_to_a_bsuid_goes_in_recipient_and_to_a_phone_number_in_to(user, address):
+    for reply in (Reply(text="Hello"), Reply(text="Pick", buttons=options(3))):
+        [call] = ADAPTER.render(BOT, user, reply)
+        assert {k: call.json[k] for k in ("to", "recipient") if k in call.json} == address
+        assert call.json["recipient_type"] == "individual" and check(as_request(call)) == []
+
+
 def test_several_entries_changes_and_messages_keep_their_order():
     first, second = envelope(text("one", "wamid.1"), text("two", "wamid.2")), envelope(text("four", "wamid.4"))
     status = {"id": "wamid.out", "status": "read", "timestamp": "1", "recipient_id": "972987654321"}
@@ -389,7 +449,12 @@ MESSAGE = "entry/0/changes/0/value/messages/0"
     (broken("entry/0/changes/0/value", "x"), "entry[0].changes[0].value: expected an object, got \"x\""),
     (broken("entry/0/changes/0/value/messages", {}),
      "entry[0].changes[0].value.messages: expected an array, got an object"),
-    (three_changes(), "entry[0].changes[1].value.messages[2]: no 'from'"),
+    (three_changes(), "entry[0].changes[1].value.messages[2]: no 'from' or 'from_user_id'"),
+    (broken(f"{MESSAGE}/from_user_id", "13491208655302741918"),
+     f"{M}.from_user_id: expected a business-scoped user id (CC.digits), got \"13491208655302741918\""),
+    (broken("entry/0/changes/0/value/contacts/0/user_id", "US." + "1" * 129),
+     "entry[0].changes[0].value.contacts[0].user_id: expected a business-scoped user id (CC.digits), got "
+     + json.dumps("US." + "1" * 129)[:40]),
     (broken(f"{MESSAGE}/id", 7), f"{M}.id: expected a string, got 7"),
     (broken(f"{MESSAGE}/type", ...), f"{M}: no 'type'"),
     (broken(f"{MESSAGE}/text", ...), f"{M}: no 'text'"),
@@ -407,6 +472,9 @@ MESSAGE = "entry/0/changes/0/value/messages/0"
     (broken("entry/0/changes/0/value/contacts/0/profile", "Test Name"),
      "entry[0].changes[0].value.contacts[0].profile: expected an object, got \"Test Name\""),
     (envelope(statuses=({"id": "wamid.1", "status": "sent"},)), "entry[0].changes[0].value.statuses[0]: no 'recipient_id'"),
+    (envelope(statuses=({"id": "wamid.1", "status": "sent", "recipient_user_id": "+1"},)),
+     "entry[0].changes[0].value.statuses[0].recipient_user_id: expected a business-scoped user id (CC.digits), "
+     "got \"+1\""),
     (envelope(statuses=({"id": "wamid.1", "status": "failed", "recipient_id": "1", "errors": "boom"},)),
      "entry[0].changes[0].value.statuses[0].errors: expected an array, got \"boom\""),
 ])
@@ -732,7 +800,9 @@ BUTTONS = "interactive/action/buttons"
     (request([good()]), "body: not a JSON object"),
     (request(changed(good(), "messaging_product", ...)), "'messaging_product' is a required property"),
     (request(changed(good(), "messaging_product", "sms")), "messaging_product: must be 'whatsapp'"),
-    (request(changed(good(), "to", ...)), "'to' is a required property"),
+    (request(changed(good(), "to", ...)), "'to' (a phone number) or 'recipient' (a BSUID) is required"),
+    (request(changed(good(), "to", "US.13491208655302741918")), "a BSUID goes in 'recipient'"),
+    (request(changed(changed(good(), "to", ...), "recipient", "16505551234")), "does not match"),
     (request(changed(good(), "type", "carousel")), "'carousel' is not one of"),
     (request(changed(good(), "emoji", "x")), "Additional properties are not allowed"),
     (request(changed(good(), f"{BUTTONS}/0/reply/title", "t" * 21)), "is too long"),

@@ -77,17 +77,41 @@ def test_the_attr_filter_still_meets_the_run_time_sandbox():
     assert ENVIRONMENT.from_string("{{ x | attr('__class__') }}").render(x="") == ""
 
 
-@pytest.mark.parametrize("source, words", [
-    ("age <", "unexpected"),
-    ("1 +", "unexpected"),
-    ("(", r"expected '\)'"),
-    ("a b", "expected token"),
-    ("x | nosuchfilter", "No filter named 'nosuchfilter'"),
-    ("   ", "empty expression"),
+@pytest.mark.parametrize("source, column, message", [
+    ("age <", 6, "the expression ends too soon"),
+    ("1 +", 4, "the expression ends too soon"),
+    ("(", 2, "the expression ends too soon: ')' was expected first"),
+    ("a b", 3, "unexpected 'b': an operator is missing before it"),
+    ("x | nosuchfilter", 5, "unknown filter 'nosuchfilter'"),
+    ("  age | intt", 9, "unknown filter 'intt' (did you mean 'int'?)"),
+    ("n is odd_", 6, "unknown test 'odd_' (did you mean 'odd'?)"),
+    ("a ! b", 3, "unexpected character: '!', which no expression uses"),
+    ("   ", None, "empty expression"),
 ])
-def test_expression_syntax_error(source, words):
-    with pytest.raises(ExpressionError, match=words):
+def test_expression_syntax_error_in_parlours_words_at_its_token(source, column, message):
+    with pytest.raises(ExpressionError) as raised:
         compile_expression(source)
+    assert (str(raised.value), raised.value.column) == (message, column)
+
+
+@pytest.mark.parametrize("source, line, column, message", [
+    ("Hi {{ name | uper }}", 1, 14, "unknown filter 'uper' (did you mean 'upper'?)"),
+    ("{{ x is numbr }}", 1, 9, "unknown test 'numbr' (did you mean 'number'?)"),
+    ("Hi {{ name nme }}", 1, 12, "unexpected 'nme': an operator, or }}, is missing before it"),
+    ("Hi {{ name }", 1, 12, "unexpected '}'"),
+    ("Hi {{ name", 1, 4, "{{ is not closed with }}"),
+    ("{{ a + }}", 1, 8, "something is missing before }}: the expression ends too soon"),
+    ("{{ (a }}", 1, 7, "unexpected '}': ')' was expected first"),
+    ("{{ 'abc }}", 1, 4, "unexpected character: a quote that is never closed"),
+    ("{% iff x %}y{% endif %}", 1, 4, "unknown statement {% iff %} (did you mean 'if'?)"),
+    ("a\n{% if x %}y", 2, 4, "{% if %} is not closed: add {% endif %}"),
+    ("{% endfor %}", 1, 4, "{% endfor %} closes or continues no open block"),
+    ("one\n  {{ a | trimm }}", 2, 10, "unknown filter 'trimm' (did you mean 'trim'?)"),
+])
+def test_template_syntax_error_in_parlours_words_at_its_token(source, line, column, message):
+    with pytest.raises(ExpressionError) as raised:
+        compile_template(source)
+    assert (str(raised.value), raised.value.line, raised.value.column) == (message, line, column)
 
 
 @pytest.mark.parametrize("source", ["{{ age }} < 18", "{% if x %}1{% endif %}", "x {# note #}"])

@@ -1261,6 +1261,21 @@ def test_a_url_part_that_walks_up_the_path_is_refused():
                             "a URL part may not be '..'"]
 
 
+def test_an_env_value_the_tenant_lacks_fails_naming_it_and_a_default_still_works():
+    c = Convo(Catalog([flow(URL_FLOW)], env={"APX": "https://api.test/v1"}, tenant="shop"))
+    c.send("hi")
+    assert c.send("1") == ["failed: template '{{ env.API }}/orders/{{ id }}?x=1': EnvNotSet: env.API is not set "
+                           "for tenant 'shop' (tenants.shop.env in the config)"]
+    optional = flow("""
+        flow: o
+        triggers: [{default: true}]
+        start: a
+        nodes:
+          a: {say: "{{ env.SIGN | default('the team') }}, {{ 'set' if env.SIGN is defined else 'unset' }}", end: true}
+        """)
+    assert Convo(Catalog([optional], tenant="shop")).send("hi") == ["the team, unset"]
+
+
 URL_FLOW = """
     flow: u
     triggers: [{default: true}]

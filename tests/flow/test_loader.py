@@ -147,7 +147,7 @@ ONE_FLOW = [
           a:
             say: "Hi {{ name }"
             end: true
-        """, 5, 10, E, "template does not compile: unexpected '}'"),
+        """, 5, 22, E, "template does not compile: unexpected '}'"),  # at the `}`, not the value's start
     ("set-expression-does-not-compile", """
         flow: x
         start: a
@@ -155,7 +155,7 @@ ONE_FLOW = [
           a:
             set: {n: "1 +"}
             end: true
-        """, 5, 14, E, "expression does not compile"),
+        """, 5, 18, E, "expression does not compile: the expression ends too soon"),
     ("condition-with-braces", """
         flow: x
         start: a
@@ -427,14 +427,6 @@ KNOWN_BUGS = [
             say: {txt: hi}
             end: true
         """, 5, 11, E, "unknown key 'txt' (did you mean 'text'?)", id="unknown-key-in-say-shorthand"),
-    pytest.param("""
-        flow: x
-        start: a
-        nodes:
-          a:
-            say: "{{ name | nosuchfilter }}"
-            end: true
-        """, 5, 10, E, "template does not compile", id="unknown-filter"),
 ]
 
 
@@ -442,6 +434,54 @@ KNOWN_BUGS = [
 def test_bad_flow_is_reported_at_its_place_known_bugs(tmp_path, text, line, column, severity, words):
     problems = load_paths([write(tmp_path, "f.yaml", text)]).problems
     assert has(problems, line, column, severity, words), listing(problems)
+
+
+CASCADE = """
+    flow: x
+    start: welcome
+    nodes:
+      welcome: {say: hi, next: ask_nmae}
+      ask_name: {ask: Name, save: name, next: ask_age}
+      ask_age: {ask: Age, save: age, next: thanks}
+      thanks: {say: Thanks, next: bye}
+      bye: {end: true}
+      old: {say: unused, next: older}
+      older: {say: unused too, next: bye}
+    """
+
+
+def test_one_bad_next_is_reported_once_not_as_a_cascade_of_unreachable_nodes(tmp_path):
+    problems = load_paths([write(tmp_path, "f.yaml", CASCADE)]).problems
+    assert [(p.line, p.column, p.severity, p.message) for p in problems] == [
+        (4, 28, E, "no node 'ask_nmae' (did you mean 'ask_name'?)"),
+        # nodes nothing leads to, whatever the typo: one warning for the group, at its head
+        (9, 3, W, "node 'old' is unreachable: nothing leads to it (nor to 'older', reached only through it)"),
+    ], listing(problems)
+
+
+@pytest.mark.parametrize("value, line, column, message", [
+    ('"{{ name | uppr }}"', 5, 21, "unknown filter 'uppr' (did you mean 'upper'?)"),
+    ("'It''s {{ n is numbr }}'", 5, 25, "unknown test 'numbr' (did you mean 'number'?)"),
+    ('"\\u00e9\\t{{ name nme }}"', 5, 27, "unexpected 'nme': an operator, or }}, is missing before it"),
+    ("Hi {{ name | lowr }}", 5, 23, "unknown filter 'lowr' (did you mean 'lower'?)"),
+    ("|\n      Hello,\n        {{ name | tittle }}", 7, 19, "unknown filter 'tittle' (did you mean 'title'?)"),
+    ('{text: "{{ x | nope }}"}', 5, 25, "unknown filter 'nope'"),
+    (">\n      folded {{ a | bad }}", 5, 10, "unknown filter 'bad'"),  # folded: the value's start
+])
+def test_a_template_error_points_at_its_token_in_the_file(tmp_path, value, line, column, message):
+    text = f"flow: x\nstart: a\nnodes:\n  a:\n    say: {value}\n    end: true\n"
+    problems = load_paths([write(tmp_path, "f.yaml", text)]).errors
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (line, column, f"template does not compile: {message}")], listing(problems)
+
+
+def test_an_expression_error_points_at_its_token_in_the_file(tmp_path):
+    text = ("flow: x\nstart: a\nnodes:\n  a:\n    set: {n: \"count | intt\"}\n    branch:\n"
+            "      - {if: 'n >', next: b}\n      - else: b\n  b: {end: true}\n")
+    problems = load_paths([write(tmp_path, "f.yaml", text)]).errors
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (5, 23, "expression does not compile: unknown filter 'intt' (did you mean 'int'?)"),
+        (7, 18, "expression does not compile: the expression ends too soon")], listing(problems)  # at the end
 
 
 def test_date_bound_may_be_an_unquoted_iso_date():
@@ -532,15 +572,32 @@ def test_a_directory_loads_flows_but_not_flow_tests_or_schemas(tmp_path):
     write(tmp_path, "a.yaml", "flow: a\nstart: s\nnodes:\n  s: {end: true}\n")
     (tmp_path / "sub").mkdir()
     write(tmp_path / "sub", "b.json", '{"flow": "b", "start": "s", "nodes": {"s": {"end": true}}}')
-    write(tmp_path, "a.test.yaml", "not: a flow\n")
+    write(tmp_path, "a.test.yaml", "flow: a\nsteps:\n  - user: hi\n")
     write(tmp_path, "flow.schema.json", '{"type": "object"}')
-    assert sorted(f.id for f in load_paths([tmp_path]).flows) == ["a", "b"]
+    loaded = load_paths([tmp_path])
+    assert sorted(f.id for f in loaded.flows) == ["a", "b"] and loaded.problems == [], listing(loaded.problems)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("pizza_test.yaml", "flow: a\nsteps:\n  - user: hi\n"),
+    ("sub/checks.yml", "flow: a\nhttp: {}\nsteps: []\n"),  # a test of the wrong shape is still a test
+    ("sub/more.json", '{"flow": "a", "env": {"K": "v"}, "steps": [{"user": "hi"}]}'),
+])
+def test_a_flow_test_is_told_by_its_content_whatever_its_name(tmp_path, name, text):
+    write(tmp_path, "a.yaml", "flow: a\nstart: s\nnodes:\n  s: {end: true}\n")
+    (tmp_path / "sub").mkdir()
+    test = write(tmp_path, name, text)
+    loaded = load_paths([tmp_path])
+    assert [f.id for f in loaded.flows] == ["a"] and loaded.problems == [], listing(loaded.problems)
+    named = load_paths([test]).problems  # named on its own, it is not taken for a broken flow either
+    assert [str(p) for p in named] == [f"{test}:1:1: this is a flow test file (it has `steps`, no `start` or "
+                                       "`nodes`), not a flow: run it with `parlour test`"]
 
 
 def test_a_yaml_syntax_error_is_a_problem_not_an_exception(tmp_path):
     path = write(tmp_path, "f.yaml", "flow: x\nstart: [a\n")
     problems = load_paths([path]).problems
-    assert [(p.line, p.severity) for p in problems] == [(3, E)]
+    assert [(p.line, p.column, p.severity) for p in problems] == [(2, 10, E)]  # where the `]` belongs
     assert problems[0].message.startswith("YAML syntax")
 
 
@@ -612,7 +669,7 @@ def test_a_date_bound_written_as_a_number_is_read_as_its_text():
     ("flow: f\nstart: a\nnodes:\n  a: {say: hi, next: 1.10}\n  '1.10': {end: true}\n", 4, 22, E,
      "nodes.a.next: YAML reads this as 1.1: quote it to keep it as written"),
     ("flow: f\nstart: a\nnodes:\n  a:\n    say: |\n      Hello,\n      {{ items | join(', ') }\n    end: true\n",
-     7, 7, E, "template does not compile: unexpected '}'"),
+     7, 29, E, "template does not compile: unexpected '}'"),
     ("flow: f\nstart: a\nnodes:\n  a:\n    say: \"Hello,\\n{{ x }\"\n    end: true\n",
      5, 10, E, "template does not compile: unexpected '}' (line 2 of the text)"),
     ("flow: f\nstart: a\nmenus:\n  spare: {text: hi, options: [{id: b, next: a}]}\nnodes:\n  a: {end: true}\n",
@@ -718,5 +775,5 @@ def test_an_invalid_name_does_not_hide_the_other_errors(tmp_path):
         (4, 3, "menus: 'main menu' is not a valid name: letters, digits, _, . and -"),
         (7, 3, "nodes: 'my node' is not a valid name: letters, digits, _, . and -"),
         (9, 42, "nodes.b.http.headers.A: Input should be a valid string or a secret, {secret: NAME}"),
-        (6, 12, "template does not compile: No filter named 'nosuchfilter'."),
+        (6, 23, "template does not compile: unknown filter 'nosuchfilter'"),
     ]

@@ -35,10 +35,25 @@ def test_a_character_yaml_refuses_is_positioned_not_a_crash(text, line, column, 
 @pytest.mark.parametrize("text, line, column, words", [
     ("flow: x\nstart: @a\n", 2, 8, "cannot start any token"),
     ("flow: x\n\tstart: a\n", 2, 1, "'\\t'"),
-    ("flow: x\nnodes: [a, b\nstart: a\n", 3, 6, "expected ',' or ']'"),
-    ('{"flow": "x",\n "start": "a"\n "nodes": {}}\n', 3, 2, "expected ',' or '}'"),
+    # Something left open is reported where it should have been closed, not at the line after.
+    ("flow: x\nnodes: [a, b\nstart: a\n", 2, 13,
+     "expected ',' or ']' here: the flow sequence opened at line 2, column 8 is not closed"),
+    ("flow: x\nstart: [a   # it's open\n\n", 2, 10, "the flow sequence opened at line 2, column 8 is not closed"),
+    ("flow: x\nstart: {\nnodes: {}\n", 2, 9, "the flow mapping opened at line 2, column 8 is not closed"),
+    ("nodes:\n  a: {say: hi, end: true\n  b: {end: true}\n", 2, 25,
+     "the flow mapping opened at line 2, column 6 is not closed"),
+    ("start: [a,\n   b\nnodes: {}\n", 2, 5, "the flow sequence opened at line 1, column 8 is not closed"),
+    ('{"flow": "x",\n "start": "a"\n "nodes": {}}\n', 2, 14, "expected ',' or '}' here, before the next entry on line 3"),
+    ('flow: x\nnodes:\n  a:\n    say: "hi\n    end: true\n', 4, 10, "the quoted text opened here is never closed"),
+    ("flow: x\nstart:a\nnodes: {}\n", 2, 1, "expected ': ' (a colon and a space) after a key on this line"),
+    ("flow: x\nstart: [\n", 2, 9, "a value is missing here"),
+    # What is wrong where PyYAML stops stays there.
+    ("nodes:\n  a:\n    say: hi\n   next: b\n", 4, 4, "expected <block end>"),
+    ("nodes:\n  a:\n    say: hi: there\n", 3, 12, "mapping values are not allowed here"),
     ("flow: x\n---\nflow: y\n", 2, 1, "found another document"),
-], ids=["bad-character", "tab-indent", "unclosed-list", "json-missing-value", "two-documents"])
+], ids=["bad-character", "tab-indent", "unclosed-list", "unclosed-at-the-end", "unclosed-mapping",
+        "unclosed-flow-node", "unclosed-multiline", "json-missing-comma", "unclosed-quote", "key-without-space",
+        "missing-value", "bad-indent", "colon-in-text", "two-documents"])
 def test_syntax_error_is_positioned(text, line, column, words):
     error = refused(text)
     assert (error.path, error.line, error.column) == ("f.yaml", line, column)

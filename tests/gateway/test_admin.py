@@ -72,7 +72,7 @@ async def test_a_broken_flow_is_refused_with_every_position_and_the_running_one_
     assert body["error"]["message"].splitlines()[0].startswith("6:11: ")
     status, body = await call(node, "PUT", "/v1/demo/flows/registration", token=node.tokens["demo"],
                               data="flow: [unclosed\n")
-    assert status == 422 and body["error"]["message"].startswith("2:1: YAML syntax"), body
+    assert status == 422 and body["error"]["message"].startswith("1:16: YAML syntax"), body
     status, body = await call(node, "PUT", "/v1/demo/flows/other-name", token=node.tokens["demo"], data=REGISTRATION)
     assert status == 422 and "uploaded as 'other-name'" in body["error"]["message"]
     status, flows = await call(node, "GET", "/v1/demo/flows/registration", token=node.tokens["demo"])

@@ -52,6 +52,7 @@ class Case:
     text: Callable[[FakeRequest], str]  # what it said
     to: object
     said: str
+    answer: tuple[str, str] | None = None  # the 200's (content type, body), when the channel reads one
 
 
 def whatsapp_request(url: str) -> Request:
@@ -93,7 +94,9 @@ CASES = [
     Case("twilio", fake_twilio.SPEC,
          lambda api: {"api_base": api, "account_sid": "AC" + "1" * 32, "auth_token": "twilio-auth-token",
                       "from_number": "+14155550199"},
-         twilio_request, lambda r: r.form["To"], lambda r: r.form["Body"], "+14155550100", "1:hello"),
+         twilio_request, lambda r: r.form["To"], lambda r: r.form["Body"], "+14155550100", "1:hello",
+         # What twilio-python's MessagingResponse() renders: else Twilio logs error 11200.
+         ("text/xml", '<?xml version="1.0" encoding="UTF-8"?><Response />')),
     Case("signal", fake_signal.SPEC,
          lambda api: {"api_base": api, "number": "+4915112345678", "url_secret": "signal-url-secret-0123"},
          lambda url: Request(fixture("signal_jsonrpc_receive_datamessage.json"), {"Content-Type": "application/json"},
@@ -126,6 +129,12 @@ async def test_a_signed_webhook_runs_a_turn_and_the_reply_reaches_the_channel(re
             for _ in range(2):  # the second is the channel's retry of the same webhook
                 async with node.http.post(hook + request.query, data=request.body, headers=request.headers) as answer:
                     assert answer.status == 200, await answer.text()
+                    assert (answer.content_type, await answer.text()) == case.answer or (
+                        case.answer is None and await answer.read() == b"")
+            if case.answer:  # a refusal is the gateway's JSON error, not the channel's answer
+                async with node.http.post(hook, data=request.body + b"&Body=x", headers=request.headers) as refused:
+                    assert refused.status == 401 and refused.content_type == "application/json"
+                    assert (await refused.json())["error"]["code"] == "bad_signature"
             async with asyncio.timeout(30):
                 while not api.delivered and not api.rejected:
                     await asyncio.sleep(0.05)
@@ -177,3 +186,53 @@ async def test_a_whatsapp_replay_after_forty_newer_messages_is_still_a_duplicate
         assert (stats["duplicates"], stats["replay_checks"]) == (1, 2)
     finally:
         await stop_node(node)
+
+
+def whatsapp_from(message_id: str, text: str, phone: str | None, bsuid: str) -> Request:
+    """A WhatsApp text from a user with a business-scoped user id (BSUID), and a phone number
+    unless it is hidden (Meta's "Business-scoped user IDs": ``from`` and ``wa_id`` left out)."""
+    payload = json.loads(fixture("whatsapp_inbound_text_pywa.json"))
+    value = payload["entry"][0]["changes"][0]["value"]
+    message = value["messages"][0] | {"id": message_id, "text": {"body": text}, "from_user_id": bsuid}
+    contact = {"profile": {"name": "Ada"}, "user_id": bsuid} | ({"wa_id": phone} if phone else {})
+    message.pop("from")
+    value["messages"], value["contacts"] = [message | ({"from": phone} if phone else {})], [contact]
+    body = json.dumps(payload).encode()
+    signature = hmac.new(b"wa-app-secret", body, hashlib.sha256).hexdigest()
+    return Request(body, {"X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"})
+
+
+async def test_a_whatsapp_user_keeps_one_conversation_whether_the_phone_number_comes_or_not(redis_server, secrets_key):
+    """Issue 13: a message without ``from`` (a user known by BSUID alone) was refused with 400.
+    Ada writes with her phone number, then without it; Bob first without, then with his: each
+    has one conversation (the ``log`` flow numbers their messages), and each reply goes where
+    Meta wants it: ``to`` a phone number, ``recipient`` for a BSUID."""
+    ada, bob = "US.13491208655302741918", "GB.5551212"
+    api = FakeAPI(fake_whatsapp.SPEC)
+    async with serve(api.app()) as api_url:
+        node = await start_node(f"{redis_server.url}?prefix=ch{next(_prefixes)}:", secrets_key=secrets_key,
+                                delivery=RetryPolicy(max_attempts=2, base_s=0.01))
+        try:
+            async with node.http.put(f"{node.url}/v1/acme/bots/whatsapp/support", headers=node.auth("acme"),
+                                     json=CASES[0].bot(api_url)) as answer:
+                assert answer.status == 201
+            hook = f"{node.url}/v1/acme/channels/whatsapp/support"
+            for request in (whatsapp_from("wamid.a1", "a1", "16505551234", ada),
+                            whatsapp_from("wamid.a2", "a2", None, ada),
+                            whatsapp_from("wamid.b1", "b1", None, bob),
+                            whatsapp_from("wamid.b2", "b2", "447700900123", bob)):
+                async with node.http.post(hook, data=request.body, headers=request.headers) as answer:
+                    assert answer.status == 200, await answer.text()
+            async with asyncio.timeout(30):
+                while len(api.delivered) + len(api.rejected) < 4:
+                    await asyncio.sleep(0.05)
+            async with node.http.get(f"{node.url}/v1/acme/conversations/whatsapp:support/{bob}",
+                                     headers=node.auth("acme")) as answer:
+                assert (await answer.json())["vars"]["log"] == ["b1", "b2"]
+        finally:
+            await stop_node(node)
+    assert api.rejected == [], api.rejected
+    sent = sorted((r.json.get("to") or r.json["recipient"], "to" in r.json, r.json["text"]["body"])
+                  for r in api.delivered)
+    assert sent == [("16505551234", True, "1:a1"), ("16505551234", True, "2:a2"),
+                    (bob, False, "1:b1"), (bob, False, "2:b2")]

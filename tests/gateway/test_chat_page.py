@@ -9,8 +9,12 @@ without them these tests fail, as CI must.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,6 +45,17 @@ return Array.from(document.querySelectorAll('#log > *'), (node) => [
 """
 
 
+LATER = """
+flow: later
+triggers: [{keyword: [timer]}, {default: true}]
+start: first
+nodes:
+  first: {say: waiting, wait: 3s, next: later}
+  later: {say: fired, end: true}
+"""
+"""The tenant ``later``'s flow: it speaks again 3 s after ``timer`` (time for a page to close)."""
+
+
 class ChatPage:
     """The page as a person uses it: types, presses Enter, clicks buttons; and reads what
     the page shows. Every wait is explicit; a wait that runs out fails with the transcript and
@@ -55,6 +70,15 @@ class ChatPage:
     def open(self, tenant: str = "demo") -> None:
         self.driver.get(f"{self.base_url}/chat/{tenant}")
         self.mark = 0
+
+    def close_tab(self) -> None:
+        """Close the page's tab (its socket with it), and go on in a new, empty one."""
+        closing = self.driver.current_window_handle
+        self.driver.switch_to.new_window("tab")
+        opened = self.driver.current_window_handle
+        self.driver.switch_to.window(closing)
+        self.driver.close()
+        self.driver.switch_to.window(opened)
 
     def reload(self) -> None:
         self.driver.refresh()
@@ -160,8 +184,11 @@ def start_chromium(folder: Path) -> webdriver.Chrome:
 def server(tmp_path_factory):
     require_chromium()  # before the server's start, which takes a while
     folder = tmp_path_factory.mktemp("chat-page")
+    (folder / "later").mkdir()
+    (folder / "later" / "later.yaml").write_text(LATER)
     # A script types faster than a person: no per-user rate for it (tests/gateway/test_hardening.py tests that rate).
-    (folder / "parlour.yaml").write_text("tenants:\n  demo: {user_rate_limit: null}\n")
+    (folder / "parlour.yaml").write_text("tenants:\n  demo: {user_rate_limit: null}\n"
+                                         f"  later: {{user_rate_limit: null, flows: [{folder / 'later'}]}}\n")
     serving = ServeProcess(folder, "--config", str(folder / "parlour.yaml")).start()
     yield serving
     if serving.process.poll() is None:
@@ -274,3 +301,56 @@ def test_the_page_rides_out_a_server_restart(chat, server):
     # The reconnection attempts while the server was down are the only thing logged.
     assert chat.console_problems(allowed=re.compile(r"WebSocket connection to 'ws://[^']+/v1/demo/web/ws\?user=\w+' "
                                                     r"failed")) == []
+
+
+def _mailbox(server, tenant: str, user: str, wait_s: float = 0) -> list[str]:
+    """The texts in ``user``'s mailbox, read (not acknowledged) over HTTP."""
+    query = urllib.parse.urlencode({"user": user, "wait_s": wait_s})
+    with urllib.request.urlopen(f"{server.url}/v1/{tenant}/web/messages?{query}", timeout=wait_s + 10) as response:
+        return [reply["text"] for reply in json.load(response)["replies"]]
+
+
+def _wait_for(condition, timeout_s: float = 20.0) -> bool:
+    """``condition()`` became true within ``timeout_s`` (checked every 50 ms), for waits without a page."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _pushes(server) -> str:
+    request = urllib.request.Request(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return "\n".join(line for line in response.read().decode().splitlines() if "pushed" in line)
+
+
+def _no_socket_pushes(server) -> float:
+    request = urllib.request.Request(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        found = re.search(r'^parlour_web_pushed_total\{result="no_socket"\} (\S+)$', response.read().decode(), re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_page_closed_during_a_timer_shows_its_message_when_opened_again(chat, server):
+    chat.open("later")
+    chat.say("timer")
+    chat.expect("waiting")
+    chat.wait("the timer's message, pushed", lambda: chat.transcript()[-1] == ("bot", "fired", ""))
+    user = chat.driver.execute_script("return JSON.parse(localStorage.getItem('parlour:later:user'))")
+    chat.wait("the pushed message acknowledged", lambda: _mailbox(server, "later", user) == [])
+    assert [text for _, text, _ in chat.transcript()] == ["timer", "waiting", "fired"]  # pushed and read: shown once
+
+    missed = _no_socket_pushes(server)
+    chat.say("timer")
+    chat.expect("waiting")
+    chat.close_tab()  # the page is closed before the timer fires (a page navigated away may live on in the cache)
+    assert _mailbox(server, "later", user, wait_s=20) == ["fired"]
+    assert _wait_for(lambda: _no_socket_pushes(server) == missed + 1), _pushes(server)  # it fired while no page listened
+
+    chat.open("later")
+    chat.wait("the message it missed", lambda: len(chat.transcript()) == 6)
+    assert [text for _, text, _ in chat.transcript()] == ["timer", "waiting", "fired"] * 2
+    chat.wait("the missed message acknowledged", lambda: _mailbox(server, "later", user) == [])
+    assert chat.console_problems() == []

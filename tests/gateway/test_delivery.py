@@ -63,8 +63,8 @@ def update(chat: int, text: str, update_id: int | None = None) -> dict:
         "from": {"id": chat, "is_bot": False, "first_name": "Ada"}}}
 
 
-async def post(node, body: dict, secret: str = SECRET) -> int:
-    async with node.http.post(f"{node.url}/v1/acme/channels/telegram/support", data=json.dumps(body),
+async def post(node, body: dict, secret: str = SECRET, bot: str = "support") -> int:
+    async with node.http.post(f"{node.url}/v1/acme/channels/telegram/{bot}", data=json.dumps(body),
                               headers={"X-Telegram-Bot-Api-Secret-Token": secret,
                                        "Content-Type": "application/json"}) as answer:
         await answer.read()
@@ -125,6 +125,25 @@ async def test_a_conversations_replies_arrive_in_order(courier, fake):
         assert await post(courier, update(7, f"m{n}")) == 200
     await until(lambda: len(fake.delivered) >= 15)
     assert sent_texts(fake) == [f"{n + 1}:m{n}" for n in range(15)]
+
+
+async def test_a_bot_added_through_the_api_gets_its_first_replies_at_once(courier, fake):
+    """Issue 13: the supervisor keeps a 2 s copy of the bots, and the reply of a bot added within
+    that time was buried with 0 attempts ("no telegram bot 'late' ..."). The first reply loads
+    that copy; the bot is added right after, and answers right away."""
+    assert await post(courier, update(1, "first")) == 200
+    await until(lambda: len(fake.delivered) >= 1)  # the supervisor has just read the bots
+    async with courier.http.put(f"{courier.url}/v1/acme/bots/telegram/late", headers=courier.auth("acme"), json={
+            "api_base": fake.url, "token": TOKEN, "secret_token": SECRET}) as answer:
+        assert answer.status == 201, await answer.text()
+    for n in range(3):
+        assert await post(courier, update(2, f"early{n}"), bot="late") == 200
+    async with asyncio.timeout(30):
+        while len(fake.delivered) < 4 and not await courier.store.dead_letters():
+            await asyncio.sleep(0.05)
+    assert await courier.store.dead_letters() == []
+    await outbox_drained(courier)
+    assert sent_texts(fake) == ["1:first", "1:early0", "2:early1", "3:early2"] and not fake.rejected
 
 
 async def test_a_429_then_200_is_one_send(courier, fake):

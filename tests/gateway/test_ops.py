@@ -47,6 +47,26 @@ async def test_metrics_cover_the_gateway_and_the_hosts(node):
     assert dict(host)["host"].startswith("gw")
 
 
+async def test_only_a_channels_own_routes_count_under_its_name(node):
+    """Admin and ops routes count under channel="" even when their path says `web`; a webhook
+    counts under its channel, and a made-up channel in its path under none."""
+    await node.say("w", "hi")
+    requests = [("GET", "/v1/demo/conversations/web/w", node.auth("demo"), 200),
+                ("GET", "/healthz", {}, 200),
+                ("POST", "/v1/demo/channels/telegram/nobot", {}, 404),
+                ("POST", "/v1/demo/channels/made-up-x/nobot", {}, 404)]
+    for method, path, headers, status in requests:
+        async with node.http.request(method, node.url + path, headers=headers) as response:
+            assert response.status == status, await response.text()
+    figures = await scrape(node)
+    counted = {(dict(labels)["route"], dict(labels)["channel"]) for name, labels in figures
+               if name == "parlour_http_requests_total"}
+    assert {("/v1/{tenant}/web/messages", "web"), ("/v1/{tenant}/conversations/{channel}/{user}", ""),
+            ("/healthz", ""), ("/v1/{tenant}/channels/{channel}/{bot}", "telegram"),
+            ("/v1/{tenant}/channels/{channel}/{bot}", "")} <= counted, counted
+    assert {channel for _, channel in counted} == {"web", "telegram", ""}
+
+
 async def test_readiness_fails_while_the_store_is_down_and_returns_after(tmp_path, members):
     redis = RedisServer(tmp_path).start()
     node = await start_node(f"{redis.url}?prefix=ready:&timeout_s=0.5")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 
@@ -275,6 +276,14 @@ async def test_the_registry_keeps_every_version_and_one_current(store):
     await store.put_flow(flow_record("v1", True, 4.0))  # roll back to v1
     assert [(r.version, r.current) for r in await store.flows("demo")] == [("v1", True), ("v2", False)]
     assert {r.tenant for r in await store.flows()} == {"demo", "other"}
+
+
+async def test_add_meta_keeps_the_first_value_of_racing_writers(store):
+    values = [f"+1415555{n:04d}".encode() for n in range(8)]
+    told = await asyncio.gather(*(store.add_meta("whatsapp-user:t/b/US.1", v) for v in values))
+    assert told[0] in values and set(told) == {told[0]}  # every writer is told the one winner
+    assert await store.get_meta("whatsapp-user:t/b/US.1") == told[0]
+    assert await store.add_meta("whatsapp-user:t/b/US.1", b"later") == told[0]
 
 
 async def test_meta_values_are_stored_whole(store):
