@@ -18,6 +18,8 @@
   channel too, go on.
 - **The bot's tenant's egress policy** (:mod:`parlour.egress`) applies to its ``api_base``, on
   every connection: a send it denies is buried at once (``egress denied: ...``), never retried.
+- **No redirect is followed**: a call carries credentials (a bot's token, a webhook's
+  signature) that must not travel to a host the operator did not name; a 3xx fails for good.
 - **A reply is sent once per outbox entry.** An entry that is in the outbox twice (a store
   client's retry of a commit that had run) is recognised by its conversation and number and
   acknowledged without a second send.
@@ -25,6 +27,9 @@
   buried, so a restarted supervisor reads the outbox from its start and resumes.
 
 Entries of the web channel are not its business: :class:`parlour.gateway.web.WebPush` takes them.
+Entries of the ``handoff`` channel are a tenant's hand-off webhook events
+(:mod:`parlour.gateway.channels.handoff`): sent the same way, one lane per ticket, each
+attempt signed anew.
 """
 
 from __future__ import annotations
@@ -43,11 +48,14 @@ import aiohttp
 from parlour.codec import unpack_outbound
 from parlour.egress import Egress, EgressDenied, EgressSessions
 from parlour.errors import ParlourError
-from parlour.gateway.channels.base import BotSettings, Call, Verdict
+from parlour.gateway.channels import handoff
+from parlour.gateway.channels.base import Adapter, BotSettings, Call, Verdict
 from parlour.gateway.channels.registry import adapter
 from parlour.messages import ConversationKey
 from parlour.metrics import BREAKER_STATES, DeliveryMetrics, Exported
 from parlour.store import OutboxEntry, Store, StoreError
+
+from .tickets import unpack_hook
 
 log = logging.getLogger("parlour.delivery")
 
@@ -121,8 +129,9 @@ class Breaker:
 class Delivery:
     def __init__(self, store: Store, bots: BotLookup, *, policy: RetryPolicy = RetryPolicy(),
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 poll_s: float = 0.2, max_queued: int = 10_000, egress: Egress | None = None):
-        self.store, self.bots, self.policy, self.clock = store, bots, policy, clock
+                 poll_s: float = 0.2, max_queued: int = 10_000, egress: Egress | None = None,
+                 wall: Callable[[], float] = time.time):
+        self.store, self.bots, self.policy, self.clock, self.wall = store, bots, policy, clock, wall
         self.egress = egress or Egress()
         self.rng = rng or random.Random()
         self.poll_s, self.max_queued = poll_s, max_queued
@@ -215,7 +224,7 @@ class Delivery:
         if settings is None:
             return
         try:
-            calls = adapter(channel).render(settings, conversation.user, unpack_outbound(entry.data)["reply"])
+            calls = _render(channel, settings, conversation.user, entry.data)
         except ParlourError as exc:
             return await self._bury(entry, f"cannot be sent: {exc}", attempts)
         name = f"{conversation.tenant}/{conversation.channel}"  # one bot's endpoint: its failures pause it alone
@@ -224,7 +233,8 @@ class Delivery:
                 self.policy.breaker_failures, self.policy.breaker_open_s, self.clock))
             while True:
                 await breaker.admit()
-                verdict = await self._send(settings.api_base, call, f"{entry.key}#{entry.seq}.{part}", channel,
+                signed = handoff.ADAPTER.sign(settings, call, self.wall()) if channel == handoff.CHANNEL else call
+                verdict = await self._send(settings.api_base, signed, f"{entry.key}#{entry.seq}.{part}", channel,
                                            conversation.tenant)
                 attempts += 1
                 await breaker.record(verdict.outcome != "retry")
@@ -252,7 +262,7 @@ class Delivery:
                 break
             attempts += 1
             if attempts >= self.policy.max_attempts:
-                await self._bury(entry, f"no {channel} bot {bot!r} for tenant {tenant!r}", attempts)
+                await self._bury(entry, _unknown(channel, bot, tenant), attempts)
                 return None, attempts
             self.metrics.retries.labels(channel).inc()
             await asyncio.sleep(self.policy.backoff(attempts, None, self.rng))
@@ -271,9 +281,10 @@ class Delivery:
         http = self._http.get(self.egress.policy(tenant), timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s))
         try:
             async with http.request(call.method, base.rstrip("/") + call.path, headers=headers,
-                                    json=call.json, data=call.form) as answer:
+                                    json=call.json, data=call.form if call.form is not None else call.content,
+                                    allow_redirects=False) as answer:
                 body = await answer.read()
-                return adapter(channel).judge(answer.status, answer.headers, body)
+                return _adapter(channel).judge(answer.status, answer.headers, body)
         except EgressDenied as exc:  # the same answer however often it is asked
             return Verdict("failed", None, self.egress.message(tenant, exc))
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -296,3 +307,20 @@ class Delivery:
                 log.warning("store %s failed, retrying: %s", what, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _adapter(channel: str) -> Adapter:
+    return handoff.ADAPTER if channel == handoff.CHANNEL else adapter(channel)  # type: ignore[return-value]
+
+
+def _render(channel: str, settings: BotSettings, user: str, data: bytes) -> list[Call]:
+    """The calls of one outbox entry: a reply to a user, or a hand-off webhook event."""
+    if channel == handoff.CHANNEL:
+        return handoff.ADAPTER.render(settings, user, unpack_hook(data))  # type: ignore[arg-type]
+    return adapter(channel).render(settings, user, unpack_outbound(data)["reply"])
+
+
+def _unknown(channel: str, bot: str, tenant: str) -> str:
+    if channel == handoff.CHANNEL:
+        return f"tenant {tenant!r} has no handoff_webhook (tenants.{tenant}.handoff_webhook) any more"
+    return f"no {channel} bot {bot!r} for tenant {tenant!r}"

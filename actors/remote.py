@@ -27,6 +27,7 @@ from pathlib import Path
 import ray
 from parlour.codec import Record
 from parlour.egress import Egress
+from parlour.gateway.channels.handoff import HookLookup, HookTarget
 from parlour.gateway.channels.registry import Bots, Cipher
 from parlour.gateway.vault import Vault
 from parlour.http import HttpCaller
@@ -85,6 +86,8 @@ class HostSettings:
     secrets_key: str | None = None
     egress: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Each tenant's ``egress.allow`` entries (a tenant not named: public addresses only)."""
+    webhooks: dict[str, HookTarget] = field(default_factory=dict)
+    """Each tenant's hand-off webhook (``config.tickets.hooks`` names the same tenants)."""
     log_level: str = "WARNING"
     log_format: str = "text"
 
@@ -119,16 +122,18 @@ class RouterActor:
 @ray.remote(num_cpus=0, **RESTART)
 class DeliveryActor:
     """The delivery supervisor in a process of its own. Started (and restarted by Ray) with the
-    store's URL and the secrets key that opens the bots' credentials; it resumes from the
-    outbox at once."""
+    store's URL and the secrets key that opens the bots' credentials and the tenants' secrets
+    (a hand-off webhook is signed with one); it resumes from the outbox at once."""
 
-    def __init__(self, store_url: str, secrets_key: str, policy: RetryPolicy, log_level: str = "WARNING",
-                 log_format: str = "text", egress: dict[str, tuple[str, ...]] | None = None):
-        setup_logging(log_level, log_format)
+    def __init__(self, store_url: str, secrets_key: str, policy: RetryPolicy, settings: HostSettings):
+        setup_logging(settings.log_level, settings.log_format)
         store = open_store(store_url)
-        bots = Bots(store, Cipher.from_keys(secrets_key))
+        cipher = Cipher.from_keys(secrets_key)
+        bots = Bots(store, cipher)
+        self.vault = Vault(store, cipher, settings.secrets)
         self.store, self.stopping = store, asyncio.Event()
-        self.delivery = Delivery(store, bots.get, policy=policy, egress=Egress.from_allows(egress))
+        lookup = HookLookup(settings.webhooks, self.vault.secrets_of, bots.get)
+        self.delivery = Delivery(store, lookup, policy=policy, egress=Egress.from_allows(settings.egress))
         self.running = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -138,6 +143,7 @@ class DeliveryActor:
                 if not opened:  # once: a store opened again would leak its connections
                     await self.store.open()
                     opened = True
+                    await self.vault.reload()
                 await self.delivery.run(self.stopping)
             except Exception as exc:  # noqa: BLE001 - the store is not up yet, or it failed: go on
                 log.warning("the delivery supervisor stopped, starting again: %r", exc)
@@ -145,6 +151,10 @@ class DeliveryActor:
 
     async def metrics(self) -> list:
         return self.delivery.export()
+
+    async def reload_secrets(self) -> int:
+        """Read the tenants' sealed secrets again (a webhook's signing secret may have changed)."""
+        return await self.vault.reload()
 
     async def stop(self) -> None:
         self.stopping.set()

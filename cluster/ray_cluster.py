@@ -75,7 +75,7 @@ def place_hosts(settings: HostSettings) -> dict[str, ray.actor.ActorHandle]:
 def place_delivery(settings: HostSettings, secrets_key: str, policy: RetryPolicy) -> ray.actor.ActorHandle:
     """The delivery supervisor of ``settings.names``: found if it runs, created if not."""
     return DeliveryActor.options(name=settings.names.delivery, get_if_exists=True).remote(
-        settings.store_url, secrets_key, policy, settings.log_level, settings.log_format, settings.egress)
+        settings.store_url, secrets_key, policy, settings)
 
 
 def kill(*actors: ray.actor.ActorHandle) -> None:

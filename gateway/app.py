@@ -27,6 +27,7 @@ from parlour.store import FlowRecord, Store
 from .admin import Admin
 from .bots_api import BotsApi
 from .channels.registry import Bots
+from .console import Console
 from .auth import Auth
 from .handoffs import Handoffs
 from .secrets_api import SecretsApi
@@ -81,6 +82,7 @@ class Gateway:
         self.secrets_api = SecretsApi(self)
         self.handoffs = Handoffs(self)
         self.ops = Ops(self)
+        self.console = Console(self)
         self.mailbox = Mailbox(store)
         self.mailbox_api = MailboxApi(self, self.mailbox)
         self.push = WebPush(store, self.web, self.metrics, mailbox=self.mailbox)
@@ -125,7 +127,7 @@ class Gateway:
                               middlewares=middlewares(self.metrics, owners))
         app.add_routes([*self.ops.routes(), openapi_route(), *web_routes, *webhook_routes,
                         *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes(),
-                        *self.handoffs.routes()])
+                        *self.handoffs.routes(), *self.console.routes()])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)

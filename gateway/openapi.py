@@ -114,6 +114,13 @@ def _paths() -> dict[str, Any]:
                                        "responses": _file("text/javascript", "application/javascript")}},
         "/static/chat.css": {"get": {"summary": "the chat page's style", "operationId": "chatStyle",
                                      "responses": _file("text/css")}},
+        "/agent/{tenant}": {"get": {"summary": "the agent console: hand-offs, answered by a person (it reads the "
+                                               "hand-off API with the token typed in)", "operationId": "agentPage",
+                                    "parameters": [TENANT], "responses": {**_file("text/html"), **_errors(404)}}},
+        "/static/agent.js": {"get": {"summary": "the agent console's script", "operationId": "agentScript",
+                                     "responses": _file("text/javascript", "application/javascript")}},
+        "/static/agent.css": {"get": {"summary": "the agent console's style", "operationId": "agentStyle",
+                                      "responses": _file("text/css")}},
         "/v1/{tenant}/web/messages": {
             "post": {"summary": "send a web chat message; the replies come back once its turn is committed",
                      "operationId": "postWebMessage", "parameters": [TENANT],

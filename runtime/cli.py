@@ -8,6 +8,7 @@
     parlour flows schema               print the JSON Schema of flow files, for editors
     parlour secrets set|list|delete    a tenant's secrets, through a running node
     parlour dlq list|show|replay|drop  the replies given up on, through a running node
+    parlour handoffs list|show|assign|reply|resume|close   the agent inbox, through a running node
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, handoffs_cli
 from .errors import FlowError
 from .flow import json_schema, load_catalog, load_paths
 from .flow.deploy_checks import check_env
@@ -329,6 +330,8 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("name", help="as flows name it: {secret: NAME}")
         _node_options(command)
         command.set_defaults(run=cmd_secrets)
+
+    handoffs_cli.add_commands(sub, _node_options)
 
     chat = sub.add_parser("chat", help="talk to flows in the terminal")
     chat.add_argument("paths", nargs="*", help="flow files or directories (default: the bundled flows)")

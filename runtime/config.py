@@ -17,7 +17,8 @@ hashes are declared in the file::
         channels: {web: {}}
         egress: {allow: [10.1.0.0/16, members.internal]}  # what its flows may reach beyond public addresses
         env: {MEMBERS_API: "https://members.example.org"}   # only acme's flows read these
-        secrets: {MEMBERS_KEY: "..."}                        # only acme's http nodes use these
+        secrets: {MEMBERS_KEY: "...", HELPDESK_KEY: "..."}   # only acme's http nodes use these
+        handoff_webhook: {url: "https://helpdesk.example/parlour", secret: HELPDESK_KEY}
 
 A tenant's ``env`` and ``secrets`` are its own: no other tenant's flow can read them. The
 top-level ``env``/``secrets`` (and ``parlour serve --env/--secret``) are the quick start's: they
@@ -35,6 +36,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import limits
 import yaml
@@ -97,6 +99,33 @@ class EgressConfig(BaseModel):
         return allow
 
 
+class HandoffWebhook(BaseModel):
+    """Where a tenant's hand-off events are posted (issue 13), and the tenant secret that signs
+    them. The key is a secret's *name*, not its value: it is set like any of the tenant's
+    secrets (``tenants.<t>.secrets`` or ``PUT /v1/{t}/secrets/{name}``, sealed at rest), so it
+    is never in the clear in this file, and a rotation is an API call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="http(s) URL the events are POSTed to; the tenant's egress policy applies")
+    secret: str = Field(description="the name of the tenant secret whose value signs each event (HMAC-SHA256)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise ValueError(f"a hand-off webhook is an http(s) URL with a host and no credentials, got {url[:200]!r}")
+        if parts.fragment or any(c.isspace() for c in url) or len(url) > 2048:
+            raise ValueError("a hand-off webhook URL has no fragment, no white space and at most 2048 characters")
+        return url
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, name: str) -> str:
+        return check_value_name(name)
+
+
 class AgentConfig(BaseModel):
     """A human agent of a tenant: a token that reaches only the tenant's hand-offs (the
     inbox API and the console), and of those only the tickets of ``queues`` (all if unset)."""
@@ -141,6 +170,9 @@ class TenantConfig(BaseModel):
     # issue 12, finding 1: a tenant's own env and secrets, seen by its flows only
     env: dict[str, str] = Field(default_factory=dict, description="values this tenant's flows read as env.NAME")
     secrets: dict[str, SecretStr] = Field(default_factory=dict, description="secrets this tenant's http nodes use")
+    # issue 13: a helpdesk told of every hand-off
+    handoff_webhook: HandoffWebhook | None = Field(None, description="where this tenant's hand-off ticket events "
+                                                   "are posted, signed with one of its secrets")
     # issue 13: the humans behind a hand-off
     agents: dict[str, AgentConfig] = Field(default_factory=dict, description="agent name -> its token and queues")
 
@@ -268,6 +300,11 @@ class Settings(BaseSettings):
         for name in tenants:
             check_tenant_name(name)
         return tenants
+
+    def handoff_webhooks(self) -> dict[str, tuple[str, str]]:
+        """Each tenant's hand-off webhook as (url, secret name), for those that have one."""
+        return {name: (t.handoff_webhook.url, t.handoff_webhook.secret)
+                for name, t in self.tenants.items() if t.handoff_webhook is not None}
 
     def egress_allows(self) -> dict[str, list[str]]:
         """Each tenant's ``egress.allow``, as plain data for the hosts and the delivery supervisor."""

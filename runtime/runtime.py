@@ -30,6 +30,7 @@ from .codec import Record
 from .egress import Egress
 from .errors import FlowError, ParlourError
 from .flow import load_paths
+from .gateway.channels.handoff import HookTarget
 from .flow.deploy_checks import check_env
 from .messages import DEFAULT_PARTITIONS, FAILED, ConversationKey, Inbound, Outcome
 from .store import Fenced, FlowRecord, open_store
@@ -65,14 +66,16 @@ class Runtime:
                     config: HostConfig | None = None, ready_timeout_s: float = 60.0,
                     log_level: str = "WARNING", log_format: str = "text", secrets_key: str | None = None,
                     delivery: RetryPolicy | None = None,
-                    egress: Mapping[str, Sequence[str]] | None = None) -> Runtime:
+                    egress: Mapping[str, Sequence[str]] | None = None,
+                    webhooks: Mapping[str, tuple[str, str]] | None = None) -> Runtime:
         """Start (or join) Ray and the runtime named ``name``; return once every host is ready.
         ``env`` and ``secrets`` are each tenant's (tenant -> name -> value): a flow sees its own
         tenant's only. With ``secrets_key`` (what opens the bots' credentials and the secrets set
         through the API) it also runs the delivery supervisor, which sends the replies of the
         messaging channels. ``egress`` is each tenant's ``egress.allow`` (:mod:`parlour.egress`);
         a tenant it does not name reaches public addresses only, with its http nodes and its bots
-        alike."""
+        alike. ``webhooks`` is each tenant's hand-off webhook, (url, name of the secret that signs):
+        its hosts put every ticket event in the outbox, and the delivery supervisor posts it."""
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
         if not hosts <= partitions <= 65_536:
@@ -86,14 +89,16 @@ class Runtime:
         merged = _by_tenant(config.env, "env")
         for tenant, values in _by_tenant(env, "env").items():
             merged[tenant] = {**merged.get(tenant, {}), **values}
-        config = replace(config, partitions=partitions, env=merged)
+        targets = {tenant: HookTarget(url, secret) for tenant, (url, secret) in (webhooks or {}).items()}
+        config = replace(config, partitions=partitions, env=merged,
+                         tickets=replace(config.tickets, hooks=config.tickets.hooks | frozenset(targets)))
         allows = {tenant: tuple(entries) for tenant, entries in (egress or {}).items()}
         try:
             Egress.from_allows(allows)  # a bad entry is refused here, not in every host
         except ValueError as exc:
             raise ParlourError(f"egress: {exc}") from None
         settings = HostSettings(store, Names(name, hosts), config, _by_tenant(secrets, "secrets"),
-                                secrets_key=secrets_key, egress=allows, log_level=log_level.upper(),
+                                secrets_key=secrets_key, egress=allows, webhooks=targets, log_level=log_level.upper(),
                                 log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
@@ -131,10 +136,13 @@ class Runtime:
         await asyncio.gather(*(h.install_flows.remote(records) for h in self.hosts.values()))
 
     async def reload_secrets(self, timeout_s: float = 10.0) -> int:
-        """Every host reads the tenants' sealed secrets again (one was set or deleted); how many
-        did. One that does not answer (dead, restarting) reads them when it starts again."""
+        """Every host, and the delivery supervisor, read the tenants' sealed secrets again (one
+        was set or deleted); how many hosts did. One that does not answer (dead, restarting)
+        reads them when it starts again."""
+        couriers = [self.delivery] if self.delivery else []
         answers = await asyncio.gather(*(asyncio.wait_for(h.reload_secrets.remote(), timeout_s)
-                                         for h in self.hosts.values()), return_exceptions=True)
+                                         for h in [*self.hosts.values(), *couriers]), return_exceptions=True)
+        answers = answers[:len(self.hosts)]
         return sum(1 for answer in answers if not isinstance(answer, BaseException))
 
     async def send(self, inbound: Inbound) -> Outcome:

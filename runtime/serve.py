@@ -141,6 +141,17 @@ def tenant_values(settings: Settings) -> tuple[dict[str, dict[str, str]], dict[s
     return env, secrets
 
 
+def check_webhooks(settings: Settings, secrets: dict[str, set[str]]) -> None:
+    """Refuse to start when a tenant's hand-off webhook names a secret the tenant does not have:
+    every event would go to the dead letters unsent (as a flow naming a missing secret is refused)."""
+    missing = [f"tenants.{tenant}.handoff_webhook.secret: tenant {tenant!r} has no secret {secret!r} (set it in "
+               f"tenants.{tenant}.secrets or with PUT /v1/{tenant}/secrets/{secret})"
+               for tenant, (_, secret) in sorted(settings.handoff_webhooks().items())
+               if secret not in secrets.get(tenant, set())]
+    if missing:
+        raise SystemExit("parlour: " + "\n".join(missing))
+
+
 async def deploy_new(runtime: Runtime, store: Store, loaded: dict[str, list]) -> int:
     """Install each flow version the registry does not hold yet, as current. A version it
     holds is left as the registry has it, so that a restart does not undo an upload or a
@@ -171,7 +182,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     token, token_source = admin_token(settings)
     key, _ = secrets_key(settings)
     env, secrets = tenant_values(settings)
-    loaded = check_flows(tenant_flows(settings), await known_secrets(settings, secrets), env)
+    names = await known_secrets(settings, secrets)
+    check_webhooks(settings, names)
+    loaded = check_flows(tenant_flows(settings), names, env)
     stop = asyncio.Event()
     print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
     runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
@@ -184,7 +197,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
                                                     tickets=TicketPolicy(
                                                         closed_ttl_s=settings.limits.closed_ticket_ttl_s),
                                                     dedicated=dedicated_caps(settings)),
-                                  egress=settings.egress_allows())
+                                  egress=settings.egress_allows(), webhooks=settings.handoff_webhooks())
     # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
     # kills the process; ours must be the one installed last.
     for sig in (signal.SIGTERM, signal.SIGINT):

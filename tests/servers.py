@@ -61,3 +61,36 @@ async def serve(app: web.Application, host: str = "127.0.0.1"):
         yield f"http://{f'[{host}]' if ':' in host else host}:{port}"
     finally:
         await runner.cleanup()
+
+
+def helpdesk_app(recorder: Recorder, key: bytes, tolerance_s: float = 300.0) -> web.Application:
+    """A helpdesk receiving hand-off webhooks: it checks ``X-Parlour-Signature`` the way
+    docs/gateway.md tells a receiver to (its own code, not parlour's), answers 401 to a request
+    that fails, else from ``recorder.script`` (default 204). Every request is recorded, with
+    ``verified``."""
+
+    def verified(header: str, body: bytes) -> bool:
+        import hashlib
+        import hmac
+        import time
+        fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+        if not fields.get("t", "").isdigit() or abs(time.time() - int(fields["t"])) > tolerance_s:
+            return False
+        expected = hmac.new(key, fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, fields.get("v1", ""))
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        ok = verified(request.headers.get("X-Parlour-Signature", ""), body)
+        recorder.requests.append({"path": request.path_qs, "headers": dict(request.headers), "body": body,
+                                  "verified": ok})
+        if not ok:
+            return web.json_response({"error": "bad signature"}, status=401)
+        if recorder.script:
+            status, payload = recorder.script.pop(0)
+            return web.json_response(payload, status=status)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handle)
+    return app

@@ -136,7 +136,8 @@ class Parsed:
 @dataclass(frozen=True, slots=True)
 class Call:
     """One request to the channel's API: ``path`` is appended to the bot's ``api_base``; the
-    body is ``json`` or ``form`` (never both). ``headers`` carry the credentials. Every call
+    body is ``json``, ``form`` or the exact bytes ``content`` (one of them; ``content`` when
+    the body is signed). ``headers`` carry the credentials. Every call
     also carries ``Idempotency-Key`` (the delivery supervisor sets it), which a channel or a
     fake that honours it uses to drop a repeat."""
 
@@ -145,6 +146,7 @@ class Call:
     json: Mapping[str, Any] | None = None
     form: Mapping[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 
+import msgpack
 import pytest
 from parlour.actors.delivery import Breaker, Delivery, RetryPolicy
 from parlour.codec import pack_outbound
@@ -156,3 +157,39 @@ async def test_a_bot_that_never_comes_is_buried_after_the_last_attempt_not_at_on
     [letter] = dead
     assert letter.attempts == QUICK.max_attempts
     assert letter.reason == "no telegram bot 'late' for tenant 'acme'"
+
+
+async def test_a_redirect_is_not_followed_so_a_signed_call_goes_nowhere_it_was_not_sent():
+    """A hand-off webhook answered 307 to another path: buried after one attempt, with the
+    target never called (a redirect would carry the signature, or a bot's token, elsewhere)."""
+    from aiohttp import web
+    from parlour.actors.tickets import hook_key
+    from parlour.gateway.channels.handoff import HookSettings
+
+    calls = []
+
+    async def handle(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        raise web.HTTPTemporaryRedirect("/elsewhere")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    async with serve(app) as url:
+        store = MemoryStore()
+        body = msgpack.packb({"schema": 1, "event": "opened", "ticket": {"id": "t1"}, "at": 0.0})
+        await store.commit(Commit(outbox=[(hook_key("beta", "t1"), 1, body)]))
+
+        async def hooks(tenant, channel, bot):
+            return HookSettings.of(f"{url}/in", "k3y") if (tenant, channel) == ("beta", "handoff") else None
+        delivery = Delivery(store, hooks, policy=RetryPolicy(max_attempts=5, base_s=3600.0), poll_s=0.01,
+                            egress=Egress.from_allows({"beta": LOOPBACK}))
+        stop = asyncio.Event()
+        running = asyncio.create_task(delivery.run(stop))
+        deadline = time.monotonic() + 10
+        while await store.read_outbox(None, 10):
+            assert time.monotonic() < deadline, "the event was neither sent nor buried"
+            await asyncio.sleep(0.01)
+        stop.set()
+        await running
+    [dead] = await store.dead_letters(None, 10)
+    assert calls == ["/in"] and (dead.attempts, dead.reason[:8]) == (1, "HTTP 307")

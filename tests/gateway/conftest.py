@@ -79,10 +79,12 @@ which keeps a transcript, is its default; ``timer`` speaks a second after ``time
 
 async def start_node(store_url: str, *, env: dict[str, dict[str, str]] | None = None, rate_limit: str | None = None,
                      secrets_key: str | None = None, delivery: RetryPolicy | None = None,
-                     user_rate_limit: str | None = None, **settings: Any):
+                     user_rate_limit: str | None = None, secrets: dict[str, dict[str, str]] | None = None,
+                     webhooks: dict[str, tuple[str, str]] | None = None, **settings: Any):
     """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. ``env``
-    is each tenant's. With ``secrets_key``, it runs the delivery supervisor too. Its tenants'
-    egress policy allows loopback, where the members API and the fake channel APIs listen. No
+    and ``secrets`` are each tenant's, ``webhooks`` each tenant's hand-off webhook (url, secret
+    name). With ``secrets_key``, it runs the delivery supervisor too. Its tenants' egress
+    policy allows loopback, where the members API and the fake channel APIs listen. No
     rate limits, and no throttle on wrong tokens, unless given (tests send wrong tokens on
     purpose, from one address)."""
     settings["limits"] = {"auth_failures": None, **settings.get("limits", {})}
@@ -93,7 +95,8 @@ async def start_node(store_url: str, *, env: dict[str, dict[str, str]] | None = 
                for name, token in tokens.items()}
     config = Settings(store=store_url, tenants=tenants, **settings)
     runtime = await Runtime.start(store=store_url, hosts=1, name=f"gw{os.getpid()}-{next(_names)}", env=env,
-                                  secrets_key=secrets_key, delivery=delivery, egress=config.egress_allows())
+                                  secrets_key=secrets_key, delivery=delivery, egress=config.egress_allows(),
+                                  secrets=secrets, webhooks=webhooks)
     for name, paths in FLOWS.items():
         await runtime.deploy(name, paths)
     store = open_store(store_url)
