@@ -100,9 +100,11 @@ class Handoffs:
         if status is not None and status not in STATUSES:
             raise ApiError(400, "invalid_request", f"`status` is one of {', '.join(STATUSES)}, not {status!r}")
         try:
-            limit = min(int(request.query.get("limit", "50")), MAX_PAGE)
+            limit = int(request.query.get("limit", "50"))
         except ValueError:
-            raise ApiError(400, "invalid_request", "`limit` is a whole number") from None
+            limit = 0
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError(400, "invalid_request", f"`limit` is a whole number from 1 to {MAX_PAGE}")
         queues = [queue] if queue is not None else (sorted(principal.queues) if principal.agent and principal.queues is not None else [None])
         if not all(principal.sees(q) for q in queues):
             raise not_found(f"queue {queue!r}")

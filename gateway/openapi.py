@@ -174,6 +174,11 @@ def _paths() -> dict[str, Any]:
     }
 
 
+SSE_EVENT = {"type": "object", "description": "one event of the stream: `data` is a TicketOut (`ticket`) or a "
+                                            "TranscriptTurnOut (`turn`) as JSON",
+             "properties": {"event": {"type": "string", "enum": ["ticket", "turn"]}, "data": {"type": "string"},
+                            "id": {"type": "string", "pattern": "^[0-9]{1,20}$"}},
+             "required": ["event", "data"]}
 TICKET = {"name": "ticket", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 
@@ -214,7 +219,7 @@ def _handoff_paths() -> dict[str, Any]:
                            {"name": "max_s", "in": "query", "required": False,
                             "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "default": 3600},
                             "description": "the stream ends after this; reconnect with Last-Event-ID"}],
-            "responses": {"200": _answer("the stream", {"text/event-stream": {"schema": {"type": "string"}}}),
+            "responses": {"200": _answer("the stream", {"text/event-stream": {"schema": SSE_EVENT}}),
                           **_errors(400, 401, 404, 503)}}},
         one + "/assign": act("take the ticket (an agent's token: as itself)", "assignHandoff", s.AssignIn),
         one + "/messages": act("say something to the user, through the conversation's channel, in order with "

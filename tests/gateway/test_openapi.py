@@ -174,7 +174,9 @@ def run_way(operation, way: Way, base_url: str, session: requests.Session, seen:
         wait_s = (case.query or {}).get("wait_s")
         if isinstance(wait_s, (int, float)) and not isinstance(wait_s, bool) and 0 < wait_s <= 30:
             case.query["wait_s"] = min(wait_s, QUICK_WAIT_S)
-        if operation.path.endswith("/events") and way.mode is GenerationMode.POSITIVE:
+        max_s = (case.query or {}).get("max_s")
+        if operation.path.endswith("/events") and (max_s is None or (
+                isinstance(max_s, (int, float)) and not isinstance(max_s, bool) and 0 < max_s <= 3600)):
             case.query = {**(case.query or {}), "max_s": QUICK_WAIT_S}  # a stream lasts an hour by default
         response = case.call_and_validate(base_url=base_url, session=session, checks=CHECKS, timeout=30)
         seen.add(response.status_code)
