@@ -453,7 +453,7 @@ class Host(Background, Lanes):
                 commit.replies.append((key, work.message_id, pack_replies(said), now + kept_s))
             if not step.duplicate and (work.index is not None or any(not isinstance(e, Unhandled) for e in step.effects)):
                 commit.logs.append((transcript_log(key), turn_entry(
-                    work.event, work.message_id, step.effects, step.ticket, step.status, step.flow, step.node, now),
+                    work.event, work.message_id, step.effects, said, step.ticket, step.status, step.flow, step.node, now),
                     now + self.config.transcript_ttl_s))
                 pending.note(key, work.event, step.effects, step.ticket, step.flow, step.node, step.user or {})
             status = step.status or status

@@ -91,11 +91,20 @@ def unpack_record(data: bytes) -> Record:
 
 def reply_data(reply: Reply) -> dict[str, Any]:
     """``reply`` as plain data, leaving out what it does not use."""
-    data: dict[str, Any] = {}
-    for name in Reply.__slots__:
-        value = getattr(reply, name)
-        if value:
-            data[name] = [[b.id, b.title, b.description] for b in value] if name in ("buttons", "list") else value
+    # field by field, not a loop over the slots: it runs for every reply of every turn
+    data: dict[str, Any] = {"text": reply.text} if reply.text else {}
+    if reply.buttons:
+        data["buttons"] = [[b.id, b.title, b.description] for b in reply.buttons]
+    if reply.list_button:
+        data["list_button"] = reply.list_button
+    if reply.list:
+        data["list"] = [[b.id, b.title, b.description] for b in reply.list]
+    if reply.media_url or reply.media_kind or reply.media_filename:
+        for name in ("media_url", "media_kind", "media_filename"):
+            if value := getattr(reply, name):
+                data[name] = value
+    if reply.prompt:
+        data["prompt"] = reply.prompt
     return data
 
 
