@@ -13,12 +13,16 @@
 from __future__ import annotations
 
 from .base import (
+    BadCursor,
     Commit,
     DeadLetter,
     Fenced,
     FlowRecord,
     LogEntry,
+    MAX_EXAMINE,
     OutboxEntry,
+    RecordFilter,
+    RecordPage,
     Store,
     StoreError,
     StoreUnavailable,
@@ -44,6 +48,6 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
-    "Commit", "DeadLetter", "Fenced", "FlowRecord", "LogEntry", "OutboxEntry", "Store", "StoreError", "StoreUnavailable",
+    "BadCursor", "Commit", "DeadLetter", "Fenced", "FlowRecord", "LogEntry", "MAX_EXAMINE", "OutboxEntry", "RecordFilter", "RecordPage", "Store", "StoreError", "StoreUnavailable",
     "Ticket", "Timer", "log_cursor", "open_store",
 ]

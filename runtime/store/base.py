@@ -22,7 +22,8 @@ A :class:`Commit` is applied atomically: all of it or, on :class:`Fenced` or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +32,11 @@ from ..errors import ParlourError
 
 class StoreError(ParlourError):
     """A store operation failed."""
+
+
+class BadCursor(StoreError, ValueError):
+    """A cursor given to a listing is not one the store gave: the caller's mistake (400), not
+    the store's."""
 
 
 class StoreUnavailable(StoreError):
@@ -112,12 +118,12 @@ class LogEntry:
 
 
 def log_cursor(after: str | None) -> int:
-    """The number a log cursor stands for (0 for None); :class:`StoreError` for anything that is
+    """The number a log cursor stands for (0 for None); :class:`BadCursor` for anything that is
     not a cursor of a log, so that a caller's garbage is refused in one place for every store."""
     if after is None or after == "":
         return 0
     if not (isinstance(after, str) and after.isascii() and after.isdigit() and len(after) <= 20 and int(after) < 2**63):
-        raise StoreError(f"{after!r} is not a log cursor (up to 20 digits)")
+        raise BadCursor(f"{after!r} is not a log cursor (up to 20 digits)")
     return int(after)
 
 
@@ -135,6 +141,43 @@ class Ticket:
     updated_at: float
     data: bytes
     expires_at: float
+
+
+RecordFilter = Callable[[str, bytes], bool]
+"""Whether a conversation record (key, bytes) is wanted on a page of :meth:`Store.conversations`."""
+
+MAX_EXAMINE = 10_000
+"""The records one call of :meth:`Store.conversations` reads at most, by default, whatever it
+keeps: a page asked with a filter that keeps nothing still ends, with a cursor to go on."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPage:
+    """A page of a tenant's conversation records: (key, record) pairs, and the cursor of the
+    next page (None after the last). The cursor is the store's own: pass it back as it is."""
+
+    records: list[tuple[str, bytes]]
+    next: str | None
+
+
+async def take_page(records: AsyncGenerator[tuple[str, str, bytes], None], limit: int,
+                    keep: RecordFilter | None, examine: int) -> RecordPage:
+    """A page of ``records`` (cursor, key, record; unexpired, in the store's order): the first
+    ``limit`` that ``keep`` wants, reading at most ``examine``; the next page starts after the
+    cursor of the last one read. One record past the page is read, to tell whether there is a
+    next page."""
+    found: list[tuple[str, bytes]] = []
+    read, last = 0, None
+    async with aclosing(records):
+        async for cursor, key, record in records:
+            if not key:  # the store stops here: go on from its cursor
+                return RecordPage(found, cursor)
+            if read >= max(examine, 1) or len(found) >= limit:
+                return RecordPage(found, last)
+            read, last = read + 1, cursor
+            if keep is None or keep(key, record):
+                found.append((key, record))
+    return RecordPage(found, None)
 
 
 @dataclass(slots=True)
@@ -212,6 +255,18 @@ class Store(Protocol):
         >>> [message_id for message_id, _data, _until in await store.recent("t/web/ann", 3)]
         ['m7', 'm6', 'm5']
         """
+    async def conversations(self, tenant: str, after: str | None = None, limit: int = 100,
+                            keep: RecordFilter | None = None, examine: int = MAX_EXAMINE) -> RecordPage:
+        """``tenant``'s unexpired conversation records after the cursor ``after``: at most
+        ``limit`` of those ``keep`` wants (all without it), having read at most ``examine``.
+        Memory and SQLite go in key order; Redis in its ``SCAN`` order, where a conversation
+        written during a listing may be listed twice or not at all, as ``SCAN`` promises.
+        :class:`BadCursor` if ``after`` is not a cursor this store gave.
+
+        >>> page = await store.conversations("acme", limit=2)
+        >>> [key for key, _ in page.records], page.next is not None
+        (['acme/web/ann', 'acme/web/bob'], True)
+        """
     async def sweep(self, now: float) -> int:
         """Delete the records, replies, log entries and tickets expired at ``now`` and the log
         entries beyond :data:`LOG_KEEP`; how many were deleted (Redis expires its own: 0)."""
@@ -219,7 +274,7 @@ class Store(Protocol):
     # logs
     async def read_log(self, log: str, after: str | None = None, limit: int = 100) -> list[LogEntry]:
         """The unexpired entries of ``log`` after the cursor ``after``, oldest first, at most
-        ``limit``; :class:`StoreError` if ``after`` is not a cursor (:func:`log_cursor`).
+        ``limit``; :class:`BadCursor` if ``after`` is not a cursor (:func:`log_cursor`).
 
         >>> [e.data for e in await store.read_log("mail/t/web/ann", after="00000000000000000041")]
         [b'...', b'...']
@@ -259,6 +314,8 @@ class Store(Protocol):
         """Store a flow version (idempotent for the same version); when ``record.current``,
         it becomes the version new conversations start on."""
     async def flows(self, tenant: str | None = None) -> list[FlowRecord]: ...
+    async def delete_flow(self, tenant: str, flow: str) -> int:
+        """Delete every version of ``tenant``'s ``flow`` from the registry; how many it had."""
     async def get_meta(self, name: str) -> bytes | None: ...
     async def put_meta(self, name: str, value: bytes) -> None: ...
     async def add_meta(self, name: str, value: bytes) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 
 from .base import (
@@ -16,11 +16,15 @@ from .base import (
     LOG_KEEP,
     FlowRecord,
     LogEntry,
+    MAX_EXAMINE,
     OutboxEntry,
+    RecordFilter,
+    RecordPage,
     Ticket,
     Timer,
     entry_numbers,
     log_cursor,
+    take_page,
 )
 
 
@@ -56,6 +60,19 @@ class MemoryStore:
             if found is not None and found[1] > now:
                 out[key] = found[0]
         return out
+
+    async def conversations(self, tenant: str, after: str | None = None, limit: int = 100,
+                            keep: RecordFilter | None = None, examine: int = MAX_EXAMINE) -> RecordPage:
+        prefix, now = f"{tenant}/", self.clock()
+        start = max(after or "", prefix)
+        keys = sorted(k for k in self._records if k.startswith(prefix) and k > start)
+
+        async def records() -> AsyncGenerator[tuple[str, str, bytes], None]:
+            for key in keys:
+                found = self._records.get(key)
+                if found is not None and found[1] > now:
+                    yield key, key, found[0]
+        return await take_page(records(), limit, keep, examine)
 
     def _check(self, epochs: dict[int, int], *, exact: bool) -> None:
         stale = {}
@@ -213,6 +230,12 @@ class MemoryStore:
     async def flows(self, tenant: str | None = None) -> list[FlowRecord]:
         found = [r for r in self._flows.values() if tenant is None or r.tenant == tenant]
         return sorted(found, key=lambda r: (r.tenant, r.flow, r.created_at, r.version))
+
+    async def delete_flow(self, tenant: str, flow: str) -> int:
+        gone = [k for k in self._flows if k[:2] == (tenant, flow)]
+        for k in gone:
+            del self._flows[k]
+        return len(gone)
 
     async def get_meta(self, name: str) -> bytes | None:
         return self._meta.get(name)

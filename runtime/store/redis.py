@@ -27,6 +27,10 @@ not Redis Cluster: see the commit script. Keys, ``P`` being the prefix::
     P tki:{tenant}                        zset    ticket ids, all scored 0: in id order (BYLEX)
     P tkexp                               zset    tenant\0id, scored by expiry: the sweep's list
 
+A tenant's conversations are listed with ``SCAN`` over ``P c:{tenant}/*``, no index kept: a
+cursor is ``{scan cursor}:{last key read}`` (a page may end within one ``SCAN`` batch, whose
+keys are read in key order).
+
 A commit is one Lua script (``EVALSHA``) because Redis runs a script alone: the fence check and
 every write of the commit happen with nothing in between, so a zombie host cannot slip a write
 past a newer claim (which a read-check-write from Python would allow), and a refused commit has
@@ -38,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -52,18 +56,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (
+    BadCursor,
     Commit,
     DeadLetter,
     Fenced,
     LOG_KEEP,
     FlowRecord,
     LogEntry,
+    MAX_EXAMINE,
     OutboxEntry,
+    RecordFilter,
+    RecordPage,
     StoreError,
     StoreUnavailable,
     Ticket,
     Timer,
     log_cursor,
+    take_page,
 )
 
 # The script reads and writes keys it does not declare in KEYS (they depend on the commit's
@@ -218,6 +227,20 @@ def _split_url(url: str) -> tuple[str, str, float]:
     except ValueError:
         raise StoreError(f"timeout_s in {url!r} is not a number of seconds") from None
     return urlunsplit(parts._replace(query=rest)), ours.get("prefix", "parlour:"), timeout_s
+
+
+SCAN_COUNT = 1000
+"""``SCAN``'s ``COUNT`` when listing conversations: keys of the whole keyspace looked at per call."""
+SCAN_ROUNDS = 100
+"""``SCAN`` calls one page of conversations makes at most: a tenant with few conversations
+among many others' gets a short (or empty) page and a cursor, not a request that never ends."""
+
+
+def _scan_cursor(after: str | None) -> tuple[int, str]:
+    scan, colon, last = (after or "0:").partition(":")
+    if not (colon and scan.isascii() and scan.isdigit() and len(scan) <= 20):
+        raise BadCursor(f"{after!r} is not a cursor of this store's conversations")
+    return int(scan), last
 
 
 def _reply_id(key: str, message_id: str) -> str:
@@ -395,6 +418,28 @@ class RedisStore:
         return [(found[i].decode(), found[i + 1], int(found[i + 2]) / 1000)
                 for i in range(0, len(found), 3)]
 
+    async def conversations(self, tenant: str, after: str | None = None, limit: int = 100,
+                            keep: RecordFilter | None = None, examine: int = MAX_EXAMINE) -> RecordPage:
+        scan, last = _scan_cursor(after)
+        start = f"{self.prefix}c:{tenant}/"
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", start) + "*"
+
+        async def records() -> AsyncGenerator[tuple[str, str, bytes], None]:
+            nonlocal scan, last
+            for _ in range(SCAN_ROUNDS):
+                async with _translated("conversations", self.timeout_s):
+                    following, names = await self._redis.scan(scan, match=pattern, count=SCAN_COUNT)
+                    keys = sorted({k for k in (n.decode()[len(start) - len(tenant) - 1:] for n in names) if k > last})
+                    values = await self._redis.mget([f"{self.prefix}c:{k}" for k in keys]) if keys else []
+                for key, value in zip(keys, values):
+                    if value is not None:
+                        yield f"{scan}:{key}", key, value
+                if following == 0:
+                    return
+                scan, last = following, ""
+            yield f"{scan}:", "", b""  # the rounds are spent: the page ends here, to go on from this cursor
+        return await take_page(records(), limit, keep, examine)
+
     async def sweep(self, now: float) -> int:
         """Tickets expired at ``now``: every record, reply, index of replies and log is written
         with ``PEXPIREAT``, so Redis deletes those by its own clock (a log's entries expired
@@ -528,6 +573,19 @@ class RedisStore:
                             float(f[b"created_at"]), pointers[flow] == version)
                  for (flow, version), f in zip(versions, fields)]
         return sorted(found, key=lambda r: (r.tenant, r.flow, r.created_at, r.version))
+
+    async def delete_flow(self, tenant: str, flow: str) -> int:
+        name = f"{tenant}\x00{flow}"
+        async with _translated("delete_flow", self.timeout_s):
+            versions = await self._redis.smembers(f"{self.prefix}versions:{name}")
+            pipe = self._redis.pipeline(transaction=True)
+            for version in versions:
+                pipe.delete(f"{self.prefix}flow:{name}\x00{version.decode()}")
+            pipe.delete(f"{self.prefix}versions:{name}")
+            pipe.srem(f"{self.prefix}flows", name)
+            pipe.hdel(f"{self.prefix}current", name)
+            await pipe.execute()
+        return len(versions)
 
     async def get_meta(self, name: str) -> bytes | None:
         async with _translated("get_meta", self.timeout_s):

@@ -38,7 +38,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,13 +50,17 @@ from .base import (
     LOG_KEEP,
     FlowRecord,
     LogEntry,
+    MAX_EXAMINE,
     OutboxEntry,
+    RecordFilter,
+    RecordPage,
     StoreError,
     StoreUnavailable,
     Ticket,
     Timer,
     entry_numbers,
     log_cursor,
+    take_page,
 )
 
 SCHEMA_VERSION = 1
@@ -108,6 +112,8 @@ _SCHEMA = (
 
 # Partitions (up to 1024 of them) are bound as one JSON array. Keys are not: SQLite's JSON
 # functions cut a string at an escaped NUL, and keys may hold one.
+CHUNK = 500
+"""Rows read in one go when listing conversations."""
 _IN_PARTITIONS = "partition IN (SELECT value FROM json_each(?))"
 _TICKET = "tenant, id, key, status, queue, updated_at, data, expires_at"
 
@@ -250,6 +256,24 @@ class SqliteStore:
             " WHERE tenant = coalesce(?, tenant) ORDER BY tenant, flow, created_at, version",
             (tenant,))
         return [FlowRecord(*row[:6], current=bool(row[6])) for row in rows]
+
+    async def conversations(self, tenant: str, after: str | None = None, limit: int = 100,
+                            keep: RecordFilter | None = None, examine: int = MAX_EXAMINE) -> RecordPage:
+        async def records() -> AsyncGenerator[tuple[str, str, bytes], None]:
+            cursor, end = max(after or "", f"{tenant}/"), f"{tenant}0"  # "0" follows "/"
+            while True:
+                chunk = await self._read(
+                    _execute, "SELECT key, record FROM conversations WHERE key > ? AND key < ? AND expires_at > ?"
+                    " ORDER BY key LIMIT ?", (cursor, end, self.clock(), CHUNK))
+                for row in chunk:
+                    yield row[0], row[0], row[1]
+                if len(chunk) < CHUNK:
+                    return
+                cursor = chunk[-1][0]
+        return await take_page(records(), limit, keep, examine)
+
+    async def delete_flow(self, tenant: str, flow: str) -> int:
+        return await self._write(_rowcount, "DELETE FROM flows WHERE tenant = ? AND flow = ?", (tenant, flow))
 
     async def get_meta(self, name: str) -> bytes | None:
         rows = await self._read(_execute, "SELECT value FROM meta WHERE name = ?", (name,))

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from parlour.store import (
+    BadCursor,
     Commit,
     Fenced,
     FlowRecord,
@@ -278,6 +279,71 @@ async def test_the_registry_keeps_every_version_and_one_current(store):
     assert {r.tenant for r in await store.flows()} == {"demo", "other"}
 
 
+async def test_deleting_a_flow_drops_every_version_and_only_that_flow(store):
+    await store.put_flow(flow_record("v1", False, 1.0))
+    await store.put_flow(flow_record("v2", True, 2.0))
+    await store.put_flow(flow_record("s1", True, 1.0, flow="support"))
+    await store.put_flow(flow_record("x1", True, 1.0, tenant="other"))
+    assert await store.delete_flow("demo", "registration") == 2
+    assert [(r.tenant, r.flow) for r in await store.flows()] == [("demo", "support"), ("other", "registration")]
+    assert await store.delete_flow("demo", "registration") == 0
+    await store.put_flow(flow_record("v3", True, 3.0))  # the name can be used again, afresh
+    assert [(r.version, r.current) for r in await store.flows("demo") if r.flow == "registration"] == [("v3", True)]
+
+
+async def _listed(store, tenant, after=None, **options):
+    """Every key of ``tenant``'s conversations, page by page; and how many pages it took."""
+    keys, pages = [], 0
+    while True:
+        page = await store.conversations(tenant, after, **options)
+        keys += [key for key, _ in page.records]
+        pages += 1
+        if page.next is None:
+            return keys, pages
+        assert pages < 100, "the listing never ends"
+        after = page.next
+
+
+async def test_a_tenants_conversations_are_listed_page_by_page_and_no_other_tenants(store):
+    await store.claim({1: 1})
+    now = time.time()
+    mine = [f"acme/web/u{n:02d}" for n in range(23)]
+    others = ["acme2/web/x", "acm/web/y", "other/web/z", "acme/web/gone"]
+    records = [(k, 1, k.encode(), LATER) for k in mine + others]
+    records[-1] = ("acme/web/gone", 1, b"G", now - 1)  # expired: never listed
+    await store.commit(commit({1: 1}, records=records))
+    keys, pages = await _listed(store, "acme", limit=5)
+    assert sorted(keys) == mine and len(set(keys)) == len(keys) and pages >= 5
+    page = await store.conversations("acme", limit=100)
+    assert dict(page.records)["acme/web/u07"] == b"acme/web/u07" and page.next is None
+    if not store.url.startswith("redis"):  # memory and SQLite list in key order
+        assert keys == mine
+
+
+async def test_a_listing_keeps_what_the_filter_wants_and_reads_no_more_than_asked(store):
+    await store.claim({1: 1})
+    keys = [f"t/web/u{n:02d}" for n in range(30)]
+    await store.commit(commit({1: 1}, records=[(k, 1, b"odd" if n % 2 else b"even", LATER) for n, k in enumerate(keys)]))
+    odd, _ = await _listed(store, "t", limit=4, keep=lambda key, record: record == b"odd")
+    assert sorted(odd) == keys[1::2]
+    seen = []
+    page = await store.conversations("t", limit=100, keep=lambda key, record: seen.append(key) or False, examine=7)
+    assert page.records == [] and len(seen) == 7 and page.next is not None  # a filter that keeps nothing still ends
+    rest, _ = await _listed(store, "t", after=page.next, limit=100)
+    assert sorted(rest + seen) == keys
+
+
+async def test_a_conversations_cursor_that_no_store_gave_is_refused_or_starts_nowhere(store):
+    await store.claim({1: 1})
+    await store.commit(commit({1: 1}, records=[("t/web/a", 1, b"A", LATER)]))
+    if store.url.startswith("redis"):
+        with pytest.raises(BadCursor, match="not a cursor"):
+            await store.conversations("t", "garbage")
+    else:  # a key order cursor: anything past every key lists nothing
+        assert (await store.conversations("t", "t/web/zz")).records == []
+    assert (await store.conversations("t/web/a")).records == []  # a key is not a tenant
+
+
 async def test_add_meta_keeps_the_first_value_of_racing_writers(store):
     values = [f"+1415555{n:04d}".encode() for n in range(8)]
     told = await asyncio.gather(*(store.add_meta("whatsapp-user:t/b/US.1", v) for v in values))
@@ -368,7 +434,6 @@ async def test_redis_that_cannot_be_reached_raises_store_unavailable():
 
 
 def test_an_unknown_store_url_is_refused_with_the_choices():
-    from parlour.store import StoreError
     with pytest.raises(StoreError, match="memory://, sqlite:///path or redis://"):
         open_store("postgres://localhost/x")
 
@@ -440,9 +505,9 @@ async def test_a_log_keeps_its_newest_entries_only(store):
 
 @pytest.mark.parametrize("cursor", ["x", "-1", "1" * 21, "9" * 20, "1.5", "١٢"])
 async def test_a_cursor_that_is_no_cursor_is_refused(store, cursor):
-    with pytest.raises(StoreError, match="not a log cursor"):
+    with pytest.raises(BadCursor, match="not a log cursor"):
         await store.read_log("mail/t/web/a", after=cursor)
-    with pytest.raises(StoreError, match="not a log cursor"):
+    with pytest.raises(BadCursor, match="not a log cursor"):
         await store.trim_log("mail/t/web/a", cursor)
 
 
