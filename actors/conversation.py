@@ -117,6 +117,7 @@ class Working:
         before = self.record.replies
         self.record.state = turn.state
         self.record.replies += sum(1 for e in turn.effects if isinstance(e, Send))
+        self.record.at = int(now)
         self.changed = True
         state = turn.state
         return Step(message_id, False, turn.effects, before, state.flow, state.node, state.status, state.ticket,

@@ -72,7 +72,7 @@ from .conversation import DEFAULT_WINDOW, Conversation, Step, Working
 from .dedicated import DedicatedCaps, DedicatedPool
 from .flows import Flows
 from .lanes import Lanes, settled
-from .tickets import Pending, TicketPolicy, settle, transcript_log, turn_entry
+from .tickets import Pending, TicketPolicy, reset_entry, settle, transcript_log, turn_entry
 from .watchdog import TurnWatch
 
 log = logging.getLogger("parlour.host")
@@ -520,9 +520,10 @@ class Host(Background, Lanes):
         return unpack_record(data) if data else None
 
     async def reset(self, key: ConversationKey) -> bool:
-        """Start ``key``'s conversation afresh (its flow state and pending timer dropped); False
-        if it has no record. Its dedup window and reply counter stay, so that an old message
-        replayed is still known and reply idempotency keys never repeat."""
+        """Start ``key``'s conversation afresh (its flow state and pending timer dropped, its open
+        hand-off ticket closed as ``reset``, the reset written in its transcript); False if it
+        has no record. Its dedup window and reply counter stay, so that an old message replayed
+        is still known and reply idempotency keys never repeat."""
         partition = key.partition(self.config.partitions)
         if partition not in self.owned:
             raise Fenced({partition: -1})
@@ -538,12 +539,17 @@ class Host(Background, Lanes):
             except StateError:
                 old = Record(State())
             now = self.clock()
-            record = pack_record(Record(State(), old.seen, old.replies))
+            record = pack_record(Record(State(), old.seen, old.replies, at=int(now)))
             commit = Commit(fences={partition: self.owned[partition]},
                             records=[(key.id, partition, record, now + self.config.ended_ttl_s)])
             for timer in (old.state.timer, old.state.request and HTTP_GUARD + old.state.request):
                 if timer:
                     commit.cancels.append((key.id, partition, timer))
+            commit.logs.append((transcript_log(key.id), reset_entry(old.state.ticket, now),
+                                now + self.config.transcript_ttl_s))
+            if old.state.ticket:  # its open hand-off ends with it: the agents see it closed
+                pending = Pending(changes=[(key.id, old.state.ticket, {"status": "reset", "agent": None})])
+                await settle(self.store, commit, pending, self.config.tickets, now)
             try:
                 await self.store.commit(commit)
             except StoreError:

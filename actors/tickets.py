@@ -102,6 +102,12 @@ def _ended(effects) -> str | None:
     return next((e.ticket for e in effects if isinstance(e, TicketChanged)), None)
 
 
+def reset_entry(ticket: str | None, now: float) -> bytes:
+    """The transcript entry of a reset by the operator: the conversation is idle after it, and
+    the ticket it had open (if any) is closed by it."""
+    return _pack([now, {"kind": "reset"}, [], ticket, "idle", None, None])
+
+
 TURN_FIELDS = ("at", "in", "out", "ticket", "status", "flow", "node")
 """A transcript entry is a msgpack list of these, in this order (a list packs faster than a map,
 and it is written on every turn)."""

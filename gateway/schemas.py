@@ -152,6 +152,37 @@ class ConversationOut(BaseModel):
     recent_turns: list[TurnOut]
 
 
+class ConversationSummaryOut(BaseModel):
+    """A conversation as a listing shows it."""
+
+    key: str = Field(description="tenant/channel/user")
+    channel: str
+    user: str
+    flow: str | None
+    version: str | None
+    node: str | None
+    status: Literal["idle", "waiting", "handoff", "ended", "failed", "unreadable"] = Field(
+        description="`unreadable`: a record this parlour cannot read (listed only without filters)")
+    ticket: str | None = Field(description="the open hand-off ticket, while a human has it")
+    last_turn_at: int | None = Field(description="its last turn, in seconds since the epoch (null: before this was "
+                                                 "recorded)")
+    replies_sent: int | None
+
+
+class ConversationsOut(BaseModel):
+    conversations: list[ConversationSummaryOut]
+    next: str | None = Field(description="pass as `after` for the next page; null after the last. A page may be "
+                                         "short, even empty, and still have a next: a request reads a bounded "
+                                         "number of conversations, whatever the filters keep")
+
+
+class FlowDeleted(BaseModel):
+    flow: str
+    versions_deleted: int
+    conversations_ended: int = Field(description="conversations pinned to it that `force` reset")
+    at: float
+
+
 class TenantOut(BaseModel):
     tenant: str
     channels: list[str]
@@ -267,8 +298,9 @@ class TicketOut(BaseModel):
     created_at: float
     updated_at: float
     closed_at: float | None
-    resolution: Literal["resumed", "closed"] | None = Field(description="how it closed: given back to the flow, "
-                                                             "or closed (by an agent, or the flow moved on)")
+    resolution: Literal["resumed", "closed", "reset"] | None = Field(
+        description="how it closed: given back to the flow, closed (by an agent, or the flow moved on), or "
+                    "ended by a reset of the conversation (or the deletion of its flow)")
     messages: int = Field(description="the user's messages during the hand-off")
 
 
@@ -281,7 +313,7 @@ class TranscriptTurnOut(BaseModel):
     cursor: str = Field(description="its place in the conversation's transcript (`after` of the events stream)")
     at: float
     in_: dict[str, Any] = Field(alias="in", description="what came in: `kind` message (text, button), agent "
-                                "(action, agent, text), resume, start, timer or http")
+                                "(action, agent, text), resume, start, timer, http or reset")
     out: list[ReplyOut] = Field(description="what the flow said")
     ticket: str | None
     status: str | None

@@ -23,8 +23,10 @@ TEXT_ERRORS = "surrogatepass"
 """Text may hold lone surrogates (JSON's "\\ud800" decodes to one): they are stored as they
 are, so that no user's text or API's answer can make a conversation impossible to store."""
 
-RECORD_SCHEMA = 1
-RECORD_MIGRATIONS: dict[int, Callable[[list[Any]], list[Any]]] = {}
+RECORD_SCHEMA = 2
+RECORD_MIGRATIONS: dict[int, Callable[[list[Any]], list[Any]]] = {
+    1: lambda value: [2, *value[1:4], 0, *value[4:]],  # schema 2 added the last turn's time (unknown: 0)
+}
 """``RECORD_MIGRATIONS[n]`` turns a record of schema ``n`` into schema ``n + 1`` (the state
 inside has migrations of its own: :data:`parlour.flow.state.MIGRATIONS`)."""
 
@@ -55,17 +57,20 @@ class Record:
     ``latest_at`` is the newest channel time (``Inbound.sent_at``) of a message it took, and
     ``evicted_at`` an upper bound of the channel times of the ids pushed out of ``seen``: a
     message newer than that cannot be one of them. Both are 0 until a channel gives times, and
-    are stored only then."""
+    are stored only then. ``at`` is the time of its last turn, to the second (0 for a
+    conversation last written by a parlour before record schema 2): an operator finds stuck
+    conversations by it."""
 
     state: State
     seen: bytes = b""
     replies: int = 0
     latest_at: float = 0.0
     evicted_at: float = 0.0
+    at: int = 0
 
 
 def pack_record(record: Record) -> bytes:
-    fields = [RECORD_SCHEMA, record.state.to_data(), record.seen, record.replies]
+    fields = [RECORD_SCHEMA, record.state.to_data(), record.seen, record.replies, record.at]
     if record.latest_at:  # an optional tail: conversations of channels without times pay nothing
         fields.append([record.latest_at, record.evicted_at])
     return msgpack.packb(fields, use_bin_type=True, unicode_errors=TEXT_ERRORS)
@@ -80,13 +85,13 @@ def unpack_record(data: bytes) -> Record:
     if value[0] != RECORD_SCHEMA:
         raise StateError(f"record schema {value[0]} is newer than this parlour ({RECORD_SCHEMA})")
     try:
-        _, state, seen, replies, *times = value
+        _, state, seen, replies, at, *times = value
         latest_at, evicted_at = times[0] if times else (0.0, 0.0)
     except (ValueError, TypeError) as exc:
         raise StateError(f"unreadable conversation record: {exc}") from exc
     if not isinstance(state, dict):
         raise StateError("a conversation record holds its state as a map")
-    return Record(State.from_data(state), bytes(seen), int(replies), float(latest_at), float(evicted_at))
+    return Record(State.from_data(state), bytes(seen), int(replies), float(latest_at), float(evicted_at), int(at))
 
 
 def reply_data(reply: Reply) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 import msgpack
 import pytest
 
-from parlour.codec import pack_state, unpack_state
+from parlour.codec import Record, pack_record, pack_state, unpack_record, unpack_state
 from parlour.errors import StateError
 from parlour.flow import State
 from parlour.flow.state import Frame
@@ -69,3 +69,13 @@ def test_a_press_keeps_its_prompt_on_the_wire_and_a_batch_without_prompts_reads(
     assert decode_batch(encode_batch(batch)) == batch
     old = msgpack.packb([["t", "web", "u1", "m-3", ["u", "", "quit", "button", None, None, None, None], None, None]])
     assert decode_batch(old)[0].event == UserMessage("", button="quit", kind="button")
+
+
+def test_a_schema_1_record_reads_with_its_last_turn_unknown_and_keeps_its_window():
+    state = State(flow="registration", node="ask_email", status="waiting", vars={"name": "Ann"})
+    old = msgpack.packb([1, state.to_data(), b"\x01" * 8, 3, [1700000000.5, 1699999999.0]], use_bin_type=True)
+    record = unpack_record(old)
+    assert (record.state, record.seen, record.replies, record.at) == (state, b"\x01" * 8, 3, 0)
+    assert (record.latest_at, record.evicted_at) == (1700000000.5, 1699999999.0)
+    again = Record(state, record.seen, 3, at=1700000123)
+    assert unpack_record(pack_record(again)) == again
