@@ -80,7 +80,7 @@ class Admin:
         self.gateway.auth.tenant(request, tenant, known=tenant in self.gateway.tenants)
         return tenant
 
-    def _writer(self, request: web.Request) -> str:
+    def writer(self, request: web.Request) -> str:
         """The tenant of a write, once within its ``admin_rate_limit`` (429 with
         ``Retry-After`` beyond it); the operator's writes are not counted."""
         tenant = request.match_info["tenant"]
@@ -129,7 +129,7 @@ class Admin:
         return web.json_response(self._flow(records, chosen.source if chosen else None))
 
     async def put_flow(self, request: web.Request) -> web.Response:
-        tenant, flow_id = self._writer(request), request.match_info["flow"]
+        tenant, flow_id = self.writer(request), request.match_info["flow"]
         try:
             text = (await request.read()).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -149,7 +149,7 @@ class Admin:
         return web.json_response(body, status=200 if known and known.current else 201)
 
     async def rollback(self, request: web.Request) -> web.Response:
-        tenant, flow_id = self._writer(request), request.match_info["flow"]
+        tenant, flow_id = self.writer(request), request.match_info["flow"]
         wanted: Rollback = parse_body(await request.read(), Rollback)
         records = await self._records(tenant, flow_id)
         chosen = next((r for r in records if r.version == wanted.version), None)
@@ -162,7 +162,7 @@ class Admin:
     # ------------------------------------------------------------ conversations
 
     def _key(self, request: web.Request, write: bool = False) -> ConversationKey:
-        tenant = self._writer(request) if write else self._tenant(request)
+        tenant = self.writer(request) if write else self._tenant(request)
         try:
             return ConversationKey(tenant, request.match_info["channel"], request.match_info["user"])
         except ParlourError as exc:

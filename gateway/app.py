@@ -29,6 +29,7 @@ from .bots_api import BotsApi
 from .channels.registry import Bots
 from .console import Console
 from .auth import Auth
+from .conversations import Conversations
 from .handoffs import Handoffs
 from .secrets_api import SecretsApi
 from .vault import Vault
@@ -81,6 +82,7 @@ class Gateway:
         self.bots_api = BotsApi(self)
         self.secrets_api = SecretsApi(self)
         self.handoffs = Handoffs(self)
+        self.conversations = Conversations(self)
         self.ops = Ops(self)
         self.console = Console(self)
         self.mailbox = Mailbox(store)
@@ -127,7 +129,7 @@ class Gateway:
                               middlewares=middlewares(self.metrics, owners))
         app.add_routes([*self.ops.routes(), openapi_route(), *web_routes, *webhook_routes,
                         *self.admin.routes(), *self.bots_api.routes(), *self.secrets_api.routes(),
-                        *self.handoffs.routes(), *self.console.routes()])
+                        *self.handoffs.routes(), *self.conversations.routes(), *self.console.routes()])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from parlour.errors import Problem
 from parlour.flow.cache import COMPILED
-from parlour.flow.deploy_checks import check_secrets, check_together
+from parlour.flow.deploy_checks import check_secrets, check_together, gotos_into
 
 from .errors import unavailable
 
@@ -62,6 +62,12 @@ def check_upload(text: str, path: str, flow_id: str, others: list[tuple[str, str
                    [p for p in problems if p.severity != "error"])
 
 
+def check_removal(flow_id: str, others: list[tuple[str, str]]) -> list[Problem]:
+    """What in the tenant's other current flows (``(source, path)`` each) goes to ``flow_id``."""
+    compiled = (COMPILED.compile(*other) for other in others)
+    return gotos_into(flow_id, [(spec, smap) for _, spec, smap, _ in compiled if spec is not None])
+
+
 NICE = 10
 """The worker's niceness: on a busy node, the turns of every tenant come before an upload."""
 
@@ -85,10 +91,16 @@ class CompilerProcess:
     async def check(self, text: str, path: str, flow_id: str, others: list[tuple[str, str]],
                     tenant: str = "", secrets: tuple[str, ...] | None = None) -> Checked:
         """:func:`check_upload` in the worker (started again if it died)."""
+        return await self._run(check_upload, text, path, flow_id, others, tenant, secrets)
+
+    async def removal(self, flow_id: str, others: list[tuple[str, str]]) -> list[Problem]:
+        """:func:`check_removal` in the worker."""
+        return await self._run(check_removal, flow_id, others)
+
+    async def _run(self, function, *args):
         self.start()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, check_upload, text, path, flow_id,
-                                                                    others, tenant, secrets)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
         except BrokenProcessPool:
             self._pool = None  # it died (killed, out of memory): the next upload starts another
             raise unavailable("the flow compiler stopped while checking this flow; send it again",

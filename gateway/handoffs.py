@@ -46,7 +46,7 @@ from .auth import Principal
 from .errors import ApiError, not_found, unavailable
 from .middleware import REQUEST_ID_KEY
 from .schemas import AgentMessageIn, AssignIn, CloseIn, ResumeIn
-from .web import outcome_error, parse_body, reply_json
+from .web import outcome_error, page_limit, parse_body, reply_json
 
 CHANNEL = "handoff"  # the ingress's label for agents' actions
 MAX_PAGE = 200
@@ -99,12 +99,7 @@ class Handoffs:
         status, queue = request.query.get("status") or None, request.query.get("queue")
         if status is not None and status not in STATUSES:
             raise ApiError(400, "invalid_request", f"`status` is one of {', '.join(STATUSES)}, not {status!r}")
-        try:
-            limit = int(request.query.get("limit", "50"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_PAGE:
-            raise ApiError(400, "invalid_request", f"`limit` is a whole number from 1 to {MAX_PAGE}")
+        limit = page_limit(request, MAX_PAGE)
         queues = [queue] if queue is not None else (sorted(principal.queues) if principal.agent and principal.queues is not None else [None])
         if not all(principal.sees(q) for q in queues):
             raise not_found(f"queue {queue!r}")

@@ -18,7 +18,8 @@ MODELS = [FlowSpec, s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.F
           s.FlowCreated, s.Rollback, s.ConversationOut, s.TenantsOut, s.TenantCreated, s.Health, s.Ready,
           s.BotOut, s.BotsOut, s.SecretIn, s.SecretOut, s.SecretsOut, s.DeadLettersOut, s.DeadLetterChoice,
           s.Replayed, s.Dropped, s.MailReplyOut, s.MailboxOut, s.Acknowledged, s.TicketOut, s.TicketsOut,
-          s.HandoffOut, s.HandoffActed, s.AgentMessageIn, s.AssignIn, s.ResumeIn, s.CloseIn]
+          s.HandoffOut, s.HandoffActed, s.AgentMessageIn, s.AssignIn, s.ResumeIn, s.CloseIn,
+          s.ConversationsOut, s.FlowDeleted]
 REF = "#/components/schemas/{model}"
 
 
@@ -53,7 +54,8 @@ REASONS = {400: "the request is malformed (bad JSON, a field that does not valid
            401: "no token, or not a valid one", 403: "the token may not do this",
            404: "no such resource (or not one this token can see)",
            409: "conflicts with the resource's state: declared in the config file; a hand-off that is closed "
-                "(`ticket_closed`) or that the conversation left (`not_in_handoff`)",
+                "(`ticket_closed`) or that the conversation left (`not_in_handoff`); a flow in use "
+                "(`flow_in_use`) or that another goes to (`flow_referenced`)",
            413: "the body is larger than the limit", 422: "the flow is invalid: every problem with its line and column",
            429: "over the tenant's or the user's rate limit (a socket: over the user's open sockets; a mailbox read "
                 "that waits: over the user's waiting reads); see Retry-After",
@@ -155,7 +157,15 @@ def _paths() -> dict[str, Any]:
                                                 "application/json": {"schema": _ref(FlowSpec)}}},
                     "responses": {"200": _json(s.FlowCreated, "this version was current already"),
                                   "201": _json(s.FlowCreated, "stored and current"),
-                                  **_errors(400, 401, 404, 413, 422, 429, 503)}}},
+                                  **_errors(400, 401, 404, 413, 422, 429, 503)}},
+            "delete": {"summary": "delete every version of the flow: refused while another current flow goes to it "
+                                  "(409 `flow_referenced`) or conversations are in it (409 `flow_in_use`, with their "
+                                  "count and some keys), unless `force=true`, which resets them first",
+                       "operationId": "deleteFlow", "security": BEARER,
+                       "parameters": [TENANT, FLOW, {"name": "force", "in": "query", "required": False,
+                                                     "schema": {"type": "boolean", "default": False}}],
+                       "responses": {"200": _json(s.FlowDeleted, "deleted"),
+                                     **_errors(400, 401, 404, 409, 429, 503)}}},
         "/v1/{tenant}/flows/{flow}/rollback": {"post": {
             "summary": "make an earlier version current again", "operationId": "rollbackFlow", "security": BEARER,
             "parameters": [TENANT, FLOW],
@@ -169,6 +179,29 @@ def _paths() -> dict[str, Any]:
             "delete": {"summary": "reset a conversation: its next message starts afresh",
                        "operationId": "resetConversation", "security": BEARER, "parameters": [TENANT, CHANNEL, USER],
                        "responses": {"204": _answer("reset"), **_errors(400, 401, 404, 429)}}},
+        "/v1/{tenant}/conversations": {"get": {
+            "summary": "the tenant's conversations, by flow, status and last turn (`status=waiting&before=...` finds "
+                       "the stuck ones)", "operationId": "listConversations", "security": BEARER,
+            "parameters": [TENANT, {"name": "flow", "in": "query", "required": False, "schema": {"type": "string"}},
+                           {"name": "status", "in": "query", "required": False, "schema": {
+                               "type": "string", "enum": ["idle", "waiting", "handoff", "ended", "failed"]}},
+                           {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "last turn at or after: ISO 8601 (no zone is UTC) or epoch seconds"},
+                           {"name": "before", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "last turn before: ISO 8601 or epoch seconds"},
+                           {"name": "after", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "the `next` of the page before"},
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}}],
+            "responses": {"200": _json(s.ConversationsOut, "a page of conversations"),
+                          **_errors(400, 401, 403, 404, 503)}}},
+        "/v1/{tenant}/conversations/{channel}/{user}/transcript": {"get": {
+            "summary": "the conversation's transcript as JSON lines (TranscriptTurnOut each), oldest first; kept "
+                       "`limits.transcript_ttl_s` (7 days), at most 10,000 turns",
+            "operationId": "conversationTranscript", "security": BEARER,
+            "parameters": [TENANT, CHANNEL, USER, {"name": "after", "in": "query", "required": False, "schema": CURSOR}],
+            "responses": {"200": _answer("one turn per line", {"application/x-ndjson": {"schema": {"type": "string"}}}),
+                          **_errors(400, 401, 403, 404, 503)}}},
         **_channel_paths(),
         **_handoff_paths(),
     }

@@ -69,6 +69,17 @@ def parse_body(raw: str | bytes, model: type[BaseModel]) -> Any:
     return validate(load_json(raw), model)
 
 
+def page_limit(request: web.Request, maximum: int = 200, default: int = 50) -> int:
+    """A listing's ``limit``: a whole number from 1 to ``maximum`` (400 otherwise)."""
+    try:
+        limit = int(request.query.get("limit", str(default)))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= maximum:
+        raise ApiError(400, "invalid_request", f"`limit` is a whole number from 1 to {maximum}")
+    return limit
+
+
 def load_json(raw: str | bytes) -> Any:
     try:
         return json.loads(raw)

@@ -72,6 +72,13 @@ def _gotos_between_flows(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Pro
     return problems
 
 
+def gotos_into(flow_id: str, loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
+    """Where the other flows ``loaded`` go to ``flow_id``: what stops it being deleted."""
+    return [smap.problem(("nodes", node_id, "goto", "flow"), f"flow {spec.flow!r} goes to {flow_id!r}")
+            for spec, smap in loaded if spec.flow != flow_id
+            for node_id, node in spec.nodes.items() if node.goto and node.goto.flow == flow_id]
+
+
 def check_secrets(spec: m.FlowSpec, smap: SourceMap, have: Iterable[str], tenant: str, *,
                   severity: str = "error") -> list[Problem]:
     """A problem at each ``{secret: NAME}`` of ``spec`` that names a secret ``tenant`` does not

@@ -100,6 +100,14 @@ class Way:
     hostile: bool = False  # send :data:`HOSTILE` as the body, not generated ones
 
 
+DOOMED = """
+flow: doomed
+triggers: [{keyword: [doomed]}]
+start: bye
+nodes: {bye: {say: bye, end: true}}
+"""
+
+
 async def existing(node) -> tuple[dict[str, str], dict[str, tuple[Any, str]]]:
     """Path parameters naming resources the node has (a tenant, its first flow, a conversation),
     and bodies that succeed on them (the flow's current source, which schemathesis sends as YAML
@@ -114,6 +122,8 @@ async def existing(node) -> tuple[dict[str, str], dict[str, tuple[Any, str]]]:
         assert response.status == 201, await response.text()
     async with node.http.put(f"{node.url}/v1/demo/secrets/OPENAPI_KEY", headers=node.auth(), json=SECRET) as response:
         assert response.status == 201, await response.text()
+    async with node.http.put(f"{node.url}/v1/demo/flows/doomed", headers=node.auth(), data=DOOMED) as response:
+        assert response.status == 201, await response.text()  # for the DELETE: the others need theirs
     tickets = []
     for user in ("openapi-handoff", "openapi-handoff-closed"):  # the support flow: a ticket each
         for text in ("help", "agent"):
@@ -121,7 +131,7 @@ async def existing(node) -> tuple[dict[str, str], dict[str, tuple[Any, str]]]:
         async with node.http.get(f"{node.url}/v1/demo/handoffs", headers=node.auth()) as response:
             tickets = [t["id"] for t in (await response.json())["tickets"]]
     path = {"tenant": "demo", "flow": first["flow"], "channel": "web", "user": KNOWN_USER, "bot": "support",
-            "name": "OPENAPI_KEY", "ticket": tickets[0], "closed_ticket": tickets[1]}
+            "name": "OPENAPI_KEY", "ticket": tickets[0], "closed_ticket": tickets[1], "doomed_flow": "doomed"}
     return path, {"putFlow": (yaml.safe_load(source), "application/yaml"),
                   "assignHandoff": ({"agent": "kim"}, "application/json"),
                   "agentMessage": ({"text": "Hello from the OpenAPI test."}, "application/json"),
@@ -134,6 +144,8 @@ def fixed_path(operation, path: dict[str, str]) -> dict[str, str]:
     """``path``'s values for the operation's path parameters (a bot's channel where it names a bot)."""
     if "{bot}" in operation.path and path:
         path = {**path, **BOT_PATH}
+    if operation.method.upper() == "DELETE" and operation.path.endswith("/flows/{flow}") and path:
+        path = {**path, "flow": path["doomed_flow"]}  # deleted once, then 404
     if operation.path.endswith("/close") and path:  # its own ticket: the resume's stays open until it runs
         path = {**path, "ticket": path["closed_ticket"]}
     return {name: value for name, value in path.items() if operation.get_parameter(name, "path")}
