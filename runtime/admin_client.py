@@ -1,4 +1,4 @@
-"""A small client of a running node's admin API, for the CLI's commands (``parlour dlq``).
+"""A small client of a running node's admin API, for the CLI's commands (``parlour dlq``, ``handoffs``, ``conversations``).
 
 The token is the one given, else ``PARLOUR_ADMIN_TOKEN``, else the one ``parlour serve`` wrote
 into its data folder. An answer that is not 2xx raises :class:`AdminError` with the API's own
@@ -7,10 +7,12 @@ message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,22 @@ class AdminClient:
                              "holds the token `parlour serve` wrote") from None
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
+        with self._open(method, path, body) as answer:
+            return json.loads(answer.read() or b"null")
+
+    def lines(self, path: str) -> Iterator[bytes]:
+        """The lines of a streamed answer (JSON lines), as they arrive."""
+        with self._open("GET", path) as answer:
+            yield from answer
+
+    @contextlib.contextmanager
+    def _open(self, method: str, path: str, body: Any = None) -> Iterator[Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
-                return json.loads(answer.read() or b"null")
+                yield answer
         except urllib.error.HTTPError as exc:
             try:
                 error = json.loads(exc.read())["error"]

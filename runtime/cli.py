@@ -9,6 +9,7 @@
     parlour secrets set|list|delete    a tenant's secrets, through a running node
     parlour dlq list|show|replay|drop  the replies given up on, through a running node
     parlour handoffs list|show|assign|reply|resume|close   the agent inbox, through a running node
+    parlour conversations list|transcript|reset    find and inspect conversations, through a running node
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, handoffs_cli
+from . import __version__, conversations_cli, handoffs_cli
 from .errors import FlowError
 from .flow import json_schema, load_catalog, load_paths
 from .flow.deploy_checks import check_env
@@ -332,6 +333,7 @@ def parser() -> argparse.ArgumentParser:
         command.set_defaults(run=cmd_secrets)
 
     handoffs_cli.add_commands(sub, _node_options)
+    conversations_cli.add_commands(sub, _node_options)
 
     chat = sub.add_parser("chat", help="talk to flows in the terminal")
     chat.add_argument("paths", nargs="*", help="flow files or directories (default: the bundled flows)")

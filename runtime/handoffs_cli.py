@@ -141,7 +141,7 @@ def _line(ticket: dict[str, Any]) -> str:
     user = (ticket.get("user") or {}).get("name") or (ticket.get("user") or {}).get("id")
     agent = f" ({ticket['agent']})" if ticket.get("agent") else ""
     return (f"{ticket['id']}  {ticket['status']}{agent}  {ticket.get('queue') or '-'}  {ticket['key']}"
-            f"  {_when(ticket.get('created_at'))}  {user or ''}: {(ticket.get('reason') or '')[:60]}")
+            f"  {when(ticket.get('created_at'))}  {user or ''}: {(ticket.get('reason') or '')[:60]}")
 
 
 def _shown(found: dict[str, Any]) -> str:
@@ -150,12 +150,12 @@ def _shown(found: dict[str, Any]) -> str:
                             f"{ticket.get('messages', 0)} message(s) from the user", ""]
     for turn in found.get("transcript", []):
         marker = " " if turn.get("ticket") == ticket["id"] else "·"  # a turn before the hand-off
-        for who, text in _turn_lines(turn):
-            lines.append(f"{marker} {_when(turn.get('at'))}  {who}: {text}")
+        for who, text in turn_lines(turn):
+            lines.append(f"{marker} {when(turn.get('at'))}  {who}: {text}")
     return "\n".join(lines)
 
 
-def _turn_lines(turn: dict[str, Any]) -> list[tuple[str, str]]:
+def turn_lines(turn: dict[str, Any]) -> list[tuple[str, str]]:
     came = turn.get("in") or {}
     kind, agent = came.get("kind"), came.get("agent") or "agent"
     spoke = kind == "agent" and came.get("action") == "message"
@@ -178,5 +178,5 @@ def _reply_text(reply: dict[str, Any]) -> str:
     return " ".join([text, *(f"[{option.get('title')}]" for option in options)]).strip()
 
 
-def _when(at: float | None) -> str:
+def when(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) if at else "-"
