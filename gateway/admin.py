@@ -75,7 +75,8 @@ class Admin:
     def close(self) -> None:
         self.compiler.close()
 
-    def _tenant(self, request: web.Request) -> str:
+    def reader(self, request: web.Request) -> str:
+        """The tenant of a read, if the caller may see it (no rate limit)."""
         tenant = request.match_info["tenant"]
         self.gateway.auth.tenant(request, tenant, known=tenant in self.gateway.tenants)
         return tenant
@@ -105,7 +106,7 @@ class Admin:
         return [r for r in records if flow is None or r.flow == flow]
 
     async def list_flows(self, request: web.Request) -> web.Response:
-        tenant = self._tenant(request)
+        tenant = self.reader(request)
         by_flow: dict[str, list[FlowRecord]] = {}
         for record in await self._records(tenant):
             by_flow.setdefault(record.flow, []).append(record)
@@ -118,7 +119,7 @@ class Admin:
                 "source": source}
 
     async def get_flow(self, request: web.Request) -> web.Response:
-        tenant, flow = self._tenant(request), request.match_info["flow"]
+        tenant, flow = self.reader(request), request.match_info["flow"]
         records = await self._records(tenant, flow)
         if not records:
             raise not_found(f"flow {flow!r}")
@@ -162,7 +163,7 @@ class Admin:
     # ------------------------------------------------------------ conversations
 
     def _key(self, request: web.Request, write: bool = False) -> ConversationKey:
-        tenant = self.writer(request) if write else self._tenant(request)
+        tenant = self.writer(request) if write else self.reader(request)
         try:
             return ConversationKey(tenant, request.match_info["channel"], request.match_info["user"])
         except ParlourError as exc:

@@ -114,11 +114,6 @@ class Conversations:
                 web.get("/v1/{tenant}/conversations/{channel}/{user}/transcript", self.transcript),
                 web.delete("/v1/{tenant}/flows/{flow}", self.delete_flow)]
 
-    def _tenant(self, request: web.Request) -> str:
-        tenant = request.match_info["tenant"]
-        self.gateway.auth.tenant(request, tenant, known=tenant in self.gateway.tenants)
-        return tenant
-
     async def _page(self, tenant: str, after: str | None, limit: int,
                     keep: Callable[[str, bytes], bool] | None, examine: int = EXAMINE) -> RecordPage:
         try:
@@ -130,15 +125,17 @@ class Conversations:
     # ------------------------------------------------------------ listing
 
     async def list_conversations(self, request: web.Request) -> web.Response:
-        tenant = self._tenant(request)
+        tenant = self.gateway.admin.reader(request)
         flow, status = request.query.get("flow") or None, request.query.get("status") or None
         if status is not None and status not in STATUSES:
             raise ApiError(400, "invalid_request", f"`status` is one of {', '.join(STATUSES)}, not {status!r}")
         since, before, limit = _time(request, "since"), _time(request, "before"), page_limit(request, MAX_PAGE)
         filtered = flow is not None or status is not None or since is not None or before is not None
 
-        def keep(_key: str, data: bytes) -> bool:
-            record = _read(data)
+        decoded: dict[str, Record | None] = {}  # each record kept is unpacked once
+
+        def keep(key: str, data: bytes) -> bool:
+            record = decoded[key] = _read(data)
             if record is None:
                 return False
             state = record.state
@@ -146,7 +143,8 @@ class Conversations:
                     and (since is None or record.at >= since) and (before is None or record.at < before))
 
         page = await self._page(tenant, request.query.get("after") or None, limit, keep if filtered else None)
-        return web.json_response({"conversations": [summary(key, _read(data)) for key, data in page.records],
+        return web.json_response({"conversations": [summary(key, decoded[key] if key in decoded else _read(data))
+                                                    for key, data in page.records],
                                   "next": page.next})
 
     # ------------------------------------------------------------ a transcript
@@ -154,7 +152,7 @@ class Conversations:
     async def transcript(self, request: web.Request) -> web.StreamResponse:
         """The conversation's transcript as JSON lines (``application/x-ndjson``), one turn per
         line as the hand-off API shows them, oldest first, from after the cursor ``after``."""
-        tenant = self._tenant(request)
+        tenant = self.gateway.admin.reader(request)
         try:
             key = ConversationKey(tenant, request.match_info["channel"], request.match_info["user"])
         except ParlourError as exc:

@@ -429,7 +429,7 @@ class RedisStore:
             for _ in range(SCAN_ROUNDS):
                 async with _translated("conversations", self.timeout_s):
                     following, names = await self._redis.scan(scan, match=pattern, count=SCAN_COUNT)
-                    keys = sorted({k for k in (n.decode()[len(start) - len(tenant) - 1:] for n in names) if k > last})
+                    keys = sorted({k for k in (n.decode()[len(self.prefix) + 2:] for n in names) if k > last})  # P c:
                     values = await self._redis.mget([f"{self.prefix}c:{k}" for k in keys]) if keys else []
                 for key, value in zip(keys, values):
                     if value is not None:
