@@ -29,7 +29,6 @@ from parlour.messages import (
     PartitionTable,
     partition_of,
 )
-from ray.exceptions import RayError
 
 log = logging.getLogger("parlour.dispatch")
 
@@ -125,7 +124,7 @@ class Dispatcher:
             if self.table is None:
                 try:
                     self.table = await asyncio.wait_for(self._fetch_table(), self.timeout_s / 2)
-                except (RayError, ConnectionError, TimeoutError) as exc:
+                except (ConnectionError, TimeoutError) as exc:  # Unavailable is a ConnectionError
                     waiting, self._unrouted = self._unrouted, []
                     for inbound, future in waiting:
                         future.set_result(Outcome(inbound.message_id, FAILED, retryable=True,
@@ -252,7 +251,7 @@ class _Lane:
     async def _deliver_safely(self, batch: list[Inbound]) -> list[Outcome]:
         try:
             outcomes = await asyncio.wait_for(self.deliver(self.host, batch), self.call_timeout_s)
-        except (RayError, ConnectionError, TimeoutError) as exc:
+        except (ConnectionError, TimeoutError) as exc:  # Unavailable is a ConnectionError
             log.warning("host %s failed a batch of %d: %s", self.host, len(batch), _short(exc))
             return [Outcome(i.message_id, FAILED, error=f"host {self.host} unavailable: {_short(exc)}",
                             retryable=True) for i in batch]

@@ -25,16 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+from ray.exceptions import RayError, RayTaskError
+
 from parlour.codec import Record
 from parlour.egress import Egress
 from parlour.gateway.channels.handoff import HookLookup, HookTarget
 from parlour.gateway.channels.registry import Bots, Cipher
 from parlour.gateway.vault import Vault
 from parlour.http import HttpCaller
+from parlour.errors import ParlourError, Unavailable
 from parlour.logs import setup_logging
-from parlour.messages import ConversationKey, PartitionTable
+from parlour.messages import FAILED, ConversationKey, Inbound, Outcome, PartitionTable
 from parlour.store import FlowRecord, open_store
-from parlour.wire import decode_batch, encode_outcomes
+from parlour.wire import decode_batch, decode_outcomes, encode_batch, encode_outcomes
 
 from .conversation import Arrival, Step, run_turns
 from .dedicated import DedicatedPool
@@ -56,13 +59,15 @@ class Names:
 
     prefix: str = "parlour"
     hosts: int = 1
+    role: str = "host"
+    """``host`` (conversations only) or ``server`` (node servers: a host with the gateway in its process)."""
 
     @property
     def router(self) -> str:
         return f"{self.prefix}-router"
 
     def host(self, index: int) -> str:
-        return f"{self.prefix}-host-{index}"
+        return f"{self.prefix}-{self.role}-{index}"
 
     @property
     def delivery(self) -> str:
@@ -164,8 +169,10 @@ class DeliveryActor:
         return os.getpid()
 
 
-@ray.remote(num_cpus=0, **RESTART)
-class HostActor:
+class HostProcess:
+    """A conversation host in a process of its own (Ray makes it an actor: :data:`HostActor`,
+    and :class:`parlour.cluster.node_server.NodeServer` adds the gateway to it)."""
+
     def __init__(self, name: str, settings: HostSettings):
         setup_logging(settings.log_level, settings.log_format)
         # Hundreds of thousands of long-lived conversations: collect the young generation
@@ -261,6 +268,9 @@ class HostActor:
         return os.getpid()
 
 
+HostActor = ray.remote(num_cpus=0, **RESTART)(HostProcess)
+
+
 @ray.remote(num_cpus=0)
 class DedicatedActor:
     """One conversation in a process of its own."""
@@ -331,3 +341,152 @@ def _watch(name: str, settings: HostSettings) -> TurnWatch | None:
 def _rss() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# ---------------------------------------------------------------- the callers' side
+
+
+async def _answer(process: str, call: ray.ObjectRef):
+    """What ``call`` returns; every failure of Ray's own as :class:`Unavailable`, and an error
+    the actor raised on purpose (a :class:`ParlourError`, e.g. ``Fenced``) as itself."""
+    try:
+        return await call
+    except RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, ParlourError):
+            raise cause from None
+        raise RuntimeError(f"{process} failed: {cause!r}") from None
+    except RayError as exc:
+        raise Unavailable(process, _short(exc)) from None
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+class Handles:
+    """One runtime's actors behind typed methods: the router, the hosts (or node servers) by
+    name, and the delivery supervisor if it runs. Every ``.remote()`` call the rest of parlour
+    makes goes through here, and Ray's errors come out as :class:`~parlour.errors.Unavailable`,
+    so that no other module imports Ray.
+
+    ``hosts`` may be filled lazily (:meth:`lookup`): a node server finds its peers by name."""
+
+    def __init__(self, names: Names, router: ray.actor.ActorHandle, hosts: dict[str, ray.actor.ActorHandle],
+                 delivery: ray.actor.ActorHandle | None = None):
+        self.names, self.router, self.hosts, self.delivery = names, router, hosts, delivery
+
+    @classmethod
+    async def lookup(cls, names: Names, *, with_delivery: bool, timeout_s: float = 60.0) -> Handles:
+        """The handles of a runtime that is starting or runs: each actor found by its name
+        (waiting up to ``timeout_s`` for those not created yet)."""
+        wanted = [names.router, *names.all_hosts, *([names.delivery] if with_delivery else [])]
+        found: dict[str, ray.actor.ActorHandle] = {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for name in wanted:
+                if name not in found:
+                    try:
+                        found[name] = ray.get_actor(name, namespace=NAMESPACE)
+                    except ValueError:
+                        pass
+            missing = [name for name in wanted if name not in found]
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise Unavailable(", ".join(missing), f"not found within {timeout_s:g} s")
+            await asyncio.sleep(0.1)
+        return cls(names, found[names.router], {name: found[name] for name in names.all_hosts},
+                   found.get(names.delivery))
+
+    # -------------------------------------------------------- messages
+
+    async def table(self) -> PartitionTable:
+        return await _answer("the router", self.router.table.remote())
+
+    async def deliver(self, host: str, batch: list[Inbound]) -> list[Outcome]:
+        """Run ``batch`` on ``host``; its outcomes (an event msgpack cannot carry fails alone)."""
+        try:
+            data = encode_batch(batch)
+        except (TypeError, ValueError, OverflowError):
+            return await self._deliver_encodable(host, batch)
+        return decode_outcomes(await _answer(host, self.hosts[host].deliver.remote(data)))
+
+    async def _deliver_encodable(self, host: str, batch: list[Inbound]) -> list[Outcome]:
+        good, outcomes = [], {}
+        for index, inbound in enumerate(batch):
+            try:
+                encode_batch([inbound])
+                good.append(index)
+            except (TypeError, ValueError, OverflowError) as exc:
+                outcomes[index] = Outcome(inbound.message_id, FAILED, error=f"the event cannot be sent: {exc}")
+        if good:
+            sent = await self.deliver(host, [batch[i] for i in good])
+            outcomes.update(zip(good, sent))
+        return [outcomes[i] for i in range(len(batch))]
+
+    async def inspect(self, host: str, key: ConversationKey) -> Record | None:
+        return await _answer(host, self.hosts[host].inspect.remote(key))
+
+    async def reset(self, host: str, key: ConversationKey) -> bool:
+        return await _answer(host, self.hosts[host].reset.remote(key))
+
+    # -------------------------------------------------------- every host at once
+
+    async def install(self, records: list[FlowRecord]) -> None:
+        """Every host stores ``records`` (idempotent) and serves the registry as it now is."""
+        await asyncio.gather(*(_answer(n, h.install_flows.remote(records)) for n, h in self.hosts.items()))
+
+    async def reload_secrets(self, timeout_s: float = 10.0) -> int:
+        """Every host and the delivery supervisor read the sealed secrets again; how many hosts did."""
+        actors = {**self.hosts, **({self.names.delivery: self.delivery} if self.delivery else {})}
+        answers = await self._each(actors, "reload_secrets", timeout_s)
+        return sum(1 for name in self.hosts if name in answers)
+
+    async def reload_tenants(self, timeout_s: float = 10.0) -> int:
+        """Every node server reads the tenants made with the admin API again; how many did."""
+        return len(await self._each(self.hosts, "reload_tenants", timeout_s))
+
+    async def ready(self, timeout_s: float = 60.0) -> list[dict]:
+        """What each host reports once it has claimed its partitions (and, for a node server,
+        once it listens); :class:`Unavailable` naming every one that did not, in time."""
+        answers = await asyncio.gather(*(asyncio.wait_for(_answer(n, h.ready.remote()), timeout_s)
+                                         for n, h in self.hosts.items()), return_exceptions=True)
+        failed = {name: answer for name, answer in zip(self.hosts, answers) if isinstance(answer, BaseException)}
+        if failed:
+            raise Unavailable(", ".join(failed), "; ".join(
+                f"{name}: {exc.reason if isinstance(exc, Unavailable) else _short(exc)}" for name, exc in failed.items()))
+        return list(answers)
+
+    async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]:
+        """Each host's figures and the delivery supervisor's; one that does not answer in time
+        is left out."""
+        actors = {**self.hosts, **({self.names.delivery: self.delivery} if self.delivery else {})}
+        return await self._each(actors, "metrics", timeout_s)
+
+    async def stats(self) -> list[dict]:
+        return list(await asyncio.gather(*(_answer(n, h.stats.remote()) for n, h in self.hosts.items())))
+
+    async def pids(self) -> dict[str, int]:
+        """The worker process of each host, of ``router`` and of ``delivery``, e.g. to kill one in a test."""
+        actors = {**self.hosts, "router": self.router, **({"delivery": self.delivery} if self.delivery else {})}
+        pids = await asyncio.gather(*(_answer(n, a.pid.remote()) for n, a in actors.items()))
+        return dict(zip(actors, pids))
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Each host (a node server: its gateway first) and the delivery supervisor finish what
+        they hold; one that does not answer within ``timeout_s`` is not waited for."""
+        actors = {**self.hosts, **({self.names.delivery: self.delivery} if self.delivery else {})}
+        await self._each(actors, "stop", timeout_s)
+
+    def kill(self) -> None:
+        """End every actor for good (no restart by Ray)."""
+        for actor in [self.router, *self.hosts.values(), *([self.delivery] if self.delivery else [])]:
+            ray.kill(actor, no_restart=True)
+
+    async def _each(self, actors: dict[str, ray.actor.ActorHandle], method: str, timeout_s: float) -> dict:
+        """``method`` called on every actor at once; the answers of those that gave one in time."""
+        names = list(actors)
+        answers = await asyncio.gather(*(asyncio.wait_for(_answer(name, getattr(actors[name], method).remote()), timeout_s)
+                                         for name in names), return_exceptions=True)
+        return {name: answer for name, answer in zip(names, answers) if not isinstance(answer, BaseException)}

@@ -96,16 +96,20 @@ class Node:
               "  ledger: {{rate_limit: null, user_rate_limit: null, flows: [{log_flow}]}}\n"
               "limits: {{max_pending: 20000}}\n")
 
-    def __init__(self, folder: Path, store: str, log: Callable[[str], None]):
-        self.folder, self.store, self.log = folder, store, log
+    def __init__(self, folder: Path, store: str, log: Callable[[str], None], shape: str = "node"):
+        """``shape`` is ``node`` (``parlour serve``: node servers, one per core) or ``split``
+        (wave 1's: the gateway in the driver, one host actor behind it: :mod:`bench.split`)."""
+        self.folder, self.store, self.log, self.shape = folder, store, log, shape
         folder.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(folder / "redis", fsync="everysec") if store == "redis" else None
         (folder / "parlour.yaml").write_text(self.CONFIG.format(log_flow=LOG_FLOW))
-        argv = [sys.executable, "-m", "parlour.cli", "serve", "--port", str(free_port()),
+        program = ["-m", "parlour.cli", "serve"] if shape == "node" else ["-m", "bench.split"]
+        argv = [sys.executable, *program, "--port", str(free_port()),
                 "--data-dir", str(folder / "data"), "--config", str(folder / "parlour.yaml"), "--log-level", "warning"]
         if self.redis is not None:
             argv += ["--store", self.redis.url]
-        self.server = Server(f"parlour-{store}", argv, folder, int(argv[argv.index("--port") + 1]), log)
+        self.server = Server(f"parlour-{shape}-{store}", argv, folder, int(argv[argv.index("--port") + 1]), log,
+                             cwd=ROOT if shape == "split" else None)
 
     def start(self) -> Node:
         if self.redis is not None:
@@ -119,7 +123,8 @@ class Node:
         return (self.folder / "data" / "admin-token").read_text().strip()
 
     def host_pids(self) -> list[int]:
-        return [pid for pid, (name, _) in tree(self.server.pid).items() if name.startswith("ray::HostActor")]
+        """The processes that run conversations: node servers, or (``split``) host actors."""
+        return [pid for pid, (name, _) in sorted(tree(self.server.pid).items()) if role(name) in ("node_server", "host_actor")]
 
     def close(self) -> int | None:
         code = self.server.stop()
@@ -169,10 +174,22 @@ def machine_busy_s() -> float:
     return (sum(values[:8]) - values[3] - values[4]) / TICK
 
 
+def role(name: str) -> str:
+    """What a process of a node's tree is, by its title: ``node_server`` (``ray::NodeServer``),
+    ``host_actor`` (wave 1's ``ray::HostActor``, or its class's name ``HostProcess``), ``redis``,
+    or ``ray_other`` (Ray's own: GCS, raylet, agents, the router and delivery actors)."""
+    if name.startswith("ray::NodeServer"):
+        return "node_server"
+    if name.startswith(("ray::HostActor", "ray::HostProcess")):
+        return "host_actor"
+    return "redis" if "redis-server" in name else "ray_other"
+
+
 class CpuMeter:
-    """The cores each part used over a measurement: ``server`` (the gateway process), the host
-    actor, the rest of the server's process tree, redis, the client (wrk, a reaped child of this
-    process, or this process itself) and everything else the machine ran (``other``)."""
+    """The cores each part used over a measurement: ``server`` (the process started: the driver
+    of ``parlour serve``, or the gateway of wave 1's shape), the node servers, the host actor, the
+    rest of the server's process tree, redis, the client (wrk, a reaped child of this process, or
+    this process itself) and everything else the machine ran (``other``)."""
 
     def __init__(self, server: Server, redis: RedisServer | None):
         self.server, self.redis = server, redis
@@ -193,17 +210,13 @@ class CpuMeter:
     def __exit__(self, *exc) -> None:
         (t0, busy0, client0, procs0), (t1, busy1, client1, procs1) = self.before, self._sample()
         wall = t1 - t0
-        parts = {"server": 0.0, "host_actor": 0.0, "ray_other": 0.0, "redis": 0.0}
+        parts = {"server": 0.0, "node_server": 0.0, "host_actor": 0.0, "ray_other": 0.0, "redis": 0.0}
         for pid, (name, cpu) in procs1.items():
             used = cpu - procs0.get(pid, (name, 0.0))[1]
             if pid == self.server.pid:
                 parts["server"] += used
-            elif name.startswith("ray::HostActor"):
-                parts["host_actor"] += used
-            elif "redis-server" in name:
-                parts["redis"] += used
             else:
-                parts["ray_other"] += used
+                parts[role(name)] += used
         parts["client"] = client1 - client0
         parts["other"] = max(0.0, (busy1 - busy0) - sum(parts.values()))
         parts["machine_busy"] = busy1 - busy0

@@ -43,12 +43,12 @@ class Plan:
 
 
 def budget_s(quick: bool) -> float:
-    return 30 if quick else 290
+    return 45 if quick else 520
 
 
 @dataclass
 class Point:
-    system: str  # "bare" or "parlour"
+    system: str  # "bare", "parlour" (node servers) or "split" (wave 1's shape: bench/split.py)
     store: str  # "-" for bare
     connections: int
     seconds: float
@@ -139,25 +139,29 @@ class Load:
         finally:
             server.stop()
 
-    def parlour(self, store: str, keep: bool) -> None:
-        node = Node(self.ctx.folder / store, store, self.ctx.log).start()
+    def parlour(self, store: str, keep: bool, shape: str = "node") -> None:
+        system = "parlour" if shape == "node" else "split"
+        node = Node(self.ctx.folder / f"{shape}-{store}", store, self.ctx.log, shape).start()
         try:
-            self.warm_up(node.server, store)
-            self.ladder(node.server, node.redis, "parlour", store)
+            self.warm_up(node.server, f"{shape}-{store}")
+            self.ladder(node.server, node.redis, system, store)
             if self.ctx.profile:
-                self.profile(node, store)
+                self.profile(node, f"{shape}-{store}")
         except BaseException:
             node.close()
             raise
         if keep:
             self.ctx.shared.keep("node-redis", node)
         elif (code := node.close()) != 0:
-            raise RuntimeError(f"parlour on {store} exited with {code} after SIGTERM:\n{node.server.tail(15)}")
+            raise RuntimeError(f"{system} on {store} exited with {code} after SIGTERM:\n{node.server.tail(15)}")
 
     def profile(self, node: Node, store: str) -> None:
-        """py-spy on the gateway and the host during an extra point, kept out of the figures."""
+        """py-spy on the gateway (wave 1's shape) and the processes that run turns, during an
+        extra point kept out of the figures."""
         seconds = max(self.plan.seconds, 10)
-        pids = {f"{store}-gateway": node.server.pid} | {f"{store}-host{i}": p for i, p in enumerate(node.host_pids())}
+        pids = {f"{store}-host{i}": p for i, p in enumerate(node.host_pids())}
+        if node.shape == "split":
+            pids[f"{store}-gateway"] = node.server.pid
         self.ctx.log(f"profiling {', '.join(pids)} for {seconds} s at {self.plan.profile_at} connections")
         profiler = Profiler(pids, self.ctx.folder, self.ctx.artifacts("profile"))
         wrk(node.server.base + PATH, self.plan.profile_at, seconds, f"{self.stamp}-profile-{store}", self.plan.users)
@@ -169,9 +173,11 @@ def run(ctx: Context) -> None:
     ctx.shared.no_ray()
     load = Load(ctx, plan)
     load.bare(1)
+    load.parlour("sqlite", keep=False, shape="split")
     load.parlour("sqlite", keep=False)
     if plan.bare_twice:
         load.bare(2)
+    load.parlour("redis", keep=False, shape="split")
     load.parlour("redis", keep=True)
     ctx.data.update(plan=asdict(plan), points=[asdict(p) for p in load.points], profiles=load.profiles)
     figures(ctx, ctx.data["points"])
@@ -179,7 +185,9 @@ def run(ctx: Context) -> None:
              "and latency is measured from a request's send on a busy connection (coordinated omission: "
              "queueing before the send is not seen)")
     ctx.note(f"each request a new message id of one of {plan.users:,} users at the registration menu, text "
-             f"'{TEXT}'; parlour serve with its defaults (1 host, max_batch 500), no rate limit, log level warning; "
+             f"'{TEXT}'; parlour serve with its defaults (a node server per core, max_batch 500), no rate limit, "
+             "log level warning; 'split' is wave 1's shape (the gateway in its own process, one host actor behind "
+             "it: bench/split.py), measured in the same run as the before; "
              "SQLite WAL with synchronous=FULL, Redis with AOF appendfsync everysec")
     ctx.note("bare: " + ("measured before and after parlour; at each load the faster round is the anchor"
                          if plan.bare_twice else "measured once"))
@@ -198,6 +206,12 @@ def figures(ctx: Context, points: list[dict]) -> None:
     bare = anchors(points)
     bare_peak = max(bare.values(), key=lambda p: p["rps"])
     for store in ("sqlite", "redis"):
+        before = [p for p in points if p["system"] == "split" and p["store"] == store]
+        if before:
+            peak = max(before, key=lambda p: p["rps"])
+            ctx.figure("T1", f"{store}, before (wave 1's shape): turns/s at saturation ({peak['connections']} "
+                             "connections)", peak["rps"], "req/s", anchor=bare_peak["rps"],
+                       anchor_name=f"bare at saturation, {bare_peak['connections']} connections")
         mine = [p for p in points if p["system"] == "parlour" and p["store"] == store]
         if not mine:
             continue
@@ -221,24 +235,33 @@ def figures(ctx: Context, points: list[dict]) -> None:
 
 def cpu_ms(p: dict) -> float:
     """Server-side CPU milliseconds per request: all but the client and other programs."""
-    cores = sum(p["cpu_cores"].get(k, 0) for k in ("server", "host_actor", "ray_other", "redis"))
+    cores = sum(p["cpu_cores"].get(k, 0) for k in ("server", "node_server", "host_actor", "ray_other", "redis"))
     return cores / p["rps"] * 1000 if p["rps"] else float("nan")
 
 
 def details(data: dict) -> str:
     points, bare = data["points"], anchors(data["points"])
-    lines = [("| store | connections | bare req/s | parlour req/s | ratio | p50 ms | p99 ms | bare p99 ms | "
-             "server CPU ms/req bare / parlour | other programs (cores) | errors |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [("| shape | store | connections | bare req/s | parlour req/s | ratio | p50 ms | p99 ms | bare p99 ms | "
+             "server CPU ms/req bare / parlour | of which: driver or gateway / node servers / host actor / Ray's "
+             "others / redis | other programs (cores) | errors |"),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in points:
-        if p["system"] != "parlour":
+        if p["system"] == "bare":
             continue
         b = bare.get(p["connections"])
-        lines.append(f"| {p['store']} | {p['connections']} | {b['rps']:,.0f} | {p['rps']:,.0f} | "
+        split = " / ".join(f"{per_request_ms(p, part):.2f}" for part in ("server", "node_server", "host_actor",
+                                                                         "ray_other", "redis"))
+        lines.append(f"| {'node servers' if p['system'] == 'parlour' else 'wave 1 (split)'} | {p['store']} | "
+                     f"{p['connections']} | {b['rps']:,.0f} | {p['rps']:,.0f} | "
                      f"{p['rps'] / b['rps']:.2f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | {b['p99_ms']:.1f} | "
-                     f"{cpu_ms(b):.2f} / {cpu_ms(p):.2f} | {p['cpu_cores'].get('other', 0):.2f} | "
+                     f"{cpu_ms(b):.2f} / {cpu_ms(p):.2f} | {split} | {p['cpu_cores'].get('other', 0):.2f} | "
                      + (f"**{p['errors']}**" if p["errors"] else "0") + " |")
     return "\n".join(lines)
+
+
+def per_request_ms(p: dict, part: str) -> float:
+    """CPU milliseconds per request of one part of the server's processes."""
+    return p["cpu_cores"].get(part, 0) / p["rps"] * 1000 if p["rps"] else float("nan")
 
 
 def plot(data: dict, path, result: dict) -> None:
@@ -250,6 +273,8 @@ def plot(data: dict, path, result: dict) -> None:
     for store, color in (("sqlite", "#3b7dd8"), ("redis", "#d8333b")):
         series.append((f"parlour, {store}", [p for p in points if p["system"] == "parlour" and p["store"] == store],
                        color, "-"))
+        series.append((f"wave 1 shape, {store}", [p for p in points if p["system"] == "split" and p["store"] == store],
+                       color, ":"))
     for label, mine, color, style in series:
         mine = sorted(mine, key=lambda p: p["connections"])
         x = [p["connections"] for p in mine]

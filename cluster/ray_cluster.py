@@ -12,10 +12,16 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from typing import TYPE_CHECKING
+
 import ray
 from ray._private import ray_constants
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from parlour.actors.delivery import RetryPolicy
 from parlour.actors.remote import NAMESPACE, DeliveryActor, HostActor, HostSettings, RouterActor
+
+if TYPE_CHECKING:
+    from parlour.cluster.node_server import Serving
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -70,6 +76,17 @@ def place_hosts(settings: HostSettings) -> dict[str, ray.actor.ActorHandle]:
     """The hosts of ``settings.names``: found if they run, created if not."""
     return {name: HostActor.options(name=name, get_if_exists=True).remote(name, settings)
             for name in settings.names.all_hosts}
+
+
+def place_servers(settings: HostSettings, serving: Serving) -> dict[str, ray.actor.ActorHandle]:
+    """The node servers of ``settings.names`` on this node (the driver's): found if they run,
+    created if not. Each is pinned to the node (node affinity, not soft): its port is this
+    node's, and a restart must bind it here again."""
+    from parlour.cluster.node_server import NodeServerActor  # it imports the gateway: only a driver needs it
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return {name: NodeServerActor.options(name=name, get_if_exists=True, scheduling_strategy=here).remote(
+        name, settings, serving) for name in settings.names.all_hosts}
 
 
 def place_delivery(settings: HostSettings, secrets_key: str, policy: RetryPolicy) -> ray.actor.ActorHandle:

@@ -48,13 +48,21 @@ TENANTS_META = "tenants"
 
 
 class Backend(Protocol):
-    """What the gateway needs of a runtime (:class:`parlour.runtime.Runtime` is one)."""
+    """What the gateway needs of a runtime: :class:`parlour.runtime.Runtime` (a gateway in front
+    of host actors, for embedding and tests) and the node server's
+    :class:`~parlour.cluster.node_server.NodeBackend` (one of several gateways of a node:
+    ``whole_node``) are two."""
+
+    whole_node: bool
+    """Several gateways serve this runtime, each in a node server: ``/metrics`` gets each one's
+    figures from the backend, and the web push does not consume what it reads."""
 
     async def send(self, inbound: Inbound) -> Outcome: ...
     async def conversation(self, key: ConversationKey) -> Record | None: ...
     async def reset(self, key: ConversationKey) -> bool: ...
     async def install(self, records: list[FlowRecord]) -> None: ...
     async def reload_secrets(self) -> int: ...
+    async def reload_tenants(self) -> int: ...
     async def ready(self, timeout_s: float = 60.0) -> list[dict]: ...
     async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]: ...
 
@@ -66,7 +74,7 @@ class Gateway:
         self.settings, self.runtime, self.store, self.bots = settings, runtime, store, bots
         self.vault = vault or Vault(store, None, {n: {k: v.get_secret_value() for k, v in t.secrets.items()}
                                                   for n, t in settings.tenants.items()}, unseal=False)
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(whole_node=runtime.whole_node)
         self.tenants: dict[str, tuple[TenantConfig, str]] = {n: (t, "config") for n, t in settings.tenants.items()}
         self.auth = Auth(operator_hash, {n: t.tokens for n, t in settings.tenants.items()},
                          failures=settings.limits.auth_failures)
@@ -87,7 +95,7 @@ class Gateway:
         self.console = Console(self)
         self.mailbox = Mailbox(store)
         self.mailbox_api = MailboxApi(self, self.mailbox)
-        self.push = WebPush(store, self.web, self.metrics, mailbox=self.mailbox)
+        self.push = WebPush(store, self.web, self.metrics, mailbox=self.mailbox, shared=runtime.whole_node)
         self.stopping = False
         self._push_task: asyncio.Task | None = None
 
@@ -98,9 +106,11 @@ class Gateway:
     # ------------------------------------------------------------ tenants made with the API
 
     async def load_tenants(self) -> None:
+        """The tenants made with the admin API, as the store has them (a token rotated on
+        another node server included); the config file's stand as they are."""
         raw = await self.store.get_meta(TENANTS_META)
         for name, fields in (json.loads(raw) if raw else {}).items():
-            if name not in self.tenants:
+            if name not in self.tenants or self.tenants[name][1] == "api":
                 self._add_api_tenant(name, fields["tokens"])
 
     async def save_tenant(self, name: str, token_hashes: list[str]) -> None:
@@ -113,6 +123,7 @@ class Gateway:
         saved[name] = {"tokens": token_hashes}
         await self.store.put_meta(TENANTS_META, json.dumps(saved).encode())
         self._add_api_tenant(name, token_hashes)
+        await self.runtime.reload_tenants()  # the other gateways of the node know it too
 
     def _add_api_tenant(self, name: str, token_hashes: list[str]) -> None:
         tenant = TenantConfig(tokens=token_hashes)

@@ -38,7 +38,9 @@ class Ops:
             failed["gateway"] = "shutting down"
         if failed:
             raise ApiError(503, "not_ready", "not ready: " + ", ".join(failed), failed, headers={"Retry-After": "1"})
-        return web.json_response({"status": "ready", "hosts": len(results[1])})
+        hosts = results[1]
+        servers = [{key: h[key] for key in ("name", "epoch", "partitions") if key in h} for h in hosts]
+        return web.json_response({"status": "ready", "hosts": len(hosts), "servers": servers})
 
     async def _store(self) -> None:
         await self.gateway.store.get_meta("router")

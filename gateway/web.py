@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from importlib.resources import files
 from typing import Any
 
@@ -278,18 +279,29 @@ class WebPush:
     it from there (:mod:`parlour.gateway.mailbox`)."""
 
     def __init__(self, store: Store, channel: WebChannel, metrics: GatewayMetrics, *, mailbox=None,
-                 poll_s: float = 0.1, page: int = 500):
+                 poll_s: float = 0.1, page: int = 500, shared: bool = False, keep_s: float = 30.0,
+                 clock=time.monotonic):
         self.store, self.channel, self.metrics, self.mailbox = store, channel, metrics, mailbox
         self.poll_s, self.page = poll_s, page
         self.cursor: str | None = None
+        self.shared, self.keep_s, self.clock = shared, keep_s, clock
+        self._read: deque[tuple[float, list[str]]] = deque()  # shared: (read at, web entry ids) to acknowledge
 
     async def run(self) -> None:
+        """Tail the outbox for ever. A node server's push (``shared``) is one of several, one
+        per server, each pushing to its own sockets: it starts at the outbox's end (what came
+        before is in the mailboxes) and leaves each web entry in the outbox ``keep_s`` for the
+        others to read, then acknowledges it (each server may: deleting twice is harmless)."""
+        if self.shared:
+            await self._skip_to_end()
         while True:
             try:
                 entries = await self.store.read_outbox(self.cursor, self.page)
                 if entries:
                     await self._handle(entries)
                     self.cursor = entries[-1].id
+                if self.shared:
+                    await self._ack_kept()
             except StoreError as exc:
                 log.warning("web push: the store failed, retrying: %s", exc)
                 await asyncio.sleep(1.0)
@@ -316,8 +328,32 @@ class WebPush:
             # an API result's, an agent's
             reply = {**reply_json(outbound["reply"]), "seq": outbound["seq"]}
             pushed = await self.channel.push(key.tenant, key.user, [reply])
+            # shared: "no_socket" means none on this server (another may hold the user's)
             self.metrics.pushed.labels("delivered" if pushed else "no_socket").inc()
             if self.mailbox is not None:
                 self.mailbox.wake(key.tenant, key.user)
-        if done:
+        if done and self.shared:
+            self._read.append((self.clock(), done))
+        elif done:
             await self.store.ack_outbox(done)
+
+    async def _skip_to_end(self) -> None:
+        while True:
+            try:
+                entries = await self.store.read_outbox(self.cursor, self.page)
+            except StoreError as exc:
+                log.warning("web push: the store failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if entries:
+                self.cursor = entries[-1].id
+            if len(entries) < self.page:
+                return
+
+    async def _ack_kept(self) -> None:
+        due = self.clock() - self.keep_s
+        ids = []
+        while self._read and self._read[0][0] <= due:
+            ids += self._read.popleft()[1]
+        if ids:
+            await self.store.ack_outbox(ids)

@@ -1,6 +1,6 @@
 """The ``parlour`` command.
 
-    parlour serve [--config FILE] [...]  run a node: Ray, hosts, the gateway (see --help)
+    parlour serve [--config FILE] [...]  run a node: Ray and its node servers (see --help)
     parlour token new                  a new token and the hash to put in the config file
     parlour chat [PATH...]             talk to flows in the terminal (default: the bundled flows)
     parlour test [PATH...]             run flow test files (told by their top-level `steps`)
@@ -276,7 +276,9 @@ SERVE_OPTIONS = {
     "flows": (Path, "flows folder for tenants that name none (default: the bundled flows)"),
     "store": (str, "sqlite:///path or redis://host:port/db (default: sqlite in the data folder)"),
     "ray_address": (str, "join this Ray cluster instead of starting a local Ray"),
-    "hosts": (int, "conversation hosts (Ray actors) to run (default 1)"),
+    "servers": (int, "node servers to run, each the gateway and a conversation host in one process "
+                     "(default: one per core)"),
+    "hosts": (int, "the same as --servers (its name before node servers)"),
     "log_format": (str, "text or json"),
     "log_level": (str, "debug, info, warning or error"),
 }
@@ -287,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"parlour {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run a node: Ray, the conversation hosts and the HTTP gateway",
+    serve = sub.add_parser("serve", help="run a node: Ray and its node servers (the HTTP gateway and the conversations)",
                            description="Every option is also PARLOUR_<NAME> in the environment and a key of the "
                                        "config file; options win over the environment, which wins over the file.")
     serve.add_argument("--config", metavar="FILE", help="a YAML config file (or PARLOUR_CONFIG)")

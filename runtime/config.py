@@ -32,6 +32,7 @@ strings, so a fast hash is enough; the point is that a leaked file leaks no toke
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 from pathlib import Path
@@ -270,7 +271,9 @@ class Settings(BaseSettings):
     flows: Path | None = Field(None, description="flows for tenants that name none (default: the bundled flows)")
     store: str | None = Field(None, description="sqlite:///path or redis://host:port/db (default: sqlite in data_dir)")
     ray_address: str | None = None
-    hosts: int = Field(1, ge=1, le=256)
+    servers: int | None = Field(None, ge=1, le=256, description="node servers to run, each a process with the "
+                                "gateway and a conversation host (default: one per core, or num_cpus)")
+    hosts: int | None = Field(None, ge=1, le=256, description="the same as servers (its name before node servers)")
     partitions: int = Field(1024, ge=1, le=65_536)
     num_cpus: int | None = Field(None, ge=1)
     admin_token: SecretStr | None = Field(None, description="the operator's token; generated into data_dir if unset")
@@ -300,6 +303,17 @@ class Settings(BaseSettings):
         for name in tenants:
             check_tenant_name(name)
         return tenants
+
+    @model_validator(mode="after")
+    def _one_server_count(self) -> Settings:
+        if self.servers is not None and self.hosts is not None and self.servers != self.hosts:
+            raise ValueError(f"servers ({self.servers}) and hosts ({self.hosts}) are one setting by two names: "
+                             "give one")
+        return self
+
+    def server_count(self) -> int:
+        """The node servers to run: ``servers`` (or ``hosts``), else one per core."""
+        return self.servers or self.hosts or self.num_cpus or os.cpu_count() or 1
 
     def handoff_webhooks(self) -> dict[str, tuple[str, str]]:
         """Each tenant's hand-off webhook as (url, secret name), for those that have one."""

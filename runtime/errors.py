@@ -7,6 +7,8 @@
      +-- FlowNotFound         a flow id or pinned version is not in the catalog
      +-- StateError           stored conversation state cannot be read (schema, migration)
      +-- InvalidId            a name or id from outside (a conversation's key, a message id) is refused
+     +-- Unavailable          another process of the runtime (a host, a node server, the router)
+                              cannot be reached now: dead, restarting, or not started; retryable
 
 Inside the flow language a few signals never leave it: ``ExpressionError`` becomes a Problem,
 ``RenderError`` an Error effect routed to ``on_error``, ``validators.Invalid`` a reply to the
@@ -79,3 +81,15 @@ class InvalidId(ParlourError, ValueError):
     """A name or id taken from outside (a tenant, channel or user of a conversation key, a
     message id) is empty, too long, not valid Unicode or holds a character it may not: the
     caller answers 400 (it is also a ValueError, for callers that predate it)."""
+
+
+class Unavailable(ParlourError, ConnectionError):
+    """Another process of the runtime (a host, a node server, the router, the delivery
+    supervisor) did not answer: dead, restarting or not started yet. What was asked may be
+    asked again (an event's resend is deduplicated). :mod:`parlour.actors.remote` raises it
+    for every error of Ray's, so that no other module needs to know Ray's exceptions."""
+
+    def __init__(self, process: str, reason: str):
+        self.process = process
+        self.reason = reason
+        super().__init__(f"{process} is unavailable: {reason}")

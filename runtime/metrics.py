@@ -96,7 +96,8 @@ class HostMetrics:
 
 
 class HostsCollector(Collector):
-    """The hosts' latest figures (set before each scrape), labelled by host."""
+    """The hosts' latest figures (set before each scrape), labelled by host (a node server's
+    name, for ``parlour serve``: its host's figures and its gateway's)."""
 
     def __init__(self) -> None:
         self.latest: dict[str, Exported] = {}
@@ -112,11 +113,13 @@ class HostsCollector(Collector):
 
 
 class GatewayMetrics:
-    """The gateway process's metrics, in a registry of its own (so that two gateways in one
-    test process do not share figures)."""
+    """The gateway process's metrics, in a registry of its own (``own``: so that two gateways
+    in one test process do not share figures). ``registry`` is what ``/metrics`` shows: these
+    and the hosts' (:class:`HostsCollector`). A node server's (``whole_node``) shows only the
+    hosts', since every server, this one included, answers with its gateway's figures too."""
 
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, *, whole_node: bool = False) -> None:
+        r = self.own = CollectorRegistry(auto_describe=True)
         self.requests = Counter("parlour_http_requests", "HTTP requests answered", ["route", "channel", "status"], registry=r)
         self.request_seconds = Histogram("parlour_http_request_duration_seconds", "time to answer a request",
                                          ["route"], buckets=LATENCY_BUCKETS, registry=r)
@@ -133,11 +136,24 @@ class GatewayMetrics:
         self.channel_events = Counter("parlour_channel_events", "statuses and other events from channels (not turns)",
                                       ["channel", "kind", "status"], registry=r)
         self.hosts = HostsCollector()
-        r.register(self.hosts)
+        self.registry = CollectorRegistry(auto_describe=True)
+        if not whole_node:
+            self.registry.register(_Registered(self.own))
+        self.registry.register(self.hosts)
 
     def observe_request(self, route: str, channel: str, status: int, seconds: float) -> None:
         self.requests.labels(route, channel, str(status)).inc()
         self.request_seconds.labels(route).observe(seconds)
+
+
+class _Registered(Collector):
+    """Another registry's metrics, collected as one collector."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
 
 
 def host_gauges(stats: Mapping[str, Any]) -> dict[str, float]:

@@ -19,12 +19,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from .actors.delivery import RetryPolicy
 from .actors.dispatch import Dispatcher
 from .actors.host import HostConfig
-from .actors.remote import HostSettings, Names
+from .actors.remote import Handles, HostSettings, Names
 from .cluster import ray_cluster
 from .codec import Record
 from .egress import Egress
@@ -32,9 +32,11 @@ from .errors import FlowError, ParlourError
 from .flow import load_paths
 from .gateway.channels.handoff import HookTarget
 from .flow.deploy_checks import check_env
-from .messages import DEFAULT_PARTITIONS, FAILED, ConversationKey, Inbound, Outcome
+from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
 from .store import Fenced, FlowRecord, open_store
-from .wire import decode_outcomes, encode_batch
+
+if TYPE_CHECKING:
+    from .cluster.node_server import Serving
 
 DEFAULT_STORE = "sqlite:///.parlour/parlour.db"
 
@@ -53,11 +55,24 @@ def _by_tenant(values: dict | None, what: str) -> dict[str, dict[str, str]]:
 log = logging.getLogger("parlour.runtime")
 
 class Runtime:
-    def __init__(self, settings: HostSettings, started_ray: bool, router, hosts: dict, delivery=None):
+    whole_node = False
+    """A gateway given a runtime is the only one in front of its hosts (:class:`~parlour.gateway.app.Backend`)."""
+
+    def __init__(self, settings: HostSettings, started_ray: bool, actors: Handles):
         self.settings = settings
         self._started_ray = started_ray
-        self.router, self.hosts, self.delivery = router, hosts, delivery
-        self.dispatcher = Dispatcher(self._table, self._deliver)
+        self.actors = actors
+        self.dispatcher = Dispatcher(actors.table, actors.deliver)
+
+    @property
+    def hosts(self) -> dict:
+        """The hosts' (or node servers') actor handles by name, for tests and benchmarks that
+        call what :class:`~parlour.actors.remote.Handles` does not offer (``passivate``)."""
+        return self.actors.hosts
+
+    @property
+    def router(self):
+        return self.actors.router
 
     @classmethod
     async def start(cls, *, store: str = DEFAULT_STORE, hosts: int = 1, partitions: int = DEFAULT_PARTITIONS,
@@ -67,7 +82,8 @@ class Runtime:
                     log_level: str = "WARNING", log_format: str = "text", secrets_key: str | None = None,
                     delivery: RetryPolicy | None = None,
                     egress: Mapping[str, Sequence[str]] | None = None,
-                    webhooks: Mapping[str, tuple[str, str]] | None = None) -> Runtime:
+                    webhooks: Mapping[str, tuple[str, str]] | None = None,
+                    serving: Serving | None = None) -> Runtime:
         """Start (or join) Ray and the runtime named ``name``; return once every host is ready.
         ``env`` and ``secrets`` are each tenant's (tenant -> name -> value): a flow sees its own
         tenant's only. With ``secrets_key`` (what opens the bots' credentials and the secrets set
@@ -75,7 +91,9 @@ class Runtime:
         messaging channels. ``egress`` is each tenant's ``egress.allow`` (:mod:`parlour.egress`);
         a tenant it does not name reaches public addresses only, with its http nodes and its bots
         alike. ``webhooks`` is each tenant's hand-off webhook, (url, name of the secret that signs):
-        its hosts put every ticket event in the outbox, and the delivery supervisor posts it."""
+        its hosts put every ticket event in the outbox, and the delivery supervisor posts it.
+        With ``serving`` (``parlour serve``), each host is a node server: the gateway runs in
+        its process, on the port ``serving`` names (:mod:`parlour.cluster.node_server`)."""
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
         if not hosts <= partitions <= 65_536:
@@ -97,24 +115,33 @@ class Runtime:
             Egress.from_allows(allows)  # a bad entry is refused here, not in every host
         except ValueError as exc:
             raise ParlourError(f"egress: {exc}") from None
-        settings = HostSettings(store, Names(name, hosts), config, _by_tenant(secrets, "secrets"),
+        settings = HostSettings(store, Names(name, hosts, "server" if serving is not None else "host"), config, _by_tenant(secrets, "secrets"),
                                 secrets_key=secrets_key, egress=allows, webhooks=targets, log_level=log_level.upper(),
                                 log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
-        table = await asyncio.wait_for(router.table.remote(), ready_timeout_s)
+        actors = Handles(settings.names, router, {})
+        table = await asyncio.wait_for(actors.table(), ready_timeout_s)
         if list(table.hosts) != settings.names.all_hosts or table.partitions != partitions:
             raise ParlourError(
                 f"runtime {name!r} already runs with {len(table.hosts)} hosts and {table.partitions} partitions: "
                 "stop it before starting it with other numbers (moving partitions comes with scaling)")
-        courier = ray_cluster.place_delivery(settings, secrets_key, delivery or RetryPolicy()) if secrets_key else None
-        runtime = cls(settings, started, router, ray_cluster.place_hosts(settings), courier)
-        await runtime.ready(ready_timeout_s)
+        actors.delivery = (ray_cluster.place_delivery(settings, secrets_key, delivery or RetryPolicy())
+                           if secrets_key else None)
+        actors.hosts = (ray_cluster.place_servers(settings, serving) if serving is not None
+                        else ray_cluster.place_hosts(settings))
+        runtime = cls(settings, started, actors)
+        try:
+            await runtime.ready(ready_timeout_s)
+        except BaseException:
+            await runtime.stop(timeout_s=5.0)
+            raise
         return runtime
 
     async def ready(self, timeout_s: float = 60.0) -> list[dict]:
-        """Wait until every host has claimed its partitions; what each reports."""
-        return await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.hosts.values())), timeout_s)
+        """Wait until every host has claimed its partitions (a node server: and listens);
+        what each reports. :class:`~parlour.errors.Unavailable` names those that did not."""
+        return await self.actors.ready(timeout_s)
 
     async def deploy(self, tenant: str, paths: Iterable[str | Path]) -> list[FlowRecord]:
         """Validate the flows under ``paths`` together and make them current for ``tenant``;
@@ -133,17 +160,18 @@ class Runtime:
 
     async def install(self, records: list[FlowRecord]) -> None:
         """Put flow versions (validated already) in the registry; every host serves them."""
-        await asyncio.gather(*(h.install_flows.remote(records) for h in self.hosts.values()))
+        await self.actors.install(records)
 
     async def reload_secrets(self, timeout_s: float = 10.0) -> int:
         """Every host, and the delivery supervisor, read the tenants' sealed secrets again (one
         was set or deleted); how many hosts did. One that does not answer (dead, restarting)
         reads them when it starts again."""
-        couriers = [self.delivery] if self.delivery else []
-        answers = await asyncio.gather(*(asyncio.wait_for(h.reload_secrets.remote(), timeout_s)
-                                         for h in [*self.hosts.values(), *couriers]), return_exceptions=True)
-        answers = answers[:len(self.hosts)]
-        return sum(1 for answer in answers if not isinstance(answer, BaseException))
+        return await self.actors.reload_secrets(timeout_s)
+
+    async def reload_tenants(self) -> int:
+        """Nothing to tell: a gateway in front of this runtime is its only one, and knows the
+        tenants it made (node servers tell each other: :mod:`parlour.cluster.node_server`)."""
+        return 0
 
     async def send(self, inbound: Inbound) -> Outcome:
         return await self.dispatcher.send(inbound)
@@ -153,17 +181,15 @@ class Runtime:
 
     async def conversation(self, key: ConversationKey) -> Record | None:
         """The conversation's record as committed: its state, pinned flow version, dedup window."""
-        table = await self._table()
-        host = self.hosts[table.host_of(key.partition(table.partitions))]
-        return await host.inspect.remote(key)
+        table = await self.actors.table()
+        return await self.actors.inspect(table.host_of(key.partition(table.partitions)), key)
 
     async def reset(self, key: ConversationKey) -> bool:
         """Start ``key``'s conversation afresh; False if it has none."""
         for _ in range(3):
-            table = await self._table()
-            host = self.hosts[table.host_of(key.partition(table.partitions))]
+            table = await self.actors.table()
             try:
-                return await host.reset.remote(key)
+                return await self.actors.reset(table.host_of(key.partition(table.partitions)), key)
             except Fenced:  # the partition moved meanwhile: ask the new owner
                 continue
         raise ParlourError(f"conversation {key.id} kept moving between hosts")
@@ -171,30 +197,21 @@ class Runtime:
     async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]:
         """Each host's figures for ``/metrics``, and the delivery supervisor's; one that does not
         answer in time is left out."""
-        actors = {**self.hosts, **({self.settings.names.delivery: self.delivery} if self.delivery else {})}
-        names = list(actors)
-        answers = await asyncio.gather(*(asyncio.wait_for(a.metrics.remote(), timeout_s) for a in actors.values()),
-                                       return_exceptions=True)
-        return {name: answer for name, answer in zip(names, answers) if not isinstance(answer, BaseException)}
+        return await self.actors.metrics(timeout_s)
 
     async def stats(self) -> list[dict]:
-        return list(await asyncio.gather(*(h.stats.remote() for h in self.hosts.values())))
+        return await self.actors.stats()
 
     async def pids(self) -> dict[str, int]:
         """The worker process of each host (and ``router``), e.g. to kill one in a test."""
-        actors = {**self.hosts, "router": self.router, **({"delivery": self.delivery} if self.delivery else {})}
-        pids = await asyncio.gather(*(actor.pid.remote() for actor in actors.values()))
-        return dict(zip(actors, pids))
+        return await self.actors.pids()
 
     async def stop(self, *, shutdown_ray: bool | None = None, timeout_s: float = 30.0) -> None:
-        """Let each host finish and commit the batch in hand, then end the actors (and Ray,
-        if this runtime started it)."""
+        """Let each host finish and commit the batch in hand (a node server: drain its gateway
+        first), then end the actors (and Ray, if this runtime started it)."""
         await self.dispatcher.aclose()
-        # A host that does not answer (dead, restarting) must not hold the stop up for ever.
-        await asyncio.gather(*(asyncio.wait_for(h.stop.remote(), timeout_s) for h in self.hosts.values()),
-                             *([asyncio.wait_for(self.delivery.stop.remote(), timeout_s)] if self.delivery else []),
-                             return_exceptions=True)
-        ray_cluster.kill(self.router, *self.hosts.values(), *([self.delivery] if self.delivery else []))
+        await self.actors.stop(timeout_s)
+        self.actors.kill()
         if shutdown_ray if shutdown_ray is not None else self._started_ray:
             await asyncio.to_thread(ray_cluster.disconnect)
 
@@ -203,27 +220,3 @@ class Runtime:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.stop()
-
-    async def _table(self):
-        return await self.router.table.remote()
-
-    async def _deliver(self, host: str, batch: list[Inbound]) -> list[Outcome]:
-        try:
-            data = encode_batch(batch)
-        except (TypeError, ValueError, OverflowError):
-            return await self._deliver_encodable(host, batch)
-        return decode_outcomes(await self.hosts[host].deliver.remote(data))
-
-    async def _deliver_encodable(self, host: str, batch: list[Inbound]) -> list[Outcome]:
-        """One event that cannot be encoded (a value msgpack does not take) fails alone."""
-        good, outcomes = [], {}
-        for index, inbound in enumerate(batch):
-            try:
-                encode_batch([inbound])
-                good.append(index)
-            except (TypeError, ValueError, OverflowError) as exc:
-                outcomes[index] = Outcome(inbound.message_id, FAILED, error=f"the event cannot be sent: {exc}")
-        if good:
-            sent = await self._deliver(host, [batch[i] for i in good])
-            outcomes.update(zip(good, sent))
-        return [outcomes[i] for i in range(len(batch))]

@@ -3,12 +3,15 @@
 1. settings (defaults, YAML file, ``PARLOUR_*``, options) and logging;
 2. every tenant's flows checked before anything starts (``file:line:column`` on error), a
    ``{secret: NAME}`` included against the secrets its tenant has;
-3. Ray, the router and the hosts (:class:`~parlour.runtime.Runtime`), then the flows of each
-   tenant whose versions the registry does not hold yet;
-4. the gateway on ``host:port``, until SIGTERM or SIGINT;
-5. then, in order: stop accepting, let requests in flight finish (their turns commit and are
-   answered), close chat sockets, let each host commit the batch in hand, stop Ray if this
-   process started it. Exit status 0.
+3. the node's port reserved (bound with ``SO_REUSEPORT``: :func:`reserve_port`);
+4. Ray, the router, the delivery supervisor and the node servers, one per core by default
+   (:class:`~parlour.runtime.Runtime` with :class:`~parlour.cluster.node_server.Serving`): each
+   is a conversation host with the gateway in its process, listening on the node's port; then
+   the flows of each tenant whose versions the registry does not hold yet;
+5. this process, the driver, waits for SIGTERM or SIGINT;
+6. then every node server drains, in order: stop accepting, let requests in flight finish
+   (their turns commit and are answered), close chat sockets, commit the batch in hand; then
+   Ray stops if this process started it. Exit status 0.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from aiohttp import web
 from pydantic import SecretStr
 
 from .actors.dedicated import DedicatedCaps
@@ -33,12 +36,12 @@ from .flows_dir import bundled_flows
 from .errors import FlowError
 from .flow import load_paths
 from .flow.deploy_checks import check_env, check_secrets
-from .gateway.app import Gateway
-from .gateway.channels.registry import Bots, Cipher
-from .gateway.vault import Vault, saved_names
+from .cluster.node_server import Serving
+from .gateway.channels.registry import Cipher
+from .gateway.vault import saved_names
 from .logs import setup_logging
 from .runtime import Runtime
-from .store import FlowRecord, Store, open_store
+from .store import FlowRecord, open_store
 
 log = logging.getLogger("parlour.serve")
 
@@ -152,16 +155,22 @@ def check_webhooks(settings: Settings, secrets: dict[str, set[str]]) -> None:
         raise SystemExit("parlour: " + "\n".join(missing))
 
 
-async def deploy_new(runtime: Runtime, store: Store, loaded: dict[str, list]) -> int:
-    """Install each flow version the registry does not hold yet, as current. A version it
-    holds is left as the registry has it, so that a restart does not undo an upload or a
-    rollback made with the admin API."""
-    held = {(r.tenant, r.flow, r.version) for r in await store.flows()}
-    now = time.time()
-    records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True)
-               for tenant, flows in loaded.items() for f in flows if (tenant, f.id, f.version) not in held]
-    if records:
-        await runtime.install(records)
+async def deploy_new(store_url: str, loaded: dict[str, list]) -> int:
+    """Put each flow version the registry does not hold yet in it, as current, before any
+    node server starts (each reads the registry when it starts, so none serves a message
+    before the flows are there). A version it holds is left as the registry has it, so that a
+    restart does not undo an upload or a rollback made with the admin API."""
+    store = open_store(store_url)
+    await store.open()
+    try:
+        held = {(r.tenant, r.flow, r.version) for r in await store.flows()}
+        now = time.time()
+        records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True)
+                   for tenant, flows in loaded.items() for f in flows if (tenant, f.id, f.version) not in held]
+        for record in records:
+            await store.put_flow(record)
+    finally:
+        await store.aclose()
     return len(records)
 
 
@@ -186,49 +195,61 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     check_webhooks(settings, names)
     loaded = check_flows(tenant_flows(settings), names, env)
     stop = asyncio.Event()
-    print(f"parlour: starting Ray and {settings.hosts} host(s) on {settings.store_url}", file=sys.stderr, flush=True)
-    runtime = await Runtime.start(store=settings.store_url, hosts=settings.hosts, partitions=settings.partitions,
-                                  address=settings.ray_address, num_cpus=settings.num_cpus, env=env, secrets=secrets,
-                                  log_level=settings.log_level, log_format=settings.log_format, secrets_key=key,
-                                  config=HostConfig(watchdog_s=settings.limits.turn_watchdog_s,
-                                                    poison_tries=settings.limits.poison_tries,
-                                                    mailbox_ttl_s=settings.limits.mailbox_ttl_s,
-                                                    transcript_ttl_s=settings.limits.transcript_ttl_s,
-                                                    tickets=TicketPolicy(
-                                                        closed_ttl_s=settings.limits.closed_ticket_ttl_s),
-                                                    dedicated=dedicated_caps(settings)),
-                                  egress=settings.egress_allows(), webhooks=settings.handoff_webhooks())
-    # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
-    # kills the process; ours must be the one installed last.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    store = open_store(settings.store_url)
-    runner = None
+    servers = settings.server_count()
+    port = reserve_port(settings.host, settings.port)
+    bound = port.getsockname()[1]
+    print(f"parlour: starting Ray and {servers} node server(s) on {settings.store_url}", file=sys.stderr, flush=True)
+    installed = await deploy_new(settings.store_url, loaded)
+    runtime = None
     try:
-        await store.open()
-        installed = await deploy_new(runtime, store, loaded)
-        bots = Bots(store, Cipher.from_keys(key))
-        vault = Vault(store, Cipher.from_keys(key), secrets, max_secrets=settings.limits.max_secrets,
-                      max_secret_bytes=settings.limits.max_secret_bytes, unseal=False)
-        gateway = Gateway(settings, runtime, store, operator_hash=hash_token(token), bots=bots, vault=vault)
-        runner = gateway.runner(handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        port = runner.addresses[0][1]
-        base = settings.public_url or f"http://{settings.host}:{port}"
+        runtime = await Runtime.start(
+            store=settings.store_url, hosts=servers, partitions=settings.partitions, address=settings.ray_address,
+            num_cpus=settings.num_cpus, env=env, secrets=secrets, log_level=settings.log_level,
+            log_format=settings.log_format, secrets_key=key, config=host_config(settings),
+            egress=settings.egress_allows(), webhooks=settings.handoff_webhooks(), ready_timeout_s=120.0,
+            serving=Serving(settings.model_copy(update={"port": bound, "admin_token": None}), hash_token(token), key, bound))
+        # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
+        # kills the process; ours must be the one installed last.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        if installed:
+            await runtime.install([])  # node servers that were running already read the registry again
+        base = settings.public_url or f"http://{settings.host}:{bound}"
         _announce(settings, base, token_source, installed)
         if ready is not None:
             ready.set()
         await stop.wait()
-        print("parlour: stopping: finishing the requests in flight", file=sys.stderr, flush=True)
+        print("parlour: stopping: every node server finishes the requests in flight", file=sys.stderr, flush=True)
     finally:
-        if runner is not None:
-            await runner.cleanup()
-        await runtime.stop()
-        await store.aclose()
+        if runtime is not None:
+            await runtime.stop(timeout_s=settings.shutdown_timeout_s + 10)
+        port.close()
     print("parlour: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """The node's port, bound (``SO_REUSEPORT``, not listening) for as long as the driver runs:
+    the node servers bind it too and listen, so that the kernel spreads connections over them,
+    and a server restarted by Ray binds it again while the others keep accepting. With port 0,
+    the port the system picked. ``SystemExit`` if another program holds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"parlour: cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def host_config(settings: Settings) -> HostConfig:
+    limits = settings.limits
+    return HostConfig(watchdog_s=limits.turn_watchdog_s, poison_tries=limits.poison_tries,
+                      mailbox_ttl_s=limits.mailbox_ttl_s, transcript_ttl_s=limits.transcript_ttl_s,
+                      tickets=TicketPolicy(closed_ttl_s=limits.closed_ticket_ttl_s), dedicated=dedicated_caps(settings))
 
 
 def _announce(settings: Settings, base: str, token_source: str, installed: int) -> None:

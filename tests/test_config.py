@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 
 import pytest
 
@@ -24,8 +25,15 @@ def test_options_beat_the_environment_which_beats_the_file(tmp_path, monkeypatch
 
 def test_the_defaults_need_no_file():
     settings = load_settings()
-    assert (settings.host, settings.port, settings.hosts, settings.tenants["demo"].rate_limit) == (
-        "127.0.0.1", 8080, 1, "200/second")
+    assert (settings.host, settings.port, settings.server_count(), settings.tenants["demo"].rate_limit) == (
+        "127.0.0.1", 8080, os.cpu_count(), "200/second")  # a node server per core
+
+
+def test_servers_and_hosts_are_one_setting():
+    assert load_settings(hosts=3).server_count() == load_settings(servers=3).server_count() == 3
+    assert load_settings(num_cpus=1).server_count() == 1
+    with pytest.raises(ConfigError, match="servers .2. and hosts .3. are one setting"):
+        load_settings(servers=2, hosts=3)
 
 
 @pytest.mark.parametrize("text, expected", [

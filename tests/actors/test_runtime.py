@@ -17,11 +17,11 @@ import ray
 from parlour.actors.dedicated import DedicatedCaps
 from parlour.actors.host import HostConfig
 from parlour.codec import unpack_outbound
+from parlour.errors import Unavailable
 from parlour.flow import UserMessage
 from parlour.messages import APPLIED, DUPLICATE, FAILED, ConversationKey, Inbound
 from parlour.runtime import Runtime
 from parlour.store import open_store
-from ray.exceptions import RayError
 
 from tests.ray_local import local_ray
 from tests.redis_server import RedisServer
@@ -90,7 +90,7 @@ async def until_ready(runtime: Runtime, timeout_s: float = 60.0) -> None:
         try:
             await runtime.ready(timeout_s=5)
             return
-        except (RayError, TimeoutError):
+        except (Unavailable, TimeoutError):
             assert time.monotonic() < deadline, "the hosts did not come back"
             await asyncio.sleep(0.2)
 
@@ -329,15 +329,15 @@ async def test_deploying_an_invalid_flow_changes_nothing(tmp_path):
 
 async def test_a_router_restarted_by_ray_keeps_its_table_and_its_epochs_only_grow(tmp_path):
     async with running(f"sqlite:///{tmp_path}/parlour.db") as runtime:
-        before = await runtime.router.table.remote()
+        before = await runtime.actors.table()
         assert before.epoch == 3  # the table made (1), then claimed by each of two hosts
         os.kill((await runtime.pids())["router"], signal.SIGKILL)
         deadline = time.monotonic() + 30
         while True:
             try:
-                after = await runtime.router.table.remote()
+                after = await runtime.actors.table()
                 break
-            except RayError:
+            except Unavailable:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.2)
         assert after == before

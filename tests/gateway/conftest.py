@@ -9,6 +9,7 @@ process shows (signals, a restart, a browser).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -167,8 +168,10 @@ class ServeProcess:
                 raise RuntimeError(f"parlour serve exited with {self.process.returncode}:\n{self.output()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                    if response.status == 200:
+                    # the node servers answer as soon as they listen; the driver prints a moment later
+                    if response.status == 200 and "parlour: serving on" in self.output():
                         return self
+                    time.sleep(0.1)
             except OSError:
                 time.sleep(0.3)
         raise RuntimeError(f"parlour serve was not ready in {timeout_s} s:\n{self.output()}")
@@ -181,9 +184,35 @@ class ServeProcess:
         return (self.folder / ".parlour" / "admin-token").read_text().strip()
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
+        """Send ``sig`` to the driver; its exit status. SIGKILL kills every process of the node
+        at once (the driver, its Ray, its node servers), as a machine or container that dies:
+        a driver killed alone leaves its node servers serving until Ray's own processes,
+        which die with it, take them down a second or two later."""
         assert self.process is not None
-        self.process.send_signal(sig)
+        if sig == signal.SIGKILL:
+            for pid in [*descendants(self.process.pid), self.process.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        else:
+            self.process.send_signal(sig)
         return self.process.wait(timeout_s)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process under ``root``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 async def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.1):

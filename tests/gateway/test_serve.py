@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.gateway.conftest import TEST_FLOWS, ServeProcess
+from tests.gateway.conftest import TEST_FLOWS, ServeProcess, descendants
 
 USERS, MESSAGES = 30, 30
 NO_LIMIT = "tenants:\n  demo:\n    rate_limit: null\n    user_rate_limit: null\n"
@@ -136,3 +137,42 @@ async def test_a_restart_under_load_loses_nothing_acknowledged(tmp_path, sig):
     assert before < USERS * MESSAGES and sender.refused > 0  # the stop did land under load
     for user, acked in sender.acked.items():
         assert found[user] == acked == [f"{user}-{n}" for n in range(MESSAGES)], user
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+async def test_a_node_server_killed_under_load_loses_nothing_and_the_others_keep_serving(tmp_path, store, request):
+    """Two node servers on one port; one is SIGKILLed under load. Ray starts it again, it
+    claims its partitions under a new epoch; the other keeps accepting all along (its own
+    users' messages are answered, the killed one's refused until it is back, then resent)."""
+    (tmp_path / "parlour.yaml").write_text(NO_LIMIT)
+    args = ["--config", "parlour.yaml", "--flows", str(TEST_FLOWS), "--log-level", "warning", "--servers", "2"]
+    if store == "redis":
+        args += ["--store", f"{request.getfixturevalue('redis_server').url}?prefix=kill{tmp_path.name[-8:]}:"]
+    serve = await asyncio.to_thread(ServeProcess(tmp_path, *args).start)
+    try:
+        servers = [pid for pid in descendants(serve.process.pid) if process_name(pid).startswith("ray::NodeServer")]
+        assert len(servers) == 2, servers
+        sender = Sender(serve.url)
+        load = asyncio.create_task(sender.run(MESSAGES))
+        while sum(map(len, sender.acked.values())) < USERS * MESSAGES // 3:
+            await asyncio.sleep(0.05)
+        os.kill(servers[0], signal.SIGKILL)
+        before = sum(map(len, sender.acked.values()))
+        await asyncio.wait_for(load, 300)
+        found = await transcripts(serve.url, serve.admin_token)
+        with urllib.request.urlopen(f"{serve.url}/readyz") as answer:
+            ready = json.load(answer)
+    finally:
+        code = await asyncio.to_thread(serve.stop)
+    assert before < USERS * MESSAGES and sender.refused > 0  # the kill did land under load
+    assert code == 0, serve.output()[-3000:]
+    assert len(ready["servers"]) == 2 and max(s["epoch"] for s in ready["servers"]) > 3  # the new one claimed anew
+    for user, acked in sender.acked.items():
+        assert found[user] == acked == [f"{user}-{n}" for n in range(MESSAGES)], user
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,180 @@
+"""Node servers: the HTTP gateway and a conversation host in one process, one per core.
+
+A node server is a Ray actor (``{prefix}-server-{i}``: named, detached, restarted by Ray without
+limit) that is at once
+
+- a conversation host (:class:`~parlour.actors.remote.HostProcess`): it claims its partitions
+  from the router under a new epoch each time it starts, and runs their conversations;
+- the gateway (:class:`~parlour.gateway.app.Gateway`: the web channel and its socket, the
+  channels' webhooks, the admin API, ``/metrics``, health) on the node's port, which every
+  server of the node binds with ``SO_REUSEPORT``: the kernel spreads connections over them,
+  and one that dies leaves the others accepting.
+
+A message whose partition this process owns runs here (:class:`NodeBackend`): HTTP in, turn,
+group commit, HTTP out, with no Ray call and no encoding. A message of another server's
+partition goes to its owner in micro-batches (:class:`~parlour.actors.dispatch.Dispatcher`), and
+keeps every guarantee: the owner's host orders it, deduplicates it and commits it.
+
+This module is the composition root of a node server's process: with the driver's
+(:mod:`parlour.serve`), the only one that puts the gateway and the actors together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import ray
+from aiohttp import web
+
+from parlour.actors.dispatch import Dispatcher
+from parlour.actors.host import Host
+from parlour.actors.remote import RESTART, Handles, HostProcess, HostSettings
+from parlour.codec import Record
+from parlour.config import Settings
+from parlour.gateway.app import Gateway
+from parlour.gateway.channels.registry import Bots, Cipher
+from parlour.gateway.vault import Vault
+from parlour.messages import MOVED, ConversationKey, Inbound, Outcome, partition_of
+from parlour.metrics import export_registry
+from parlour.store import Fenced, FlowRecord, Store, open_store
+
+log = logging.getLogger("parlour.node")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a node server needs, besides its host's settings, to serve HTTP: the node's
+    settings, the operator token's hash, the key that seals what the gateway stores, and the
+    port the driver reserved (bound with ``SO_REUSEPORT``, not listening)."""
+
+    settings: Settings
+    operator_hash: str
+    secrets_key: str
+    port: int
+
+
+class NodeBackend:
+    """The gateway's :class:`~parlour.gateway.app.Backend` in a node server: the partitions of
+    this process's host are served in-process, the others through their owners."""
+
+    whole_node = True
+    """``/metrics`` shows every server's figures, this one's own included, labelled by server."""
+
+    def __init__(self, host: Host, actors: Handles):
+        self.host = host
+        self.actors = actors
+        self.dispatcher = Dispatcher(actors.table, actors.deliver)
+
+    def _local(self, key: ConversationKey) -> bool:
+        return partition_of(key.id, self.host.config.partitions) in self.host.owned
+
+    async def send(self, inbound: Inbound) -> Outcome:
+        if self._local(inbound.key):
+            outcome = (await self.host.deliver([inbound]))[0]
+            if outcome.status != MOVED:
+                return outcome
+        return await self.dispatcher.send(inbound)
+
+    async def conversation(self, key: ConversationKey) -> Record | None:
+        if self._local(key):
+            return await self.host.inspect(key)
+        table = await self.actors.table()
+        return await self.actors.inspect(table.host_of(key.partition(table.partitions)), key)
+
+    async def reset(self, key: ConversationKey) -> bool:
+        for _ in range(3):
+            try:
+                if self._local(key):
+                    return await self.host.reset(key)
+                table = await self.actors.table()
+                return await self.actors.reset(table.host_of(key.partition(table.partitions)), key)
+            except Fenced:  # the partition moved meanwhile: ask the new owner
+                continue
+        raise Fenced({key.partition(self.host.config.partitions): -1})
+
+    async def install(self, records: list[FlowRecord]) -> None:
+        await self.actors.install(records)
+
+    async def reload_secrets(self) -> int:
+        return await self.actors.reload_secrets()
+
+    async def reload_tenants(self) -> int:
+        return await self.actors.reload_tenants()
+
+    async def ready(self, timeout_s: float = 60.0) -> list[dict]:
+        return await self.actors.ready(timeout_s)
+
+    async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]:
+        return await self.actors.metrics(timeout_s)
+
+    async def aclose(self) -> None:
+        await self.dispatcher.aclose()
+
+
+class NodeServer(HostProcess):
+    """A host with the gateway in its process (Ray makes it an actor: :data:`NodeServerActor`)."""
+
+    def __init__(self, name: str, settings: HostSettings, serving: Serving):
+        super().__init__(name, settings)
+        self.serving = serving
+        self.gateway: Gateway | None = None
+        self.backend: NodeBackend | None = None
+        self.runner: web.BaseRunner | None = None
+        self._store: Store | None = None
+        self.listening = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        await self.started
+        node = self.serving.settings
+        actors = await Handles.lookup(self.settings.names, with_delivery=True)
+        self.backend = NodeBackend(self.host, actors)
+        self._store = store = open_store(self.settings.store_url)
+        await store.open()
+        cipher = Cipher.from_keys(self.serving.secrets_key)
+        vault = Vault(store, cipher, self.settings.secrets, max_secrets=node.limits.max_secrets,
+                      max_secret_bytes=node.limits.max_secret_bytes, unseal=False)
+        self.gateway = Gateway(node, self.backend, store, operator_hash=self.serving.operator_hash,
+                               bots=Bots(store, cipher), vault=vault)
+        self.runner = self.gateway.runner(handle_signals=False, shutdown_timeout=node.shutdown_timeout_s)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, node.host, self.serving.port, reuse_port=True).start()
+        log.info("%s listens on %s:%d", self.host.name, node.host, self.serving.port)
+
+    async def ready(self) -> dict:
+        report = await super().ready()
+        await asyncio.shield(self.listening)
+        return {**report, "listening": True}
+
+    async def reload_tenants(self) -> int:
+        """Read the tenants made with the admin API again (one was made on another server)."""
+        await asyncio.shield(self.listening)
+        assert self.gateway is not None
+        await self.gateway.load_tenants()
+        return len(self.gateway.tenants)
+
+    async def metrics(self) -> list:
+        """This host's figures and this server's gateway's."""
+        families = await super().metrics()
+        if self.gateway is not None:
+            families += export_registry(self.gateway.metrics.own)
+        return families
+
+    async def stop(self) -> None:
+        """Drain: stop accepting, let the requests in flight finish (their turns commit and are
+        answered) for up to ``shutdown_timeout_s``, close the chat sockets; then the host
+        finishes the batch in hand and closes its store."""
+        if not self.listening.done():
+            self.listening.cancel()
+        await asyncio.gather(self.listening, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.backend is not None:
+            await self.backend.aclose()
+        if self._store is not None:
+            await self._store.aclose()
+        await super().stop()
+
+
+NodeServerActor = ray.remote(num_cpus=0, **RESTART)(NodeServer)
