@@ -12,8 +12,10 @@ limit) that is at once
 
 A message whose partition this process owns runs here (:class:`NodeBackend`): HTTP in, turn,
 group commit, HTTP out, with no Ray call and no encoding. A message of another server's
-partition goes to its owner in micro-batches (:class:`~parlour.actors.dispatch.Dispatcher`), and
-keeps every guarantee: the owner's host orders it, deduplicates it and commits it.
+partition goes to its owner in micro-batches (:class:`~parlour.actors.dispatch.Dispatcher`) over
+a Unix socket (:mod:`parlour.actors.links`: a Ray call between two processes of one machine
+costs as much as the turn), and keeps every guarantee: the owner's host orders it,
+deduplicates it and commits it.
 
 This module is the composition root of a node server's process: with the driver's
 (:mod:`parlour.serve`), the only one that puts the gateway and the actors together.
@@ -30,6 +32,7 @@ from aiohttp import web
 
 from parlour.actors.dispatch import Dispatcher
 from parlour.actors.host import Host
+from parlour.actors.links import Link, LinkServer, link_folder
 from parlour.actors.remote import RESTART, Handles, HostProcess, HostSettings
 from parlour.codec import Record
 from parlour.config import Settings
@@ -62,10 +65,22 @@ class NodeBackend:
     whole_node = True
     """``/metrics`` shows every server's figures, this one's own included, labelled by server."""
 
-    def __init__(self, host: Host, actors: Handles):
+    def __init__(self, host: Host, actors: Handles, links: dict[str, Link] | None = None):
+        """``links`` reach the other servers of this machine (:mod:`parlour.actors.links`);
+        a server without one is reached through Ray."""
         self.host = host
         self.actors = actors
-        self.dispatcher = Dispatcher(actors.table, actors.deliver)
+        self.links = links or {}
+        self.dispatcher = Dispatcher(actors.table, self._forward)
+
+    async def _forward(self, server: str, batch: list[Inbound]) -> list[Outcome]:
+        link = self.links.get(server)
+        if link is None:
+            return await self.actors.deliver(server, batch)
+        try:
+            return await link.deliver(batch)
+        except (TypeError, ValueError, OverflowError):  # an event msgpack cannot carry: Ray's path fails it alone
+            return await self.actors.deliver(server, batch)
 
     def _local(self, key: ConversationKey) -> bool:
         return partition_of(key.id, self.host.config.partitions) in self.host.owned
@@ -111,6 +126,7 @@ class NodeBackend:
 
     async def aclose(self) -> None:
         await self.dispatcher.aclose()
+        await asyncio.gather(*(link.aclose() for link in self.links.values()))
 
 
 class NodeServer(HostProcess):
@@ -122,14 +138,20 @@ class NodeServer(HostProcess):
         self.gateway: Gateway | None = None
         self.backend: NodeBackend | None = None
         self.runner: web.BaseRunner | None = None
+        self.link_server: LinkServer | None = None
         self._store: Store | None = None
         self.listening = asyncio.get_running_loop().create_task(self._listen())
 
     async def _listen(self) -> None:
         await self.started
         node = self.serving.settings
+        folder = link_folder(f"{self.settings.store_url} {self.settings.names.prefix}")
+        self.link_server = LinkServer(folder / f"{self.host.name}.sock", self.host.deliver)
+        await self.link_server.start()
         actors = await Handles.lookup(self.settings.names, with_delivery=True)
-        self.backend = NodeBackend(self.host, actors)
+        links = {name: Link(folder / f"{name}.sock", name) for name in self.settings.names.all_hosts
+                 if name != self.host.name}
+        self.backend = NodeBackend(self.host, actors, links)
         self._store = store = open_store(self.settings.store_url)
         await store.open()
         cipher = Cipher.from_keys(self.serving.secrets_key)
@@ -170,6 +192,8 @@ class NodeServer(HostProcess):
         await asyncio.gather(self.listening, return_exceptions=True)
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.link_server is not None:  # the batches peers forwarded commit and are answered
+            await self.link_server.close()
         if self.backend is not None:
             await self.backend.aclose()
         if self._store is not None:
