@@ -204,11 +204,15 @@ class Host(Background, Lanes):
     # ------------------------------------------------------------ the entry point
 
     async def deliver(self, batch: list[Inbound]) -> list[Outcome]:
-        """Run ``batch``; each event's outcome, in order, once the batch is committed."""
-        try:
-            await self._wait_ready()
-        except TimeoutError:
-            return [Outcome(i.message_id, FAILED, error=f"host {self.name} is not ready", retryable=True) for i in batch]
+        """Run ``batch``; each event's outcome, in order, once the batch is committed. A node
+        server's gateway calls this once per message (a batch of one): what arrives while a
+        batch commits is run together with one commit (:meth:`_process`)."""
+        if not self._ready.is_set():
+            try:
+                await self._wait_ready()
+            except TimeoutError:
+                return [Outcome(i.message_id, FAILED, error=f"host {self.name} is not ready", retryable=True)
+                        for i in batch]
         outcomes: list[Outcome | None] = [None] * len(batch)
         works = []
         for index, inbound in enumerate(batch):
@@ -221,7 +225,8 @@ class Host(Background, Lanes):
                 outcomes[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
         done = await settled(await self._process(works))
         duplicates = [work for work, outcome in zip(works, done) if outcome.status == DUPLICATE]
-        firsts = dict(zip(map(id, duplicates), await asyncio.gather(*map(self._first_replies, duplicates))))
+        if duplicates:
+            firsts = dict(zip(map(id, duplicates), await asyncio.gather(*map(self._first_replies, duplicates))))
         for work, outcome in zip(works, done):
             if outcome.status == DUPLICATE:
                 outcome = Outcome(outcome.message_id, DUPLICATE, firsts[id(work)])

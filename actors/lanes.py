@@ -41,6 +41,8 @@ Queued = tuple[Work, asyncio.Future]
 
 async def settled(outcomes: list) -> list[Outcome]:
     """``outcomes`` with each future (a lane's) awaited."""
+    if not any(isinstance(o, asyncio.Future) for o in outcomes):
+        return outcomes
     return [await o if isinstance(o, asyncio.Future) else o for o in outcomes]
 
 

@@ -1,6 +1,7 @@
 """H1: turns per second through one host on a real local Ray, with batches arriving from a
 driver, memory store and Redis store; beside it, the same host called in this process (no Ray,
-no dispatcher). The target (issue 3) is 50,000 turns/s with the memory store.
+no dispatcher), and a node server's own path: each message sent alone, as its gateway does,
+many at once, in-process. The target (issue 3) is 50,000 turns/s with the memory store.
 
 Turns: registration conversations at the main menu, text ``about`` (a text and the menu again:
 two replies, two outbox entries and a dedup entry per turn). From a driver: batches of 500
@@ -109,9 +110,41 @@ async def in_process(plan: Plan) -> float:
         await host.stop()
 
 
+async def node_path(plan: Plan, concurrency: int = 64) -> float:
+    """A node server's own path without HTTP: each message sent alone, as the gateway sends
+    it (``NodeBackend.send`` -> ``Host.deliver([message])``), ``concurrency`` at a time, so that
+    the host's group commit gathers them; memory store."""
+    store = MemoryStore()
+    flow = load_flow(FLOWS / "registration.yaml")
+    await store.put_flow(FlowRecord("t", flow.id, flow.version, flow.source, flow.path, 1.0, True))
+
+    async def claim(name):
+        return 1, list(range(1024))
+
+    host = Host("node-path", store, HostConfig(), claim)
+    await host.start()
+    try:
+        first = starts(plan)
+        for at in range(0, len(first), BATCH):
+            await host.deliver(first[at:at + BATCH])
+        todo = iter([message for batch in rounds(plan, "n") for message in batch])
+
+        async def sender() -> None:
+            for message in todo:
+                await host.deliver([message])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        return plan.conversations * plan.rounds / (time.perf_counter() - started)
+    finally:
+        await host.stop()
+
+
 async def measure(ctx: Context, plan: Plan) -> dict:
     rates = {"in_process": await in_process(plan)}
     ctx.log(f"in-process host: {rates['in_process']:,.0f} turns/s")
+    rates["node_path"] = await node_path(plan)
+    ctx.log(f"a node server's path, one message per call, no HTTP: {rates['node_path']:,.0f} turns/s")
     rates["memory"], rates["memory_dispatcher"] = await through_ray("memory://", "bench-h1-memory", plan, ctx)
     redis = RedisServer(ctx.folder / "redis", fsync="everysec").start()
     try:
@@ -129,7 +162,10 @@ def run(ctx: Context) -> None:
     anchor = {"anchor": rates["in_process"], "anchor_name": "the same host in-process, memory store"}
     ctx.figure("H1", "turns/s through one host, memory store, batches from a driver", rates["memory"], "turns/s",
                target=Target(">=", TARGET), **anchor)
-    ctx.figure("H1", "the same through the dispatcher (the gateway's path)", rates["memory_dispatcher"], "turns/s", **anchor)
+    ctx.figure("H1", "a node server's own path: one message per call, 64 at once, in-process, no HTTP",
+               rates["node_path"], "turns/s", **anchor)
+    ctx.figure("H1", "the same through the dispatcher (wave 1's gateway path)", rates["memory_dispatcher"], "turns/s",
+               **anchor)
     ctx.figure("H1", "turns/s through one host, Redis store, batches from a driver", rates["redis"], "turns/s", **anchor)
     ctx.figure("H1", "the same through the dispatcher", rates["redis_dispatcher"], "turns/s", **anchor)
     ctx.note(f"{plan.conversations:,} registration conversations at the main menu, {plan.rounds} rounds of 'about'; "
@@ -141,10 +177,12 @@ def plot(data: dict, path, result: dict) -> None:
     import matplotlib.pyplot as plt
 
     rates = data["rates"]
-    names = ["in_process", "memory", "memory_dispatcher", "redis", "redis_dispatcher"]
+    names = ["in_process", "node_path", "memory", "memory_dispatcher", "redis", "redis_dispatcher"]
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    bars = ax.bar([n.replace("_dispatcher", "\n+dispatcher").replace("in_process", "in-process\n(anchor)") for n in names],
-                  [rates[n] for n in names], color=["#777777"] + ["#3b7dd8"] * 4)
+    names = [n for n in names if n in rates]  # runs from before the node path have none
+    bars = ax.bar([n.replace("_dispatcher", "\n+dispatcher").replace("in_process", "in-process\n(anchor)")
+                   .replace("node_path", "node server\npath") for n in names],
+                  [rates[n] for n in names], color=["#777777"] + ["#3b7dd8"] * (len(names) - 1))
     ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
     ax.axhline(TARGET, color="grey", ls="--", label=f"target {TARGET:,} (memory store)")
     ax.set_ylabel("turns per second")

@@ -33,6 +33,7 @@ from aiohttp import web
 from parlour.actors.dispatch import Dispatcher
 from parlour.actors.host import Host
 from parlour.actors.links import Link, LinkServer, link_folder
+from parlour.actors.local import LocalBackend
 from parlour.actors.remote import RESTART, Handles, HostProcess, HostSettings
 from parlour.codec import Record
 from parlour.config import Settings
@@ -58,9 +59,11 @@ class Serving:
     port: int
 
 
-class NodeBackend:
+class NodeBackend(LocalBackend):
     """The gateway's :class:`~parlour.gateway.app.Backend` in a node server: the partitions of
-    this process's host are served in-process, the others through their owners."""
+    this process's host are served in-process (:class:`~parlour.actors.local.LocalBackend`),
+    the others through their owners; what concerns every server (flows, secrets, tenants,
+    readiness, metrics) goes to all of them."""
 
     whole_node = True
     """``/metrics`` shows every server's figures, this one's own included, labelled by server."""
@@ -68,19 +71,10 @@ class NodeBackend:
     def __init__(self, host: Host, actors: Handles, links: dict[str, Link] | None = None):
         """``links`` reach the other servers of this machine (:mod:`parlour.actors.links`);
         a server without one is reached through Ray."""
-        self.host = host
+        super().__init__(host)
         self.actors = actors
         self.links = links or {}
         self.dispatcher = Dispatcher(actors.table, self._forward)
-
-    async def _forward(self, server: str, batch: list[Inbound]) -> list[Outcome]:
-        link = self.links.get(server)
-        if link is None:
-            return await self.actors.deliver(server, batch)
-        try:
-            return await link.deliver(batch)
-        except (TypeError, ValueError, OverflowError):  # an event msgpack cannot carry: Ray's path fails it alone
-            return await self.actors.deliver(server, batch)
 
     def _local(self, key: ConversationKey) -> bool:
         return partition_of(key.id, self.host.config.partitions) in self.host.owned
@@ -91,6 +85,15 @@ class NodeBackend:
             if outcome.status != MOVED:
                 return outcome
         return await self.dispatcher.send(inbound)
+
+    async def _forward(self, server: str, batch: list[Inbound]) -> list[Outcome]:
+        link = self.links.get(server)
+        if link is None:
+            return await self.actors.deliver(server, batch)
+        try:
+            return await link.deliver(batch)
+        except (TypeError, ValueError, OverflowError):  # an event msgpack cannot carry: Ray's path fails it alone
+            return await self.actors.deliver(server, batch)
 
     async def conversation(self, key: ConversationKey) -> Record | None:
         if self._local(key):

@@ -67,44 +67,46 @@ def middlewares(metrics: GatewayMetrics, owners: Mapping[str, str] | None = None
     numbers = itertools.count(1)
 
     @web.middleware
-    async def request_id(request: web.Request, handler):
+    async def gateway(request: web.Request, handler):
+        """The one middleware (a coroutine per request, not one per concern): the request id,
+        the error shape, the metrics and the security headers."""
         given = request.headers.get("X-Request-Id", "")
         request[REQUEST_ID_KEY] = given if given and REQUEST_ID.match(given) else f"{prefix}-{next(numbers):x}"
         started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-        except web.HTTPException as exc:  # only a WebSocket handshake gets here (errors are shaped below)
-            status = exc.status
-            raise
-        finally:
+
+        def observe(status: int) -> None:
             metrics.observe_request(route_of(request), channel_of(request, owners), status,
                                     time.perf_counter() - started)
-        response.headers["X-Request-Id"] = request[REQUEST_ID_KEY]
+
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # a redirect, or a WebSocket handshake's own answer
+                observe(exc.status)
+                raise
+            response = _http_error(exc)
+        except Exception as exc:  # noqa: BLE001 - shaped, counted and logged by _error
+            response = _error(request, exc)
+        except BaseException:  # cancelled: the client went away
+            observe(500)
+            raise
+        observe(response.status)
+        headers = response.headers
+        headers["X-Request-Id"] = request[REQUEST_ID_KEY]
         for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
+            headers.setdefault(name, value)
         if not response.prepared:
-            response.headers.setdefault("Cache-Control", "no-store")
+            headers.setdefault("Cache-Control", "no-store")
         return response
 
-    @web.middleware
-    async def errors(request: web.Request, handler):
-        try:
-            return await handler(request)
-        except ApiError as exc:
+    def _error(request: web.Request, exc: Exception) -> web.Response:
+        if isinstance(exc, ApiError):
             return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code = HTTP_CODES.get(exc.status, "error")
-            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-            return error_response(exc.status, code, exc.reason if exc.text is None else _plain(exc), None, headers)
-        except InvalidId as exc:  # a name or id from the path or the body that no handler checked first
+        if isinstance(exc, InvalidId):  # a name or id from the path or the body that no handler checked first
             return error_response(400, "invalid_request", str(exc))
-        except RequestPayloadError:  # the body's chunks or length were broken on the way in
+        if isinstance(exc, RequestPayloadError):  # the body's chunks or length were broken on the way in
             return error_response(400, "invalid_body", "the request's body could not be read (its framing is broken)")
-        except StoreError as exc:
+        if isinstance(exc, StoreError):
             # Down, or unreadable (a corrupted file): nothing the caller did; a retry may work later.
             log.error("request %s %s: the store failed (request id %s): %s", request.method, request.path,
                       request[REQUEST_ID_KEY], _gist(exc))
@@ -112,13 +114,19 @@ def middlewares(metrics: GatewayMetrics, owners: Mapping[str, str] | None = None
             return error_response(503, "store_unavailable", "the store cannot be read or written now: retry later; "
                                   f"the logs have it under request id {request[REQUEST_ID_KEY]}",
                                   headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
-        except Exception:
-            log.exception("request %s %s failed (request id %s)", request.method, request.path, request[REQUEST_ID_KEY])
-            metrics.errors.labels("internal").inc()
-            return error_response(500, "internal", f"an internal error; the logs have it under request id "
-                                  f"{request[REQUEST_ID_KEY]}")
+        log.error("request %s %s failed (request id %s)", request.method, request.path, request[REQUEST_ID_KEY],
+                  exc_info=exc)
+        metrics.errors.labels("internal").inc()
+        return error_response(500, "internal", f"an internal error; the logs have it under request id "
+                              f"{request[REQUEST_ID_KEY]}")
 
-    return [request_id, errors]
+    return [gateway]
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    code = HTTP_CODES.get(exc.status, "error")
+    headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    return error_response(exc.status, code, exc.reason if exc.text is None else _plain(exc), None, headers)
 
 
 STORE_RETRY_AFTER_S = 5
@@ -137,7 +145,12 @@ def _plain(exc: web.HTTPException) -> str:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request, with its request id (structured fields for the JSON formatter)."""
+    """One line per request, with its request id (structured fields for the JSON formatter).
+    Not called at all when the log level leaves access lines out (``enabled``)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %.1fms request_id=%s", request.method, request.path, response.status, time * 1000,

@@ -135,6 +135,7 @@ class GatewayMetrics:
                                         ["channel", "reason"], registry=r)
         self.channel_events = Counter("parlour_channel_events", "statuses and other events from channels (not turns)",
                                       ["channel", "kind", "status"], registry=r)
+        self._children: dict[tuple[str, str, int], tuple] = {}  # bounded: routes are the app's, channels known
         self.hosts = HostsCollector()
         self.registry = CollectorRegistry(auto_describe=True)
         if not whole_node:
@@ -142,8 +143,13 @@ class GatewayMetrics:
         self.registry.register(self.hosts)
 
     def observe_request(self, route: str, channel: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, channel, str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        """Once per request: the label children are looked up once per (route, channel, status)."""
+        children = self._children.get((route, channel, status))
+        if children is None:
+            children = self._children[(route, channel, status)] = (
+                self.requests.labels(route, channel, str(status)), self.request_seconds.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _Registered(Collector):
