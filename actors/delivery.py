@@ -28,7 +28,7 @@
 
 Entries of the web channel are not its business: :class:`parlour.gateway.web.WebPush` takes them.
 Entries of the ``handoff`` channel are a tenant's hand-off webhook events
-(:mod:`parlour.gateway.channels.handoff`): sent the same way, one lane per ticket, each
+(:mod:`parlour.channels.handoff`): sent the same way, one lane per ticket, each
 attempt signed anew.
 """
 
@@ -48,9 +48,9 @@ import aiohttp
 from parlour.codec import unpack_outbound
 from parlour.egress import Egress, EgressDenied, EgressSessions
 from parlour.errors import ParlourError
-from parlour.gateway.channels import handoff
-from parlour.gateway.channels.base import Adapter, BotSettings, Call, Verdict
-from parlour.gateway.channels.registry import adapter
+from parlour.channels import handoff
+from parlour.channels.base import Adapter, BotSettings, Call, Verdict
+from parlour.channels.registry import adapter
 from parlour.messages import ConversationKey
 from parlour.metrics import BREAKER_STATES, DeliveryMetrics, Exported
 from parlour.store import OutboxEntry, Store, StoreError
@@ -62,7 +62,7 @@ log = logging.getLogger("parlour.delivery")
 
 class BotLookup(Protocol):
     """A bot's settings, or None for a bot that is not there (:meth:`Bots.get
-    <parlour.gateway.channels.registry.Bots.get>`). ``fresh`` reads the registry again rather
+    <parlour.channels.registry.Bots.get>`). ``fresh`` reads the registry again rather
     than trusting a cached copy."""
 
     def __call__(self, tenant: str, channel: str, bot: str, *,

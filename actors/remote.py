@@ -29,9 +29,9 @@ from ray.exceptions import RayError, RayTaskError
 
 from parlour.codec import Record
 from parlour.egress import Egress
-from parlour.gateway.channels.handoff import HookLookup, HookTarget
-from parlour.gateway.channels.registry import Bots, Cipher
-from parlour.gateway.vault import Vault
+from parlour.channels.handoff import HookLookup, HookTarget
+from parlour.channels.registry import Bots, Cipher
+from parlour.vault import Vault
 from parlour.http import HttpCaller
 from parlour.errors import ParlourError, Unavailable
 from parlour.logs import setup_logging

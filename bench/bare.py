@@ -3,7 +3,8 @@
     python -m bench.bare PORT
 
 It parses and checks the same JSON body as parlour's web channel and answers a reply of the
-same shape and size, and nothing else: the ceiling of one aiohttp process on this machine.
+same shape and size, and nothing else: the ceiling of one aiohttp process on this machine, on
+the event loop parlour's node servers use (uvloop).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
+import uvloop
 from aiohttp import web
 
 REPLY = {"replies": [
@@ -41,4 +43,7 @@ def app() -> web.Application:
 
 
 if __name__ == "__main__":
-    web.run_app(app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    # The event loop parlour's node servers run on (Ray takes uvloop when it is installed, and
+    # parlour installs it): the anchor is aiohttp on the same loop.
+    web.run_app(app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
+                loop=uvloop.new_event_loop())

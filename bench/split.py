@@ -19,8 +19,8 @@ from aiohttp import web
 
 from parlour.config import Settings, hash_token, load_settings
 from parlour.gateway.app import Gateway
-from parlour.gateway.channels.registry import Bots, Cipher
-from parlour.gateway.vault import Vault
+from parlour.channels.registry import Bots, Cipher
+from parlour.vault import Vault
 from parlour.runtime import Runtime
 from parlour.serve import admin_token, check_flows, host_config, private_data_dir, secrets_key, tenant_flows
 from parlour.store import open_store

@@ -1,5 +1,6 @@
-"""T5: faults under steady load through the gateway. A host worker is SIGKILLed, then later
-``redis-server`` is SIGKILLed and started again on its data a second later (as a supervisor would).
+"""T5: faults under steady load through ``parlour serve``. A node server's process (a gateway
+and a host) is SIGKILLed, then later ``redis-server`` is SIGKILLed and started again on its data
+a second later (as a supervisor would).
 
 The load is a channel's: users on the web channel, each sending numbered messages one after
 another at a steady pace and sending again, with the same id, whatever was not acknowledged (a
@@ -25,7 +26,7 @@ from bench.harness import Context, Target
 from bench.processes import Node
 
 NAME = "t5"
-TITLE = "T5 faults under load through the gateway: a host worker killed, then redis-server"
+TITLE = "T5 faults under load through parlour serve: a node server killed, then redis-server"
 TARGET_S = 5.0
 BUCKET_S = 0.1
 
@@ -157,9 +158,9 @@ async def scenario(ctx: Context, node: Node, plan: Plan) -> None:
     events, recovery = [], {}
 
     victim = node.host_pids()[0]
-    events.append(("host worker SIGKILL", time.monotonic() - started))
+    events.append(("node server SIGKILL", time.monotonic() - started))
     os.kill(victim, signal.SIGKILL)
-    ctx.log(f"killed host worker {victim}")
+    ctx.log(f"killed node server {victim}")
     recovery["host"] = await wait_recovery(ctx, channel, baseline, started + events[-1][1], "host killed")
 
     events.append((f"redis-server SIGKILL, restarted {plan.redis_down_s:g} s later", time.monotonic() - started))
@@ -182,7 +183,7 @@ def figures(ctx: Context, plan: Plan, counts: dict, recovery: dict, baseline: fl
     ctx.figure("T5", "messages acknowledged but lost", counts["lost"], "", target=Target("<=", 0))
     ctx.figure("T5", "messages applied twice", counts["twice"], "", target=Target("<=", 0))
     ctx.figure("T5", "messages applied out of order", counts["out_of_order"], "", target=Target("<=", 0))
-    for fault, label in (("host", "a host worker SIGKILLed"),
+    for fault, label in (("host", "a node server SIGKILLed"),
                          ("redis", f"redis-server SIGKILLed, restarted {plan.redis_down_s:g} s later")):
         seconds = recovery[fault]
         ctx.figure("T5", f"seconds until serving normally, {label}"

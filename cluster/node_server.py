@@ -38,8 +38,8 @@ from parlour.actors.remote import RESTART, Handles, HostProcess, HostSettings
 from parlour.codec import Record
 from parlour.config import Settings
 from parlour.gateway.app import Gateway
-from parlour.gateway.channels.registry import Bots, Cipher
-from parlour.gateway.vault import Vault
+from parlour.channels.registry import Bots, Cipher
+from parlour.vault import Vault
 from parlour.messages import MOVED, ConversationKey, Inbound, Outcome, partition_of
 from parlour.metrics import export_registry
 from parlour.store import Fenced, FlowRecord, Store, open_store

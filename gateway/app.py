@@ -26,13 +26,13 @@ from parlour.store import FlowRecord, Store
 
 from .admin import Admin
 from .bots_api import BotsApi
-from .channels.registry import Bots
+from parlour.channels.registry import Bots
 from .console import Console
 from .auth import Auth
 from .conversations import Conversations
 from .handoffs import Handoffs
 from .secrets_api import SecretsApi
-from .vault import Vault
+from parlour.vault import Vault
 from .ingress import Ingress
 from .mailbox import Mailbox, MailboxApi
 from .middleware import FROM_PATH, AccessLogger, middlewares

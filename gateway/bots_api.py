@@ -22,7 +22,7 @@ from parlour.errors import ParlourError
 from parlour.messages import ConversationKey
 from parlour.store import DeadLetter
 
-from .channels.registry import BotError, UnknownChannel, public
+from parlour.channels.registry import BotError, UnknownChannel, public
 from .errors import ApiError, not_found, unavailable
 from .web import load_json, reply_json
 

@@ -32,7 +32,7 @@ from collections import OrderedDict
 
 from parlour.store import Store
 
-from .channels.base import Received
+from parlour.channels.base import Received
 
 MAX_CACHED = 100_000
 """Bindings a gateway keeps in memory; past it, one is read again (one store call) when its

@@ -18,7 +18,7 @@ from parlour.errors import InvalidId
 from parlour.metrics import GatewayMetrics
 from parlour.store import StoreError
 
-from .channels.registry import CHANNELS
+from parlour.channels.registry import CHANNELS
 from .errors import HTTP_CODES, ApiError, error_response
 
 log = logging.getLogger("parlour.gateway")

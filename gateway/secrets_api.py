@@ -1,7 +1,7 @@
 """The admin API of a tenant's secrets: ``GET /v1/{tenant}/secrets``, and ``PUT``, ``GET``,
 ``DELETE /v1/{tenant}/secrets/{name}``, with the tenant's token or the operator's.
 
-A ``PUT`` takes ``{"value": "..."}``; the value is sealed at once (:mod:`parlour.gateway.vault`)
+A ``PUT`` takes ``{"value": "..."}``; the value is sealed at once (:mod:`parlour.vault`)
 and every host reads it again before the answer, so the next call of the tenant's flows uses
 it. No answer ever carries a value: a secret shows as ``"set"``, with where it is declared and
 when it was set. A secret of the config file is changed there (409 here).
@@ -17,7 +17,7 @@ from parlour.config import check_value_name
 
 from .errors import ApiError, not_found, unavailable
 from .schemas import SecretIn
-from .vault import DeclaredInConfig, NoKey, SecretError, SecretInfo
+from parlour.vault import DeclaredInConfig, NoKey, SecretError, SecretInfo
 from .web import parse_body
 
 

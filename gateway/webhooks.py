@@ -24,8 +24,8 @@ from aiohttp import web
 from parlour.errors import ParlourError
 from parlour.messages import ConversationKey, Inbound
 
-from .channels.base import Adapter, BotSettings, PayloadError, SignatureError, Webhook
-from .channels.registry import BotError, adapter
+from parlour.channels.base import Adapter, BotSettings, PayloadError, SignatureError, Webhook
+from parlour.channels.registry import BotError, adapter
 from .errors import ApiError, not_found
 from .identities import Identities
 from .middleware import REQUEST_ID_KEY

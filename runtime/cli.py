@@ -174,7 +174,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     from .config import hash_token, new_token
 
     if args.secrets_key:
-        from .gateway.channels.registry import Cipher
+        from .channels.registry import Cipher
 
         print(f"{Cipher.new_key()}\n(set it as PARLOUR_SECRETS_KEY on every node; to rotate, put the new key first: "
               "PARLOUR_SECRETS_KEY=new,old)")

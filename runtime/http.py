@@ -42,7 +42,7 @@ class MissingSecret(LookupError):
 
 
 class SecretSource(Protocol):
-    """Where the caller finds a tenant's secrets (:class:`parlour.gateway.vault.Vault` is one)."""
+    """Where the caller finds a tenant's secrets (:class:`parlour.vault.Vault` is one)."""
 
     def secrets_of(self, tenant: str | None) -> Mapping[str, str]: ...
 

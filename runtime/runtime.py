@@ -30,7 +30,7 @@ from .codec import Record
 from .egress import Egress
 from .errors import FlowError, ParlourError
 from .flow import load_paths
-from .gateway.channels.handoff import HookTarget
+from .channels.handoff import HookTarget
 from .flow.deploy_checks import check_env
 from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
 from .store import Fenced, FlowRecord, open_store

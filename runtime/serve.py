@@ -37,8 +37,8 @@ from .errors import FlowError
 from .flow import load_paths
 from .flow.deploy_checks import check_env, check_secrets
 from .cluster.node_server import Serving
-from .gateway.channels.registry import Cipher
-from .gateway.vault import saved_names
+from .channels.registry import Cipher
+from .vault import saved_names
 from .logs import setup_logging
 from .runtime import Runtime
 from .store import FlowRecord, open_store

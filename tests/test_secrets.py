@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from parlour.errors import FlowError
 from parlour.flows_dir import bundled_flows
-from parlour.gateway.channels.registry import Cipher
-from parlour.gateway.vault import SECRETS_META, DeclaredInConfig, NoKey, SecretError, Vault, saved_names
+from parlour.channels.registry import Cipher
+from parlour.vault import SECRETS_META, DeclaredInConfig, NoKey, SecretError, Vault, saved_names
 from parlour.serve import check_flows
 from parlour.store.memory import MemoryStore
 

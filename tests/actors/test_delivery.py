@@ -12,7 +12,7 @@ from parlour.actors.delivery import Breaker, Delivery, RetryPolicy
 from parlour.codec import pack_outbound
 from parlour.egress import Egress
 from parlour.flow.events import Reply
-from parlour.gateway.channels.telegram import TelegramBot
+from parlour.channels.telegram import TelegramBot
 from parlour.messages import ConversationKey
 from parlour.store import Commit
 from parlour.store.memory import MemoryStore
@@ -164,7 +164,7 @@ async def test_a_redirect_is_not_followed_so_a_signed_call_goes_nowhere_it_was_n
     target never called (a redirect would carry the signature, or a bot's token, elsewhere)."""
     from aiohttp import web
     from parlour.actors.tickets import hook_key
-    from parlour.gateway.channels.handoff import HookSettings
+    from parlour.channels.handoff import HookSettings
 
     calls = []
 

@@ -11,8 +11,8 @@ from aiohttp import web
 from parlour.actors.host import Host, HostConfig
 from parlour.codec import unpack_outbound
 from parlour.flow import UserMessage, load_text
-from parlour.gateway.channels.registry import Cipher
-from parlour.gateway.vault import Vault
+from parlour.channels.registry import Cipher
+from parlour.vault import Vault
 from parlour.http import HttpCaller
 from parlour.messages import ConversationKey, Inbound
 from parlour.store import FlowRecord, open_store

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from parlour.flow import Button, Reply
-from parlour.gateway.channels.base import (
+from parlour.channels.base import (
     Call,
     Event,
     PayloadError,
     SignatureError,
     Webhook,
 )
-from parlour.gateway.channels.signal import ADAPTER, TEXT_LIMIT, SignalBot
+from parlour.channels.signal import ADAPTER, TEXT_LIMIT, SignalBot
 from pydantic import ValidationError
 
 from tests.channels.fake_api import FakeAPI, FakeRequest

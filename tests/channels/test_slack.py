@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from parlour.flow import Button, Reply, UserMessage
-from parlour.gateway.channels.base import (
+from parlour.channels.base import (
     Answer,
     BotSettings,
     Call,
@@ -30,7 +30,7 @@ from parlour.gateway.channels.base import (
     Verdict,
     Webhook,
 )
-from parlour.gateway.channels.slack import ADAPTER, Slack, SlackBot
+from parlour.channels.slack import ADAPTER, Slack, SlackBot
 
 from tests.channels.fake_api import FakeAPI, FakeRequest
 from tests.channels.fake_slack import EXTRACT, SPEC

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 from parlour.flow import Button, Reply, UserMessage
-from parlour.gateway.channels.base import (
+from parlour.channels.base import (
     Answer,
     Call,
     Event,
@@ -20,7 +20,7 @@ from parlour.gateway.channels.base import (
     Verdict,
     Webhook,
 )
-from parlour.gateway.channels.telegram import ADAPTER, HEADER, TelegramBot
+from parlour.channels.telegram import ADAPTER, HEADER, TelegramBot
 from pydantic import ValidationError
 
 from tests.channels.fake_api import FakeRequest

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from parlour.flow import Button, Reply
-from parlour.gateway.channels.base import (
+from parlour.channels.base import (
     Call,
     Event,
     PayloadError,
     SignatureError,
     Webhook,
 )
-from parlour.gateway.channels.twilio import ADAPTER, BODY_LIMIT, TwilioBot
+from parlour.channels.twilio import ADAPTER, BODY_LIMIT, TwilioBot
 from pydantic import ValidationError
 
 from tests.channels.fake_api import FakeAPI, FakeRequest

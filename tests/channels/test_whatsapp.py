@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 from parlour.flow import Button, Reply, UserMessage
-from parlour.gateway.channels.base import (
+from parlour.channels.base import (
     Event,
     Parsed,
     PayloadError,
@@ -26,7 +26,7 @@ from parlour.gateway.channels.base import (
     Verdict,
     Webhook,
 )
-from parlour.gateway.channels.whatsapp import ADAPTER, WhatsApp, WhatsAppBot
+from parlour.channels.whatsapp import ADAPTER, WhatsApp, WhatsAppBot
 from pydantic import SecretStr
 
 from tests.channels.fake_api import FakeAPI, FakeRequest

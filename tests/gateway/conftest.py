@@ -28,8 +28,8 @@ from parlour.actors.delivery import RetryPolicy
 from parlour.config import EgressConfig, Settings, TenantConfig, hash_token, new_token
 from parlour.flows_dir import bundled_flows
 from parlour.gateway.app import Gateway
-from parlour.gateway.channels.registry import Bots, Cipher
-from parlour.gateway.vault import Vault
+from parlour.channels.registry import Bots, Cipher
+from parlour.vault import Vault
 from parlour.runtime import Runtime
 from parlour.store import open_store
 

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 from parlour.actors.delivery import RetryPolicy
-from parlour.gateway.channels.registry import Cipher
+from parlour.channels.registry import Cipher
 
 from tests.channels import fake_signal, fake_slack, fake_telegram, fake_twilio, fake_whatsapp
 from tests.channels.fake_api import FakeAPI, FakeRequest

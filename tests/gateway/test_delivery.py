@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from parlour.actors.delivery import RetryPolicy
 from parlour.codec import pack_outbound
 from parlour.flow import Reply
-from parlour.gateway.channels.registry import Cipher
+from parlour.channels.registry import Cipher
 from parlour.store import Commit
 
 from tests.channels.fake_api import FakeAPI

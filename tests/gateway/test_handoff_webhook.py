@@ -11,7 +11,7 @@ import json
 import pytest
 from parlour.actors.delivery import RetryPolicy
 from parlour.flow import AgentAction, Resume
-from parlour.gateway.channels.registry import Cipher
+from parlour.channels.registry import Cipher
 from parlour.messages import ConversationKey, Inbound
 
 from tests.gateway.conftest import start_node, stop_node, texts, wait_for

@@ -15,7 +15,7 @@ import signal
 
 import pytest
 from parlour.config import hash_token, new_token
-from parlour.gateway.channels.registry import Cipher
+from parlour.channels.registry import Cipher
 
 from tests.channels.fake_api import FakeAPI
 from tests.channels.fake_telegram import for_token

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from parlour.flow import UserMessage
-from parlour.gateway.channels.base import Received
+from parlour.channels.base import Received
 from parlour.gateway.identities import Identities
 from parlour.store.memory import MemoryStore
 

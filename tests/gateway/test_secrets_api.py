@@ -12,8 +12,8 @@ import sys
 
 import pytest
 from aiohttp import web
-from parlour.gateway.channels.registry import Cipher
-from parlour.gateway.vault import SECRETS_META
+from parlour.channels.registry import Cipher
+from parlour.vault import SECRETS_META
 
 from tests.servers import serve
 

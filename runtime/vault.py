@@ -2,7 +2,7 @@
 sealed at rest in the store. A tenant's flows reach only its own.
 
 A secret set through the API is sealed with Fernet under the operator's secrets key(s) (the
-bots' :class:`~parlour.gateway.channels.registry.Cipher`: the first key seals, any of them
+bots' :class:`~parlour.channels.registry.Cipher`: the first key seals, any of them
 opens, so a rotation is ``PARLOUR_SECRETS_KEY=new,old``). What is sealed names its tenant and
 its name too, so a sealed value moved to another tenant's entry in the store does not open
 there. The store holds one meta value, ``secrets``: JSON ``{"tenant/NAME": {"sealed": "<Fernet

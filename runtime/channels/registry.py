@@ -60,7 +60,7 @@ def adapter(channel: str) -> Adapter:
     """The adapter of ``channel``; :class:`UnknownChannel` for one parlour does not have."""
     if channel not in CHANNELS:
         raise UnknownChannel(f"no channel {channel!r}: the channels are {', '.join(CHANNELS)}")
-    return importlib.import_module(f"parlour.gateway.channels.{channel}").ADAPTER
+    return importlib.import_module(f"parlour.channels.{channel}").ADAPTER
 
 
 class Cipher:
