@@ -274,13 +274,14 @@ def plot(data: dict, path, result: dict) -> None:
         series.append((f"parlour, {store}", [p for p in points if p["system"] == "parlour" and p["store"] == store],
                        color, "-"))
         series.append((f"wave 1 shape, {store}", [p for p in points if p["system"] == "split" and p["store"] == store],
-                       color, ":"))
+                       color, "-."))
     for label, mine, color, style in series:
         mine = sorted(mine, key=lambda p: p["connections"])
         x = [p["connections"] for p in mine]
         rate.plot(x, [p["rps"] for p in mine], marker="o", color=color, ls=style, label=label)
         tail.plot(x, [p["p99_ms"] for p in mine], marker="o", color=color, ls=style, label=f"{label} p99")
-        tail.plot(x, [p["p50_ms"] for p in mine], marker=".", color=color, ls=":", alpha=0.6, label=f"{label} p50")
+        tail.plot(x, [p["p50_ms"] for p in mine], marker=".", color=color, ls=":", alpha=0.5, lw=0.8,
+                  label=f"{label} p50")
         cost.plot(x, [cpu_ms(p) for p in mine], marker="o", color=color, ls=style, label=label)
     tail.axhline(P99_MS, color="grey", ls="-.", label=f"target p99 {P99_MS:g} ms")
     loads = sorted({p["connections"] for p in points})

@@ -8,7 +8,27 @@
      +-- StateError           stored conversation state cannot be read (schema, migration)
      +-- InvalidId            a name or id from outside (a conversation's key, a message id) is refused
      +-- Unavailable          another process of the runtime (a host, a node server, the router)
-                              cannot be reached now: dead, restarting, or not started; retryable
+     |                        cannot be reached now: dead, restarting, or not started; retryable
+     +-- ConfigError          (parlour.config) a setting is invalid: every problem, by key
+     +-- StoreError           (parlour.store) a store operation failed
+     |    +-- StoreUnavailable    the store cannot be reached now; retryable
+     |    +-- Fenced              a write under an epoch older than its partition's fence: nothing written
+     |    +-- BadCursor           a listing's cursor is not one the store gave
+     +-- ChannelError         (parlour.channels) a channel's webhook or API answer is refused
+     |    +-- SignatureError      its signature does not verify
+     |    +-- PayloadError        its body is not what the channel sends
+     +-- BotError             (parlour.channels.registry) a bot's settings are invalid or unreadable
+     |    +-- UnknownChannel      no adapter for that channel
+     +-- SecretError          (parlour.vault) a tenant's secret cannot be set, read or opened
+     |    +-- DeclaredInConfig    it is the config file's, not the API's to change
+     |    +-- NoKey               no secrets key to seal or open it with
+     +-- EgressDenied         (parlour.egress) an address the tenant may not reach
+     +-- UnknownHost          (parlour.actors.router) a host the partition table does not name
+     +-- DedicatedRefused     (parlour.actors.dedicated) over a cap of dedicated conversations
+     +-- AdminError           (parlour.admin_client) the admin API answered an error to the CLI
+     +-- ApiError             (parlour.gateway.errors) an HTTP error in the API's JSON shape
+
+Each is defined beside what raises it (the module named); they are all drawn here.
 
 Inside the flow language a few signals never leave it: ``ExpressionError`` becomes a Problem,
 ``RenderError`` an Error effect routed to ``on_error``, ``validators.Invalid`` a reply to the
