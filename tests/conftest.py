@@ -67,6 +67,18 @@ class Convo:
 # ---------------------------------------------------------------- real services for integration tests
 
 import pytest  # noqa: E402
+import ray  # noqa: E402
+
+from tests.ray_local import refuse  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_only_through_local_ray():
+    """``ray.init`` raises for the whole session, except inside ``tests.ray_local.local_ray()``."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(ray, "init", refuse)
+    yield
+    patch.undo()
 
 from tests.redis_server import RedisServer  # noqa: E402
 

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from parlour.cluster.ray_cluster import connect
+
 # Started in a process of its own: the tests' own Ray (tests/ray_local.py) is not parlour's.
 LOCAL_NODE = """
 import sys
@@ -78,3 +81,8 @@ def test_a_local_ray_listens_on_loopback_only():
     finally:
         node.stdin.close()
         node.wait(60)
+
+
+def test_a_unit_test_that_would_start_ray_fails_at_once_naming_the_way_to_do_it():
+    with pytest.raises(RuntimeError, match=r"this test would start Ray: .* tests\.ray_local\.local_ray\(\)"):
+        connect(num_cpus=1)
