@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
 import os
 import signal
@@ -126,7 +127,18 @@ async def stop_node(node: Node) -> None:
         try:
             await asyncio.wait_for(stop(), 60)
         except TimeoutError:
-            raise AssertionError(f"stopping the node's {part} took over 60 s") from None
+            raise AssertionError(f"stopping the node's {part} took over 60 s; the tasks still pending:\n"
+                                 + pending_tasks()) from None
+
+
+def pending_tasks() -> str:
+    """Where each task of the loop is waiting: what a hang in a stop shows of itself."""
+    shown = []
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(limit=12, file=out)
+        shown.append(f"{task.get_name()}: {task.get_coro()!r}\n{out.getvalue()}")
+    return "\n".join(shown)
 
 
 @pytest.fixture
