@@ -39,7 +39,7 @@ import msgpack
 
 from parlour.errors import Unavailable
 from parlour.messages import Inbound, Outcome
-from parlour.wire import decode_batch, decode_outcomes, encode_batch, encode_outcomes
+from parlour.wire import decode_batch, encode_outcomes, send_batch
 
 log = logging.getLogger("parlour.links")
 
@@ -168,13 +168,16 @@ class Link:
         self._connecting = asyncio.Lock()
 
     async def deliver(self, batch: list[Inbound]) -> list[Outcome]:
-        data = encode_batch(batch)
+        """``batch`` run by the peer's host; its outcomes (an event msgpack cannot carry fails alone)."""
+        return await send_batch(self._call, batch)
+
+    async def _call(self, data: bytes) -> bytes:
         connection = await self._connected()
         call = next(self._ids)
         answer = connection.waiting[call] = asyncio.get_running_loop().create_future()
         try:
             connection.writer.write(_frame(call, data))
-            return decode_outcomes(await answer)
+            return await answer
         finally:
             connection.waiting.pop(call, None)
 

@@ -7,7 +7,7 @@ gateway's tests, and the benchmark of the in-process path.
 
 >>> host = Host("solo", store, HostConfig(), claim=lambda name: ...)  # every partition
 >>> await host.start()
->>> gateway = Gateway(settings, LocalBackend(host, vault), store, operator_hash=...)
+>>> gateway = Gateway(settings, LocalBackend(host, vault.reload), store, operator_hash=...)
 """
 
 from __future__ import annotations

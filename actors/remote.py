@@ -35,9 +35,9 @@ from parlour.vault import Vault
 from parlour.http import HttpCaller
 from parlour.errors import ParlourError, Unavailable
 from parlour.logs import setup_logging
-from parlour.messages import FAILED, ConversationKey, Inbound, Outcome, PartitionTable
-from parlour.store import FlowRecord, open_store
-from parlour.wire import decode_batch, decode_outcomes, encode_batch, encode_outcomes
+from parlour.messages import ConversationKey, Inbound, Outcome, PartitionTable
+from parlour.store import Fenced, FlowRecord, open_store
+from parlour.wire import decode_batch, encode_outcomes, send_batch
 
 from .conversation import Arrival, Step, run_turns
 from .dedicated import DedicatedPool
@@ -406,30 +406,25 @@ class Handles:
 
     async def deliver(self, host: str, batch: list[Inbound]) -> list[Outcome]:
         """Run ``batch`` on ``host``; its outcomes (an event msgpack cannot carry fails alone)."""
-        try:
-            data = encode_batch(batch)
-        except (TypeError, ValueError, OverflowError):
-            return await self._deliver_encodable(host, batch)
-        return decode_outcomes(await _answer(host, self.hosts[host].deliver.remote(data)))
+        return await send_batch(lambda data: _answer(host, self.hosts[host].deliver.remote(data)), batch)
 
-    async def _deliver_encodable(self, host: str, batch: list[Inbound]) -> list[Outcome]:
-        good, outcomes = [], {}
-        for index, inbound in enumerate(batch):
-            try:
-                encode_batch([inbound])
-                good.append(index)
-            except (TypeError, ValueError, OverflowError) as exc:
-                outcomes[index] = Outcome(inbound.message_id, FAILED, error=f"the event cannot be sent: {exc}")
-        if good:
-            sent = await self.deliver(host, [batch[i] for i in good])
-            outcomes.update(zip(good, sent))
-        return [outcomes[i] for i in range(len(batch))]
-
-    async def inspect(self, host: str, key: ConversationKey) -> Record | None:
+    async def inspect(self, key: ConversationKey) -> Record | None:
+        """``key``'s record, from the host that owns its partition."""
+        table = await self.table()
+        host = table.host_of(key.partition(table.partitions))
         return await _answer(host, self.hosts[host].inspect.remote(key))
 
-    async def reset(self, host: str, key: ConversationKey) -> bool:
-        return await _answer(host, self.hosts[host].reset.remote(key))
+    async def reset(self, key: ConversationKey) -> bool:
+        """Start ``key``'s conversation afresh on the host that owns it (asked again, with the
+        table read again, if the partition moved meanwhile); False if it has none."""
+        for _ in range(3):
+            table = await self.table()
+            host = table.host_of(key.partition(table.partitions))
+            try:
+                return await _answer(host, self.hosts[host].reset.remote(key))
+            except Fenced:
+                continue
+        raise ParlourError(f"conversation {key.id} kept moving between hosts")
 
     # -------------------------------------------------------- every host at once
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 
 from parlour.actors.host import Host, HostConfig
@@ -87,7 +89,10 @@ async def through_ray(store: str, name: str, plan: Plan, ctx: Context) -> tuple[
         await runtime.stop()
 
 
-async def in_process(plan: Plan) -> float:
+@asynccontextmanager
+async def started_host(name: str, plan: Plan) -> AsyncIterator[Host]:
+    """A host in this process on a memory store, owning every partition, with every
+    conversation of ``plan`` started."""
     store = MemoryStore()
     flow = load_flow(FLOWS / "registration.yaml")
     await store.put_flow(FlowRecord("t", flow.id, flow.version, flow.source, flow.path, 1.0, True))
@@ -95,38 +100,31 @@ async def in_process(plan: Plan) -> float:
     async def claim(name):
         return 1, list(range(1024))
 
-    host = Host("in-process", store, HostConfig(), claim)
+    host = Host(name, store, HostConfig(), claim)
     await host.start()
     try:
         first = starts(plan)
         for at in range(0, len(first), BATCH):
             await host.deliver(first[at:at + BATCH])
+        yield host
+    finally:
+        await host.stop()
+
+
+async def in_process(plan: Plan) -> float:
+    async with started_host("in-process", plan) as host:
         started = time.perf_counter()
         for batch in rounds(plan):
             for at in range(0, len(batch), BATCH):
                 await host.deliver(batch[at:at + BATCH])
         return plan.conversations * plan.rounds / (time.perf_counter() - started)
-    finally:
-        await host.stop()
 
 
 async def node_path(plan: Plan, concurrency: int = 64) -> float:
     """A node server's own path without HTTP: each message sent alone, as the gateway sends
     it (``NodeBackend.send`` -> ``Host.deliver([message])``), ``concurrency`` at a time, so that
     the host's group commit gathers them; memory store."""
-    store = MemoryStore()
-    flow = load_flow(FLOWS / "registration.yaml")
-    await store.put_flow(FlowRecord("t", flow.id, flow.version, flow.source, flow.path, 1.0, True))
-
-    async def claim(name):
-        return 1, list(range(1024))
-
-    host = Host("node-path", store, HostConfig(), claim)
-    await host.start()
-    try:
-        first = starts(plan)
-        for at in range(0, len(first), BATCH):
-            await host.deliver(first[at:at + BATCH])
+    async with started_host("node-path", plan) as host:
         todo = iter([message for batch in rounds(plan, "n") for message in batch])
 
         async def sender() -> None:
@@ -136,8 +134,6 @@ async def node_path(plan: Plan, concurrency: int = 64) -> float:
         started = time.perf_counter()
         await asyncio.gather(*(sender() for _ in range(concurrency)))
         return plan.conversations * plan.rounds / (time.perf_counter() - started)
-    finally:
-        await host.stop()
 
 
 async def measure(ctx: Context, plan: Plan) -> dict:

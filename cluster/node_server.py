@@ -88,29 +88,18 @@ class NodeBackend(LocalBackend):
 
     async def _forward(self, server: str, batch: list[Inbound]) -> list[Outcome]:
         link = self.links.get(server)
-        if link is None:
-            return await self.actors.deliver(server, batch)
-        try:
-            return await link.deliver(batch)
-        except (TypeError, ValueError, OverflowError):  # an event msgpack cannot carry: Ray's path fails it alone
-            return await self.actors.deliver(server, batch)
+        return await (link.deliver(batch) if link is not None else self.actors.deliver(server, batch))
 
     async def conversation(self, key: ConversationKey) -> Record | None:
-        if self._local(key):
-            return await self.host.inspect(key)
-        table = await self.actors.table()
-        return await self.actors.inspect(table.host_of(key.partition(table.partitions)), key)
+        return await (self.host.inspect(key) if self._local(key) else self.actors.inspect(key))
 
     async def reset(self, key: ConversationKey) -> bool:
-        for _ in range(3):
+        if self._local(key):
             try:
-                if self._local(key):
-                    return await self.host.reset(key)
-                table = await self.actors.table()
-                return await self.actors.reset(table.host_of(key.partition(table.partitions)), key)
-            except Fenced:  # the partition moved meanwhile: ask the new owner
-                continue
-        raise Fenced({key.partition(self.host.config.partitions): -1})
+                return await self.host.reset(key)
+            except Fenced:  # lost meanwhile: its new owner is asked
+                pass
+        return await self.actors.reset(key)
 
     async def install(self, records: list[FlowRecord]) -> None:
         await self.actors.install(records)

@@ -33,7 +33,7 @@ from .flow import load_paths
 from .channels.handoff import HookTarget
 from .flow.deploy_checks import check_env
 from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
-from .store import Fenced, FlowRecord, open_store
+from .store import FlowRecord, open_store
 
 if TYPE_CHECKING:
     from .cluster.node_server import Serving
@@ -181,18 +181,11 @@ class Runtime:
 
     async def conversation(self, key: ConversationKey) -> Record | None:
         """The conversation's record as committed: its state, pinned flow version, dedup window."""
-        table = await self.actors.table()
-        return await self.actors.inspect(table.host_of(key.partition(table.partitions)), key)
+        return await self.actors.inspect(key)
 
     async def reset(self, key: ConversationKey) -> bool:
         """Start ``key``'s conversation afresh; False if it has none."""
-        for _ in range(3):
-            table = await self.actors.table()
-            try:
-                return await self.actors.reset(table.host_of(key.partition(table.partitions)), key)
-            except Fenced:  # the partition moved meanwhile: ask the new owner
-                continue
-        raise ParlourError(f"conversation {key.id} kept moving between hosts")
+        return await self.actors.reset(key)
 
     async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]:
         """Each host's figures for ``/metrics``, and the delivery supervisor's; one that does not

@@ -41,7 +41,7 @@ from .channels.registry import Cipher
 from .vault import saved_names
 from .logs import setup_logging
 from .runtime import Runtime
-from .store import FlowRecord, open_store
+from .store import FlowRecord, Store, open_store
 
 log = logging.getLogger("parlour.serve")
 
@@ -155,33 +155,23 @@ def check_webhooks(settings: Settings, secrets: dict[str, set[str]]) -> None:
         raise SystemExit("parlour: " + "\n".join(missing))
 
 
-async def deploy_new(store_url: str, loaded: dict[str, list]) -> int:
+async def deploy_new(store: Store, loaded: dict[str, list]) -> int:
     """Put each flow version the registry does not hold yet in it, as current, before any
     node server starts (each reads the registry when it starts, so none serves a message
     before the flows are there). A version it holds is left as the registry has it, so that a
     restart does not undo an upload or a rollback made with the admin API."""
-    store = open_store(store_url)
-    await store.open()
-    try:
-        held = {(r.tenant, r.flow, r.version) for r in await store.flows()}
-        now = time.time()
-        records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True)
-                   for tenant, flows in loaded.items() for f in flows if (tenant, f.id, f.version) not in held]
-        for record in records:
-            await store.put_flow(record)
-    finally:
-        await store.aclose()
+    held = {(r.tenant, r.flow, r.version) for r in await store.flows()}
+    now = time.time()
+    records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True)
+               for tenant, flows in loaded.items() for f in flows if (tenant, f.id, f.version) not in held]
+    for record in records:
+        await store.put_flow(record)
     return len(records)
 
 
-async def known_secrets(settings: Settings, secrets: dict[str, dict[str, str]]) -> dict[str, set[str]]:
+async def known_secrets(store: Store, secrets: dict[str, dict[str, str]]) -> dict[str, set[str]]:
     """The names of each tenant's secrets: the config's, and those already set through the API."""
-    store = open_store(settings.store_url)
-    await store.open()
-    try:
-        names = await saved_names(store)
-    finally:
-        await store.aclose()
+    names = await saved_names(store)
     return {tenant: names.get(tenant, set()) | set(secrets.get(tenant, {})) for tenant in {*names, *secrets}}
 
 
@@ -191,15 +181,20 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
     token, token_source = admin_token(settings)
     key, _ = secrets_key(settings)
     env, secrets = tenant_values(settings)
-    names = await known_secrets(settings, secrets)
-    check_webhooks(settings, names)
-    loaded = check_flows(tenant_flows(settings), names, env)
+    store = open_store(settings.store_url)  # the driver's reads and writes before anything serves
+    await store.open()
+    try:
+        names = await known_secrets(store, secrets)
+        check_webhooks(settings, names)
+        loaded = check_flows(tenant_flows(settings), names, env)
+        installed = await deploy_new(store, loaded)
+    finally:
+        await store.aclose()
     stop = asyncio.Event()
     servers = settings.server_count()
     port = reserve_port(settings.host, settings.port)
     bound = port.getsockname()[1]
     print(f"parlour: starting Ray and {servers} node server(s) on {settings.store_url}", file=sys.stderr, flush=True)
-    installed = await deploy_new(settings.store_url, loaded)
     runtime = None
     try:
         runtime = await Runtime.start(

@@ -11,6 +11,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -18,7 +19,7 @@ import msgpack
 from .codec import TEXT_ERRORS, reply_data, reply_of
 from .errors import StateError
 from .flow.events import AgentAction, Event, Resume, Start, UserMessage
-from .messages import ConversationKey, Inbound, Outcome
+from .messages import FAILED, ConversationKey, Inbound, Outcome
 
 
 def _event_data(event: Event) -> list[Any]:
@@ -69,3 +70,25 @@ def encode_outcomes(outcomes: list[Outcome]) -> bytes:
 def decode_outcomes(data: bytes) -> list[Outcome]:
     return [Outcome(message_id, status, tuple(reply_of(r) for r in replies), *rest)
             for message_id, status, replies, *rest in msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)]
+
+
+async def send_batch(send: Callable[[bytes], Awaitable[bytes]], batch: list[Inbound]) -> list[Outcome]:
+    """``batch`` sent as :func:`encode_batch` bytes through ``send`` (a Ray call, a link), its
+    outcomes decoded. An event msgpack cannot carry fails alone; the others are sent."""
+    try:
+        data = encode_batch(batch)
+    except (TypeError, ValueError, OverflowError):
+        data = None
+    if data is not None:
+        return decode_outcomes(await send(data))
+    good, outcomes = [], {}
+    for index, inbound in enumerate(batch):
+        try:
+            encode_batch([inbound])
+            good.append(index)
+        except (TypeError, ValueError, OverflowError) as exc:
+            outcomes[index] = Outcome(inbound.message_id, FAILED, error=f"the event cannot be sent: {exc}")
+    if good:
+        sent = decode_outcomes(await send(encode_batch([batch[i] for i in good])))
+        outcomes.update(zip(good, sent))
+    return [outcomes[i] for i in range(len(batch))]
