@@ -19,9 +19,7 @@ replies for the channel's horizon (``HostConfig.replay_horizon_s``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from parlour.codec import Record, pack_record, unpack_record
 from parlour.flow import (

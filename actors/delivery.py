@@ -45,12 +45,13 @@ from functools import partial
 from typing import Protocol
 
 import aiohttp
-from parlour.codec import unpack_outbound
-from parlour.egress import Egress, EgressDenied, EgressSessions
-from parlour.errors import ParlourError
+
 from parlour.channels import handoff
 from parlour.channels.base import Adapter, BotSettings, Call, Verdict
 from parlour.channels.registry import adapter
+from parlour.codec import unpack_outbound
+from parlour.egress import Egress, EgressDenied, EgressSessions
+from parlour.errors import ParlourError
 from parlour.messages import ConversationKey
 from parlour.metrics import BREAKER_STATES, DeliveryMetrics, Exported
 from parlour.store import OutboxEntry, Store, StoreError

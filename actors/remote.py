@@ -27,16 +27,16 @@ from pathlib import Path
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from parlour.codec import Record
-from parlour.egress import Egress
 from parlour.channels.handoff import HookLookup, HookTarget
 from parlour.channels.registry import Bots, Cipher
-from parlour.vault import Vault
-from parlour.http import HttpCaller
+from parlour.codec import Record
+from parlour.egress import Egress
 from parlour.errors import ParlourError, Unavailable
+from parlour.http import HttpCaller
 from parlour.logs import setup_logging
 from parlour.messages import ConversationKey, Inbound, Outcome, PartitionTable
 from parlour.store import Fenced, FlowRecord, open_store
+from parlour.vault import Vault
 from parlour.wire import decode_batch, encode_outcomes, send_batch
 
 from .conversation import Arrival, Step, run_turns

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 
 import msgpack
+
 from parlour.errors import ParlourError
 from parlour.messages import PartitionTable
 from parlour.store import Store

@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 
+from bench.harness import FLOWS, Context, Target
+from bench.processes import Profiler
+from bench.t2_memory import key, send_all
 from parlour.actors.host import Host, HostConfig
 from parlour.flow import UserMessage, load_flow
 from parlour.messages import Inbound
@@ -23,10 +26,6 @@ from parlour.runtime import Runtime
 from parlour.store import FlowRecord
 from parlour.store.memory import MemoryStore
 from parlour.wire import decode_outcomes, encode_batch
-
-from bench.harness import FLOWS, Context, Target
-from bench.processes import Profiler
-from bench.t2_memory import key, send_all
 from tests.redis_server import RedisServer
 
 NAME = "host"

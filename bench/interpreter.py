@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from parlour.codec import pack_state, unpack_state
-from parlour.flow import Catalog, HttpResult, State, UserMessage, advance, load_catalog
 
 from bench.harness import FLOWS, Context, Target
+from parlour.codec import pack_state, unpack_state
+from parlour.flow import Catalog, HttpResult, State, UserMessage, advance, load_catalog
 
 NAME = "interpreter"
 TITLE = "I1 the flow interpreter, turns per second on one core"

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from parlour.channels.registry import Bots, Cipher
 from parlour.config import Settings, hash_token, load_settings
 from parlour.gateway.app import Gateway
-from parlour.channels.registry import Bots, Cipher
-from parlour.vault import Vault
 from parlour.runtime import Runtime
 from parlour.serve import admin_token, check_flows, host_config, private_data_dir, secrets_key, tenant_flows
 from parlour.store import open_store
+from parlour.vault import Vault
 
 
 async def main(settings: Settings) -> None:

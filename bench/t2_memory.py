@@ -13,13 +13,12 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
+from bench.harness import FLOWS, Context, Target
 from parlour.actors.dedicated import DedicatedCaps
 from parlour.actors.host import HostConfig
 from parlour.flow import UserMessage
 from parlour.messages import ConversationKey, Inbound
 from parlour.runtime import Runtime
-
-from bench.harness import FLOWS, Context, Target
 
 NAME = "t2"
 TITLE = "T2 resident conversations per GB, shared host against isolation: dedicated"

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bench.harness import FLOWS, Context, Target
+from bench.t2_memory import key, send_all
 from parlour.flow import UserMessage
 from parlour.messages import Inbound
 from parlour.runtime import Runtime
-
-from bench.harness import FLOWS, Context, Target
-from bench.t2_memory import key, send_all
 from tests.redis_server import RedisServer
 
 NAME = "t3"

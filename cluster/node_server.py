@@ -35,14 +35,14 @@ from parlour.actors.host import Host
 from parlour.actors.links import Link, LinkServer, link_folder
 from parlour.actors.local import LocalBackend
 from parlour.actors.remote import RESTART, Handles, HostProcess, HostSettings
+from parlour.channels.registry import Bots, Cipher
 from parlour.codec import Record
 from parlour.config import Settings
 from parlour.gateway.app import Gateway
-from parlour.channels.registry import Bots, Cipher
-from parlour.vault import Vault
 from parlour.messages import MOVED, ConversationKey, Inbound, Outcome, partition_of
 from parlour.metrics import export_registry
 from parlour.store import Fenced, FlowRecord, Store, open_store
+from parlour.vault import Vault
 
 log = logging.getLogger("parlour.node")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-
 from typing import TYPE_CHECKING
 
 import ray
 from ray._private import ray_constants
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from parlour.actors.delivery import RetryPolicy
 from parlour.actors.remote import NAMESPACE, DeliveryActor, HostActor, HostSettings, RouterActor
 

@@ -17,29 +17,30 @@ from typing import Protocol
 
 from aiohttp import web
 
+from parlour.channels.registry import Bots
 from parlour.codec import Record
 from parlour.config import Settings, TenantConfig, check_tenant_name
 from parlour.errors import ParlourError
 from parlour.messages import ConversationKey, Inbound, Outcome
 from parlour.metrics import GatewayMetrics
 from parlour.store import FlowRecord, Store
+from parlour.vault import Vault
 
 from .admin import Admin
-from .bots_api import BotsApi
-from parlour.channels.registry import Bots
-from .console import Console
 from .auth import Auth
+from .bots_api import BotsApi
+from .console import Console
 from .conversations import Conversations
 from .handoffs import Handoffs
-from .secrets_api import SecretsApi
-from parlour.vault import Vault
 from .ingress import Ingress
 from .mailbox import Mailbox, MailboxApi
 from .middleware import FROM_PATH, AccessLogger, middlewares
 from .openapi import openapi_route
 from .ops import Ops
+from .secrets_api import SecretsApi
 from .server import GatewayRunner
-from .web import CHANNEL as WEB_CHANNEL, WebChannel, WebPush
+from .web import CHANNEL as WEB_CHANNEL
+from .web import WebChannel, WebPush
 from .webhooks import Webhooks
 
 log = logging.getLogger("parlour.gateway")

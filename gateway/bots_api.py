@@ -16,13 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
+from parlour.channels.registry import BotError, UnknownChannel, public
 from parlour.codec import unpack_outbound
 from parlour.egress import EgressDenied, EgressPolicy, check_url
 from parlour.errors import ParlourError
 from parlour.messages import ConversationKey
 from parlour.store import DeadLetter
 
-from parlour.channels.registry import BotError, UnknownChannel, public
 from .errors import ApiError, not_found, unavailable
 from .web import load_json, reply_json
 

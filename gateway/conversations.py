@@ -25,7 +25,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -72,7 +72,7 @@ def _time(request: web.Request, name: str) -> float | None:
         raise ApiError(400, "invalid_request", f"`{name}` is an ISO 8601 time (2026-12-04T10:00:00Z) or "
                                                f"seconds since the epoch, not {text!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
 
 

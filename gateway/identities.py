@@ -30,9 +30,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from parlour.store import Store
-
 from parlour.channels.base import Received
+from parlour.store import Store
 
 MAX_CACHED = 100_000
 """Bindings a gateway keeps in memory; past it, one is read again (one store call) when its

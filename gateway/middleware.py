@@ -14,11 +14,11 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestPayloadError
 
+from parlour.channels.registry import CHANNELS
 from parlour.errors import InvalidId
 from parlour.metrics import GatewayMetrics
 from parlour.store import StoreError
 
-from parlour.channels.registry import CHANNELS
 from .errors import HTTP_CODES, ApiError, error_response
 
 log = logging.getLogger("parlour.gateway")

@@ -14,10 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from parlour.config import check_value_name
+from parlour.vault import DeclaredInConfig, NoKey, SecretError, SecretInfo
 
 from .errors import ApiError, not_found, unavailable
 from .schemas import SecretIn
-from parlour.vault import DeclaredInConfig, NoKey, SecretError, SecretInfo
 from .web import parse_body
 
 

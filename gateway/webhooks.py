@@ -21,11 +21,11 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from parlour.channels.base import Adapter, BotSettings, PayloadError, SignatureError, Webhook
+from parlour.channels.registry import BotError, adapter
 from parlour.errors import ParlourError
 from parlour.messages import ConversationKey, Inbound
 
-from parlour.channels.base import Adapter, BotSettings, PayloadError, SignatureError, Webhook
-from parlour.channels.registry import BotError, adapter
 from .errors import ApiError, not_found
 from .identities import Identities
 from .middleware import REQUEST_ID_KEY

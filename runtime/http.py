@@ -25,7 +25,6 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
-
 from urllib.parse import quote, quote_plus
 
 import aiohttp

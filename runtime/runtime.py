@@ -25,12 +25,12 @@ from .actors.delivery import RetryPolicy
 from .actors.dispatch import Dispatcher
 from .actors.host import HostConfig
 from .actors.remote import Handles, HostSettings, Names
+from .channels.handoff import HookTarget
 from .cluster import ray_cluster
 from .codec import Record
 from .egress import Egress
 from .errors import FlowError, ParlourError
 from .flow import load_paths
-from .channels.handoff import HookTarget
 from .flow.deploy_checks import check_env
 from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
 from .store import FlowRecord, open_store

@@ -31,17 +31,17 @@ from pydantic import SecretStr
 from .actors.dedicated import DedicatedCaps
 from .actors.host import HostConfig
 from .actors.tickets import TicketPolicy
+from .channels.registry import Cipher
+from .cluster.node_server import Serving
 from .config import Settings, hash_token, new_token, scope_node_values
-from .flows_dir import bundled_flows
 from .errors import FlowError
 from .flow import load_paths
 from .flow.deploy_checks import check_env, check_secrets
-from .cluster.node_server import Serving
-from .channels.registry import Cipher
-from .vault import saved_names
+from .flows_dir import bundled_flows
 from .logs import setup_logging
 from .runtime import Runtime
 from .store import FlowRecord, Store, open_store
+from .vault import saved_names
 
 log = logging.getLogger("parlour.serve")
 

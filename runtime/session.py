@@ -12,7 +12,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from .flow import (
-    CancelTimer, Catalog, Effect, Event, HttpRequest, HttpResult, StartTimer, State, TimerFired, advance,
+    CancelTimer,
+    Catalog,
+    Effect,
+    Event,
+    HttpRequest,
+    HttpResult,
+    StartTimer,
+    State,
+    TimerFired,
+    advance,
 )
 
 HttpFn = Callable[[HttpRequest], Awaitable[HttpResult]]

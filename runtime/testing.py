@@ -18,7 +18,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .errors import FlowError, Problem
 from .flow import (
-    Catalog, Effect, End, Error, Forward, Handoff, HttpRequest, HttpResult, Send, Start, Unhandled, UserMessage,
+    Catalog,
+    Effect,
+    End,
+    Error,
+    Forward,
+    Handoff,
+    HttpRequest,
+    HttpResult,
+    Send,
+    Start,
+    Unhandled,
+    UserMessage,
     load_paths,
 )
 from .flow.compiler import parse_duration

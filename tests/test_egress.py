@@ -23,7 +23,6 @@ from parlour.flow import HttpRequest, UserMessage
 from parlour.http import HttpCaller
 from parlour.messages import Inbound
 from parlour.store.memory import MemoryStore
-
 from tests.actors.test_host import Clock, _claim_all, deploy, key, outbox_texts, until
 from tests.servers import Recorder, members_app, serve
 

@@ -4,7 +4,6 @@ import asyncio
 import random
 
 import pytest
-
 from aiohttp import web
 
 from parlour.flow import HttpRequest, Secret

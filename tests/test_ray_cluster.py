@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from parlour.cluster.ray_cluster import connect
 
 # Started in a process of its own: the tests' own Ray (tests/ray_local.py) is not parlour's.

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+
+from parlour.channels.registry import Cipher
 from parlour.errors import FlowError
 from parlour.flows_dir import bundled_flows
-from parlour.channels.registry import Cipher
-from parlour.vault import SECRETS_META, DeclaredInConfig, NoKey, SecretError, Vault, saved_names
 from parlour.serve import check_flows
 from parlour.store.memory import MemoryStore
+from parlour.vault import SECRETS_META, DeclaredInConfig, NoKey, SecretError, Vault, saved_names
 
 T0 = 1_800_000_000.0
 

@@ -1,8 +1,8 @@
 """The flow test runner: passing files, and how each kind of failure is reported."""
 
 import shutil
-import time
 import textwrap
+import time
 from pathlib import Path
 
 import pytest

@@ -29,8 +29,9 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from parlour.errors import ParlourError
 from pydantic import SecretStr
+
+from parlour.errors import ParlourError
 
 from .base import BotSettings, Call, SignatureError, Verdict, secret, standard_judge
 

@@ -25,8 +25,9 @@ from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from parlour.flow import Reply, UserMessage
 from pydantic import SecretStr, field_validator
+
+from parlour.flow import Reply, UserMessage
 
 from .base import (
     BotSettings,

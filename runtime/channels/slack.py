@@ -28,8 +28,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from parlour.flow import Button, Reply, UserMessage
 from pydantic import SecretStr
+
+from parlour.flow import Button, Reply, UserMessage
 
 from .base import (
     Answer,

@@ -33,8 +33,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from parlour.flow import Reply, UserMessage
 from pydantic import ConfigDict, SecretStr, field_validator
+
+from parlour.flow import Reply, UserMessage
 
 from .base import (
     Answer,

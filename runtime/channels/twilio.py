@@ -24,8 +24,9 @@ from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 
-from parlour.flow import Reply, UserMessage
 from pydantic import Field, SecretStr, model_validator
+
+from parlour.flow import Reply, UserMessage
 
 from .base import (
     Answer,

@@ -38,8 +38,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from parlour.flow import Button, Reply, UserMessage
 from pydantic import Field, SecretStr
+
+from parlour.flow import Button, Reply, UserMessage
 
 from .base import (
     BotSettings,

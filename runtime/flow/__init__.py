@@ -12,8 +12,28 @@ module :mod:`parlour.errors`): no Ray, no Redis, no aiohttp, no clock.
 
 from .compiled import Catalog, Flow
 from .events import (
-    AgentAction, Button, CancelTimer, Effect, End, Error, Event, Forward, Handoff, HttpRequest, HttpResult,
-    Reply, Resume, Secret, Send, Start, StartTimer, TicketChanged, TimerFired, Turn, Unhandled, UserMessage,
+    AgentAction,
+    Button,
+    CancelTimer,
+    Effect,
+    End,
+    Error,
+    Event,
+    Forward,
+    Handoff,
+    HttpRequest,
+    HttpResult,
+    Reply,
+    Resume,
+    Secret,
+    Send,
+    Start,
+    StartTimer,
+    TicketChanged,
+    TimerFired,
+    Turn,
+    Unhandled,
+    UserMessage,
 )
 from .interpreter import advance
 from .loader import Loaded, load_catalog, load_flow, load_paths, load_text

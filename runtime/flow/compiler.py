@@ -9,21 +9,39 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-
-import regex
-from datetime import date
 from collections.abc import Callable
+from datetime import date
 from types import MappingProxyType
 from typing import Any
+
+import regex
 
 from ..errors import Problem
 from . import model as m
 from .compiled import (
-    Ask, Branch, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, SecretT,
-    TriggerT, Wait,
+    Ask,
+    Branch,
+    Choice,
+    EndA,
+    Flow,
+    Goto,
+    HandoffA,
+    Http,
+    Menu,
+    MessageT,
+    Node,
+    SecretT,
+    TriggerT,
+    Wait,
 )
 from .expressions import (
-    ExpressionError, Expression, RenderError, Template, compile_expression, compile_template, constant,
+    Expression,
+    ExpressionError,
+    RenderError,
+    Template,
+    compile_expression,
+    compile_template,
+    constant,
     url_starts_trusted,
 )
 from .source import Path, SourceMap

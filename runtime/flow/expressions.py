@@ -16,7 +16,6 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
 from urllib.parse import quote
 
 from jinja2 import TemplateSyntaxError, Undefined, meta, nodes

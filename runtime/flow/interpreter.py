@@ -20,15 +20,32 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import FlowNotFound
+from .bounds import MAX_TEXT, end_budget, start_budget
 from .compiled import Ask, Branch, Catalog, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, Wait
 from .events import (
-    AgentAction, Button, CancelTimer, Effect, End, Error, Event, Forward, HttpResult, Reply,
-    Resume, Send, Start, StartTimer, TicketChanged, TimerFired, Turn, Unhandled, UserMessage,
+    AgentAction,
+    Button,
+    CancelTimer,
+    Effect,
+    End,
+    Error,
+    Event,
+    Forward,
+    HttpResult,
+    Reply,
+    Resume,
+    Send,
+    Start,
+    StartTimer,
+    TicketChanged,
+    TimerFired,
+    Turn,
+    Unhandled,
+    UserMessage,
 )
 from .expressions import RenderError, Template
 from .regexes import RegexBudget
 from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, State
-from .bounds import MAX_TEXT, end_budget, start_budget
 from .steps import NodeSteps
 from .values import plain
 

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ValidationError
 from ..errors import FlowError, Problem
 from . import model as m
 from .checks import FlowChecker, did_you_mean
-from .deploy_checks import check_together
 from .compiled import Catalog, Flow
 from .compiler import Compiler
+from .deploy_checks import check_together
 from .source import SourceMap, read_source
 
 FLOW_SUFFIXES = (".yaml", ".yml", ".json")

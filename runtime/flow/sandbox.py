@@ -20,13 +20,21 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from jinja2.compiler import CodeGenerator, Frame
 from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .bounds import (
-    MAX_EXPONENT, MAX_INT_BITS, MAX_TEXT, MAX_VALUE, at_most, check_format, check_text_of, check_time, check_value,
+    MAX_EXPONENT,
+    MAX_INT_BITS,
+    MAX_TEXT,
+    MAX_VALUE,
+    at_most,
+    check_format,
+    check_text_of,
+    check_time,
+    check_value,
     measure,
 )
 

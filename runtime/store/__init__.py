@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 from .base import (
+    MAX_EXAMINE,
     BadCursor,
     Commit,
     DeadLetter,
     Fenced,
     FlowRecord,
     LogEntry,
-    MAX_EXAMINE,
     OutboxEntry,
     RecordFilter,
     RecordPage,

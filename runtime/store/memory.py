@@ -10,13 +10,13 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 
 from .base import (
+    LOG_KEEP,
+    MAX_EXAMINE,
     Commit,
     DeadLetter,
     Fenced,
-    LOG_KEEP,
     FlowRecord,
     LogEntry,
-    MAX_EXAMINE,
     OutboxEntry,
     RecordFilter,
     RecordPage,

@@ -56,14 +56,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (
+    LOG_KEEP,
+    MAX_EXAMINE,
     BadCursor,
     Commit,
     DeadLetter,
     Fenced,
-    LOG_KEEP,
     FlowRecord,
     LogEntry,
-    MAX_EXAMINE,
     OutboxEntry,
     RecordFilter,
     RecordPage,

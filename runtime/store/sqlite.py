@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .base import (
+    LOG_KEEP,
+    MAX_EXAMINE,
     Commit,
     DeadLetter,
     Fenced,
-    LOG_KEEP,
     FlowRecord,
     LogEntry,
-    MAX_EXAMINE,
     OutboxEntry,
     RecordFilter,
     RecordPage,

@@ -13,7 +13,6 @@ from parlour.actors.host import Host, HostConfig
 from parlour.flow import UserMessage
 from parlour.messages import APPLIED, DUPLICATE, FAILED, ConversationKey, Inbound
 from parlour.store.memory import MemoryStore
-
 from tests.actors.test_host import FLOWS, Clock, deploy, said, until
 
 

@@ -8,18 +8,18 @@ import time
 
 import msgpack
 import pytest
+
 from parlour.actors.delivery import Breaker, Delivery, RetryPolicy
+from parlour.channels.telegram import TelegramBot
 from parlour.codec import pack_outbound
 from parlour.egress import Egress
 from parlour.flow.events import Reply
-from parlour.channels.telegram import TelegramBot
 from parlour.messages import ConversationKey
 from parlour.store import Commit
 from parlour.store.memory import MemoryStore
-
 from tests.channels.fake_api import FakeAPI
 from tests.channels.fake_telegram import for_token
-from tests.servers import LOOPBACK, Recorder, members_app, loopback_egress, serve
+from tests.servers import LOOPBACK, Recorder, loopback_egress, members_app, serve
 
 
 def test_backoff_is_full_jitter_under_an_exponential_bound_and_never_under_what_was_asked():
@@ -163,6 +163,7 @@ async def test_a_redirect_is_not_followed_so_a_signed_call_goes_nowhere_it_was_n
     """A hand-off webhook answered 307 to another path: buried after one attempt, with the
     target never called (a redirect would carry the signature, or a bot's token, elsewhere)."""
     from aiohttp import web
+
     from parlour.actors.tickets import hook_key
     from parlour.channels.handoff import HookSettings
 

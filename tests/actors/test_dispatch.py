@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from parlour.actors.dispatch import Dispatcher
 from parlour.flow import UserMessage
 from parlour.messages import (

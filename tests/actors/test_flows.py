@@ -6,7 +6,6 @@ from __future__ import annotations
 from parlour.actors.flows import Flows
 from parlour.flow import Error
 from parlour.store import FlowRecord
-
 from tests.conftest import Convo
 
 SHOW_ENV = """\

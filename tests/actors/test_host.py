@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from parlour.actors.host import HTTP_GUARD, Host, HostConfig
 from parlour.codec import unpack_outbound, unpack_record
 from parlour.flow import UserMessage, load_paths
@@ -22,7 +23,6 @@ from parlour.messages import (
 )
 from parlour.store import FlowRecord
 from parlour.store.memory import MemoryStore
-
 from tests.servers import Recorder, loopback_egress, members_app, serve
 
 FLOWS = Path(__file__).parent / "flows"

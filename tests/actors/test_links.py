@@ -7,11 +7,11 @@ import asyncio
 import stat
 
 import pytest
+
 from parlour.actors.links import HEADER, Link, LinkServer, link_folder
 from parlour.errors import Unavailable
 from parlour.flow import UserMessage
 from parlour.messages import APPLIED, DUPLICATE, Inbound
-
 from tests.actors.test_host import key, make_host, said
 
 

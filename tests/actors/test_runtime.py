@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import ray
+
 from parlour.actors.dedicated import DedicatedCaps
 from parlour.actors.host import HostConfig
 from parlour.codec import unpack_outbound
@@ -22,7 +23,6 @@ from parlour.flow import UserMessage
 from parlour.messages import APPLIED, DUPLICATE, FAILED, ConversationKey, Inbound
 from parlour.runtime import Runtime
 from parlour.store import open_store
-
 from tests.ray_local import local_ray
 from tests.redis_server import RedisServer
 from tests.servers import LOOPBACK, Recorder, members_app, serve

@@ -8,15 +8,15 @@ import asyncio
 import time
 
 from aiohttp import web
+
 from parlour.actors.host import Host, HostConfig
+from parlour.channels.registry import Cipher
 from parlour.codec import unpack_outbound
 from parlour.flow import UserMessage, load_text
-from parlour.channels.registry import Cipher
-from parlour.vault import Vault
 from parlour.http import HttpCaller
 from parlour.messages import ConversationKey, Inbound
 from parlour.store import FlowRecord, open_store
-
+from parlour.vault import Vault
 from tests.servers import loopback_egress, serve
 
 SECRET = "alpha-s3cret-VALUE"

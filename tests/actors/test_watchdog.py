@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+
 from parlour.actors.host import Host, HostConfig
 from parlour.actors.watchdog import TurnWatch
 from parlour.flow import UserMessage
 from parlour.messages import APPLIED, DUPLICATE, FAILED, ConversationKey, Inbound
 from parlour.runtime import Runtime
 from parlour.store.memory import MemoryStore
-
 from tests.actors.test_host import Clock, deploy, said
 from tests.actors.test_runtime import until_ready
 from tests.ray_local import local_ray

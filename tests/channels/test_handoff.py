@@ -8,10 +8,11 @@ import hmac
 import json
 
 import pytest
-from parlour.config import ConfigError, load_settings
-from parlour.errors import ParlourError
+
 from parlour.channels.base import SignatureError
 from parlour.channels.handoff import ADAPTER, SIGNATURE_HEADER, HookSettings, verify
+from parlour.config import ConfigError, load_settings
+from parlour.errors import ParlourError
 
 T = 1_700_000_000
 EVENT = {"schema": 1, "event": "message", "ticket": {"id": "t1"}, "message": {"text": "caf\u00e9 \U0001f370"}, "at": T}

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from parlour.flow import Button, Reply
+from pydantic import ValidationError
+
 from parlour.channels.base import (
     Call,
     Event,
@@ -19,8 +20,7 @@ from parlour.channels.base import (
     Webhook,
 )
 from parlour.channels.signal import ADAPTER, TEXT_LIMIT, SignalBot
-from pydantic import ValidationError
-
+from parlour.flow import Button, Reply
 from tests.channels.fake_api import FakeAPI, FakeRequest
 from tests.channels.fake_signal import SPEC, check
 from tests.servers import serve

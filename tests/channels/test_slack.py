@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
-from parlour.flow import Button, Reply, UserMessage
+
 from parlour.channels.base import (
     Answer,
     BotSettings,
@@ -31,7 +31,7 @@ from parlour.channels.base import (
     Webhook,
 )
 from parlour.channels.slack import ADAPTER, Slack, SlackBot
-
+from parlour.flow import Button, Reply, UserMessage
 from tests.channels.fake_api import FakeAPI, FakeRequest
 from tests.channels.fake_slack import EXTRACT, SPEC
 from tests.servers import serve

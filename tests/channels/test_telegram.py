@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
-from parlour.flow import Button, Reply, UserMessage
+from pydantic import ValidationError
+
 from parlour.channels.base import (
     Answer,
     Call,
@@ -21,8 +22,7 @@ from parlour.channels.base import (
     Webhook,
 )
 from parlour.channels.telegram import ADAPTER, HEADER, TelegramBot
-from pydantic import ValidationError
-
+from parlour.flow import Button, Reply, UserMessage
 from tests.channels.fake_api import FakeRequest
 from tests.channels.fake_telegram import SPEC, check, for_token
 

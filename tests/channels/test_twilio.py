@@ -6,14 +6,15 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from xml.etree import ElementTree
 from urllib.parse import urlencode
+from xml.etree import ElementTree
 
 import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from parlour.flow import Button, Reply
+from pydantic import ValidationError
+
 from parlour.channels.base import (
     Call,
     Event,
@@ -22,8 +23,7 @@ from parlour.channels.base import (
     Webhook,
 )
 from parlour.channels.twilio import ADAPTER, BODY_LIMIT, TwilioBot
-from pydantic import ValidationError
-
+from parlour.flow import Button, Reply
 from tests.channels.fake_api import FakeAPI, FakeRequest
 from tests.channels.fake_twilio import SPEC, check
 from tests.servers import serve

@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
-from parlour.flow import Button, Reply, UserMessage
+from pydantic import SecretStr
+
 from parlour.channels.base import (
     Event,
     Parsed,
@@ -27,8 +28,7 @@ from parlour.channels.base import (
     Webhook,
 )
 from parlour.channels.whatsapp import ADAPTER, WhatsApp, WhatsAppBot
-from pydantic import SecretStr
-
+from parlour.flow import Button, Reply, UserMessage
 from tests.channels.fake_api import FakeAPI, FakeRequest
 from tests.channels.fake_whatsapp import SPEC, SPEC_JSON, check, examples
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from parlour.flow.cache import CompileCache
 
 FLOW = "flow: f{n}\nstart: a\nnodes:\n  a: {{say: 'hi {n}', end: true}}\n"

@@ -16,7 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parlour.flow import (
-    Error, Flow, HttpResult, Resume, Start, State, TimerFired, UserMessage, advance, load_catalog,
+    Error,
+    Flow,
+    HttpResult,
+    Resume,
+    Start,
+    State,
+    TimerFired,
+    UserMessage,
+    advance,
+    load_catalog,
 )
 from parlour.flow.compiled import Ask, Menu
 from parlour.flow.validators import Invalid, check

@@ -11,8 +11,28 @@ import pytest
 
 from parlour.errors import StateError
 from parlour.flow import (
-    AgentAction, Button, CancelTimer, Catalog, End, Error, Forward, Handoff, HttpRequest, HttpResult, Reply, Resume,
-    Secret, Start, StartTimer, State, TicketChanged, TimerFired, Unhandled, UserMessage, advance, load_catalog,
+    AgentAction,
+    Button,
+    CancelTimer,
+    Catalog,
+    End,
+    Error,
+    Forward,
+    Handoff,
+    HttpRequest,
+    HttpResult,
+    Reply,
+    Resume,
+    Secret,
+    Start,
+    StartTimer,
+    State,
+    TicketChanged,
+    TimerFired,
+    Unhandled,
+    UserMessage,
+    advance,
+    load_catalog,
 )
 from parlour.flow.state import Frame
 from tests.conftest import T0, Convo, flow, of

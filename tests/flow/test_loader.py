@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import flow
 from parlour.errors import FlowError
 from parlour.flow import Start, UserMessage, advance, load_catalog, load_flow, load_paths, load_text
+from tests.conftest import flow
 
 REPO = Path(__file__).resolve().parents[2]
 E, W = "error", "warning"

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from parlour.flow import (
-    Button, Error, HttpResult, Reply, TimerFired, Unhandled, UserMessage, load_catalog,
+    Button,
+    Error,
+    HttpResult,
+    Reply,
+    TimerFired,
+    Unhandled,
+    UserMessage,
+    load_catalog,
 )
 from parlour.flow.steps import STALE
 from tests.conftest import Convo, flow

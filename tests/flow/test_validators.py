@@ -1,11 +1,10 @@
 """runtime/flow/validators.py: each answer type turns text into a value, or refuses it."""
 
 import re
-
-import regex
 from datetime import date
 
 import pytest
+import regex
 
 from parlour.flow.validators import Invalid, Rule, check, date_bound, match_option
 

@@ -25,15 +25,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+
 from parlour.actors.delivery import RetryPolicy
+from parlour.channels.registry import Bots, Cipher
 from parlour.config import EgressConfig, Settings, TenantConfig, hash_token, new_token
 from parlour.flows_dir import bundled_flows
 from parlour.gateway.app import Gateway
-from parlour.channels.registry import Bots, Cipher
-from parlour.vault import Vault
 from parlour.runtime import Runtime
 from parlour.store import open_store
-
+from parlour.vault import Vault
 from tests.ray_local import local_ray
 from tests.redis_server import free_port
 from tests.servers import LOOPBACK, Recorder, members_app, serve

@@ -9,9 +9,10 @@ import json
 import re
 
 import pytest
-from parlour.config import hash_token, new_token
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+
+from parlour.config import hash_token, new_token
 
 from .conftest import ServeProcess
 from .test_chat_page import ChatPage, require_chromium, start_chromium

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from parlour.channels.registry import BOTS_META, BotError, Bots, Cipher
 
 WHATSAPP = {"api_base": "http://127.0.0.1:9", "phone_number_id": "1122334455667", "access_token": "EAAG-access-value",

@@ -19,9 +19,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+
 from parlour.actors.delivery import RetryPolicy
 from parlour.channels.registry import Cipher
-
 from tests.channels import fake_signal, fake_slack, fake_telegram, fake_twilio, fake_whatsapp
 from tests.channels.fake_api import FakeAPI, FakeRequest
 from tests.gateway.conftest import start_node, stop_node

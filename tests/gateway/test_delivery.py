@@ -18,12 +18,12 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from parlour.actors.delivery import RetryPolicy
+from parlour.channels.registry import Cipher
 from parlour.codec import pack_outbound
 from parlour.flow import Reply
-from parlour.channels.registry import Cipher
 from parlour.store import Commit
-
 from tests.channels.fake_api import FakeAPI
 from tests.channels.fake_telegram import for_token
 from tests.gateway.conftest import start_node, stop_node

@@ -9,11 +9,11 @@ import itertools
 import json
 
 import pytest
-from parlour.actors.delivery import RetryPolicy
-from parlour.flow import AgentAction, Resume
-from parlour.channels.registry import Cipher
-from parlour.messages import ConversationKey, Inbound
 
+from parlour.actors.delivery import RetryPolicy
+from parlour.channels.registry import Cipher
+from parlour.flow import AgentAction, Resume
+from parlour.messages import ConversationKey, Inbound
 from tests.gateway.conftest import start_node, stop_node, texts, wait_for
 from tests.servers import Recorder, helpdesk_app, serve
 

@@ -14,9 +14,9 @@ import os
 import signal
 
 import pytest
-from parlour.config import hash_token, new_token
-from parlour.channels.registry import Cipher
 
+from parlour.channels.registry import Cipher
+from parlour.config import hash_token, new_token
 from tests.channels.fake_api import FakeAPI
 from tests.channels.fake_telegram import for_token
 from tests.gateway.conftest import start_node, stop_node

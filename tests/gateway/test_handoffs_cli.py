@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass
 import sys
+from dataclasses import dataclass
 
 import pytest
 

@@ -10,7 +10,8 @@ import json
 import logging
 from urllib.parse import quote, urlsplit
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.gateway.conftest import start_node, stop_node, wait_for
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from parlour.flow import UserMessage
 from parlour.channels.base import Received
+from parlour.flow import UserMessage
 from parlour.gateway.identities import Identities
 from parlour.store.memory import MemoryStore
 

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 from aiohttp import web
+
 from parlour.channels.registry import Cipher
 from parlour.vault import SECRETS_META
-
 from tests.servers import serve
 
 from .conftest import start_node, stop_node, wait_for

@@ -93,7 +93,7 @@ class Sender:
                             self.acked[user].append(f"{user}-{n}")
                             break
                         assert response.status == 503, await response.text()
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 self.refused += 1
                 if self.refused > 50_000:

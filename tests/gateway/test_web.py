@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-
 from parlour.messages import ConversationKey
 from tests.gateway.conftest import start_node, stop_node, texts, wait_for
 

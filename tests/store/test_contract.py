@@ -7,6 +7,7 @@ import itertools
 import time
 
 import pytest
+
 from parlour.store import (
     BadCursor,
     Commit,
