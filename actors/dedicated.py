@@ -139,7 +139,8 @@ class DedicatedPool:
         except TimeoutError:  # a runaway turn: its process goes, so that its lane (and slot) do not stay taken
             self._drop(key)
             self.counts["dedicated_timeouts"] += 1
-            raise ParlourError(f"the dedicated turn ran past {self.caps.turn_timeout_s:g} s; its process was ended") from None
+            raise ParlourError(f"the dedicated turn ran past {self.caps.turn_timeout_s:g} s; "
+                               "its process was ended") from None
         except Exception:
             self._drop(key)
             raise

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from parlour.messages import (
@@ -62,7 +62,8 @@ class Dispatcher:
                     outcome = await future
             except TimeoutError:
                 log.error("an event got no outcome within %g s", self.timeout_s)
-                return Outcome(inbound.message_id, FAILED, retryable=True, error=f"no outcome within {self.timeout_s:g} s")
+                return Outcome(inbound.message_id, FAILED, retryable=True,
+                               error=f"no outcome within {self.timeout_s:g} s")
             if outcome.status != MOVED:
                 return outcome
             if self.table is table:
@@ -79,7 +80,7 @@ class Dispatcher:
             table = self.table
             results = await self._outcomes([self._route(batch[i]) for i in pending])
             moved = []
-            for index, outcome in zip(pending, results):
+            for index, outcome in zip(pending, results, strict=True):
                 if outcome is None:  # never leave a caller hanging, whatever went wrong below
                     outcome = Outcome(batch[index].message_id, FAILED, retryable=True,
                                       error=f"no outcome within {self.timeout_s:g} s")
@@ -222,16 +223,7 @@ class _Lane:
                 del self.busy[key]
             else:
                 self.busy[key] -= 1
-        failed = set()
-        for (inbound, future), outcome in zip(batch, outcomes):
-            if isinstance(outcome, Outcome) and outcome.status == FAILED and outcome.retryable:
-                failed.add(inbound.key.id)
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        failed = _answer(batch, outcomes)
         if failed:
             self._fail_followers(failed)
         self.senders.discard(asyncio.current_task())  # before its done-callback, or no one launches
@@ -273,3 +265,18 @@ class _Lane:
 def _short(exc: Any) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text.splitlines()[0][:300]
+
+
+def _answer(batch: list[tuple[Inbound, asyncio.Future]], outcomes: Sequence[Outcome | BaseException]) -> set[str]:
+    """Settle each sender's future; the conversations whose event failed retryably."""
+    failed = set()
+    for (inbound, future), outcome in zip(batch, outcomes, strict=True):
+        if isinstance(outcome, Outcome) and outcome.status == FAILED and outcome.retryable:
+            failed.add(inbound.key.id)
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    return failed

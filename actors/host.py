@@ -32,27 +32,18 @@ from dataclasses import dataclass, field
 
 from parlour.codec import (
     Record,
-    pack_outbound,
     pack_record,
-    pack_replies,
-    reply_data,
     unpack_record,
     unpack_replies,
 )
 from parlour.errors import ParlourError, StateError
 from parlour.flow import (
-    CancelTimer,
     Catalog,
     HttpRequest,
     HttpResult,
-    Send,
-    StartTimer,
-    Unhandled,
-    UserMessage,
 )
 from parlour.flow.regexes import overruns as regex_overruns
-from parlour.flow.state import ENDED, IDLE, State
-from parlour.flow.state import FAILED as STATE_FAILED
+from parlour.flow.state import State
 from parlour.messages import (
     APPLIED,
     DUPLICATE,
@@ -61,19 +52,19 @@ from parlour.messages import (
     ConversationKey,
     Inbound,
     Outcome,
-    mailbox_log,
     partition_of,
 )
 from parlour.metrics import HostMetrics, host_gauges
-from parlour.store import Commit, Fenced, Store, StoreError, StoreUnavailable, Timer
+from parlour.store import Commit, Fenced, Store, StoreError, StoreUnavailable
 
-from .background import HTTP_GUARD, Background, Work, guard_s
+from .background import HTTP_GUARD, Background, Work
 from .conversation import DEFAULT_WINDOW, Conversation, Step, Working
 from .dedicated import DedicatedCaps, DedicatedPool
 from .flows import Flows
 from .lanes import Lanes, settled
-from .tickets import Pending, TicketPolicy, reset_entry, settle, transcript_log, turn_entry
+from .tickets import Pending, TicketPolicy, reset_entry, settle, transcript_log
 from .watchdog import TurnWatch
+from .writes import Call, Writes, Written
 
 log = logging.getLogger("parlour.host")
 
@@ -127,7 +118,11 @@ class HostConfig:
     tickets: TicketPolicy = TicketPolicy()
 
 
-class Host(Background, Lanes):
+Ran = tuple[bytes | None, list[Step]] | BaseException
+"""A conversation's turns in a batch: its new record (None if unchanged) and steps, or what they raised."""
+
+
+class Host:
     def __init__(self, name: str, store: Store, config: HostConfig, claim: ClaimFn, *,
                  http: HttpFn | None = None, isolated: DedicatedPool | None = None,
                  watch: TurnWatch | None = None, clock: Callable[[], float] = time.time):
@@ -140,6 +135,7 @@ class Host(Background, Lanes):
         self.watch = watch
         self.clock = clock
         self.flows = Flows(store, config.env)
+        self.writes = Writes(config)
         self.epoch = 0
         self.owned: dict[int, int] = {}
         self.resident: OrderedDict[str, Conversation] = OrderedDict()
@@ -148,11 +144,9 @@ class Host(Background, Lanes):
         self._lock = asyncio.Lock()
         self._queued: deque[tuple[list[Work], asyncio.Future]] = deque()
         self._ready = asyncio.Event()
-        self._internal: asyncio.Queue[Work] = asyncio.Queue()
-        self._firing: set[tuple[str, str]] = set()
-        self._calls: dict[str, asyncio.Task] = {}
-        self._lanes: dict[str, tuple[deque, asyncio.Task]] = {}
         self._tasks: list[asyncio.Task] = []
+        self.background = Background(self)
+        self.lanes = Lanes(self, isolated) if isolated is not None else None
 
     # ------------------------------------------------------------ life cycle
 
@@ -166,7 +160,7 @@ class Host(Background, Lanes):
         await self.store.open()
         await self._claim()
         await self.flows.reload()
-        self._tasks = [asyncio.create_task(loop()) for loop in (self._run_internal, self._poll_timers, self._upkeep)]
+        self._tasks = self.background.start()
         if self.isolated is not None:
             self._tasks.append(asyncio.create_task(self.isolated.run_reaper(self.config.dedicated_reap_s)))
         self._ready.set()
@@ -184,10 +178,10 @@ class Host(Background, Lanes):
             await asyncio.wait_for(self._lock.acquire(), timeout_s)
         except TimeoutError:
             log.error("%s: a batch still holds the lock after %g s; stopping anyway", self.name, timeout_s)
-        lanes = [task for _, task in self._lanes.values()]
-        for task in [*self._tasks, *self._calls.values(), *lanes]:
+        tasks = [*self._tasks, *self.background.calls.values(), *(self.lanes.tasks() if self.lanes else ())]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._calls.values(), *lanes, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.isolated is not None:
             self.isolated.stop()
         await self.store.aclose()
@@ -206,7 +200,7 @@ class Host(Background, Lanes):
     async def deliver(self, batch: list[Inbound]) -> list[Outcome]:
         """Run ``batch``; each event's outcome, in order, once the batch is committed. A node
         server's gateway calls this once per message (a batch of one): what arrives while a
-        batch commits is run together with one commit (:meth:`_process`)."""
+        batch commits is run together with one commit (:meth:`process`)."""
         if not self._ready.is_set():
             try:
                 await self._wait_ready()
@@ -223,11 +217,12 @@ class Host(Background, Lanes):
                                   sent_at=inbound.sent_at))
             else:
                 outcomes[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
-        done = await settled(await self._process(works))
-        duplicates = [work for work, outcome in zip(works, done) if outcome.status == DUPLICATE]
+        done = await settled(await self.process(works))
+        duplicates = [work for work, outcome in zip(works, done, strict=True) if outcome.status == DUPLICATE]
         if duplicates:
-            firsts = dict(zip(map(id, duplicates), await asyncio.gather(*map(self._first_replies, duplicates))))
-        for work, outcome in zip(works, done):
+            replies = await asyncio.gather(*map(self._first_replies, duplicates))
+            firsts = dict(zip(map(id, duplicates), replies, strict=True))
+        for work, outcome in zip(works, done, strict=True):
             if outcome.status == DUPLICATE:
                 outcome = Outcome(outcome.message_id, DUPLICATE, firsts[id(work)])
             outcomes[work.index] = outcome
@@ -243,7 +238,7 @@ class Host(Background, Lanes):
 
     # ------------------------------------------------------------ a batch
 
-    async def _process(self, works: list[Work]) -> list[Outcome | asyncio.Future]:
+    async def process(self, works: list[Work]) -> list[Outcome | asyncio.Future]:
         """Run ``works`` as part of the next batch. Batches that arrive while one commits wait,
         and the first of them to get the lock runs them all as one batch with one commit
         (group commit): under load, a slow commit makes the next one bigger, not later.
@@ -260,7 +255,8 @@ class Host(Background, Lanes):
                     taken.append(self._queued.popleft())
                     size += len(taken[-1][0])
                 try:
-                    outcomes = await self._run_beside_lanes([work for batch, _ in taken for work in batch])
+                    works = [work for batch, _ in taken for work in batch]
+                    outcomes = await (self.lanes.run_beside(works) if self.lanes else self.run_locked(works))
                 except BaseException as exc:
                     for _, future in taken:
                         if not future.done():
@@ -272,13 +268,13 @@ class Host(Background, Lanes):
                     start += len(batch)
         return done.result()
 
-    async def _run_locked(self, works: list[Work]) -> list[Outcome | asyncio.Future]:
+    async def run_locked(self, works: list[Work]) -> list[Outcome | asyncio.Future]:
         self.metrics.batch_size.observe(len(works))
         now = self.clock()
         try:
             return await self._run_batch(works, now)
         except Fenced as exc:
-            self._lose(exc.epochs)
+            self.lose(exc.epochs)
             return [Outcome(w.message_id or "", MOVED if w.partition in exc.epochs else FAILED,
                             error=None if w.partition in exc.epochs else "batch refused by the store's fence",
                             retryable=True, epoch=self.epoch) for w in works]
@@ -292,70 +288,91 @@ class Host(Background, Lanes):
 
     async def _run_batch(self, works: list[Work], now: float) -> list[Outcome | asyncio.Future]:
         outcomes: dict[int, Outcome | asyncio.Future] = {}
+        groups = self._groups(works, outcomes)
+        records = await self._load(groups)
+        replayed = await self.replayed(groups, records)
+        done, handed = self._turns(groups, records, now, replayed)
+        written = Written()
+        for key, group in groups.items():
+            if key not in handed:
+                self._write(written, key, group, done[key], records.get(key), now, outcomes)
+        if written.pending:
+            await settle(self.store, written.commit, written.pending, self.config.tickets, now)
+        if written.commit:
+            started = time.perf_counter()
+            await self.store.commit(written.commit)
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self.counts["commits"] += 1
+        self.counts["turns"] += sum(1 for o in outcomes.values() if o.status == APPLIED)
+        self._install(groups, written.results, now)
+        if handed and self.lanes is not None:
+            outcomes.update(self.lanes.hand_out(handed))
+        for key, partition, request in written.calls:
+            self.background.call(key, partition, request)
+        return [outcomes[id(work)] for work in works]
+
+    def _groups(self, works: list[Work], outcomes: dict[int, Outcome | asyncio.Future]) -> dict[str, list[Work]]:
+        """``works`` by conversation, in arrival order; those of partitions lost meanwhile are moved."""
         groups: dict[str, list[Work]] = {}
         for work in works:
             if work.partition in self.owned:
                 groups.setdefault(work.key, []).append(work)
             else:  # lost to a newer owner while this batch waited
                 outcomes[id(work)] = Outcome(work.message_id or "", MOVED, epoch=self.epoch)
+        return groups
+
+    async def _load(self, groups: dict[str, list[Work]]) -> dict[str, bytes]:
+        """The groups' records: resident ones as they are, the others read from the store."""
         # What is resident now is what the store holds: take it before any await, so that a
         # passivation meanwhile cannot make a conversation start from nothing.
-        held = {key: c.record for key in groups if (c := self.resident.get(key)) is not None}
+        held = {key: c.record for key in groups if (c := self.resident.get(key)) is not None and c.record is not None}
         missing = [key for key in groups if key not in held]
-        records = {**(await self.store.load(missing) if missing else {}), **held}
         self.counts["activations"] += len(missing)
-        replayed = await self._replayed(groups, records)
-        done, handed = self._turns(groups, records, now, replayed)
-        commit, calls, results, pending = Commit(), [], {}, Pending()
-        for key, group in groups.items():
-            if key in handed:
-                continue
-            try:
-                if isinstance(done[key], BaseException):
-                    raise done[key]
-                new_record, steps = done[key]
-                part = Commit()
-                moved = self._record(part, calls, key, group, steps, new_record, now)
-            except Exception as exc:
-                log.exception("turns of %s failed (requests %s)", key, ", ".join(str(w.trace) for w in group))
-                self.counts["turn_errors"] += 1
-                for work in group:
-                    outcomes[id(work)] = Outcome(work.message_id or "", FAILED, retryable=False,
-                                                 error=f"the turn failed: {type(exc).__name__}: {exc}")
-                continue
-            commit.extend(part)
-            pending.extend(moved)
-            results[key] = new_record if new_record is not None else records.get(key)
-            for work, step in zip(group, steps):
-                outcomes[id(work)] = self._outcome(work, step)
-        if pending:
-            await settle(self.store, commit, pending, self.config.tickets, now)
-        if commit:
-            started = time.perf_counter()
-            await self.store.commit(commit)
-            self.metrics.commit_seconds.observe(time.perf_counter() - started)
-        self.counts["commits"] += 1
-        self.counts["turns"] += sum(1 for o in outcomes.values() if o.status == APPLIED)
-        self._install(groups, results, now)
-        outcomes.update(self._hand_out(handed))
-        for key, partition, request in calls:
-            self._calls[request.request_id] = asyncio.create_task(self._call(key, partition, request))
-        return [outcomes[id(work)] for work in works]
+        return {**(await self.store.load(missing) if missing else {}), **held}
+
+    def _write(self, written: Written, key: str, group: list[Work], ran: Ran, record: bytes | None, now: float,
+               outcomes: dict[int, Outcome | asyncio.Future]) -> None:
+        """Add ``key``'s turns to the batch's writes and their outcomes to ``outcomes``; turns
+        that raised fail their conversation alone."""
+        partition = group[0].partition
+        if partition not in self.owned:  # lost meanwhile (a lane's commit was fenced)
+            for work in group:
+                outcomes[id(work)] = Outcome(work.message_id or "", MOVED, epoch=self.epoch)
+            return
+        try:
+            if isinstance(ran, BaseException):
+                raise ran
+            new_record, steps = ran
+            commit, calls = Commit(), list[Call]()
+            pending = self.writes.turns(commit, calls, key, group, steps, new_record, now, self.owned[partition])
+        except Exception as exc:  # noqa: BLE001 - a defect in one conversation's turns fails only them
+            log.exception("turns of %s failed (requests %s)", key, ", ".join(str(w.trace) for w in group))
+            self.counts["turn_errors"] += 1
+            for work in group:
+                outcomes[id(work)] = Outcome(work.message_id or "", FAILED, retryable=False,
+                                             error=f"the turn failed: {type(exc).__name__}: {exc}")
+            return
+        written.commit.extend(commit)
+        written.pending.extend(pending)
+        written.calls += calls
+        written.results[key] = new_record if new_record is not None else record
+        for work, step in zip(group, steps, strict=True):
+            outcomes[id(work)] = self.outcome(work, step)
 
     def _turns(self, groups: dict[str, list[Work]], records: dict[str, bytes], now: float,
-               replayed: set[tuple[str, str]]) -> tuple[dict, dict[str, tuple[list[Work], bytes | None]]]:
+               replayed: set[tuple[str, str]]) -> tuple[dict[str, Ran], dict[str, tuple[list[Work], bytes | None]]]:
         """Each conversation's new record and steps, or the exception its turns raised; and
         the dedicated conversations, with their records, to hand to lanes after the commit.
         A ``replayed`` message (key, message id) runs nothing."""
-        done: dict[str, tuple | BaseException] = {}
+        done: dict[str, Ran] = {}
         handed: dict[str, bytes | None] = {}
         for key, group in groups.items():
             tenant = key.split("/", 1)[0]
             catalog = self.flows.catalog(tenant)
             try:
-                working = self._open(key, records.get(key))
+                working = self.open(key, records.get(key))
                 fresh = [w for w in group if (key, w.message_id) not in replayed]
-                if fresh and self.isolated is not None and self._dedicated(catalog, working, group):
+                if fresh and self.lanes is not None and self._dedicated(catalog, working, group):
                     handed[key] = working.source  # its lane looks replays up again: rare, and in order
                     continue
                 steps = [Step(w.message_id, duplicate=True) if (key, w.message_id) in replayed
@@ -365,14 +382,14 @@ class Host(Background, Lanes):
                 done[key] = exc
         return done, {key: (groups[key], record) for key, record in handed.items()}
 
-    async def _replayed(self, groups: dict[str, list[Work]], records: dict[str, bytes | None]) -> set[tuple[str, str]]:
+    async def replayed(self, groups: dict[str, list[Work]], records: dict[str, bytes | None]) -> set[tuple[str, str]]:
         """The messages of ``groups`` their conversation took already, out of its dedup window
         now: the store is asked only about those that may be (:meth:`Working.may_be_evicted`),
         so a conversation's new messages cost no read."""
         asked = []
         for key, group in groups.items():
             if any(w.sent_at is not None for w in group):
-                working = self._open(key, records.get(key))
+                working = self.open(key, records.get(key))
                 asked += [(key, w.message_id) for w in group
                           if w.message_id is not None and working.may_be_evicted(w.message_id, w.sent_at)]
         if not asked:
@@ -390,7 +407,8 @@ class Host(Background, Lanes):
         if (watch.suspects and (tries := watch.poisoned(key, token))
                 and not (work.message_id is not None and working.seen(work.message_id))):
             self.counts["quarantined"] += 1
-            log.error("%s: %s of %s quarantined as poison: its host died running it %d times", self.name, token, key, tries)
+            log.error("%s: %s of %s quarantined as poison: its host died running it %d times",
+                      self.name, token, key, tries)
             return working.quarantine(work.message_id, f"quarantined as poison: this host stopped {tries} times "
                                                        "while running this message")
         watch.begin(key, token)
@@ -399,7 +417,7 @@ class Host(Background, Lanes):
         finally:
             watch.end()
 
-    def _open(self, key: str, record: bytes | None) -> Working:
+    def open(self, key: str, record: bytes | None) -> Working:
         try:
             return Working(key, record, self.config.window)
         except StateError as exc:
@@ -417,71 +435,10 @@ class Host(Background, Lanes):
             text = getattr(first, "text", None) or getattr(first, "button", None) or ""
             flow_id = getattr(first, "flow", None) or catalog.match(text, state.channel)
         try:
-            return flow_id is not None and catalog.get(flow_id, state.version if state.flow == flow_id else None).isolation == "dedicated"
+            version = state.version if state.flow == flow_id else None
+            return flow_id is not None and catalog.get(flow_id, version).isolation == "dedicated"
         except ParlourError:
             return False
-
-    def _record(self, commit: Commit, calls: list, key: str, group: list[Work], done: list[Step],
-                record: bytes | None, now: float) -> Pending:
-        """Add what ``key``'s turns changed to ``commit``; HTTP calls to start go to ``calls``.
-        The tickets they move are returned, for :func:`~.tickets.settle` before the commit."""
-        partition = group[0].partition
-        timers: dict[str, float | None] = {}
-        status = IDLE
-        pending = Pending()
-        answered = key.split("/", 2)[1] in self.config.answered_channels
-        for work, step in zip(group, done):
-            # a user's message on an answered channel gets its replies in the answer; anything
-            # else (a timer, an API result, an agent's action, a start) reaches the user via the outbox
-            to_outbox = work.index is None or not answered or not isinstance(work.event, UserMessage)
-            if work.timer is not None:
-                timers[work.timer] = None
-            if isinstance(work.event, HttpResult):
-                timers[HTTP_GUARD + work.event.request_id] = None
-            seq, said = step.reply_seq, []
-            for effect in step.effects:
-                if isinstance(effect, Send):
-                    seq += 1
-                    said.append(reply_data(effect.reply))
-                    if to_outbox:
-                        self._send_out(commit, key, seq, pack_outbound(key, seq, work.message_id, said[-1], now), now)
-                elif isinstance(effect, StartTimer):
-                    timers[effect.timer_id] = effect.due_at
-                elif isinstance(effect, CancelTimer):
-                    timers[effect.timer_id] = None
-                elif isinstance(effect, HttpRequest):
-                    timers[HTTP_GUARD + effect.request_id] = now + guard_s(effect)
-                    calls.append((key, partition, effect))
-            if work.index is not None and work.message_id is not None and not step.duplicate:
-                kept_s = self.config.reply_ttl_s if work.sent_at is None else max(self.config.reply_ttl_s,
-                                                                                   self.config.replay_horizon_s)
-                commit.replies.append((key, work.message_id, pack_replies(said), now + kept_s))
-            if not step.duplicate and (work.index is not None or any(not isinstance(e, Unhandled) for e in step.effects)):
-                commit.logs.append((transcript_log(key), turn_entry(
-                    work.event, work.message_id, step.effects, said, step.ticket, step.status, step.flow, step.node, now),
-                    now + self.config.transcript_ttl_s))
-                pending.note(key, work.event, step.effects, step.ticket, step.flow, step.node, step.user or {})
-            status = step.status or status
-        for timer_id, due_at in timers.items():
-            if due_at is None:
-                commit.cancels.append((key, partition, timer_id))
-            else:
-                commit.timers.append(Timer(key, partition, timer_id, due_at))
-        if record is not None:
-            ttl = self.config.ended_ttl_s if status in (IDLE, ENDED, STATE_FAILED) else self.config.abandoned_ttl_s
-            latest = max((d for d in timers.values() if d is not None), default=now)
-            commit.records.append((key, partition, record, max(now + ttl, latest + self.config.ended_ttl_s)))
-        if commit:
-            commit.fences[partition] = self.owned[partition]
-        return pending
-
-    def _send_out(self, commit: Commit, key: str, seq: int, outbound: bytes, now: float) -> None:
-        """Put a reply in the outbox (the channel's delivery, or the web's push to open sockets)
-        and, for a channel with a mailbox, in the user's mailbox too, in the same commit: a web
-        user with no socket open reads it there later (:mod:`parlour.gateway.mailbox`)."""
-        commit.outbox.append((key, seq, outbound))
-        if key.split("/", 2)[1] in self.config.mailbox_channels:
-            commit.logs.append((mailbox_log(key), outbound, now + self.config.mailbox_ttl_s))
 
     def _install(self, groups: dict[str, list[Work]], results: dict[str, bytes | None], now: float) -> None:
         """The batch is committed: its records become the resident ones (most recent last)."""
@@ -495,7 +452,7 @@ class Host(Background, Lanes):
             self.resident.popitem(last=False)
             self.counts["passivated_lru"] += 1
 
-    def _outcome(self, work: Work, step: Step) -> Outcome:
+    def outcome(self, work: Work, step: Step) -> Outcome:
         if step.duplicate:
             self.counts["duplicates"] += 1
             return Outcome(work.message_id or "", DUPLICATE)
@@ -503,7 +460,7 @@ class Host(Background, Lanes):
                        conversation_status=step.status,
                        calling=any(isinstance(e, HttpRequest) for e in step.effects))
 
-    def _lose(self, epochs: dict[int, int]) -> None:
+    def lose(self, epochs: dict[int, int]) -> None:
         """Another host holds these partitions now: stop serving them, forget their conversations."""
         log.warning("%s lost %d partitions to newer epochs", self.name, len(epochs))
         for partition in epochs:
@@ -533,8 +490,8 @@ class Host(Background, Lanes):
         if partition not in self.owned:
             raise Fenced({partition: -1})
         async with self._lock:
-            if key.id in self._lanes:  # its dedicated turns finish first (they need no lock)
-                await asyncio.shield(self._lanes[key.id][1])
+            if self.lanes is not None:  # its dedicated turns finish first (they need no lock)
+                await self.lanes.finished(key.id)
             conversation = self.resident.get(key.id)
             data = conversation.record if conversation else (await self.store.load([key.id])).get(key.id)
             if data is None:
@@ -569,6 +526,15 @@ class Host(Background, Lanes):
         """This host's figures for ``/metrics`` (:meth:`parlour.metrics.HostMetrics.export`)."""
         return self.metrics.export({**self.counts, "regex_overruns": regex_overruns()}, host_gauges(self.stats()))
 
+    async def passivate_idle(self, now: float) -> int:
+        """Forget the resident conversations idle for ``idle_s``; how many."""
+        async with self._lock:
+            idle = [k for k, c in self.resident.items() if now - c.used_at > self.config.idle_s]
+            for key in idle:
+                del self.resident[key]
+        self.counts["passivated_idle"] += len(idle)
+        return len(idle)
+
     async def passivate(self) -> int:
         """Forget every resident conversation (each is in the store already); how many."""
         async with self._lock:
@@ -580,5 +546,6 @@ class Host(Background, Lanes):
     def stats(self) -> dict:
         dedicated = {"dedicated": len(self.isolated.slots), **self.isolated.counts} if self.isolated else {}
         return {"name": self.name, "epoch": self.epoch, "partitions": len(self.owned),
-                "resident": len(self.resident), "http_in_flight": len(self._calls), "dedicated_lanes": len(self._lanes),
+                "resident": len(self.resident), "http_in_flight": len(self.background.calls),
+                "dedicated_lanes": len(self.lanes) if self.lanes else 0,
                 **self.counts, **dedicated}

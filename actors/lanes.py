@@ -25,37 +25,63 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import TYPE_CHECKING, TypeGuard
 
 from parlour.messages import FAILED, MOVED, Outcome
-from parlour.store import Commit, Fenced, StoreError
+from parlour.store import Fenced, StoreError
 
 from .background import Work
 from .conversation import Conversation, Step
-from .dedicated import DedicatedRefused
+from .dedicated import DedicatedPool, DedicatedRefused
 from .tickets import settle
+from .writes import Written
+
+if TYPE_CHECKING:
+    from .host import Host
 
 log = logging.getLogger("parlour.host")
 
 Queued = tuple[Work, asyncio.Future]
 
 
-async def settled(outcomes: list) -> list[Outcome]:
+def _all_settled(outcomes: list[Outcome | asyncio.Future]) -> TypeGuard[list[Outcome]]:
+    return not any(isinstance(o, asyncio.Future) for o in outcomes)
+
+
+async def settled(outcomes: list[Outcome | asyncio.Future]) -> list[Outcome]:
     """``outcomes`` with each future (a lane's) awaited."""
-    if not any(isinstance(o, asyncio.Future) for o in outcomes):
+    if _all_settled(outcomes):
         return outcomes
     return [await o if isinstance(o, asyncio.Future) else o for o in outcomes]
 
 
 class Lanes:
-    """Mixed into :class:`~parlour.actors.host.Host`, whose state it uses (``_lanes``, ``isolated``)."""
+    """The lanes of one :class:`~parlour.actors.host.Host`'s dedicated conversations, run in
+    ``pool``'s processes."""
 
-    async def _run_beside_lanes(self, works: list[Work]) -> list:
+    def __init__(self, host: Host, pool: DedicatedPool):
+        self.host = host
+        self.pool = pool
+        self._lanes: dict[str, tuple[deque[Queued], asyncio.Task]] = {}
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+    def tasks(self) -> list[asyncio.Task]:
+        return [task for _, task in self._lanes.values()]
+
+    async def finished(self, key: str) -> None:
+        """Once ``key``'s lane, if it has one, has run everything queued to it."""
+        if key in self._lanes:
+            await asyncio.shield(self._lanes[key][1])
+
+    async def run_beside(self, works: list[Work]) -> list[Outcome | asyncio.Future]:
         """Events of conversations that have a lane join it; the others run as a batch."""
         queued = self._to_lanes(works)  # before any await: a lane ends only when it has nothing queued
         if not queued:
-            return await self._run_locked(works)
+            return await self.host.run_locked(works)
         rest = [w for w in works if id(w) not in queued]
-        done = dict(zip(map(id, rest), await self._run_locked(rest) if rest else []))
+        done = dict(zip(map(id, rest), await self.host.run_locked(rest) if rest else [], strict=True))
         return [queued[id(w)] if id(w) in queued else done[id(w)] for w in works]
 
     def _to_lanes(self, works: list[Work]) -> dict[int, asyncio.Future]:
@@ -67,11 +93,11 @@ class Lanes:
                 lane[0].append((work, future))
         return queued
 
-    def _hand_out(self, handed: dict[str, tuple[list[Work], bytes | None]]) -> dict[int, Outcome | asyncio.Future]:
+    def hand_out(self, handed: dict[str, tuple[list[Work], bytes | None]]) -> dict[int, Outcome | asyncio.Future]:
         """Give each dedicated conversation of a committed batch a lane, if a cap allows."""
         outcomes: dict[int, Outcome | asyncio.Future] = {}
         for key, (group, record) in handed.items():
-            reason = self.isolated.admit(key.split("/", 1)[0], key)
+            reason = self.pool.admit(key.split("/", 1)[0], key)
             if reason is not None:
                 log.warning("dedicated conversation %s refused: %s", key, reason)
                 for work in group:
@@ -81,12 +107,14 @@ class Lanes:
             for work in group:
                 outcomes[id(work)] = future = asyncio.get_running_loop().create_future()
                 queue.append((work, future))
-            self.resident.pop(key, None)  # the lane holds it now
+            self.host.resident.pop(key, None)  # the lane holds it now
             self._lanes[key] = (queue, asyncio.create_task(self._lane(key, record)))
         return outcomes
 
     async def _lane(self, key: str, record: bytes | None) -> None:
-        queue, taken, known = self._lanes[key][0], [], True
+        host = self.host
+        queue, known = self._lanes[key][0], True
+        taken: list[Queued] = []
         try:
             while queue:
                 taken = list(queue)
@@ -102,67 +130,90 @@ class Lanes:
                     future.set_result(Outcome(work.message_id or "", FAILED, retryable=True,
                                               error="the dedicated conversation's lane stopped"))
             partition = taken[0][0].partition if taken else None
-            if known and record is not None and partition in self.owned:
-                self.resident[key] = Conversation(key, partition, record, self.clock())
+            if known and record is not None and partition is not None and partition in host.owned:
+                host.resident[key] = Conversation(key, partition, record, host.clock())
 
     async def _reload(self, key: str) -> bytes | None:
-        record = (await self.store.load([key])).get(key)
-        return self._open(key, record).source
+        record = (await self.host.store.load([key])).get(key)
+        return self.host.open(key, record).source
 
     async def _lane_turns(self, key: str, record: bytes | None, taken: list[Queued]) -> tuple[bytes | None, bool]:
         """Run ``taken`` in ``key``'s process and commit; the record now held, and whether it
         is known to be the store's."""
-        owned = [(w, f) for w, f in taken if w.partition in self.owned]
-        for work, future in taken:
-            if work.partition not in self.owned:
-                future.set_result(Outcome(work.message_id or "", MOVED, epoch=self.epoch))
+        host = self.host
+        owned = self._owned(taken)
         if not owned:
             return record, True
-        group, now = [w for w, _ in owned], self.clock()
+        group, now = [w for w, _ in owned], host.clock()
         try:
-            replayed = await self._replayed({key: group}, {key: record})
+            replayed = await host.replayed({key: group}, {key: record})
         except StoreError as exc:
             return self._settle(owned, (record, True), error=f"store: {exc}", retryable=True)
         try:
-            new, steps = await self.isolated.run(key.split("/", 1)[0], key, record,
-                                                 [(w.message_id, w.event, w.sent_at) for w in group
-                                                  if (key, w.message_id) not in replayed], now)
-            ran = iter(steps)
-            steps = [Step(w.message_id, duplicate=True) if (key, w.message_id) in replayed else next(ran)
-                     for w in group]
-            commit, calls = Commit(), []
-            if group[0].partition not in self.owned:
-                raise Fenced({group[0].partition: self.epoch})
-            pending = self._record(commit, calls, key, group, steps, new, now)
+            new, steps = await self._run(key, record, group, replayed, now)
+            written = self._written(key, group, steps, new, now)
         except DedicatedRefused as exc:
             return self._settle(owned, (record, True), error=exc.reason, retryable=True)
         except Fenced:
             return self._settle(owned, (None, False), moved=True)
         except Exception as exc:  # noqa: BLE001 - as a batch: this conversation's turns failed
             log.exception("dedicated turns of %s failed (requests %s)", key, ", ".join(str(w.trace) for w in group))
-            self.counts["turn_errors"] += 1
+            host.counts["turn_errors"] += 1
             return self._settle(owned, (record, True), error=f"the turn failed: {type(exc).__name__}: {exc}")
-        self.counts["dedicated_turns"] += len(group)
+        host.counts["dedicated_turns"] += len(group)
+        return await self._commit(owned, steps, written, new if new is not None else record, now)
+
+    def _owned(self, taken: list[Queued]) -> list[Queued]:
+        """The events of ``taken`` whose partition this host still owns; the others are moved."""
+        owned = []
+        for work, future in taken:
+            if work.partition in self.host.owned:
+                owned.append((work, future))
+            else:
+                future.set_result(Outcome(work.message_id or "", MOVED, epoch=self.host.epoch))
+        return owned
+
+    def _written(self, key: str, group: list[Work], steps: list[Step], new: bytes | None, now: float) -> Written:
+        if (epoch := self.host.owned.get(group[0].partition)) is None:
+            raise Fenced({group[0].partition: self.host.epoch})
+        written = Written()
+        written.pending = self.host.writes.turns(written.commit, written.calls, key, group, steps, new, now, epoch)
+        return written
+
+    async def _commit(self, owned: list[Queued], steps: list[Step], written: Written, record: bytes | None,
+                      now: float) -> tuple[bytes | None, bool]:
+        """Commit the lane's turns, then settle their outcomes and start their calls."""
+        host = self.host
         try:
-            if pending:
-                await settle(self.store, commit, pending, self.config.tickets, now)
-            if commit:
-                await self.store.commit(commit)
+            if written.pending:
+                await settle(host.store, written.commit, written.pending, host.config.tickets, now)
+            if written.commit:
+                await host.store.commit(written.commit)
         except Fenced as exc:
-            self._lose(exc.epochs)
+            host.lose(exc.epochs)
             return self._settle(owned, (None, False), moved=True)
         except StoreError as exc:  # it may have landed: read the store again before going on
             return self._settle(owned, (None, False), error=f"store: {exc}", retryable=True)
-        for (work, future), step in zip(owned, steps):
-            future.set_result(self._outcome(work, step))
-        for call_key, partition, request in calls:
-            self._calls[request.request_id] = asyncio.create_task(self._call(call_key, partition, request))
-        return (new if new is not None else record), True
+        for (work, future), step in zip(owned, steps, strict=True):
+            future.set_result(host.outcome(work, step))
+        for call_key, partition, request in written.calls:
+            host.background.call(call_key, partition, request)
+        return record, True
+
+    async def _run(self, key: str, record: bytes | None, group: list[Work], replayed: set[tuple[str, str]],
+                   now: float) -> tuple[bytes | None, list[Step]]:
+        """``group``'s turns in ``key``'s process; a replayed message runs nothing there."""
+        new, ran = await self.pool.run(key.split("/", 1)[0], key, record,
+                                       [(w.message_id, w.event, w.sent_at) for w in group
+                                        if (key, w.message_id) not in replayed], now)
+        steps = iter(ran)
+        return new, [Step(w.message_id, duplicate=True) if (key, w.message_id) in replayed else next(steps)
+                     for w in group]
 
     def _settle(self, owned: list[Queued], held: tuple[bytes | None, bool], *, error: str | None = None,
                 retryable: bool = False, moved: bool = False) -> tuple[bytes | None, bool]:
         """Fail (or move) ``owned``'s events; ``held`` is what :meth:`_lane_turns` returns."""
         for work, future in owned:
-            future.set_result(Outcome(work.message_id or "", MOVED, epoch=self.epoch) if moved else
+            future.set_result(Outcome(work.message_id or "", MOVED, epoch=self.host.epoch) if moved else
                               Outcome(work.message_id or "", FAILED, error=error, retryable=retryable))
         return held

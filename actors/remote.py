@@ -447,10 +447,12 @@ class Handles:
         once it listens); :class:`Unavailable` naming every one that did not, in time."""
         answers = await asyncio.gather(*(asyncio.wait_for(_answer(n, h.ready.remote()), timeout_s)
                                          for n, h in self.hosts.items()), return_exceptions=True)
-        failed = {name: answer for name, answer in zip(self.hosts, answers) if isinstance(answer, BaseException)}
+        failed = {name: answer for name, answer in zip(self.hosts, answers, strict=True)
+                  if isinstance(answer, BaseException)}
         if failed:
-            raise Unavailable(", ".join(failed), "; ".join(
-                f"{name}: {exc.reason if isinstance(exc, Unavailable) else _short(exc)}" for name, exc in failed.items()))
+            reasons = (f"{name}: {exc.reason if isinstance(exc, Unavailable) else _short(exc)}"
+                       for name, exc in failed.items())
+            raise Unavailable(", ".join(failed), "; ".join(reasons))
         return list(answers)
 
     async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]:
@@ -466,7 +468,7 @@ class Handles:
         """The worker process of each host, of ``router`` and of ``delivery``, e.g. to kill one in a test."""
         actors = {**self.hosts, "router": self.router, **({"delivery": self.delivery} if self.delivery else {})}
         pids = await asyncio.gather(*(_answer(n, a.pid.remote()) for n, a in actors.items()))
-        return dict(zip(actors, pids))
+        return dict(zip(actors, pids, strict=True))
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Each host (a node server: its gateway first) and the delivery supervisor finish what
@@ -482,6 +484,7 @@ class Handles:
     async def _each(self, actors: dict[str, ray.actor.ActorHandle], method: str, timeout_s: float) -> dict:
         """``method`` called on every actor at once; the answers of those that gave one in time."""
         names = list(actors)
-        answers = await asyncio.gather(*(asyncio.wait_for(_answer(name, getattr(actors[name], method).remote()), timeout_s)
-                                         for name in names), return_exceptions=True)
-        return {name: answer for name, answer in zip(names, answers) if not isinstance(answer, BaseException)}
+        calls = (asyncio.wait_for(_answer(name, getattr(actors[name], method).remote()), timeout_s) for name in names)
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        return {name: answer for name, answer in zip(names, answers, strict=True)
+                if not isinstance(answer, BaseException)}

@@ -120,7 +120,7 @@ def read_turn(data: bytes) -> dict[str, Any]:
         raise StateError(f"a transcript entry is not msgpack: {exc}") from exc
     if not isinstance(value, list) or len(value) != len(TURN_FIELDS):
         raise StateError("a transcript entry is a list of 7")
-    return dict(zip(TURN_FIELDS, value))
+    return dict(zip(TURN_FIELDS, value, strict=True))
 
 
 # ---------------------------------------------------------------- tickets
