@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from parlour.flow import Event, HttpRequest, HttpResult, TimerFired
@@ -89,9 +90,12 @@ class Background:
                 outcomes = [Outcome("", FAILED, retryable=True)] * len(works)
             for work, outcome in zip(works, outcomes, strict=True):
                 if isinstance(outcome, asyncio.Future):  # a dedicated lane's: the loop goes on meanwhile
-                    outcome.add_done_callback(lambda done, work=work: self._internal_done(work, done.result()))
+                    outcome.add_done_callback(partial(self._lane_done, work))
                 else:
                     self._internal_done(work, outcome)
+
+    def _lane_done(self, work: Work, done: asyncio.Future) -> None:
+        self._internal_done(work, done.result())
 
     def _internal_done(self, work: Work, outcome: Outcome) -> None:
         if work.timer is not None:

@@ -234,7 +234,8 @@ class Delivery:
                 self.policy.breaker_failures, self.policy.breaker_open_s, self.clock))
             while True:
                 await breaker.admit()
-                signed = handoff.ADAPTER.sign(settings, call, self.wall()) if channel == handoff.CHANNEL else call
+                signed = (handoff.ADAPTER.sign(settings, call, self.wall())
+                          if isinstance(settings, handoff.HookSettings) else call)
                 verdict = await self._send(settings.api_base, signed, f"{entry.key}#{entry.seq}.{part}", channel,
                                            conversation.tenant)
                 attempts += 1
@@ -279,6 +280,8 @@ class Delivery:
 
     async def _send(self, base: str, call: Call, idempotency_key: str, channel: str, tenant: str) -> Verdict:
         headers = {**call.headers, "Idempotency-Key": idempotency_key}
+        if self._http is None:
+            raise RuntimeError("the delivery supervisor sends only once started")
         http = self._http.get(self.egress.policy(tenant), timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s))
         try:
             async with http.request(call.method, base.rstrip("/") + call.path, headers=headers,

@@ -89,7 +89,7 @@ class Dispatcher:
                 else:
                     outcomes[index] = outcome
             if not moved:
-                return outcomes
+                return _filled(outcomes)
             if self.table is table:
                 self.table = None  # fetch the table again before routing anything else
             pending = moved
@@ -97,7 +97,7 @@ class Dispatcher:
         for index in pending:
             outcomes[index] = Outcome(batch[index].message_id, FAILED, retryable=True,
                                       error="the conversation's host kept moving")
-        return outcomes
+        return _filled(outcomes)
 
     async def _outcomes(self, futures: list[asyncio.Future]) -> list[Outcome | None]:
         """The futures' outcomes; None for any still unresolved after ``timeout_s``."""
@@ -113,7 +113,7 @@ class Dispatcher:
         being fetched, later events wait behind earlier ones instead of overtaking them."""
         future = asyncio.get_running_loop().create_future()
         if self.table is not None and not self._unrouted:
-            self._lane_of(inbound).submit(inbound, future)
+            self._lane_of(self.table, inbound).submit(inbound, future)
         else:
             self._unrouted.append((inbound, future))
             if self._routing is None or self._routing.done():
@@ -133,10 +133,10 @@ class Dispatcher:
                     return
             waiting, self._unrouted = self._unrouted, []
             for inbound, future in waiting:
-                self._lane_of(inbound).submit(inbound, future)
+                self._lane_of(self.table, inbound).submit(inbound, future)
 
-    def _lane_of(self, inbound: Inbound) -> _Lane:
-        host = self.table.host_of(partition_of(inbound.key.id, self.table.partitions))
+    def _lane_of(self, table: PartitionTable, inbound: Inbound) -> _Lane:
+        host = table.host_of(partition_of(inbound.key.id, table.partitions))
         lane = self._lanes.get(host)
         if lane is None:
             lane = self._lanes[host] = _Lane(host, self._deliver, self.max_batch, call_timeout_s=self.timeout_s / 2)
@@ -190,7 +190,8 @@ class _Lane:
     def _take(self) -> list[tuple[Inbound, asyncio.Future]]:
         """The next batch: waiting events, in order, of conversations not in flight. Once a
         conversation's event stays behind, so do its later ones."""
-        batch, kept, held = [], [], set()
+        batch: list[tuple[Inbound, asyncio.Future]] = []
+        kept, held = [], set()
         for at, item in enumerate(self.waiting):
             if len(batch) == self.max_batch:
                 kept += self.waiting[at:]
@@ -207,6 +208,7 @@ class _Lane:
         return batch
 
     async def _send(self, batch: list[tuple[Inbound, asyncio.Future]]) -> None:
+        outcomes: Sequence[Outcome | BaseException]
         try:
             outcomes = await self._deliver_safely([inbound for inbound, _ in batch])
         except asyncio.CancelledError:
@@ -280,3 +282,8 @@ def _answer(batch: list[tuple[Inbound, asyncio.Future]], outcomes: Sequence[Outc
         else:
             future.set_result(outcome)
     return failed
+
+
+def _filled(outcomes: list[Outcome | None]) -> list[Outcome]:
+    """``outcomes`` once each has been set (a slot left empty would be a defect: it fails, retryably)."""
+    return [o if o is not None else Outcome("", FAILED, retryable=True, error="no outcome") for o in outcomes]

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from parlour.codec import (
@@ -148,6 +148,12 @@ class Host:
         self.background = Background(self)
         self.lanes = Lanes(self, isolated) if isolated is not None else None
 
+    def isolate(self, pool: DedicatedPool) -> None:
+        """Run the conversations of ``isolation: dedicated`` flows in ``pool``'s processes (made
+        after the host, when they need its flows)."""
+        self.isolated = pool
+        self.lanes = Lanes(self, pool)
+
     # ------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
@@ -207,8 +213,8 @@ class Host:
             except TimeoutError:
                 return [Outcome(i.message_id, FAILED, error=f"host {self.name} is not ready", retryable=True)
                         for i in batch]
-        outcomes: list[Outcome | None] = [None] * len(batch)
-        works = []
+        works: list[Work] = []
+        moved: dict[int, Outcome] = {}
         for index, inbound in enumerate(batch):
             key = inbound.key.id
             partition = partition_of(key, self.config.partitions)
@@ -216,20 +222,26 @@ class Host:
                 works.append(Work(index, key, partition, inbound.message_id, inbound.event, trace=inbound.trace,
                                   sent_at=inbound.sent_at))
             else:
-                outcomes[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
+                moved[index] = Outcome(inbound.message_id, MOVED, epoch=self.epoch)
         done = await settled(await self.process(works))
+        if any(outcome.status == DUPLICATE for outcome in done):
+            done = await self._with_first_replies(works, done)
+        if not moved:
+            return done
+        ran = iter(done)  # in the batch's order, as ``works``
+        return [moved[index] if index in moved else next(ran) for index in range(len(batch))]
+
+    async def _with_first_replies(self, works: list[Work], done: list[Outcome]) -> list[Outcome]:
+        """A duplicate's replies are those its message got the first time, while kept."""
         duplicates = [work for work, outcome in zip(works, done, strict=True) if outcome.status == DUPLICATE]
-        if duplicates:
-            replies = await asyncio.gather(*map(self._first_replies, duplicates))
-            firsts = dict(zip(map(id, duplicates), replies, strict=True))
-        for work, outcome in zip(works, done, strict=True):
-            if outcome.status == DUPLICATE:
-                outcome = Outcome(outcome.message_id, DUPLICATE, firsts[id(work)])
-            outcomes[work.index] = outcome
-        return outcomes
+        replies = await asyncio.gather(*map(self._first_replies, duplicates))
+        firsts = dict(zip(map(id, duplicates), replies, strict=True))
+        return [Outcome(outcome.message_id, DUPLICATE, firsts[id(work)]) if outcome.status == DUPLICATE else outcome
+                for work, outcome in zip(works, done, strict=True)]
 
     async def _first_replies(self, work: Work) -> tuple:
-        """A duplicate's replies are those its message got the first time, while kept."""
+        if work.message_id is None:
+            return ()
         try:
             data = await self.store.reply(work.key, work.message_id)
         except StoreError:
@@ -250,7 +262,8 @@ class Host:
         self._queued.append((works, done))
         async with self._lock:
             while not done.done():
-                taken, size = [], 0
+                taken: list[tuple[list[Work], asyncio.Future]] = []
+                size = 0
                 while self._queued and (not taken or size + len(self._queued[0][0]) <= self.config.max_batch):
                     taken.append(self._queued.popleft())
                     size += len(taken[-1][0])
@@ -303,7 +316,7 @@ class Host:
             await self.store.commit(written.commit)
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.counts["commits"] += 1
-        self.counts["turns"] += sum(1 for o in outcomes.values() if o.status == APPLIED)
+        self.counts["turns"] += sum(1 for o in outcomes.values() if isinstance(o, Outcome) and o.status == APPLIED)
         self._install(groups, written.results, now)
         if handed and self.lanes is not None:
             outcomes.update(self.lanes.hand_out(handed))
@@ -382,7 +395,8 @@ class Host:
                 done[key] = exc
         return done, {key: (groups[key], record) for key, record in handed.items()}
 
-    async def replayed(self, groups: dict[str, list[Work]], records: dict[str, bytes | None]) -> set[tuple[str, str]]:
+    async def replayed(self, groups: dict[str, list[Work]],
+                       records: Mapping[str, bytes | None]) -> set[tuple[str, str]]:
         """The messages of ``groups`` their conversation took already, out of its dedup window
         now: the store is asked only about those that may be (:meth:`Working.may_be_evicted`),
         so a conversation's new messages cost no read."""

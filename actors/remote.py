@@ -23,8 +23,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import ray
+from ray.actor import ActorHandle, ActorProxy
 from ray.exceptions import RayError, RayTaskError
 
 from parlour.channels.handoff import HookLookup, HookTarget
@@ -48,9 +50,13 @@ from .router import Router
 from .watchdog import TurnWatch
 
 log = logging.getLogger("parlour.actors")
+T = TypeVar("T")
 
 NAMESPACE = "parlour"
-RESTART = {"max_restarts": -1, "max_task_retries": 0, "lifetime": "detached", "namespace": NAMESPACE}
+SUPERVISED: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "lifetime": "detached",
+                              "namespace": NAMESPACE}
+"""The options of parlour's named actors (given at creation, in :mod:`parlour.cluster.ray_cluster`):
+detached, restarted by Ray without limit, in parlour's namespace, taking no CPU from the scheduler."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +103,7 @@ class HostSettings:
     log_format: str = "text"
 
 
-@ray.remote(num_cpus=0, **RESTART)
-class RouterActor:
+class RouterProcess:
     def __init__(self, store_url: str, partitions: int, hosts: list[str]):
         self.router = Router(open_store(store_url), partitions, hosts)
         self.started = asyncio.get_running_loop().create_task(self._start())
@@ -124,8 +129,18 @@ class RouterActor:
         return os.getpid()
 
 
-@ray.remote(num_cpus=0, **RESTART)
-class DeliveryActor:
+RouterActor = ray.remote(RouterProcess)
+
+
+def handle(actor: ActorProxy[T]) -> ActorHandle:
+    """The handle ``ActorClass.remote()`` returns (Ray types it ``ActorHandle[T] | type[T]``, so
+    that a checker sees the class's methods)."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"not a Ray actor handle: {actor!r}")
+    return actor
+
+
+class DeliveryProcess:
     """The delivery supervisor in a process of its own. Started (and restarted by Ray) with the
     store's URL and the secrets key that opens the bots' credentials and the tenants' secrets
     (a hand-off webhook is signed with one); it resumes from the outbox at once."""
@@ -169,6 +184,9 @@ class DeliveryActor:
         return os.getpid()
 
 
+DeliveryActor = ray.remote(DeliveryProcess)
+
+
 class HostProcess:
     """A conversation host in a process of its own (Ray makes it an actor: :data:`HostActor`,
     and :class:`parlour.cluster.node_server.NodeServer` adds the gateway to it)."""
@@ -192,7 +210,7 @@ class HostProcess:
                          watch=_watch(name, settings))
         caps = settings.config.dedicated.share(settings.names.all_hosts.index(name), settings.names.hosts)
         self.dedicated = DedicatedPool(_Spawner(settings, self.host.flows), caps, self.host.clock)
-        self.host.isolated = self.dedicated
+        self.host.isolate(self.dedicated)
         self.started = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
@@ -215,7 +233,7 @@ class HostProcess:
         try:
             return encode_outcomes(await self.host.deliver(decode_batch(batch)))
         finally:
-            self.host.counts["deliver_ms"] += (time.perf_counter() - started) * 1000
+            self.host.counts["deliver_us"] += round((time.perf_counter() - started) * 1e6)
             self.host.counts["delivers"] += 1
 
     async def ready(self) -> dict:
@@ -228,7 +246,7 @@ class HostProcess:
         for record in records:
             await self.host.store.put_flow(record)
         count = await self.host.reload_flows()
-        await asyncio.gather(*(r.install(self.host.flows.records) for r in self.dedicated.runners()),
+        await asyncio.gather(*(r.install(self.host.flows.records) for r in self._runners()),
                              return_exceptions=True)
         return count
 
@@ -257,7 +275,10 @@ class HostProcess:
 
     async def dedicated_rss(self) -> list[int]:
         """The resident memory of each dedicated conversation's process."""
-        return list(await asyncio.gather(*(r.actor.rss.remote() for r in self.dedicated.runners())))
+        return list(await asyncio.gather(*(r.actor.rss.remote() for r in self._runners())))
+
+    def _runners(self) -> list[_RayRunner]:
+        return [r for r in self.dedicated.runners() if isinstance(r, _RayRunner)]
 
     async def stop(self) -> None:
         await self.started
@@ -268,11 +289,10 @@ class HostProcess:
         return os.getpid()
 
 
-HostActor = ray.remote(num_cpus=0, **RESTART)(HostProcess)
+HostActor = ray.remote(HostProcess)
 
 
-@ray.remote(num_cpus=0)
-class DedicatedActor:
+class DedicatedProcess:
     """One conversation in a process of its own."""
 
     def __init__(self, records: list[FlowRecord], env: dict[str, dict[str, str]]):
@@ -290,6 +310,9 @@ class DedicatedActor:
         return _rss()
 
 
+DedicatedActor = ray.remote(DedicatedProcess)
+
+
 class _Spawner:
     """Starts a conversation's :class:`DedicatedActor` (named after its key, so that a host
     restarted while it lives finds it again), with its tenant's flows and env and no other's."""
@@ -301,9 +324,9 @@ class _Spawner:
     def __call__(self, key: str) -> _RayRunner:
         tenant = key.split("/", 1)[0]
         name = f"{self.settings.names.prefix}-conv-{hashlib.blake2b(key.encode(), digest_size=10).hexdigest()}"
-        actor = DedicatedActor.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
+        actor = DedicatedActor.options(num_cpus=0, name=name, namespace=NAMESPACE, get_if_exists=True).remote(
             _of(tenant, self.flows.records), {tenant: self.settings.config.env.get(tenant, {})})
-        return _RayRunner(actor, tenant, self.settings.config.window)
+        return _RayRunner(handle(actor), tenant, self.settings.config.window)
 
 
 class _RayRunner:
@@ -453,7 +476,7 @@ class Handles:
             reasons = (f"{name}: {exc.reason if isinstance(exc, Unavailable) else _short(exc)}"
                        for name, exc in failed.items())
             raise Unavailable(", ".join(failed), "; ".join(reasons))
-        return list(answers)
+        return [answer for answer in answers if not isinstance(answer, BaseException)]
 
     async def metrics(self, timeout_s: float = 5.0) -> dict[str, list]:
         """Each host's figures and the delivery supervisor's; one that does not answer in time

@@ -66,7 +66,8 @@ class Router:
         if host not in table.hosts:
             raise UnknownHost(f"{host!r} is not in the partition table ({', '.join(table.hosts)})")
         async with self._lock:
-            table = PartitionTable(self.table_.epoch + 1, self.table_.hosts, self.table_.owners)
+            current = self.table_ or table  # another claim may have moved it on meanwhile
+            table = PartitionTable(current.epoch + 1, current.hosts, current.owners)
             await self.store.put_meta(META, _encode(table))
             self.table_ = table
         return table.epoch, table.partitions_of(host)

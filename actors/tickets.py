@@ -205,9 +205,9 @@ async def settle(store: Store, commit: Commit, pending: Pending, policy: TicketP
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     events: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
     for key, handoff, flow, node, user in pending.opened:
-        data = _opened(key, handoff, flow, node, user, now)
-        rows[(data["tenant"], data["id"])] = data
-        events.append((data, "opened", {}))
+        row = _opened(key, handoff, flow, node, user, now)
+        rows[(row["tenant"], row["id"])] = row
+        events.append((row, "opened", {}))
     for key, ticket_id, change in pending.changes:
         tenant = key.split("/", 1)[0]
         data = rows.get((tenant, ticket_id))

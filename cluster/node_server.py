@@ -34,7 +34,7 @@ from parlour.actors.dispatch import Dispatcher
 from parlour.actors.host import Host
 from parlour.actors.links import Link, LinkServer, link_folder
 from parlour.actors.local import LocalBackend
-from parlour.actors.remote import RESTART, Handles, HostProcess, HostSettings
+from parlour.actors.remote import Handles, HostProcess, HostSettings
 from parlour.channels.registry import Bots, Cipher
 from parlour.codec import Record
 from parlour.config import Settings
@@ -193,4 +193,4 @@ class NodeServer(HostProcess):
         await super().stop()
 
 
-NodeServerActor = ray.remote(num_cpus=0, **RESTART)(NodeServer)
+NodeServerActor = ray.remote(NodeServer)

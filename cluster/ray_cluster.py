@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray._private import ray_constants
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from parlour.actors.delivery import RetryPolicy
-from parlour.actors.remote import NAMESPACE, DeliveryActor, HostActor, HostSettings, RouterActor
+from parlour.actors.remote import NAMESPACE, SUPERVISED, DeliveryActor, HostActor, HostSettings, RouterActor, handle
 
 if TYPE_CHECKING:
     from parlour.cluster.node_server import Serving
@@ -29,7 +29,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     whether this call started Ray (and so whether :func:`disconnect` should stop it)."""
     if ray.is_initialized():
         return False
-    options = {"namespace": NAMESPACE, "logging_level": "WARNING", "log_to_driver": True}
+    options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": "WARNING", "log_to_driver": True}
     if address:
         ray.init(address=address, **options)
     else:
@@ -68,13 +68,13 @@ def disconnect() -> None:
 
 def place_router(settings: HostSettings, partitions: int) -> ray.actor.ActorHandle:
     """The router of ``settings.names``: found if it runs, created if not."""
-    return RouterActor.options(name=settings.names.router, get_if_exists=True).remote(
-        settings.store_url, partitions, settings.names.all_hosts)
+    return handle(RouterActor.options(name=settings.names.router, get_if_exists=True, **SUPERVISED).remote(
+        settings.store_url, partitions, settings.names.all_hosts))
 
 
 def place_hosts(settings: HostSettings) -> dict[str, ray.actor.ActorHandle]:
     """The hosts of ``settings.names``: found if they run, created if not."""
-    return {name: HostActor.options(name=name, get_if_exists=True).remote(name, settings)
+    return {name: handle(HostActor.options(name=name, get_if_exists=True, **SUPERVISED).remote(name, settings))
             for name in settings.names.all_hosts}
 
 
@@ -85,14 +85,15 @@ def place_servers(settings: HostSettings, serving: Serving) -> dict[str, ray.act
     from parlour.cluster.node_server import NodeServerActor  # it imports the gateway: only a driver needs it
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return {name: NodeServerActor.options(name=name, get_if_exists=True, scheduling_strategy=here).remote(
-        name, settings, serving) for name in settings.names.all_hosts}
+    options = {"scheduling_strategy": here, "get_if_exists": True, **SUPERVISED}
+    return {name: handle(NodeServerActor.options(name=name, **options).remote(name, settings, serving))
+            for name in settings.names.all_hosts}
 
 
 def place_delivery(settings: HostSettings, secrets_key: str, policy: RetryPolicy) -> ray.actor.ActorHandle:
     """The delivery supervisor of ``settings.names``: found if it runs, created if not."""
-    return DeliveryActor.options(name=settings.names.delivery, get_if_exists=True).remote(
-        settings.store_url, secrets_key, policy, settings)
+    return handle(DeliveryActor.options(name=settings.names.delivery, get_if_exists=True, **SUPERVISED).remote(
+        settings.store_url, secrets_key, policy, settings))
 
 
 def kill(*actors: ray.actor.ActorHandle) -> None:
