@@ -169,4 +169,5 @@ class Gateway:
             self._push_task.cancel()
             done, _ = await asyncio.wait([self._push_task], timeout=5.0)
             if not done:  # a stop must end: say where the push loop is stuck instead of waiting on it
-                log.error("the web push did not stop within 5 s of its cancellation: %r", self._push_task.get_stack(limit=5))
+                log.error("the web push did not stop within 5 s of its cancellation: %r",
+                          self._push_task.get_stack(limit=5))

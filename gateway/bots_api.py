@@ -37,7 +37,8 @@ class BotsApi:
         bot = "/v1/{tenant}/bots/{channel}/{bot}"
         return [web.get("/v1/{tenant}/bots", self.list_bots), web.put(bot, self.put_bot), web.get(bot, self.get_bot),
                 web.delete(bot, self.delete_bot), web.get("/v1/{tenant}/dead-letters", self.list_dead),
-                web.post("/v1/{tenant}/dead-letters/replay", self.replay), web.post("/v1/{tenant}/dead-letters/drop", self.drop)]
+                web.post("/v1/{tenant}/dead-letters/replay", self.replay),
+                web.post("/v1/{tenant}/dead-letters/drop", self.drop)]
 
     def _tenant(self, request: web.Request) -> str:
         tenant = request.match_info["tenant"]

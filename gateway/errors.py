@@ -20,7 +20,8 @@ from parlour.errors import ParlourError
 # aiohttp's own errors (no route, wrong method, body over the limit) by status
 HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    408: "timeout", 411: "length_required", 413: "payload_too_large", 414: "uri_too_long", 415: "unsupported_media_type",
+    408: "timeout", 411: "length_required", 413: "payload_too_large", 414: "uri_too_long",
+    415: "unsupported_media_type",
     422: "unprocessable", 429: "rate_limited", 431: "headers_too_large", 500: "internal", 503: "unavailable",
     504: "timeout",
 }

@@ -100,7 +100,10 @@ class Handoffs:
         if status is not None and status not in STATUSES:
             raise ApiError(400, "invalid_request", f"`status` is one of {', '.join(STATUSES)}, not {status!r}")
         limit = page_limit(request, MAX_PAGE)
-        queues = [queue] if queue is not None else (sorted(principal.queues) if principal.agent and principal.queues is not None else [None])
+        if queue is not None:
+            queues = [queue]
+        else:
+            queues = sorted(principal.queues) if principal.agent and principal.queues is not None else [None]
         if not all(principal.sees(q) for q in queues):
             raise not_found(f"queue {queue!r}")
         after = request.query.get("after") or None
@@ -140,7 +143,8 @@ class Handoffs:
         except ValueError:
             max_s = -1.0
         if not 0 < max_s <= STREAM_MAX_S:
-            raise ApiError(400, "invalid_request", f"`max_s` is a number of seconds, above 0 and at most {STREAM_MAX_S:g}")
+            raise ApiError(400, "invalid_request",
+                           f"`max_s` is a number of seconds, above 0 and at most {STREAM_MAX_S:g}")
         cursor = request.headers.get("Last-Event-ID") or request.query.get("after")
         if cursor is None:
             tail = await self.gateway.store.tail_log(transcript_log(data["key"]), 1)
@@ -194,7 +198,8 @@ class Handoffs:
 
     # ------------------------------------------------------------ acting
 
-    async def _act(self, request: web.Request, principal: Principal, data: dict[str, Any], event, action_id: str) -> Outcome:
+    async def _act(self, request: web.Request, principal: Principal, data: dict[str, Any], event,
+                   action_id: str) -> Outcome:
         if data["status"] == CLOSED:
             raise ApiError(409, "ticket_closed", f"hand-off {data['id']!r} is closed ({data['resolution']})")
         key = ConversationKey.parse(data["key"])

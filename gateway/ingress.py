@@ -81,7 +81,8 @@ class Ingress:
             async with asyncio.timeout(self.timeout_s):
                 outcome = await self._send(inbound)
         except TimeoutError:
-            outcome = Outcome(inbound.message_id, FAILED, error=f"no outcome within {self.timeout_s:g} s", retryable=True)
+            outcome = Outcome(inbound.message_id, FAILED, error=f"no outcome within {self.timeout_s:g} s",
+                              retryable=True)
         finally:
             self.pending -= 1
             self.metrics.pending.dec()

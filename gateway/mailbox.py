@@ -53,7 +53,8 @@ def _cursor(value: str | None) -> str | None:
     try:
         log_cursor(value)
     except StoreError:
-        raise ValueError("not a mailbox cursor: give the `cursor` or `next` of an earlier read (up to 20 digits)") from None
+        raise ValueError("not a mailbox cursor: give the `cursor` or `next` of an earlier read "
+                         "(up to 20 digits)") from None
     return value
 
 

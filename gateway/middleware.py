@@ -31,7 +31,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                                "img-src 'self' https: data:; media-src https:; frame-ancestors 'none'; base-uri 'none'; "
+                                "img-src 'self' https: data:; media-src https:; frame-ancestors 'none'; "
+                                "base-uri 'none'; "
                                 "form-action 'none'"),
 }
 
@@ -86,7 +87,7 @@ def middlewares(metrics: GatewayMetrics, owners: Mapping[str, str] | None = None
                 raise
             response = _http_error(exc)
         except Exception as exc:  # noqa: BLE001 - shaped, counted and logged by _error
-            response = _error(request, exc)
+            response = _error(request, exc, metrics)
         except BaseException:  # cancelled: the client went away
             observe(500)
             raise
@@ -99,28 +100,30 @@ def middlewares(metrics: GatewayMetrics, owners: Mapping[str, str] | None = None
             headers.setdefault("Cache-Control", "no-store")
         return response
 
-    def _error(request: web.Request, exc: Exception) -> web.Response:
-        if isinstance(exc, ApiError):
-            return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-        if isinstance(exc, InvalidId):  # a name or id from the path or the body that no handler checked first
-            return error_response(400, "invalid_request", str(exc))
-        if isinstance(exc, RequestPayloadError):  # the body's chunks or length were broken on the way in
-            return error_response(400, "invalid_body", "the request's body could not be read (its framing is broken)")
-        if isinstance(exc, StoreError):
-            # Down, or unreadable (a corrupted file): nothing the caller did; a retry may work later.
-            log.error("request %s %s: the store failed (request id %s): %s", request.method, request.path,
-                      request[REQUEST_ID_KEY], _gist(exc))
-            metrics.errors.labels("store").inc()
-            return error_response(503, "store_unavailable", "the store cannot be read or written now: retry later; "
-                                  f"the logs have it under request id {request[REQUEST_ID_KEY]}",
-                                  headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
-        log.error("request %s %s failed (request id %s)", request.method, request.path, request[REQUEST_ID_KEY],
-                  exc_info=exc)
-        metrics.errors.labels("internal").inc()
-        return error_response(500, "internal", f"an internal error; the logs have it under request id "
-                              f"{request[REQUEST_ID_KEY]}")
-
     return [gateway]
+
+
+def _error(request: web.Request, exc: Exception, metrics: GatewayMetrics) -> web.Response:
+    """An exception that a handler raised, as the error body of its kind (and logged, counted)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, InvalidId):  # a name or id from the path or the body that no handler checked first
+        return error_response(400, "invalid_request", str(exc))
+    if isinstance(exc, RequestPayloadError):  # the body's chunks or length were broken on the way in
+        return error_response(400, "invalid_body", "the request's body could not be read (its framing is broken)")
+    if isinstance(exc, StoreError):
+        # Down, or unreadable (a corrupted file): nothing the caller did; a retry may work later.
+        log.error("request %s %s: the store failed (request id %s): %s", request.method, request.path,
+                  request[REQUEST_ID_KEY], _gist(exc))
+        metrics.errors.labels("store").inc()
+        return error_response(503, "store_unavailable", "the store cannot be read or written now: retry later; "
+                              f"the logs have it under request id {request[REQUEST_ID_KEY]}",
+                              headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
+    log.error("request %s %s failed (request id %s)", request.method, request.path, request[REQUEST_ID_KEY],
+              exc_info=exc)
+    metrics.errors.labels("internal").inc()
+    return error_response(500, "internal", f"an internal error; the logs have it under request id "
+                          f"{request[REQUEST_ID_KEY]}")
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:

@@ -7,7 +7,8 @@ from functools import cache
 from typing import Any
 
 from aiohttp import web
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from parlour import __version__
 from parlour.flow.model import FlowSpec
@@ -80,7 +81,8 @@ HEADERS = {
 }
 
 
-TENANT = {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
+TENANT = {"name": "tenant", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
 NEW_TENANT = {**TENANT, "description": "1 to 64 ASCII letters, digits, `-` or `_`, and not `tenants` (400)"}
 FLOW = {"name": "flow", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 CHANNEL = {"name": "channel", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -91,7 +93,7 @@ SECRET = {"name": "name", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
           "description": "as a flow names it in `{secret: NAME}` (another name answers 400)"}
 BOT = {"name": "bot", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _paths() -> dict[str, Any]:
@@ -132,9 +134,11 @@ def _paths() -> dict[str, Any]:
             **_mailbox_operations()},
         "/v1/{tenant}/web/ws": {"get": {
             "summary": "a WebSocket for a chat widget (send SocketMessage frames; receive replies and pushes)",
-            "operationId": "webSocket", "parameters": [TENANT, {"name": "user", "in": "query", "required": True,
-                                                                "schema": {"type": "string", "minLength": 1, "maxLength": 256}}],
-            "responses": {"101": {"description": "switching to the WebSocket protocol"}, **_errors(400, 404, 429, 503)}}},
+            "operationId": "webSocket",
+            "parameters": [TENANT, {"name": "user", "in": "query", "required": True,
+                                    "schema": {"type": "string", "minLength": 1, "maxLength": 256}}],
+            "responses": {"101": {"description": "switching to the WebSocket protocol"},
+                          **_errors(400, 404, 429, 503)}}},
         "/v1/tenants": {"get": {"summary": "every tenant (operator)", "operationId": "listTenants", "security": BEARER,
                                 "responses": {"200": _json(s.TenantsOut, "the tenants"), **_errors(401, 403)}}},
         "/v1/tenants/{tenant}": {"put": {
@@ -199,7 +203,8 @@ def _paths() -> dict[str, Any]:
             "summary": "the conversation's transcript as JSON lines (TranscriptTurnOut each), oldest first; kept "
                        "`limits.transcript_ttl_s` (7 days), at most 10,000 turns",
             "operationId": "conversationTranscript", "security": BEARER,
-            "parameters": [TENANT, CHANNEL, USER, {"name": "after", "in": "query", "required": False, "schema": CURSOR}],
+            "parameters": [TENANT, CHANNEL, USER,
+                           {"name": "after", "in": "query", "required": False, "schema": CURSOR}],
             "responses": {"200": _answer("one turn per line", {"application/x-ndjson": {"schema": {"type": "string"}}}),
                           **_errors(400, 401, 403, 404, 503)}}},
         **_channel_paths(),
@@ -273,7 +278,8 @@ def _mailbox_operations() -> dict[str, Any]:
     """``GET`` and ``DELETE /v1/{tenant}/web/messages`` (:mod:`parlour.gateway.mailbox`)."""
     return {
         "get": {"summary": "read the user's mailbox: what timers and API results made the flow say, outside the "
-                           "answers; waits up to `wait_s` for a reply when there is none", "operationId": "readWebMailbox",
+                           "answers; waits up to `wait_s` for a reply when there is none",
+                "operationId": "readWebMailbox",
                 "parameters": [TENANT, WEB_USER,
                                {"name": "after", "in": "query", "required": False, "schema": CURSOR},
                                {"name": "wait_s", "in": "query", "required": False,
@@ -283,12 +289,13 @@ def _mailbox_operations() -> dict[str, Any]:
                 "responses": {"200": _json(s.MailboxOut, "the replies after `after`"), **_errors(400, 404, 429, 503)}},
         "delete": {"summary": "acknowledge the user's mailbox up to a cursor: those replies are deleted",
                    "operationId": "ackWebMailbox",
-                   "parameters": [TENANT, WEB_USER, {"name": "upto", "in": "query", "required": True, "schema": CURSOR}],
+                   "parameters": [TENANT, WEB_USER,
+                                  {"name": "upto", "in": "query", "required": True, "schema": CURSOR}],
                    "responses": {"200": _json(s.Acknowledged, "deleted"), **_errors(400, 404, 429, 503)}}}
 
 
 def _channel_paths() -> dict[str, Any]:
-    anything = {"schema": {}}
+    anything: dict[str, Any] = {"schema": {}}
     unsigned = {"401": _json(s.ErrorOut, "not signed by the channel with the bot's secret: `details.reason` is "
                                          "missing, mismatch, stale or malformed")}
     return {
@@ -356,7 +363,8 @@ def _channel_paths() -> dict[str, Any]:
 
 @cache
 def openapi() -> dict[str, Any]:
-    _, definitions = models_json_schema([(m, "validation") for m in MODELS], ref_template=REF)
+    modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in MODELS]
+    _, definitions = models_json_schema(modes, ref_template=REF)
     return {
         "openapi": "3.1.0",
         "info": {"title": "parlour", "version": __version__,

@@ -33,12 +33,15 @@ class Ops:
         checks = {"store": self._store(), "hosts": self.gateway.runtime.ready(self.ready_timeout_s)}
         results = await asyncio.gather(*(asyncio.wait_for(c, self.ready_timeout_s) for c in checks.values()),
                                        return_exceptions=True)
-        failed = {name: f"{type(r).__name__}: {r}" for name, r in zip(checks, results) if isinstance(r, BaseException)}
+        failed = {name: f"{type(r).__name__}: {r}" for name, r in zip(checks, results, strict=True)
+                  if isinstance(r, BaseException)}
         if self.gateway.stopping:
             failed["gateway"] = "shutting down"
         if failed:
             raise ApiError(503, "not_ready", "not ready: " + ", ".join(failed), failed, headers={"Retry-After": "1"})
         hosts = results[1]
+        if not isinstance(hosts, list):
+            raise TypeError(f"the hosts' readiness is a list, not {hosts!r}")
         servers = [{key: h[key] for key in ("name", "epoch", "partitions") if key in h} for h in hosts]
         return web.json_response({"status": "ready", "hosts": len(hosts), "servers": servers})
 

@@ -1,4 +1,5 @@
-"""A small client of a running node's admin API, for the CLI's commands (``parlour dlq``, ``handoffs``, ``conversations``).
+"""A small client of a running node's admin API, for the CLI's commands (``parlour dlq``,
+``handoffs``, ``conversations``).
 
 The token is the one given, else ``PARLOUR_ADMIN_TOKEN``, else the one ``parlour serve`` wrote
 into its data folder. An answer that is not 2xx raises :class:`AdminError` with the API's own

@@ -162,7 +162,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.env or args.secret:
             settings = settings.model_copy(update={
                 "env": {**settings.env, **_named_values(args.env, "env")},
-                "secrets": {**settings.secrets, **{k: SecretStr(v) for k, v in _named_values(args.secret, "secret").items()}}})
+                "secrets": {**settings.secrets,
+                            **{k: SecretStr(v) for k, v in _named_values(args.secret, "secret").items()}}})
             settings = scope_node_values(settings)  # --env/--secret: the one tenant's, or refused
     except ConfigError as exc:
         print(f"parlour: {exc}", file=sys.stderr)
@@ -289,7 +290,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"parlour {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run a node: Ray and its node servers (the HTTP gateway and the conversations)",
+    serve = sub.add_parser("serve",
+                           help="run a node: Ray and its node servers (the HTTP gateway and the conversations)",
                            description="Every option is also PARLOUR_<NAME> in the environment and a key of the "
                                        "config file; options win over the environment, which wins over the file.")
     serve.add_argument("--config", metavar="FILE", help="a YAML config file (or PARLOUR_CONFIG)")
@@ -364,7 +366,8 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("--strict", action="store_true", help="warnings fail too")
     validate.add_argument("--json", action="store_true", help="problems as JSON")
     validate.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
-                          help="an env value the operator sets: each env.NAME a flow reads and none sets is warned about")
+                          help="an env value the operator sets: "
+                               "each env.NAME a flow reads and none sets is warned about")
     validate.add_argument("--config", metavar="FILE", help="take the env values set from this config file's tenants")
     validate.set_defaults(run=cmd_validate)
     schema = flows_sub.add_parser("schema", help="print the JSON Schema of flow files")

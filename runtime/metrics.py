@@ -120,17 +120,20 @@ class GatewayMetrics:
 
     def __init__(self, *, whole_node: bool = False) -> None:
         r = self.own = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("parlour_http_requests", "HTTP requests answered", ["route", "channel", "status"], registry=r)
+        self.requests = Counter("parlour_http_requests", "HTTP requests answered", ["route", "channel", "status"],
+                                registry=r)
         self.request_seconds = Histogram("parlour_http_request_duration_seconds", "time to answer a request",
                                          ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.turn_seconds = Histogram("parlour_turn_duration_seconds",
                                       "a message's arrival at the gateway to its committed outcome",
                                       ["channel"], buckets=LATENCY_BUCKETS, registry=r)
         self.pending = Gauge("parlour_ingress_pending", "messages accepted and not yet answered", registry=r)
-        self.rejected = Counter("parlour_ingress_rejected", "messages refused before reaching a host", ["reason"], registry=r)
+        self.rejected = Counter("parlour_ingress_rejected", "messages refused before reaching a host", ["reason"],
+                                registry=r)
         self.errors = Counter("parlour_errors", "errors by kind", ["kind"], registry=r)
         self.websockets = Gauge("parlour_websockets_open", "open chat WebSockets", registry=r)
-        self.pushed = Counter("parlour_web_pushed", "replies from timers and calls pushed to web chats", ["result"], registry=r)
+        self.pushed = Counter("parlour_web_pushed", "replies from timers and calls pushed to web chats", ["result"],
+                              registry=r)
         self.webhooks_refused = Counter("parlour_webhooks_refused", "channel webhooks refused for their signature",
                                         ["channel", "reason"], registry=r)
         self.channel_events = Counter("parlour_channel_events", "statuses and other events from channels (not turns)",
