@@ -40,6 +40,8 @@ class Flows:
 
     async def reload(self) -> int:
         """Read the registry again; how many flow versions it holds."""
+        if self.store is None:
+            raise RuntimeError("these flows have no registry to read: they are installed (Flows.install)")
         records = await self.store.flows()
         if any((r.tenant, r.flow, r.version) not in self._compiled for r in records):
             before = sys.getswitchinterval()
