@@ -218,7 +218,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, (str, bytes)):
             _check_text_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
-        elif type(owner) is int:
+        elif isinstance(owner, int):  # a bool too: `(a < b).to_bytes(10**9, 'big')`
             _check_int_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
         return check_value(super().call(__context, __obj, *args, **kwargs))
 
