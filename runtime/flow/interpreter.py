@@ -153,7 +153,7 @@ class Run:
         self.effects.append(Error(self.flow.id if self.flow else "", self.node_id, reason, False))
         self.stop(FAILED)
 
-    # ------------------------------------------------------------ scope and output
+    # ------------------------------------------------------------ where the conversation is
 
     def in_flow(self) -> Flow:
         """The flow the conversation is in: asked only where it has one (it waits, or runs nodes)."""
@@ -171,6 +171,8 @@ class Run:
         for name, value in flow.vars.items():
             self.vars.setdefault(name, value)
         self._scope = None
+
+    # ------------------------------------------------------------ scope and output
 
     def scope(self) -> dict[str, Any]:
         if self._scope is None:
@@ -275,7 +277,8 @@ class Run:
         self.prompt = None  # moving on: the buttons shown so far are answered or abandoned
         while node_id is not None:
             self.steps += 1
-            flow = self.in_flow()  # again at each step: a goto or an end changes it
+            flow = self.flow  # again at each step: a goto or an end changes it
+            assert flow is not None  # as in_flow(), without a call on the hot path
             node = flow.nodes.get(node_id)
             if self.steps > flow.max_steps:
                 node_id = self.fail(f"more than {flow.max_steps} steps without waiting (a loop?)", node)
