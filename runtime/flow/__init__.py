@@ -42,7 +42,7 @@ from .state import State
 
 __all__ = [
     "AgentAction", "Button", "CancelTimer", "Catalog", "Effect", "End", "Error", "Event", "Flow", "Forward", "Handoff",
-    "HttpRequest", "HttpResult", "Loaded", "Reply", "Resume", "Secret", "Send", "Start", "StartTimer",
-    "State", "TicketChanged", "TimerFired", "Turn", "Unhandled", "UserMessage", "advance", "json_schema", "load_catalog",
+    "HttpRequest", "HttpResult", "Loaded", "Reply", "Resume", "Secret", "Send", "Start", "StartTimer", "State",
+    "TicketChanged", "TimerFired", "Turn", "Unhandled", "UserMessage", "advance", "json_schema", "load_catalog",
     "load_flow", "load_paths", "load_text",
 ]

@@ -121,7 +121,7 @@ def _measure(value: Any, depth: int, sizes: dict[int, tuple[Any, int, int]]) -> 
     if isinstance(value, (set, frozenset)):
         return _walk(value, depth, sizes)
     if isinstance(value, Namespace):
-        return _walk(value._Namespace__attrs.values(), depth, sizes)  # type: ignore[attr-defined]
+        return _walk(value._Namespace__attrs.values(), depth, sizes)
     if isinstance(value, (str, bytes)):  # Markup and other subclasses
         return len(value) + 1, 1
     return 1, 1

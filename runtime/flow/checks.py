@@ -77,7 +77,15 @@ class FlowChecker:
         kind, present = kind_of(node)
         if len(present) > 1:
             self.error(loc + (present[1],), f"a node has one action; this one has {', '.join(present)}", key=True)
-        effective = "wait" if kind == "wait" and node.wait.until == "reply" else ("" if kind == "wait" else kind)
+        self.check_keys(node, kind, loc)
+        self.check_message_rows(node, loc)
+        self.check_names(node, loc)
+        self.check_action(node, loc)
+
+    def check_keys(self, node: m.Node, kind: str | None, loc: Path) -> None:
+        """Keys that apply only to some kinds of node, or only together."""
+        waits_for_reply = kind == "wait" and node.wait is not None and node.wait.until == "reply"
+        effective = "wait" if waits_for_reply else ("" if kind == "wait" else kind)
         for key, kinds in _APPLIES_TO.items():
             if getattr(node, _FIELD.get(key, key)) is not None and effective not in kinds:
                 where = ", ".join("wait: reply" if k == "wait" else k for k in kinds)
@@ -91,23 +99,45 @@ class FlowChecker:
             self.error(loc + ("next",), f"a {kind} node has no `next`", key=True)
         if kind is None and node.next is None:
             self.error(loc, "this node neither acts nor has a `next`: add `next`, or `end: true`")
+
+    def check_message_rows(self, node: m.Node, loc: Path) -> None:
+        """Buttons and list rows of a message (a `say`, an `ask`) lead nowhere: a menu's do."""
         messages = [(msg, loc + ("say", i)) for i, msg in enumerate(node.say or ())]
         messages += [(node.ask, loc + ("ask",))] if node.ask is not None else []
         for msg, mloc in messages:
-            rows = [(("buttons", j), b) for j, b in enumerate(msg.buttons or ())]
+            rows: list[tuple[Path, m.Option]] = [(("buttons", j), b) for j, b in enumerate(msg.buttons or ())]
             rows += [(("list", "options", j), b) for j, b in enumerate(msg.list.options if msg.list else ())]
             for where, button in rows:
                 if button.next is not None:
                     self.error(mloc + where + ("next",), "buttons and list rows of a message do not lead "
                                "anywhere: use a `menu` for choices", key=True)
-        names = [(name, ("set", name), True) for name in node.set or ()]  # True: the name is a key
+
+    def check_names(self, node: m.Node, loc: Path) -> None:
+        """The variables a node sets are not built-in names."""
+        names: list[tuple[str, Path, bool]] = [(name, ("set", name), True) for name in node.set or ()]  # True: a key
         names += [(node.save, ("save",), False)] if node.save else []
         if node.http:
             names += [(node.http.save, ("http", "save"), False)] if node.http.save else []
             names += [(name, ("http", "map", name), True) for name in node.http.map]
         for name, where, is_key in names:
             self.check_var_name(name, loc + where, key=is_key)
-        getattr(self, f"check_{kind}", lambda *a: None)(node, loc)
+
+    def check_action(self, node: m.Node, loc: Path) -> None:
+        """The checks of the node's action: the first it has, as :func:`kind_of` counts them."""
+        if node.ask:
+            self.check_ask(node, loc)
+        elif node.menu:
+            self.check_menu_spec(node.menu, loc + ("menu",), needs_next=node.next is None)
+        elif node.branch:
+            self.check_branch(node.branch, loc)
+        elif node.http:
+            self.check_http(node, node.http, loc)
+        elif node.handoff:
+            pass  # its shape is all there is to check
+        elif node.wait:
+            self.check_wait(node, node.wait, loc)
+        elif node.goto:
+            self.check_goto(node, node.goto, loc)
 
     def check_var_name(self, name: str, loc: Path, *, key: bool) -> None:
         if name in BUILTIN_NAMES:
@@ -144,11 +174,7 @@ class FlowChecker:
                 self.error(loc + ("options", i), f"option {option.id!r} needs `next`"
                            + ("" if loc[0] == "menus" else " (or give the node a `next`)"))
 
-    def check_menu(self, node: m.Node, loc: Path) -> None:
-        self.check_menu_spec(node.menu, loc + ("menu",), needs_next=node.next is None)
-
-    def check_branch(self, node: m.Node, loc: Path) -> None:
-        cases = node.branch
+    def check_branch(self, cases: list[m.Case], loc: Path) -> None:
         for i, case in enumerate(cases):
             cloc = loc + ("branch", i)
             if case.else_ is not None:
@@ -161,16 +187,14 @@ class FlowChecker:
         if not any(c.else_ for c in cases):
             self.warn(loc + ("branch",), "no `else`: when no condition holds the turn fails")
 
-    def check_wait(self, node: m.Node, loc: Path) -> None:
-        w = node.wait
+    def check_wait(self, node: m.Node, w: m.WaitSpec, loc: Path) -> None:
         given = [k for k, v in (("for", w.for_), ("at", w.at), ("until", w.until)) if v is not None]
         if len(given) != 1:
             self.error(loc + ("wait",), "a wait takes one of `for`, `at` or `until: reply`")
         if node.next is None:
             self.error(loc, "a wait node needs `next`")
 
-    def check_goto(self, node: m.Node, loc: Path) -> None:
-        g = node.goto
+    def check_goto(self, node: m.Node, g: m.GotoSpec, loc: Path) -> None:
         if g.node is None and g.flow is None:
             self.error(loc + ("goto",), "goto needs a `node` or a `flow`")
         if g.return_ and g.flow is None:
@@ -180,8 +204,7 @@ class FlowChecker:
         if not g.return_ and node.next is not None:
             self.error(loc + ("next",), "a goto without `return` never reaches `next`", key=True)
 
-    def check_http(self, node: m.Node, loc: Path) -> None:
-        h = node.http
+    def check_http(self, node: m.Node, h: m.HttpSpec, loc: Path) -> None:
         bodies = [k for k in ("json", "form", "body") if getattr(h, "json_" if k == "json" else k) is not None]
         if len(bodies) > 1:
             self.error(loc + ("http",), f"an http node sends one body; this one has {', '.join(bodies)}")
@@ -220,15 +243,19 @@ class FlowChecker:
             if case.else_:
                 yield node_id, loc + ("branch", i, "else"), case.else_
         if node.menu:
-            if node.menu.use in self.spec.menus:
-                for o in self.spec.menus[node.menu.use].options or ():
-                    if o.next:
-                        yield node_id, loc + ("menu",), o.next
-            for i, o in enumerate(node.menu.options or ()):
-                if o.next:
-                    yield node_id, loc + ("menu", "options", i, "next"), o.next
+            yield from self.menu_edges(node_id, node.menu, loc + ("menu",))
         if node.goto and node.goto.node and node.goto.flow is None:
             yield node_id, loc + ("goto",), node.goto.node
+
+    def menu_edges(self, node_id: str, menu: m.MenuSpec, loc: Path) -> Iterator[tuple[str | None, Path, str]]:
+        """A node's menu's options' references: its own, or those of the shared menu it uses."""
+        if menu.use in self.spec.menus:
+            for o in self.spec.menus[menu.use].options or ():
+                if o.next:
+                    yield node_id, loc, o.next
+        for i, o in enumerate(menu.options or ()):
+            if o.next:
+                yield node_id, loc + ("options", i, "next"), o.next
 
     def check_references(self) -> None:
         for _, loc, target in self.edges():
@@ -245,7 +272,7 @@ class FlowChecker:
                 kind, _ = kind_of(node)
                 if kind not in (None, "branch", "goto") or loc[-1] in ("on_error", "on_fail", "on_timeout"):
                     continue
-                if kind == "goto" and node.goto.return_ and loc[-1] == "next":
+                if kind == "goto" and node.goto is not None and node.goto.return_ and loc[-1] == "next":
                     continue  # the flow it calls may wait before coming back
             out[source].add(target)
         return out

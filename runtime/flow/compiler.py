@@ -9,16 +9,17 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import regex
 
 from ..errors import Problem
 from . import model as m
 from .compiled import (
+    Action,
     Ask,
     Branch,
     Choice,
@@ -48,6 +49,12 @@ from .source import Path, SourceMap
 from .validators import DEFAULT_DATE_FORMATS, Rule, date_bound
 from .values import plain
 
+if TYPE_CHECKING:  # typeshed describes the stdlib's regex parser under its older public names
+    import sre_constants as _constants
+    import sre_parse as _parser
+else:
+    from re import _constants, _parser
+
 MAX_REPEATS = 10_000
 """The product of nested counted repeats a regex may have: `regex` expands them when it compiles
 (``(?:x{1000}){8000}`` took 2 GB), where Python's `re` would not."""
@@ -57,24 +64,25 @@ _COUNT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
 def _repeat_product(source: str) -> int:
     """The largest product of counted repeats nested in ``source`` (``{n}``, ``{n,m}``)."""
     try:
-        parsed = re._parser.parse(source)  # the stdlib's parser: it only reads the pattern
+        parsed = _parser.parse(source)  # the stdlib's parser: it only reads the pattern
     except (re.error, RecursionError, OverflowError):
         return math.prod(max(int(n), int(m or 0)) for n, m in _COUNT.findall(source)) if _COUNT.search(source) else 1
-    return _nested_product(parsed)
+    return _nested_product(parsed.data)
 
 
-def _nested_product(items) -> int:
+def _nested_product(items: Iterable[tuple[Any, Any]]) -> int:
+    """The largest product of counted repeats among parsed ``items`` (opcode, argument)."""
     largest = 1
     for op, arg in items:
-        if op in (re._constants.MAX_REPEAT, re._constants.MIN_REPEAT, re._constants.POSSESSIVE_REPEAT):
+        if op in (_constants.MAX_REPEAT, _constants.MIN_REPEAT, _constants.POSSESSIVE_REPEAT):
             low, high, inner = arg
-            count = low if high == re._constants.MAXREPEAT else high
+            count = low if high == _constants.MAXREPEAT else high
             largest = max(largest, max(count, 1) * _nested_product(inner))
-        elif op in (re._constants.SUBPATTERN, re._constants.ATOMIC_GROUP):
+        elif op in (_constants.SUBPATTERN, _constants.ATOMIC_GROUP):
             largest = max(largest, _nested_product(arg[-1]))
-        elif op == re._constants.BRANCH:
+        elif op == _constants.BRANCH:
             largest = max([largest] + [_nested_product(branch) for branch in arg[1]])
-        elif op in (re._constants.ASSERT, re._constants.ASSERT_NOT):
+        elif op in (_constants.ASSERT, _constants.ASSERT_NOT):
             largest = max(largest, _nested_product(arg[1]))
     return largest
 
@@ -155,8 +163,8 @@ class Compiler:
             spot = self.token_spot(loc, text, before.count("\n") + 1, found.start() - (before.rfind("\n") + 1) + 1)
             if spot is not None:
                 return spot
-        spot = self.smap.spot(loc)
-        return spot.line, spot.column
+        where = self.smap.spot(loc)
+        return where.line, where.column
 
     def token_spot(self, loc: Path, text: str, line: int, column: int) -> tuple[int, int] | None:
         """The file's line and column of ``line``:``column`` of ``text``, the value at ``loc``:
@@ -203,6 +211,13 @@ class Compiler:
         self.problem(loc, f"{what} does not compile: {exc}{within}")
 
     # ------------------------------------------------------------ pieces
+
+    @overload
+    def template(self, text: str, loc: Path, *, url: bool = False) -> Template: ...
+    @overload
+    def template(self, text: None, loc: Path, *, url: bool = False) -> None: ...
+    @overload
+    def template(self, text: str | None, loc: Path, *, url: bool = False) -> Template | None: ...
 
     def template(self, text: str | None, loc: Path, *, url: bool = False) -> Template | None:
         if text is None:
@@ -291,7 +306,7 @@ class Compiler:
 
     # ------------------------------------------------------------ actions
 
-    def action(self, node: m.Node, loc: Path):
+    def action(self, node: m.Node, loc: Path) -> Action | None:
         if node.ask is not None:
             rule = self.rule(node.validate_, loc + ("validate",))
             prompt = node.ask
@@ -301,7 +316,7 @@ class Compiler:
             return Ask(self.message(prompt, loc + ("ask",)), node.save, rule,
                        self.template(error, loc + ("validate", "error")), *self.retries(node))
         if node.menu is not None:
-            return self.menu(node, loc)
+            return self.menu(node, node.menu, loc)
         if node.branch is not None:
             cases = tuple((self.expression(c.if_, loc + ("branch", i, "if")), c.next)
                           for i, c in enumerate(node.branch) if c.if_ is not None and c.next is not None)
@@ -311,7 +326,7 @@ class Compiler:
         if node.handoff is not None:
             return HandoffA(self.template(node.handoff.reason, loc + ("handoff", "reason")), node.handoff.queue)
         if node.wait is not None:
-            return self.wait(node, loc + ("wait",))
+            return self.wait(node, node.wait, loc + ("wait",))
         if node.goto is not None:
             return Goto(node.goto.node, node.goto.flow, node.goto.return_)
         if node.end:
@@ -326,8 +341,7 @@ class Compiler:
         return (self.template(spec.text or "", loc + ("text",)), self.choices(spec.options, loc + ("options",)),
                 self.template(spec.invalid, loc + ("invalid",)))
 
-    def menu(self, node: m.Node, loc: Path) -> Menu:
-        spec = node.menu
+    def menu(self, node: m.Node, spec: m.MenuSpec, loc: Path) -> Menu:
         if spec.use is None:
             parts = self.menu_parts(spec, loc + ("menu",))
         elif spec.use in self.shared_menus:
@@ -348,10 +362,10 @@ class Compiler:
             json=self.json_body(h.json_, loc + ("json",)),
             form=tuple((k, self.template(v, loc + ("form", k))) for k, v in h.form.items()) if h.form else None,
             body=self.template(h.body, loc + ("body",)), timeout_s=h.timeout_s, retries=h.retries,
-            save=h.save, map=tuple((k, self.expression(v, loc + ("map", k), frozenset({"response"}))) for k, v in h.map.items()))
+            save=h.save,
+            map=tuple((k, self.expression(v, loc + ("map", k), frozenset({"response"}))) for k, v in h.map.items()))
 
-    def wait(self, node: m.Node, loc: Path) -> Wait:
-        w = node.wait
+    def wait(self, node: m.Node, w: m.WaitSpec, loc: Path) -> Wait:
         if w.for_ is not None:
             try:
                 return Wait(seconds=parse_duration(w.for_))

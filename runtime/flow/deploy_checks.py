@@ -22,7 +22,8 @@ def check_together(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
 
 
 def _duplicate_ids(loaded: list[tuple[m.FlowSpec, SourceMap]]) -> list[Problem]:
-    problems, first_seen = [], {}
+    problems: list[Problem] = []
+    first_seen: dict[str, SourceMap] = {}
     for spec, smap in loaded:
         if spec.flow in first_seen:
             other = first_seen[spec.flow]

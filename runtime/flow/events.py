@@ -132,7 +132,7 @@ class Effect:
     kind: ClassVar[str]
 
     def to_data(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
+        return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]  # each subclass is a dataclass
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 
 from .bounds import check_text_of
-from .sandbox import BoundedSandbox, bounded_concat, guarded_filter
+from .sandbox import BoundedSandbox, guarded_filter
 from .template_errors import explain
 
 BUILTIN_NAMES = frozenset({"user", "message", "channel", "now", "env", "error"})
@@ -144,7 +144,6 @@ def _environment(finalize: Callable[[Any], Any]) -> BoundedSandbox:
     environment.filters = {name: guarded_filter(name, f) for name, f in environment.filters.items()}
     environment.filters["verbatim"] = lambda value: Verbatim("" if value is None else value)
     environment.globals.pop("lipsum", None)  # generates text in loops: no use to a chat flow
-    environment.concat = bounded_concat  # type: ignore[assignment]
     return environment
 
 
@@ -218,12 +217,16 @@ def _env_names(ast: nodes.Node) -> frozenset[str]:
     """The ``env`` values a template reads by name: ``env.NAME`` and ``env['NAME']``."""
     found = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node.node, nodes.Name) and node.node.name == "env":
-            if isinstance(node, nodes.Getattr):
-                found.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+        if isinstance(node, nodes.Getattr) and _is_env(node.node):
+            found.add(node.attr)
+        elif isinstance(node, nodes.Getitem) and _is_env(node.node):
+            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                 found.add(node.arg.value)
     return frozenset(found)
+
+
+def _is_env(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "env"
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +248,7 @@ class Template:
             return self.source
         try:
             return self._render(scope)
-        except Exception as exc:  # a user's template may fail in any way Python can
+        except Exception as exc:  # noqa: BLE001 -- a user's template may fail in any way Python can
             error = _failed("template", self.source, exc)
         raise error
 
@@ -260,7 +263,7 @@ class Expression:
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         try:
             return self._evaluate(scope)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- as a template's: any way Python can
             error = _failed("expression", self.source, exc)
         raise error
 

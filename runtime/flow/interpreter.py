@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from ..errors import FlowNotFound
 from .bounds import MAX_TEXT, end_budget, start_budget
-from .compiled import Ask, Branch, Catalog, Choice, EndA, Flow, Goto, HandoffA, Http, Menu, MessageT, Node, Wait
+from .compiled import Catalog, Choice, Flow, Http, MessageT, Node
 from .events import (
     AgentAction,
     Button,
@@ -46,7 +46,7 @@ from .events import (
 from .expressions import RenderError, Template
 from .regexes import RegexBudget
 from .state import ENDED, FAILED, HANDOFF, IDLE, WAITING, State
-from .steps import NodeSteps
+from .steps import ANSWER, ENTER, stale_press
 from .values import plain
 
 MAX_TURN_TEXT = 10 * MAX_TEXT
@@ -62,11 +62,11 @@ def advance(flows: Flow | Catalog, state: State | None, event: Event, now: float
     """Apply ``event`` to ``state`` at time ``now`` (epoch seconds); return the new state and
     the effects. ``flows`` is the catalog (or a single flow) the conversation runs in."""
     catalog = flows if isinstance(flows, Catalog) else Catalog([flows])
-    run = _Run(catalog, state or State(), now)
+    run = Run(catalog, state or State(), now)
     budget = start_budget()
     try:
         run.handle(event)
-    except Exception as exc:  # a defect in parlour: still a value, never an exception out
+    except Exception as exc:  # noqa: BLE001 -- a defect in parlour: still a value, never an exception out
         run.crash(f"internal error: {type(exc).__name__}: {exc}")
     finally:
         end_budget(budget)
@@ -81,8 +81,12 @@ def _storable(value: Any, name: str) -> Any:
         return None
 
 
-class _Run(NodeSteps):
-    """One call of :func:`advance`: a working copy of the state, and the effects so far."""
+class Run:
+    """One call of :func:`advance`: a working copy of the state, and the effects so far.
+
+    What each kind of node does is in :mod:`.steps`, which works on the run through its
+    attributes and the effects below (``send``, ``wait``, ``arm``, ``leave``, ``run``, ...).
+    """
 
     def __init__(self, catalog: Catalog, state: State, now: float):
         self.catalog = catalog
@@ -94,7 +98,7 @@ class _Run(NodeSteps):
             except FlowNotFound:
                 self.flow = None
         self.state = state
-        self.node_id = state.node
+        self.node_id: str | None = state.node
         self.status = state.status if self.flow is not None or state.flow is None else FAILED
         self.wait_for = state.wait_for if self.status != FAILED else None
         self.vars = dict(state.vars)
@@ -116,8 +120,9 @@ class _Run(NodeSteps):
         self._scope: dict[str, Any] | None = None
         self._now_dt: datetime | None = None
         self._regexes: RegexBudget | None = None
-        if self.flow is None and state.active:
-            self.effects.append(Error(state.flow, state.node, str(FlowNotFound(state.flow, state.version)), False))
+        if self.flow is None and state.active:  # its flow, or the version it is pinned to, is gone
+            lost = state.flow or ""  # "" as in crash(): a state without a flow never waits
+            self.effects.append(Error(lost, state.node, str(FlowNotFound(lost, state.version)), False))
             self.disarm()
 
     # ------------------------------------------------------------ the way in and out
@@ -148,13 +153,32 @@ class _Run(NodeSteps):
         self.effects.append(Error(self.flow.id if self.flow else "", self.node_id, reason, False))
         self.stop(FAILED)
 
+    # ------------------------------------------------------------ where the conversation is
+
+    def in_flow(self) -> Flow:
+        """The flow the conversation is in: asked only where it has one (it waits, or runs nodes)."""
+        assert self.flow is not None, "no flow: a conversation waits and runs nodes only in one"
+        return self.flow
+
+    def here(self) -> Node:
+        """The node the conversation waits on."""
+        assert self.node_id is not None, "no node: a conversation waits only on one"
+        return self.in_flow().nodes[self.node_id]
+
+    def adopt(self, flow: Flow) -> None:
+        """Go into ``flow`` (a goto): its variables join the conversation's, which keep their values."""
+        self.flow = flow
+        for name, value in flow.vars.items():
+            self.vars.setdefault(name, value)
+        self._scope = None
+
     # ------------------------------------------------------------ scope and output
 
     def scope(self) -> dict[str, Any]:
         if self._scope is None:
             if self._now_dt is None:
                 self._now_dt = datetime.fromtimestamp(self.now, UTC)
-            scope = {"error": None}
+            scope: dict[str, Any] = {"error": None}
             scope.update(self.vars)
             scope.update(user=self.user, message=self.message, channel=self.channel,
                          now=self._now_dt, env=self.catalog.env)
@@ -164,6 +188,13 @@ class _Run(NodeSteps):
     def assign(self, name: str, value: Any) -> None:
         self.vars[name] = plain(value, name)
         self._scope = None
+
+    @overload
+    def render(self, template: Template) -> str: ...
+    @overload
+    def render(self, template: None) -> None: ...
+    @overload
+    def render(self, template: Template | None) -> str | None: ...
 
     def render(self, template: Template | None) -> str | None:
         return None if template is None else template.render(self.scope())
@@ -178,7 +209,7 @@ class _Run(NodeSteps):
 
     def send(self, reply: Reply) -> None:
         """Queue a reply, within what one turn may send. Buttons or a list open a prompt (or
-        join the one open): their press is judged against it (:meth:`NodeSteps.stale_press`)."""
+        join the one open): their press is judged against it (:func:`.steps.stale_press`)."""
         size = len(reply.text or "") + sum(len(b.title) for b in reply.buttons + reply.list)
         if self.sent + size > MAX_TURN_TEXT:
             raise RenderError(f"the replies of one turn are over {MAX_TURN_TEXT:,} characters (a loop?)")
@@ -246,12 +277,14 @@ class _Run(NodeSteps):
         self.prompt = None  # moving on: the buttons shown so far are answered or abandoned
         while node_id is not None:
             self.steps += 1
-            node = self.flow.nodes.get(node_id)
-            if self.steps > self.flow.max_steps:
-                node_id = self.fail(f"more than {self.flow.max_steps} steps without waiting (a loop?)", node)
+            flow = self.flow  # again at each step: a goto or an end changes it
+            assert flow is not None  # as in_flow(), without a call on the hot path
+            node = flow.nodes.get(node_id)
+            if self.steps > flow.max_steps:
+                node_id = self.fail(f"more than {flow.max_steps} steps without waiting (a loop?)", node)
                 continue
             if node is None:
-                node_id = self.fail(f"no node {node_id!r} in flow {self.flow.id!r}", None)
+                node_id = self.fail(f"no node {node_id!r} in flow {flow.id!r}", None)
                 continue
             self.node_id = node_id
             try:
@@ -266,12 +299,13 @@ class _Run(NodeSteps):
             self.send(self.reply(msg))
         if node.action is None:
             return node.next
-        return _ENTER[type(node.action)](self, node, node.action)
+        return ENTER[type(node.action)](self, node, node.action)
 
     def fail(self, reason: str, node: Node | None, **details: Any) -> str | None:
-        target = (node.on_error if node else None) or self.flow.on_error
+        flow = self.in_flow()
+        target = (node.on_error if node else None) or flow.on_error
         routed = target is not None and not self.in_error
-        self.effects.append(Error(self.flow.id, node.id if node else self.node_id, reason, routed))
+        self.effects.append(Error(flow.id, node.id if node else self.node_id, reason, routed))
         if not routed:
             self.stop(FAILED)
             return None
@@ -313,8 +347,8 @@ class _Run(NodeSteps):
         if self.wait_for == "http":
             self.buffer(msg)
             return
-        node = self.flow.nodes.get(self.node_id)
-        if self.stale_press(node, msg):
+        node = self.flow.nodes.get(self.node_id) if self.node_id is not None else None
+        if stale_press(self, node, msg):
             return
         if msg.button is None and msg.text and self.command(msg.text):
             return
@@ -322,7 +356,7 @@ class _Run(NodeSteps):
             self.effects.append(Unhandled(f"not waiting for a reply (waiting for {self.wait_for})"))
             return
         try:
-            _ANSWER[type(node.action)](self, node, node.action, msg)
+            ANSWER[type(node.action)](self, node, node.action, msg)
         except RenderError as exc:
             self.run(self.fail(str(exc), node))
 
@@ -334,7 +368,7 @@ class _Run(NodeSteps):
 
     def command(self, text: str) -> bool:
         word = text.strip().casefold()
-        flows = [self.flow] + [self.catalog.get(f.flow, f.version) for f in reversed(self.stack)]
+        flows = [self.in_flow()] + [self.catalog.get(f.flow, f.version) for f in reversed(self.stack)]
         for depth, flow in enumerate(flows):
             target = flow.commands.get(word)
             if target is not None:
@@ -352,7 +386,7 @@ class _Run(NodeSteps):
             self.effects.append(Unhandled(f"stale timer {event.timer_id}"))
             return
         self.timer = None
-        node = self.flow.nodes[self.node_id]
+        node = self.here()
         waited_for, self.wait_for = self.wait_for, None
         self.run(node.next if waited_for == "timer" else node.on_timeout)
 
@@ -360,8 +394,9 @@ class _Run(NodeSteps):
         if self.wait_for != "http" or event.request_id != self.request:
             self.effects.append(Unhandled(f"stale http result {event.request_id}"))
             return
-        node = self.flow.nodes[self.node_id]
-        http: Http = node.action  # type: ignore[assignment]
+        node = self.here()
+        http = node.action
+        assert isinstance(http, Http)  # only an http node sends a request
         self.request, self.wait_for = None, None
         if not event.ok:
             reason = event.error or f"HTTP {event.status}"
@@ -402,10 +437,10 @@ class _Run(NodeSteps):
     def on_resume(self, event: Resume) -> None:
         if not self.holds_ticket(event.ticket):
             return
-        node = self.flow.nodes[self.node_id]
+        flow, node = self.in_flow(), self.here()
         target = event.node or node.next
-        if event.node is not None and event.node not in self.flow.nodes:
-            self.effects.append(Unhandled(f"resume refused: no node {event.node!r} in flow {self.flow.id!r}"))
+        if event.node is not None and event.node not in flow.nodes:
+            self.effects.append(Unhandled(f"resume refused: no node {event.node!r} in flow {flow.id!r}"))
             return
         extra = self.given_vars(event.vars, "resume")
         if extra is None:
@@ -415,7 +450,7 @@ class _Run(NodeSteps):
         self.close_ticket("resumed", event.agent)
         self.status, self.wait_for = WAITING, None
         if target is None:
-            self.effects.append(End(self.flow.id, node.id))
+            self.effects.append(End(flow.id, node.id))
             self.stop(ENDED)
             return
         self.run(target)
@@ -429,7 +464,7 @@ class _Run(NodeSteps):
             self.send(Reply(text=event.text or ""))
         elif event.action == "close":
             self.close_ticket("closed", event.agent)
-            self.effects.append(End(self.flow.id, self.node_id or ""))
+            self.effects.append(End(self.in_flow().id, self.node_id or ""))
             self.stop(ENDED)
         else:
             self.effects.append(Unhandled(f"not an agent action: {event.action!r}"))
@@ -446,14 +481,7 @@ class _Run(NodeSteps):
         return True
 
 
-_HANDLERS: dict[type, Callable[[_Run, Any], None]] = {
-    UserMessage: _Run.on_message, TimerFired: _Run.on_timer, HttpResult: _Run.on_http,
-    Start: _Run.on_start, Resume: _Run.on_resume, AgentAction: _Run.on_agent,
-}
-_ENTER: dict[type, Callable[[_Run, Node, Any], str | None]] = {
-    Ask: NodeSteps.enter_ask, Menu: NodeSteps.enter_menu, Branch: NodeSteps.enter_branch, Http: NodeSteps.enter_http,
-    HandoffA: NodeSteps.enter_handoff, Wait: NodeSteps.enter_wait, Goto: NodeSteps.enter_goto, EndA: NodeSteps.enter_end,
-}
-_ANSWER: dict[type, Callable[[_Run, Node, Any, UserMessage], None]] = {
-    Ask: NodeSteps.answer_ask, Menu: NodeSteps.answer_menu, Wait: NodeSteps.answer_wait,
+_HANDLERS: dict[type, Callable[[Run, Any], None]] = {
+    UserMessage: Run.on_message, TimerFired: Run.on_timer, HttpResult: Run.on_http,
+    Start: Run.on_start, Resume: Run.on_resume, AgentAction: Run.on_agent,
 }

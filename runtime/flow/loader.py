@@ -19,6 +19,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ..errors import FlowError, Problem
 from . import model as m
@@ -41,8 +42,8 @@ def is_flow_file(path: FsPath) -> bool:
 
 def is_flow_test(data: Any) -> bool:
     """Whether a parsed document is a flow test, not a flow: a mapping with a key only tests have
-    (``steps``, ``http``, ...) and with neither ``nodes`` nor ``start``. Told by content, so that ``pizza_test.yaml`` or a test kept
-    in its own folder is never read as a broken flow."""
+    (``steps``, ``http``, ...) and with neither ``nodes`` nor ``start``. Told by content, so that
+    ``pizza_test.yaml`` or a test kept in its own folder is never read as a broken flow."""
     return isinstance(data, dict) and bool(TEST_KEYS & data.keys()) and not {"nodes", "start"} & data.keys()
 
 
@@ -130,43 +131,66 @@ def _annotations(tp: Any) -> list[Any]:
 def translate(exc: ValidationError, smap: SourceMap, root: type[BaseModel]) -> list[Problem]:
     """Pydantic's errors as problems at their place in the file, in words an author reads."""
     tags = _tags(root)
-    errors = [(err, tuple(p for p in err["loc"] if not (isinstance(p, str) and (p in tags or p.startswith("function-")))))
-              for err in exc.errors(include_url=False)]
+    errors = [(err, tuple(p for p in err["loc"] if not _is_tag(p, tags))) for err in exc.errors(include_url=False)]
     problems: dict[tuple[int, int, str], Problem] = {}
     for err, loc in errors:
-        kind, message = err["type"], err["msg"].removeprefix("Value error, ")
-        if loc != tuple(err["loc"]) and kind.endswith("_type"):
-            if any(other is not err and len(where) > len(loc) and where[:len(loc)] == loc for other, where in errors):
-                continue  # the value is meant for another member of a union, which says what is wrong
-            members = [o for o, where in errors if where == loc and o["type"].endswith("_type")]
-            if len(members) > 1:  # fits no member: say so once
-                if members[0] is not err:
-                    continue
-                message = " or ".join(dict.fromkeys(o["msg"].removeprefix("Input should be ") for o in members))
-                message = f"Input should be {message}".replace("a valid dictionary or instance of SecretRef",
-                                                               "a secret, {secret: NAME}")
-        if kind == "extra_forbidden":
-            parent = _model_at(root, loc[:-1])
-            keys = [f.alias or n for n, f in parent.model_fields.items()] if parent else []
-            message = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), keys)}"
-            if keys:
-                message += f"; expected one of: {', '.join(keys)}"
-            problem = smap.problem(loc, message, key=True)
-        elif kind == "missing":
-            problem = smap.problem(loc[:-1], f"missing required key {loc[-1]!r}"
-                                   + (f" in {_dotted(loc[:-1])}" if loc[:-1] else ""))
-        elif loc and loc[-1] == "[key]":
-            rule = _PATTERNS.get(err.get("ctx", {}).get("pattern"), message)
-            problem = smap.problem(loc[:-1], f"{_dotted(loc[:-2])}: {loc[-2]!r} is not a valid name: {rule}", key=True)
-        else:
-            if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") in _PATTERNS:
-                message = f"{err['input']!r} is not a valid name: {_PATTERNS[err['ctx']['pattern']]}"
-            value = err.get("input")
-            quoted = isinstance(value, bool) and "quote it" not in message
-            hint = " (unquoted true/false is a boolean in YAML: quote it)" if quoted else ""
-            problem = smap.problem(loc, f"{_dotted(loc)}: {message}{hint}")
+        message = err["msg"].removeprefix("Value error, ")
+        if loc != tuple(err["loc"]) and err["type"].endswith("_type"):
+            said = _union_message(err, loc, errors, message)
+            if said is None:
+                continue
+            message = said
+        problem = _problem(err, loc, message, smap, root)
         problems.setdefault((problem.line, problem.column, problem.message), problem)
     return list(problems.values())
+
+
+def _is_tag(part: str | int, tags: frozenset[str]) -> bool:
+    """Whether a part of an error's path is pydantic's name for a union member, not the file's."""
+    return isinstance(part, str) and (part in tags or part.startswith("function-"))
+
+
+Located = tuple[ErrorDetails, tuple[str | int, ...]]
+"""A pydantic error, with its path in the file (union members' tags left out)."""
+
+
+def _union_message(err: ErrorDetails, loc: tuple[str | int, ...], errors: list[Located], message: str) -> str | None:
+    """What to say of a value that fits no member of a union, once: None when another member's
+    error says what is wrong, or when another error says it already."""
+    if any(other is not err and len(where) > len(loc) and where[:len(loc)] == loc for other, where in errors):
+        return None  # the value is meant for another member of a union, which says what is wrong
+    members = [o for o, where in errors if where == loc and o["type"].endswith("_type")]
+    if len(members) <= 1:
+        return message
+    if members[0] is not err:  # fits no member: say so once
+        return None
+    fits = " or ".join(dict.fromkeys(o["msg"].removeprefix("Input should be ") for o in members))
+    return f"Input should be {fits}".replace("a valid dictionary or instance of SecretRef", "a secret, {secret: NAME}")
+
+
+def _problem(err: ErrorDetails, loc: tuple[str | int, ...], message: str, smap: SourceMap,
+             root: type[BaseModel]) -> Problem:
+    """One pydantic error as a problem, placed and worded by its kind."""
+    kind, pattern = err["type"], err.get("ctx", {}).get("pattern")
+    if kind == "extra_forbidden":
+        parent = _model_at(root, loc[:-1])
+        keys = [f.alias or n for n, f in parent.model_fields.items()] if parent else []
+        message = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), keys)}"
+        if keys:
+            message += f"; expected one of: {', '.join(keys)}"
+        return smap.problem(loc, message, key=True)
+    if kind == "missing":
+        return smap.problem(loc[:-1], f"missing required key {loc[-1]!r}"
+                            + (f" in {_dotted(loc[:-1])}" if loc[:-1] else ""))
+    if loc and loc[-1] == "[key]":
+        rule = _PATTERNS.get(pattern, message) if isinstance(pattern, str) else message
+        return smap.problem(loc[:-1], f"{_dotted(loc[:-2])}: {loc[-2]!r} is not a valid name: {rule}", key=True)
+    if kind == "string_pattern_mismatch" and pattern in _PATTERNS:
+        message = f"{err['input']!r} is not a valid name: {_PATTERNS[pattern]}"
+    value = err.get("input")
+    quoted = isinstance(value, bool) and "quote it" not in message
+    hint = " (unquoted true/false is a boolean in YAML: quote it)" if quoted else ""
+    return smap.problem(loc, f"{_dotted(loc)}: {message}{hint}")
 
 
 @dataclass
@@ -269,7 +293,7 @@ def load_paths(paths: Iterable[str | FsPath]) -> Loaded:
             continue
         if is_flow_test(data) and not named:
             continue  # a test beside its flows: `parlour test` runs it
-        flow, spec, smap, problems = compile_data(data, smap, text, str(file))
+        flow, spec, _, problems = compile_data(data, smap, text, str(file))  # the same map back
         loaded.problems.extend(problems)
         if flow is not None and not any(p.severity == "error" for p in problems):
             loaded.flows.append(flow)

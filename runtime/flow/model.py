@@ -95,7 +95,8 @@ class Message(Spec):
     media: Annotated[Media | None, BeforeValidator(_wrap("url"), json_schema_input_type=str | Media | None)] = None
 
 
-Messages = Annotated[list[Message], BeforeValidator(_messages, json_schema_input_type=str | Message | list[str | Message])]
+Messages = Annotated[list[Message],
+                     BeforeValidator(_messages, json_schema_input_type=str | Message | list[str | Message])]
 Prompt = Annotated[Message, BeforeValidator(_wrap("text"), json_schema_input_type=str | Message)]
 
 
@@ -208,9 +209,11 @@ class Node(Spec):
     branch: list[Case] | None = None
     http: HttpSpec | None = None
     handoff: Annotated[HandoffSpec | None, BeforeValidator(
-        lambda v: {} if v is True else _wrap("reason")(v), json_schema_input_type=bool | str | HandoffSpec | None)] = None
+        lambda v: {} if v is True else _wrap("reason")(v),
+        json_schema_input_type=bool | str | HandoffSpec | None)] = None
     wait: Annotated[WaitSpec | None, BeforeValidator(_wait, json_schema_input_type=Duration | WaitSpec | None)] = None
-    goto: Annotated[GotoSpec | None, BeforeValidator(_wrap("node"), json_schema_input_type=str | GotoSpec | None)] = None
+    goto: Annotated[GotoSpec | None,
+                    BeforeValidator(_wrap("node"), json_schema_input_type=str | GotoSpec | None)] = None
     end: bool = False
     next: NodeRef | None = None
     save: VarName | None = None

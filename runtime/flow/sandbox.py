@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, AnyStr
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
@@ -48,7 +48,7 @@ TEXT_FILTERS = frozenset({
 
 # ------------------------------------------------------------ calls of methods
 
-def _check_text_method(text: str | bytes, name: str, args: tuple, kwargs: dict) -> None:
+def _check_text_method(text: AnyStr, name: str, args: tuple, kwargs: dict) -> None:
     """What a str or bytes method would build, predicted from its arguments."""
     if name in ("ljust", "rjust", "center", "zfill") and args and type(args[0]) is int:
         at_most(args[0], f"{name}()")
@@ -91,46 +91,55 @@ def _check_int_method(number: int, name: str, args: tuple, kwargs: dict) -> None
 
 # ------------------------------------------------------------ filters
 
-def _filter_checks() -> dict[str, Callable[..., None]]:
-    def center(value="", width=80, *_, **kw):
-        if type(width) is int:
-            at_most(width, "center")
+# What a filter would build, predicted from its arguments before it runs: each check takes the
+# filter's own arguments (and ignores those that do not change the size).
 
-    def indent(value="", width=4, *_, **kw):
-        if type(width) is int:
-            at_most(len(str(value)) + width * (str(value).count("\n") + 1), "indent")
-
-    def wordwrap(value="", width=79, break_long_words=True, wrapstring=None, *_, **kw):
-        lines = len(str(value)) // max(width if type(width) is int else 79, 1) + 1
-        at_most(len(str(value)) + lines * len(wrapstring or "\n"), "wordwrap")
-
-    def join(value=(), d="", *_, **kw):
-        _check_join(value, d)
-
-    def replace(value="", old="", new="", *_, **kw):
-        if isinstance(value, str):
-            _check_text_method(value, "replace", (str(old), str(new)), {})
-
-    def slice_(value=(), slices=1, *_, **kw):
-        if type(slices) is int:
-            at_most(slices, "slice")
-
-    def format_(value="", *args, **kw):
-        check_format(value)
-        for arg in (*args, *kw.values()):
-            check_text_of(arg)
-
-    def sum_(value=(), attribute=None, start=0, *_, **kw):
-        # Adding lists or texts copies what was added so far at every step: quadratic.
-        if not isinstance(start, (int, float)) and isinstance(value, (list, tuple)):
-            total = measure(start) + sum(measure(item) for item in value)
-            at_most(total * len(value), "sum() of sequences", 20 * MAX_VALUE)
-
-    return {"center": center, "indent": indent, "wordwrap": wordwrap, "join": join, "replace": replace,
-            "slice": slice_, "format": format_, "sum": sum_}
+def _center(value="", width=80, *_, **kw):
+    if type(width) is int:
+        at_most(width, "center")
 
 
-_FILTER_CHECKS = _filter_checks()
+def _indent(value="", width=4, *_, **kw):
+    if type(width) is int:
+        at_most(len(str(value)) + width * (str(value).count("\n") + 1), "indent")
+
+
+def _wordwrap(value="", width=79, break_long_words=True, wrapstring=None, *_, **kw):
+    lines = len(str(value)) // max(width if type(width) is int else 79, 1) + 1
+    at_most(len(str(value)) + lines * len(wrapstring or "\n"), "wordwrap")
+
+
+def _join(value=(), d="", *_, **kw):
+    _check_join(value, d)
+
+
+def _replace(value="", old="", new="", *_, **kw):
+    if isinstance(value, str):
+        _check_text_method(value, "replace", (str(old), str(new)), {})
+
+
+def _slice(value=(), slices=1, *_, **kw):
+    if type(slices) is int:
+        at_most(slices, "slice")
+
+
+def _format(value="", *args, **kw):
+    check_format(value)
+    for arg in (*args, *kw.values()):
+        check_text_of(arg)
+
+
+def _sum(value=(), attribute=None, start=0, *_, **kw):
+    # Adding lists or texts copies what was added so far at every step: quadratic.
+    if not isinstance(start, (int, float)) and isinstance(value, (list, tuple)):
+        total = measure(start) + sum(measure(item) for item in value)
+        at_most(total * len(value), "sum() of sequences", 20 * MAX_VALUE)
+
+
+_FILTER_CHECKS: dict[str, Callable[..., None]] = {
+    "center": _center, "indent": _indent, "wordwrap": _wordwrap, "join": _join, "replace": _replace,
+    "slice": _slice, "format": _format, "sum": _sum,
+}
 
 
 def guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -196,6 +205,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     code_generator_class = BoundedCodeGenerator
     intercepted_binops = frozenset({"*", "**", "%", "+"})
+    concat = staticmethod(bounded_concat)  # how a template's output is joined
 
     def call_binop(self, context, operator, left, right):
         check_time()
@@ -213,12 +223,14 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             at_most(measure(left) + measure(right), "+", MAX_VALUE)
         return check_value(super().call_binop(context, operator, left, right))
 
-    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's signature)
+    def call(__self, __context, __obj, *args, **kwargs):  # Jinja's signature: no `self`
         check_time()
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, (str, bytes)):
+        if isinstance(owner, str):  # str and bytes apart: _check_text_method matches arguments to its owner
             _check_text_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
-        elif type(owner) is int:
+        elif isinstance(owner, bytes):
+            _check_text_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        elif isinstance(owner, int):  # a bool too: `(a < b).to_bytes(10**9, 'big')`
             _check_int_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
         return check_value(super().call(__context, __obj, *args, **kwargs))
 

@@ -180,17 +180,22 @@ class _Reader:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._walk(item, path + (i,)) for i, item in enumerate(node.value)]
-        if node.style == "|":  # a literal block: line N of the text is line N after the key
-            self.smap.blocks.add(path)
+        if isinstance(node, yaml.ScalarNode) and node.style == "|":
+            self.smap.blocks.add(path)  # a literal block: line N of the text is line N after the key
         try:
             return self.loader.construct_object(node, deep=True)
-        except Exception:  # an explicit tag its text does not fit: `!!int abc`, `!!bool maybe`
+        except _UNFIT_TAG:  # an explicit tag its text does not fit: `!!int abc`, `!!bool maybe`
             spot = _spot(node)
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             self.problems.append(Problem(self.smap.path, spot.line, spot.column,
                                          f"{tag} {node.value!r}: the value does not fit its tag"))
             return None
 
+
+_UNFIT_TAG = (yaml.YAMLError, ValueError, KeyError, AttributeError)
+"""What the safe loader's constructors raise for a scalar its tag does not fit: an unknown or
+collection tag (YAMLError), `!!int abc` or `!!timestamp 2020-02-30` (ValueError), `!!bool maybe`
+(KeyError), `!!timestamp abc` (AttributeError)."""
 
 _CLOSERS = {"flow sequence": "]", "flow mapping": "}"}
 
@@ -204,16 +209,28 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
     spot = Spot(mark.line + 1, mark.column + 1) if mark else Spot(1, 1)
     reason = exc.problem or context or "invalid YAML"
     opened = Spot(exc.context_mark.line + 1, exc.context_mark.column + 1) if exc.context_mark else None
-    kind = context.removeprefix("while parsing a ").removeprefix("while scanning a ")
-    later = mark is not None and opened is not None and spot.line > opened.line
-    if later and kind in ("quoted scalar", "block scalar") and "end of stream" in reason:
+    lines = text.split("\n")
+    if mark is not None and opened is not None and spot.line > opened.line:
+        kind = context.removeprefix("while parsing a ").removeprefix("while scanning a ")
+        left_open = _left_open(kind, reason, lines, spot, opened, path)
+        if left_open is not None:
+            return left_open
+    if mark is not None and reason.startswith("expected the node content") and mark.column == _indent(lines, spot.line):
+        before = _content_end(lines, spot.line - 1) or spot  # `key: [` or `key: {` at the end of a line or file
+        return Problem(path, before.line, before.column, "YAML syntax: a value is missing here")
+    return Problem(path, spot.line, spot.column, f"YAML syntax: {reason}")
+
+
+def _left_open(kind: str, reason: str, lines: list[str], spot: Spot, opened: Spot, path: str) -> Problem | None:
+    """The error at ``spot``, on a line after the one where a ``kind`` of thing ``opened``, as
+    that thing left open; None when it is not that."""
+    if kind in ("quoted scalar", "block scalar") and "end of stream" in reason:
         return Problem(path, opened.line, opened.column,
                        f"YAML syntax: the {kind.split()[0]} text opened here is never closed")
-    if later and kind == "simple key":
+    if kind == "simple key":
         return Problem(path, opened.line, opened.column,
                        "YAML syntax: expected ': ' (a colon and a space) after a key on this line")
-    lines = text.split("\n")
-    if later and kind in _CLOSERS and _indent(lines, spot.line) <= _indent(lines, opened.line):
+    if kind in _CLOSERS and _indent(lines, spot.line) <= _indent(lines, opened.line):
         # The collection ends, unclosed, before the first line no deeper than the one it opened on.
         end = next((n for n in range(opened.line + 1, spot.line + 1)
                     if _without_comment(lines[n - 1] if n <= len(lines) else "").strip()
@@ -222,14 +239,11 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, path: str) -> Problem:
         return Problem(path, before.line, before.column,
                        f"YAML syntax: expected ',' or '{_CLOSERS[kind]}' here: the {kind} opened at line "
                        f"{opened.line}, column {opened.column} is not closed")
-    if later and kind in _CLOSERS and mark.column == _indent(lines, spot.line):  # `"a": 1` `"b": 2` on two lines
+    if kind in _CLOSERS and spot.column - 1 == _indent(lines, spot.line):  # `"a": 1` `"b": 2` on two lines
         before = _content_end(lines, spot.line - 1) or spot
-        return Problem(path, before.line, before.column,
-                       f"YAML syntax: expected ',' or '{_CLOSERS[kind]}' here, before the next entry on line {spot.line}")
-    if mark is not None and reason.startswith("expected the node content") and mark.column == _indent(lines, spot.line):
-        before = _content_end(lines, spot.line - 1) or spot  # `key: [` or `key: {` at the end of a line or file
-        return Problem(path, before.line, before.column, "YAML syntax: a value is missing here")
-    return Problem(path, spot.line, spot.column, f"YAML syntax: {reason}")
+        return Problem(path, before.line, before.column, f"YAML syntax: expected ',' or '{_CLOSERS[kind]}' here, "
+                       f"before the next entry on line {spot.line}")
+    return None
 
 
 def _indent(lines: list[str], number: int) -> int:
@@ -270,7 +284,8 @@ def read_source(text: str, path: str) -> tuple[Any, SourceMap]:
     except yaml.reader.ReaderError as exc:
         before = text[:exc.position]
         line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
-        raise FlowError([Problem(path, line, column, f"character U+{exc.character:04X} is not allowed in YAML")]) from None
+        problem = Problem(path, line, column, f"character U+{exc.character:04X} is not allowed in YAML")
+        raise FlowError([problem]) from None
     except yaml.MarkedYAMLError as exc:
         raise FlowError([_syntax_problem(exc, text, path)]) from exc
     except yaml.YAMLError as exc:

@@ -114,7 +114,8 @@ def _char(source, line, found, filters, tests):
 def _not_closed(source, line, found, filters, tests):
     closer = "}}" if "print" in found.group(1) else "%}"
     opener = "{{" if closer == "}}" else "{%"
-    return Explained(f"{opener} is not closed with {closer}", *_find(source, "(" + re.escape(opener) + ")", None, last=True))
+    where = _find(source, "(" + re.escape(opener) + ")", None, last=True)
+    return Explained(f"{opener} is not closed with {closer}", *where)
 
 
 def _block_open(source, line, found, filters, tests):
