@@ -96,7 +96,8 @@ class Runtime:
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
         if not hosts <= partitions <= 65_536:
-            raise ParlourError(f"{partitions} partitions cannot be shared by {hosts} hosts (between {hosts} and 65,536)")
+            raise ParlourError(f"{partitions} partitions cannot be shared by {hosts} hosts "
+                               f"(between {hosts} and 65,536)")
         open_store(store)  # refuses a URL no backend takes, before Ray starts
         if store.startswith("memory:") and hosts != 1:
             raise ParlourError("memory:// lives in one process: it serves exactly one host (use sqlite or redis)")
@@ -114,9 +115,9 @@ class Runtime:
             Egress.from_allows(allows)  # a bad entry is refused here, not in every host
         except ValueError as exc:
             raise ParlourError(f"egress: {exc}") from None
-        settings = HostSettings(store, Names(name, hosts, "server" if serving is not None else "host"), config, _by_tenant(secrets, "secrets"),
-                                secrets_key=secrets_key, egress=allows, webhooks=targets, log_level=log_level.upper(),
-                                log_format=log_format)
+        names = Names(name, hosts, "server" if serving is not None else "host")
+        settings = HostSettings(store, names, config, _by_tenant(secrets, "secrets"), secrets_key=secrets_key,
+                                egress=allows, webhooks=targets, log_level=log_level.upper(), log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
         actors = Handles(settings.names, router, {})

@@ -57,7 +57,8 @@ def admin_token(settings: Settings) -> tuple[str, str]:
 def secrets_key(settings: Settings) -> tuple[str, str]:
     """The key(s) that encrypt channel credentials, and where they come from. A cluster's
     nodes must share one: set PARLOUR_SECRETS_KEY on each."""
-    return kept_secret(settings.secrets_key, "PARLOUR_SECRETS_KEY", settings.data_dir / SECRETS_KEY_FILE, Cipher.new_key)
+    return kept_secret(settings.secrets_key, "PARLOUR_SECRETS_KEY", settings.data_dir / SECRETS_KEY_FILE,
+                       Cipher.new_key)
 
 
 def kept_secret(given: SecretStr | None, variable: str, path: Path, make: Callable[[], str]) -> tuple[str, str]:
@@ -69,7 +70,8 @@ def kept_secret(given: SecretStr | None, variable: str, path: Path, make: Callab
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         if path.stat().st_mode & 0o077:
-            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it (or delete it for a new one)") from None
+            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it "
+                             "(or delete it for a new one)") from None
         return path.read_text().strip(), f"the file {path}"
     value = make()
     with os.fdopen(fd, "w") as out:
@@ -112,7 +114,8 @@ def check_flows(flows: dict[str, list[Path]], secrets: dict[str, set[str]] | Non
     for tenant, paths in flows.items():
         missing = [p for p in paths if not Path(p).exists()]
         if missing:
-            raise SystemExit(f"parlour: tenant {tenant!r}: no such flows folder or file: {', '.join(map(str, missing))}")
+            raise SystemExit(f"parlour: tenant {tenant!r}: no such flows folder or file: "
+                             f"{', '.join(map(str, missing))}")
         severity = "warning" if list(paths) == [bundled_flows()] else "error"
         checked = check_files(tenant, paths, (env or {}).get(tenant, {}), secrets=(secrets or {}).get(tenant, ()),
                               secrets_severity=severity)
@@ -196,7 +199,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
             num_cpus=settings.num_cpus, env=env, secrets=secrets, log_level=settings.log_level,
             log_format=settings.log_format, secrets_key=key, config=host_config(settings),
             egress=settings.egress_allows(), webhooks=settings.handoff_webhooks(), ready_timeout_s=120.0,
-            serving=Serving(settings.model_copy(update={"port": bound, "admin_token": None}), hash_token(token), key, bound))
+            serving=Serving(settings.model_copy(update={"port": bound, "admin_token": None}), hash_token(token), key,
+                            bound))
         # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
         # kills the process; ours must be the one installed last.
         for sig in (signal.SIGTERM, signal.SIGINT):
