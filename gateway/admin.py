@@ -30,8 +30,9 @@ from limits.strategies import MovingWindowRateLimiter
 
 from parlour.codec import unpack_replies
 from parlour.config import hash_token, new_token
-from parlour.errors import ParlourError, Problem
+from parlour.errors import FlowError, ParlourError, Problem
 from parlour.messages import ConversationKey
+from parlour.publish import Draft, publish
 from parlour.store import FlowRecord
 
 from .compiler import CompilerProcess
@@ -140,14 +141,16 @@ class Admin:
         await self.gateway.vault.reload()  # a secret set through another gateway counts too
         checked = await self.compiler.check(text, path, flow_id, others, tenant,
                                             tuple(self.gateway.vault.names(tenant)))
-        if checked.errors or checked.version is None:
-            raise _problems(checked.errors or [Problem(path, 1, 1, "no flow found")])
-        existing = {r.version: r for r in await self._records(tenant, flow_id)}
-        known = existing.get(checked.version)
-        record = FlowRecord(tenant, flow_id, checked.version, text, path, known.created_at if known else time.time(), True)
-        await self.gateway.runtime.install([record])
-        body = {**_version(record), "warnings": [str(p) for p in checked.warnings]}
-        return web.json_response(body, status=200 if known and known.current else 201)
+        drafts = [Draft(tenant, flow_id, checked.version, text, path)] if checked.version is not None else []
+        no_flow = Problem(path, 1, 1, "no flow found")
+        try:
+            [published] = await publish(drafts, self.gateway.runtime.install, now=time.time(),
+                                        problems=checked.errors or ([] if drafts else [no_flow]),
+                                        held=await self._records(tenant, flow_id))
+        except FlowError as exc:
+            raise _problems(exc.problems) from None
+        body = {**_version(published.record), "warnings": [str(p) for p in checked.warnings]}
+        return web.json_response(body, status=200 if published.change == "unchanged" else 201)
 
     async def rollback(self, request: web.Request) -> web.Response:
         tenant, flow_id = self.writer(request), request.match_info["flow"]

@@ -15,10 +15,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TextIO
 
 from .egress import Egress
-from .flow import Catalog, Effect, End, Error, Forward, Handoff, Resume, Send, Start, Unhandled, UserMessage
+from .flow import Catalog, Effect, End, Error, Forward, Handoff, Reply, Resume, Send, Start, Unhandled, UserMessage
 from .http import HttpCaller
 from .session import Session
 
@@ -33,7 +34,8 @@ class Chat:
                  user_id: str = "cli-user", user_name: str | None = None, channel: str = "cli",
                  clock: Callable[[], float] = time.time, tick_s: float = 1.0):
         self.catalog, self.http, self.out, self.flow = catalog, http, out, flow
-        self.user = dict(user_id=user_id, user_name=user_name, channel=channel)
+        # Every message the user types is this one with its text (or its button) filled in.
+        self.sender = UserMessage(user_id=user_id, user_name=user_name, channel=channel)
         self.clock = clock
         self.tick_s = tick_s  # the longest the loop sleeps before reading the clock again
         self.offset = 0.0  # how far /wait has moved this chat's clock ahead of the real one
@@ -44,26 +46,20 @@ class Chat:
     def show(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Send):
-                reply = effect.reply
-                if reply.media_url:
-                    self.print(f"bot › [{reply.media_kind}: {reply.media_url}]")
-                if reply.text:
-                    self.print("bot › " + reply.text.replace("\n", "\n      "))
-                choices = reply.buttons or reply.list
-                self.buttons = [(b.id, b.title) for b in choices]  # numbers refer to the last message
-                self.prompt = reply.prompt
-                if choices:
-                    self.print("      " + "   ".join(f"{i}. {title}" for i, (_, title) in enumerate(self.buttons, 1)))
-            elif isinstance(effect, Handoff):
-                self.print(f"  ⤷ handed to a human ({effect.reason or 'no reason given'}); /resume hands it back")
-            elif isinstance(effect, Forward):
-                self.print("  ⤷ (forwarded to the human agent)")
-            elif isinstance(effect, Error):
-                self.print(f"  ! {effect.reason}" + (" (routed to on_error)" if effect.routed else ""))
-            elif isinstance(effect, Unhandled):
-                self.print(f"  · {effect.reason}")
-            elif isinstance(effect, End):
-                self.print("  ■ the conversation ended")
+                self.show_reply(effect.reply)
+            elif (line := _notice(effect)) is not None:
+                self.print(line)
+
+    def show_reply(self, reply: Reply) -> None:
+        if reply.media_url:
+            self.print(f"bot › [{reply.media_kind}: {reply.media_url}]")
+        if reply.text:
+            self.print("bot › " + reply.text.replace("\n", "\n      "))
+        choices = reply.buttons or reply.list
+        self.buttons = [(b.id, b.title) for b in choices]  # numbers refer to the last message
+        self.prompt = reply.prompt
+        if choices:
+            self.print("      " + "   ".join(f"{i}. {title}" for i, (_, title) in enumerate(self.buttons, 1)))
 
     def print(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -76,8 +72,8 @@ class Chat:
         typed = text.strip()
         if typed.isascii() and typed.isdigit() and 1 <= int(typed) <= len(self.buttons):
             button, _ = self.buttons[int(typed) - 1]  # a press, as a channel sends it
-            return UserMessage("", button=button, kind="button", prompt=self.prompt, **self.user)
-        return UserMessage(text, **self.user)
+            return replace(self.sender, button=button, kind="button", prompt=self.prompt)
+        return replace(self.sender, text=text)
 
     async def command(self, line: str) -> bool:
         """Handle a /command; False when the chat should end."""
@@ -141,6 +137,21 @@ class Chat:
                     return
             elif line.strip():
                 await self.say(line)
+
+
+def _notice(effect: Effect) -> str | None:
+    """The line that tells of an effect other than a reply; None for one the chat does not show."""
+    if isinstance(effect, Handoff):
+        return f"  ⤷ handed to a human ({effect.reason or 'no reason given'}); /resume hands it back"
+    if isinstance(effect, Forward):
+        return "  ⤷ (forwarded to the human agent)"
+    if isinstance(effect, Error):
+        return f"  ! {effect.reason}" + (" (routed to on_error)" if effect.routed else "")
+    if isinstance(effect, Unhandled):
+        return f"  · {effect.reason}"
+    if isinstance(effect, End):
+        return "  ■ the conversation ended"
+    return None
 
 
 def _read_lines(stream: TextIO, lines: asyncio.Queue[str | None], loop: asyncio.AbstractEventLoop) -> None:

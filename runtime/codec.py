@@ -123,7 +123,8 @@ def reply_of(data: dict[str, Any]) -> Reply:
 
 def pack_replies(replies: list[Reply] | tuple[Reply, ...] | list[dict[str, Any]]) -> bytes:
     """``replies`` (or their :func:`reply_data`) for the store."""
-    return msgpack.packb([r if isinstance(r, dict) else reply_data(r) for r in replies], use_bin_type=True, unicode_errors=TEXT_ERRORS)
+    return msgpack.packb([r if isinstance(r, dict) else reply_data(r) for r in replies], use_bin_type=True,
+                         unicode_errors=TEXT_ERRORS)
 
 
 def unpack_replies(data: bytes) -> tuple[Reply, ...]:

@@ -150,8 +150,14 @@ class AgentConfig(BaseModel):
     def _hashed(cls, token: str) -> str:
         digest = token.removeprefix(TOKEN_PREFIX)
         if not token.startswith(TOKEN_PREFIX) or len(digest) != 64 or not _is_hex(digest):
-            raise ValueError("an agent token is given by its hash, sha256:<64 hex digits> (`parlour token new` makes one)")
+            raise ValueError("an agent token is given by its hash, sha256:<64 hex digits> "
+                             "(`parlour token new` makes one)")
         return token
+
+
+def _web_only() -> dict[str, dict[str, Any]]:
+    """A tenant's channels unless it names them: the web chat alone."""
+    return {"web": {}}
 
 
 class TenantConfig(BaseModel):
@@ -160,7 +166,7 @@ class TenantConfig(BaseModel):
     flows: list[Path] | None = None
     tokens: list[str] = Field(default_factory=list, description="token hashes, sha256:<64 hex digits>")
     rate_limit: RateLimit = "200/second"
-    channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"web": {}})
+    channels: dict[str, dict[str, Any]] = Field(default_factory=_web_only)
     # isolation: dedicated (issue 12, finding 4)
     max_dedicated: int | None = Field(None, ge=0, description="dedicated conversations (a process each) this "
                                       "tenant may run at once on a node; default: dedicated.max_per_tenant")
@@ -171,7 +177,8 @@ class TenantConfig(BaseModel):
     egress: EgressConfig = Field(default_factory=EgressConfig)
     # -- issue 12, finding 10 (gateway hardening): one web user cannot take the tenant's whole rate
     user_rate_limit: RateLimit = Field("10/second;100/minute", description="messages one web chat user may send "
-                                        "(a `limits` expression; null for none), checked before the tenant's rate_limit")
+                                        "(a `limits` expression; null for none), checked before the tenant's "
+                                        "rate_limit")
     # -- end of finding 10
     # issue 13: a web message answered after an http node waits this long for the call's replies
     web_answer_wait_s: float = Field(0.0, ge=0, le=MAX_ANSWER_WAIT_S, description="when a web message's turn "
@@ -206,7 +213,8 @@ class TenantConfig(BaseModel):
 
 def check_tenant_name(name: str) -> str:
     """``name`` if it can name a tenant (it appears in URLs and conversation keys), else ValueError."""
-    if not 0 < len(name) <= 64 or not name.isascii() or not all(c.isalnum() or c in "-_" for c in name) or name == "tenants":
+    spelled = 0 < len(name) <= 64 and name.isascii() and all(c.isalnum() or c in "-_" for c in name)
+    if not spelled or name == "tenants":
         raise ValueError(f"tenant name {name!r}: 1 to 64 ASCII letters, digits, '-' or '_' (and not 'tenants')")
     return name
 
@@ -383,10 +391,12 @@ def load_settings(config_file: str | Path | None = None, **options: Any) -> Sett
         return FromFile(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         where = f"{path}: " if path else ""
-        raise ConfigError([f"{where}{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]) from None
+        raise ConfigError([f"{where}{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
+                           for e in exc.errors()]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        raise ConfigError([f"{path}:{mark.line + 1}:{mark.column + 1}: {exc.problem}"]) from None
+        place = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{path}"
+        raise ConfigError([f"{place}: {exc.problem}"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     except (ValueError, TypeError, yaml.YAMLError) as exc:

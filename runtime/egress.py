@@ -40,6 +40,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import ResolveResult
 from yarl import URL
 
 from .errors import ParlourError
@@ -84,7 +85,6 @@ _DENIED_V6: tuple[tuple[Network, str], ...] = tuple((ip_network(n), why) for n, 
 _GLOBAL_UNICAST_V6 = ip_network("2000::/3")
 _MAPPED = ip_network("::ffff:0:0/96")
 _NAT64 = ip_network("64:ff9b::/96")
-_SIXTOFOUR = ip_network("2002::/16")
 _HOST_NAME = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -105,7 +105,7 @@ def embedded_ipv4(address: Address) -> tuple[IPv4Address, str] | None:
         return IPv4Address(int(address) & 0xFFFF_FFFF), "an IPv4-mapped form"
     if address in _NAT64:
         return IPv4Address(int(address) & 0xFFFF_FFFF), "a NAT64 form"
-    if address in _SIXTOFOUR:
+    if address.sixtofour is not None:  # in 2002::/16
         return address.sixtofour, "a 6to4 form"
     return None
 
@@ -237,7 +237,8 @@ class Egress:
     def from_allows(cls, allows: Mapping[str, Sequence[str]] | None, default: Sequence[str] = (),
                     hint: str = "tenants.{tenant}.egress.allow") -> Egress:
         """From plain data: each tenant's ``egress.allow`` entries (what crosses to a host)."""
-        return cls({t: EgressPolicy.allowing(a) for t, a in (allows or {}).items()}, EgressPolicy.allowing(default), hint)
+        return cls({t: EgressPolicy.allowing(a) for t, a in (allows or {}).items()}, EgressPolicy.allowing(default),
+                   hint)
 
     def policy(self, tenant: str | None) -> EgressPolicy:
         return self.policies.get(tenant, self.default) if tenant is not None else self.default
@@ -269,7 +270,7 @@ async def check_url(url: str, policy: EgressPolicy, timeout_s: float = 2.0) -> N
                 host, None, type=socket.SOCK_STREAM), timeout_s)
         except (OSError, TimeoutError, UnicodeError):
             return
-        addresses = list(dict.fromkeys(info[4][0] for info in found))
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))  # (host, port, ...): host first
     policy.admit(host, addresses)
 
 
@@ -287,7 +288,7 @@ class GuardedConnector(aiohttp.TCPConnector):
         super().__init__(**kwargs)
         self.policy = policy
 
-    async def _resolve_host(self, host: str, port: int, traces: Any = None) -> list[dict[str, Any]]:
+    async def _resolve_host(self, host: str, port: int, traces: Any = None) -> list[ResolveResult]:
         resolved = await super()._resolve_host(host, port, traces=traces)
         return [resolved[i] for i in self.policy.admit(host, [r["host"] for r in resolved])]
 

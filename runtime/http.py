@@ -193,7 +193,7 @@ class HttpCaller:
             except EgressDenied as exc:  # the same answer however often it is asked: not retried
                 result = HttpResult(request.request_id, error=self.egress.message(tenant, exc))
                 break
-            except Exception as exc:  # the boundary: whatever aiohttp or a codec raises is a result
+            except Exception as exc:  # noqa: BLE001 - the boundary: whatever else aiohttp or a codec raises is a result
                 result = HttpResult(request.request_id, error=_describe(exc))
             if result.error is None and result.status not in RETRY_STATUSES:
                 break

@@ -29,10 +29,9 @@ from .channels.handoff import HookTarget
 from .cluster import ray_cluster
 from .codec import Record
 from .egress import Egress
-from .errors import FlowError, ParlourError
-from .flow import load_paths
-from .flow.deploy_checks import check_env
+from .errors import ParlourError
 from .messages import DEFAULT_PARTITIONS, ConversationKey, Inbound, Outcome
+from .publish import Draft, check_files, publish
 from .store import FlowRecord, open_store
 
 if TYPE_CHECKING:
@@ -97,7 +96,8 @@ class Runtime:
         if hosts < 1:
             raise ParlourError(f"a runtime needs at least one host, got {hosts}")
         if not hosts <= partitions <= 65_536:
-            raise ParlourError(f"{partitions} partitions cannot be shared by {hosts} hosts (between {hosts} and 65,536)")
+            raise ParlourError(f"{partitions} partitions cannot be shared by {hosts} hosts "
+                               f"(between {hosts} and 65,536)")
         open_store(store)  # refuses a URL no backend takes, before Ray starts
         if store.startswith("memory:") and hosts != 1:
             raise ParlourError("memory:// lives in one process: it serves exactly one host (use sqlite or redis)")
@@ -115,9 +115,9 @@ class Runtime:
             Egress.from_allows(allows)  # a bad entry is refused here, not in every host
         except ValueError as exc:
             raise ParlourError(f"egress: {exc}") from None
-        settings = HostSettings(store, Names(name, hosts, "server" if serving is not None else "host"), config, _by_tenant(secrets, "secrets"),
-                                secrets_key=secrets_key, egress=allows, webhooks=targets, log_level=log_level.upper(),
-                                log_format=log_format)
+        names = Names(name, hosts, "server" if serving is not None else "host")
+        settings = HostSettings(store, names, config, _by_tenant(secrets, "secrets"), secrets_key=secrets_key,
+                                egress=allows, webhooks=targets, log_level=log_level.upper(), log_format=log_format)
         started = await asyncio.to_thread(ray_cluster.connect, address, num_cpus)
         router = ray_cluster.place_router(settings, partitions)
         actors = Handles(settings.names, router, {})
@@ -144,19 +144,17 @@ class Runtime:
         return await self.actors.ready(timeout_s)
 
     async def deploy(self, tenant: str, paths: Iterable[str | Path]) -> list[FlowRecord]:
-        """Validate the flows under ``paths`` together and make them current for ``tenant``;
-        :class:`FlowError` (nothing deployed) if any has an error. Conversations in progress
-        stay on the version they started on."""
-        loaded = load_paths(paths)
-        if loaded.errors:
-            raise FlowError(loaded.errors)
-        for flow in loaded.flows:  # each template reading an unset env value would fail when it runs
-            for warning in check_env(flow, self.settings.config.env.get(tenant, {}), tenant):
-                log.warning("%s", warning)
-        now = time.time()
-        records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True) for f in loaded.flows]
-        await self.install(records)
-        return records
+        """Validate the flows under ``paths`` together and make them current for ``tenant``
+        (:func:`parlour.publish.publish`); :class:`~parlour.errors.FlowError` (nothing deployed) if any has an
+        error. Conversations in progress stay on the version they started on. An ``env.NAME``
+        a flow reads that the tenant's env lacks is logged as a warning: the template that
+        reads it would fail when it runs."""
+        checked = check_files(tenant, paths, self.settings.config.env.get(tenant, {}))
+        published = await publish([Draft.of(tenant, f) for f in checked.flows], self.install,
+                                  now=time.time(), problems=checked.errors)
+        for warning in checked.warnings:
+            log.warning("%s", warning)
+        return [p.record for p in published]
 
     async def install(self, records: list[FlowRecord]) -> None:
         """Put flow versions (validated already) in the registry; every host serves them."""

@@ -34,13 +34,13 @@ from .actors.tickets import TicketPolicy
 from .channels.registry import Cipher
 from .cluster.node_server import Serving
 from .config import Settings, hash_token, new_token, scope_node_values
-from .errors import FlowError
-from .flow import load_paths
-from .flow.deploy_checks import check_env, check_secrets
+from .errors import FlowError, Problem
+from .flow import Flow
 from .flows_dir import bundled_flows
 from .logs import setup_logging
+from .publish import Draft, check_files, publish, write_to
 from .runtime import Runtime
-from .store import FlowRecord, Store, open_store
+from .store import Store, open_store
 from .vault import saved_names
 
 log = logging.getLogger("parlour.serve")
@@ -57,7 +57,8 @@ def admin_token(settings: Settings) -> tuple[str, str]:
 def secrets_key(settings: Settings) -> tuple[str, str]:
     """The key(s) that encrypt channel credentials, and where they come from. A cluster's
     nodes must share one: set PARLOUR_SECRETS_KEY on each."""
-    return kept_secret(settings.secrets_key, "PARLOUR_SECRETS_KEY", settings.data_dir / SECRETS_KEY_FILE, Cipher.new_key)
+    return kept_secret(settings.secrets_key, "PARLOUR_SECRETS_KEY", settings.data_dir / SECRETS_KEY_FILE,
+                       Cipher.new_key)
 
 
 def kept_secret(given: SecretStr | None, variable: str, path: Path, make: Callable[[], str]) -> tuple[str, str]:
@@ -69,7 +70,8 @@ def kept_secret(given: SecretStr | None, variable: str, path: Path, make: Callab
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         if path.stat().st_mode & 0o077:
-            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it (or delete it for a new one)") from None
+            raise SystemExit(f"parlour: {path} can be read by others: chmod 600 it "
+                             "(or delete it for a new one)") from None
         return path.read_text().strip(), f"the file {path}"
     value = make()
     with os.fdopen(fd, "w") as out:
@@ -100,28 +102,27 @@ def tenant_flows(settings: Settings) -> dict[str, list[Path]]:
 
 
 def check_flows(flows: dict[str, list[Path]], secrets: dict[str, set[str]] | None = None,
-                env: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list]:
+                env: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list[Flow]]:
     """Every tenant's flows, loaded; :class:`FlowError` listing every problem of any, a secret
     its tenant does not have (in ``secrets``, tenant -> names) included. The bundled flows are
     the exception: they are demos whose calls fail into their ``on_error`` nodes until the
     operator gives them what they name, so a missing secret of theirs is only a warning. An
     ``env.NAME`` a flow reads that its tenant's ``env`` lacks is logged as a warning, with its
     place: the template fails when it runs, which may be a branch the flow never takes."""
-    loaded, problems = {}, []
+    loaded: dict[str, list[Flow]] = {}
+    problems: list[Problem] = []
     for tenant, paths in flows.items():
         missing = [p for p in paths if not Path(p).exists()]
         if missing:
-            raise SystemExit(f"parlour: tenant {tenant!r}: no such flows folder or file: {', '.join(map(str, missing))}")
-        result = load_paths(paths)
-        problems += result.errors
+            raise SystemExit(f"parlour: tenant {tenant!r}: no such flows folder or file: "
+                             f"{', '.join(map(str, missing))}")
         severity = "warning" if list(paths) == [bundled_flows()] else "error"
-        found = [p for spec, smap in result.specs
-                 for p in check_secrets(spec, smap, (secrets or {}).get(tenant, ()), tenant, severity=severity)]
-        found += [p for flow in result.flows for p in check_env(flow, (env or {}).get(tenant, {}), tenant)]
-        for warning in (p for p in found if p.severity != "error"):
+        checked = check_files(tenant, paths, (env or {}).get(tenant, {}), secrets=(secrets or {}).get(tenant, ()),
+                              secrets_severity=severity)
+        for warning in checked.warnings:
             log.warning("%s", warning)
-        problems += [p for p in found if p.severity == "error"]
-        loaded[tenant] = result.flows
+        problems += checked.errors
+        loaded[tenant] = checked.flows
     if problems:
         raise FlowError(problems)
     return loaded
@@ -155,18 +156,14 @@ def check_webhooks(settings: Settings, secrets: dict[str, set[str]]) -> None:
         raise SystemExit("parlour: " + "\n".join(missing))
 
 
-async def deploy_new(store: Store, loaded: dict[str, list]) -> int:
+async def deploy_new(store: Store, loaded: dict[str, list[Flow]]) -> int:
     """Put each flow version the registry does not hold yet in it, as current, before any
     node server starts (each reads the registry when it starts, so none serves a message
-    before the flows are there). A version it holds is left as the registry has it, so that a
-    restart does not undo an upload or a rollback made with the admin API."""
-    held = {(r.tenant, r.flow, r.version) for r in await store.flows()}
-    now = time.time()
-    records = [FlowRecord(tenant, f.id, f.version, f.source, f.path, now, True)
-               for tenant, flows in loaded.items() for f in flows if (tenant, f.id, f.version) not in held]
-    for record in records:
-        await store.put_flow(record)
-    return len(records)
+    before the flows are there); how many. A version it holds is left as the registry has it,
+    so that a restart does not undo an upload or a rollback made with the admin API."""
+    drafts = [Draft.of(tenant, flow) for tenant, flows in loaded.items() for flow in flows]
+    published = await publish(drafts, write_to(store), now=time.time(), held=await store.flows(), keep_held=True)
+    return sum(1 for p in published if p.change == "added")
 
 
 async def known_secrets(store: Store, secrets: dict[str, dict[str, str]]) -> dict[str, set[str]]:
@@ -202,7 +199,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> in
             num_cpus=settings.num_cpus, env=env, secrets=secrets, log_level=settings.log_level,
             log_format=settings.log_format, secrets_key=key, config=host_config(settings),
             egress=settings.egress_allows(), webhooks=settings.handoff_webhooks(), ready_timeout_s=120.0,
-            serving=Serving(settings.model_copy(update={"port": bound, "admin_token": None}), hash_token(token), key, bound))
+            serving=Serving(settings.model_copy(update={"port": bound, "admin_token": None}), hash_token(token), key,
+                            bound))
         # After Ray: its core worker installs a C-level SIGTERM handler that prints a stack and
         # kills the process; ours must be the one installed last.
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,14 +1,15 @@
 """Flow tests: YAML files of conversation steps, run in-process by ``parlour test``.
 
-A test file (by convention ``NAME.test.yaml``; told by its top-level ``steps``) names a flow, canned HTTP responses and the steps of one
-conversation; see docs/flows.md, "Testing flows". Each step that fails reports its
-``file:line:column``, what was expected, and the conversation up to that point.
+A test file (by convention ``NAME.test.yaml``; told by its top-level ``steps``) names a flow,
+canned HTTP responses and the steps of one conversation; see docs/flows.md, "Testing flows".
+Each step that fails reports its ``file:line:column``, what was expected, and the conversation
+up to that point.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -130,6 +131,8 @@ class _Runner:
         self.pending: list[Send] = []
         self.last_checked: Send | None = None
         self.handed_off = False
+        user = test.user
+        self.sender = UserMessage(user_id=user.get("id"), user_name=user.get("name"), channel=test.channel)
 
     async def canned(self, request: HttpRequest) -> HttpResult:
         key = _key(request)
@@ -154,8 +157,10 @@ class _Runner:
                 self.transcript.append(f"   (hand-off: {effect.reason})")
             elif isinstance(effect, End):
                 self.transcript.append(f"   (end: flow {effect.flow!r} ended at node {effect.node!r})")
-            elif isinstance(effect, (Error, Unhandled, Forward)):
-                self.transcript.append(f"   ({effect.kind}: {getattr(effect, 'reason', '') or getattr(effect, 'text', '')})")
+            elif isinstance(effect, Error | Unhandled):
+                self.transcript.append(f"   ({effect.kind}: {effect.reason})")
+            elif isinstance(effect, Forward):
+                self.transcript.append(f"   ({effect.kind}: {effect.text})")
 
     async def say(self, msg: UserMessage, shown: str) -> None:
         self.pending.clear()
@@ -167,48 +172,56 @@ class _Runner:
         self.record(await self.session.send(event))
 
     async def step(self, step: Step) -> None:
-        user = self.test.user
-        common = dict(user_id=user.get("id"), user_name=user.get("name"), channel=self.test.channel)
+        """Run one step (the file's loader has made sure it gives one thing); StepFailed if it
+        checks something that is not so."""
         if step.user is not None:
-            await self.say(UserMessage(step.user, **common), step.user)
+            await self.say(replace(self.sender, text=step.user), step.user)
         elif step.press is not None:
-            pressed = step.press if isinstance(step.press, Press) else Press(id=step.press)
-            prompt = pressed.prompt or self.session.state.prompt
-            await self.say(UserMessage("", button=pressed.id, kind="button", prompt=prompt, **common),
-                           f"[{pressed.id}]" + (f" ({prompt})" if prompt else ""))
-        elif step.bot is not None:
-            self.check_bot(step.bot)
-        elif step.buttons is not None:
-            offered = [b.id for b in (self.last_checked.reply.buttons or self.last_checked.reply.list)] \
-                if self.last_checked else None
-            if offered != step.buttons:
-                raise StepFailed(f"expected buttons {step.buttons}, the last reply checked offered {offered}")
-        elif step.vars is not None:
-            actual = self.session.state.vars
-            wrong = {k: actual.get(k, "<unset>") for k, v in step.vars.items() if actual.get(k, object()) != v}
-            if wrong:
-                raise StepFailed(f"expected vars {step.vars}, but {wrong}")
+            await self.press(step.press if isinstance(step.press, Press) else Press(id=step.press))
         elif step.wait is not None:
             seconds = parse_duration(step.wait)
             self.transcript.append(f"   (clock +{seconds:g} s)")
             self.record(await self.session.wait(seconds))
+        else:
+            self.check(step)
+
+    async def press(self, pressed: Press) -> None:
+        prompt = pressed.prompt or self.session.state.prompt
+        await self.say(replace(self.sender, button=pressed.id, kind="button", prompt=prompt),
+                       f"[{pressed.id}]" + (f" ({prompt})" if prompt else ""))
+
+    def check(self, step: Step) -> None:
+        state = self.session.state
+        if step.bot is not None:
+            self.check_bot(step.bot)
+        elif step.buttons is not None:
+            self.check_buttons(step.buttons)
+        elif step.vars is not None:
+            wrong = {k: state.vars.get(k, "<unset>") for k, v in step.vars.items() if state.vars.get(k, object()) != v}
+            _expect(not wrong, f"expected vars {step.vars}, but {wrong}")
         elif step.node is not None:
-            if self.session.state.node != step.node:
-                raise StepFailed(f"expected to be at node {step.node!r}, at {self.session.state.node!r}")
+            _expect(state.node == step.node, f"expected to be at node {step.node!r}, at {state.node!r}")
         elif step.status is not None:
-            if self.session.state.status != step.status:
-                raise StepFailed(f"expected status {step.status!r}, it is {self.session.state.status!r}")
+            _expect(state.status == step.status, f"expected status {step.status!r}, it is {state.status!r}")
         elif step.handoff is not None:
-            if self.handed_off != step.handoff:
-                raise StepFailed(f"expected {'a' if step.handoff else 'no'} hand-off since the last message")
+            _expect(self.handed_off == step.handoff,
+                    f"expected {'a' if step.handoff else 'no'} hand-off since the last message")
         elif step.no_reply is not None:
-            if step.no_reply and self.pending:
-                raise StepFailed(f"expected no more replies, the bot said {self.pending[0].reply.text!r}")
-            if not step.no_reply and not self.pending:
-                raise StepFailed("expected a reply not yet checked, but the bot said nothing more")
+            self.check_no_reply(step.no_reply)
         else:
             raise StepFailed("an empty step: give one of user, press, bot, buttons, vars, wait, node, status, "
                              "handoff, no_reply")
+
+    def check_buttons(self, expected: list[str]) -> None:
+        checked = self.last_checked
+        offered = [b.id for b in (checked.reply.buttons or checked.reply.list)] if checked else None
+        _expect(offered == expected, f"expected buttons {expected}, the last reply checked offered {offered}")
+
+    def check_no_reply(self, none: bool) -> None:
+        if none and self.pending:
+            raise StepFailed(f"expected no more replies, the bot said {self.pending[0].reply.text!r}")
+        if not none and not self.pending:
+            raise StepFailed("expected a reply not yet checked, but the bot said nothing more")
 
     def check_bot(self, expected: str) -> None:
         if not self.pending:
@@ -221,6 +234,11 @@ class _Runner:
                 raise StepFailed(f"expected a reply matching /{expected[3:]}/, got {text!r}")
         elif expected not in text:
             raise StepFailed(f"expected a reply containing {expected!r}, got {text!r}")
+
+
+def _expect(holds: bool, otherwise: str) -> None:
+    if not holds:
+        raise StepFailed(otherwise)
 
 
 def _given(step: Step) -> list[str]:

@@ -43,12 +43,20 @@ def _event_of(data: list[Any]) -> Event:
         return UserMessage(*fields)
     if kind == "s":
         flow, node, vars_, message = fields
-        return Start(flow, node, vars_, _event_of(message) if message is not None else None)
+        return Start(flow, node, vars_, _message_of(message) if message is not None else None)
     if kind == "r":
         return Resume(*fields)
     if kind == "a":
         return AgentAction(*fields)
     raise StateError(f"unknown inbound event kind {kind!r}")
+
+
+def _message_of(data: list[Any]) -> UserMessage:
+    """A start's message: a user message, or nothing the wire takes."""
+    message = _event_of(data)
+    if not isinstance(message, UserMessage):
+        raise StateError(f"a start carries a user message, not a {type(message).__name__}")
+    return message
 
 
 def encode_batch(batch: list[Inbound]) -> bytes:
@@ -64,7 +72,8 @@ def decode_batch(data: bytes) -> list[Inbound]:
 
 def encode_outcomes(outcomes: list[Outcome]) -> bytes:
     return msgpack.packb([[o.message_id, o.status, [reply_data(r) for r in o.replies], o.error, o.retryable,
-                           o.epoch, o.flow, o.node, o.conversation_status, o.calling] for o in outcomes], use_bin_type=True, unicode_errors=TEXT_ERRORS)
+                           o.epoch, o.flow, o.node, o.conversation_status, o.calling] for o in outcomes],
+                         use_bin_type=True, unicode_errors=TEXT_ERRORS)
 
 
 def decode_outcomes(data: bytes) -> list[Outcome]:
@@ -90,5 +99,5 @@ async def send_batch(send: Callable[[bytes], Awaitable[bytes]], batch: list[Inbo
             outcomes[index] = Outcome(inbound.message_id, FAILED, error=f"the event cannot be sent: {exc}")
     if good:
         sent = decode_outcomes(await send(encode_batch([batch[i] for i in good])))
-        outcomes.update(zip(good, sent))
+        outcomes.update(zip(good, sent, strict=True))  # one outcome per event sent
     return [outcomes[i] for i in range(len(batch))]

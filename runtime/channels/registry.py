@@ -111,7 +111,8 @@ class Bots:
     first, for a caller that cannot wait for ``ttl_s`` (the delivery supervisor, given a reply
     for a bot added a moment ago)."""
 
-    def __init__(self, store: Store, cipher: Cipher, *, ttl_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, store: Store, cipher: Cipher, *, ttl_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.store, self.cipher, self.ttl_s, self.clock = store, cipher, ttl_s, clock
         self._bots: dict[str, BotSettings] = {}
         self.broken: dict[str, str] = {}  # bots that cannot be read: name -> why

@@ -338,7 +338,8 @@ def _shape(value: Any) -> str:
 
 def _blocks(reply: Reply) -> list[dict[str, Any]]:
     """The reply as Block Kit: an image, the text in sections, then the buttons in actions."""
-    text, blocks = reply.text or "", []
+    text = reply.text or ""
+    blocks: list[dict[str, Any]] = []
     if reply.media_url and reply.media_kind == "image" and len(reply.media_url) <= IMAGE_URL_CHARS:
         alt = _cut(reply.media_filename or "image", ALT_TEXT_CHARS)
         blocks.append({"type": "image", "image_url": reply.media_url, "alt_text": alt})

@@ -372,7 +372,8 @@ def _answer(body: bytes) -> dict[str, Any]:
 
 
 def _reason(answer: Mapping[str, Any]) -> str:
-    reason = answer.get("description") if isinstance(answer.get("description"), str) else ""
+    description = answer.get("description")
+    reason = description if isinstance(description, str) else ""
     parameters = answer.get("parameters")
     if isinstance(parameters, dict) and isinstance(parameters.get("migrate_to_chat_id"), int):
         # A group became a supergroup: the operator must move the conversation to the new id.

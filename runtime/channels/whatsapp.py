@@ -36,7 +36,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from pydantic import Field, SecretStr
 
@@ -191,7 +191,7 @@ def _change(change: dict, where: str, number_id: str) -> Iterator[Received | Eve
     # Meta posts every phone number of an app to the app's one webhook URL: a message to
     # another number is that number's bot's, and answering it from this one would be wrong.
     metadata = _obj(value["metadata"], f"{where}.metadata") if "metadata" in value else {}
-    to = _str(metadata, "phone_number_id", f"{where}.metadata", False)
+    to = _maybe_str(metadata, "phone_number_id", f"{where}.metadata")
     if to is not None and to != number_id:
         yield Event(kind="other_number", data={"phone_number_id": to})
         return
@@ -214,11 +214,12 @@ class _Contacts:
 
 
 def _contacts(value: dict, where: str) -> _Contacts:
-    names, bsuids = {}, {}
+    names: dict[str, str] = {}
+    bsuids: dict[str, str] = {}
     for contact, at in _each(value, "contacts", where):
         profile = _obj(contact["profile"], f"{at}.profile") if "profile" in contact else {}
-        wa_id, user_id = _str(contact, "wa_id", at, False), _bsuid(contact, "user_id", at)
-        name = _str(profile, "name", f"{at}.profile", False)
+        wa_id, user_id = _maybe_str(contact, "wa_id", at), _bsuid(contact, "user_id", at)
+        name = _maybe_str(profile, "name", f"{at}.profile")
         names |= {key: name for key in (wa_id, user_id) if key and name}
         if wa_id and user_id:
             bsuids[wa_id] = user_id
@@ -230,7 +231,7 @@ def _message(message: dict, where: str, contacts: _Contacts) -> Received | Event
     BSUID (``from_user_id``); either may be missing, not both. The BSUID, given here or in
     ``contacts[]``, goes along as the scoped id that keeps one conversation per person."""
     message_id, kind = _str(message, "id", where), _str(message, "type", where)
-    phone = _str(message, "from", where, False)
+    phone = _maybe_str(message, "from", where)
     bsuid = _bsuid(message, "from_user_id", where) or contacts.bsuids.get(phone or "")
     user = phone or bsuid
     if user is None:
@@ -245,7 +246,7 @@ def _message(message: dict, where: str, contacts: _Contacts) -> Received | Event
 
 
 def _bsuid(obj: dict, key: str, where: str) -> str | None:
-    value = _str(obj, key, where, False)
+    value = _maybe_str(obj, key, where)
     if value is not None and not BSUID.fullmatch(value):
         raise PayloadError(f"{where}.{key}: expected a business-scoped user id (CC.digits), got {_show(value)}")
     return value
@@ -254,7 +255,7 @@ def _bsuid(obj: dict, key: str, where: str) -> str | None:
 def _sent_at(message: dict, where: str) -> float | None:
     """The message's ``timestamp`` (epoch seconds as a string): what makes a replay known for
     the 7 days WhatsApp retries (docs/channels/whatsapp.md, "Replays")."""
-    stamp = _str(message, "timestamp", where, False)
+    stamp = _maybe_str(message, "timestamp", where)
     if stamp is None:
         return None
     if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
@@ -289,7 +290,7 @@ def _interactive(interactive: dict, where: str) -> UserMessage | None:
 
 def _location(location: dict, where: str) -> UserMessage:
     data = {"latitude": _number(location, "latitude", where), "longitude": _number(location, "longitude", where),
-            "name": _str(location, "name", where, False), "address": _str(location, "address", where, False)}
+            "name": _maybe_str(location, "name", where), "address": _maybe_str(location, "address", where)}
     return UserMessage(kind="location", data=data)
 
 
@@ -298,7 +299,7 @@ def _media_in(media: dict, kind: str, where: str) -> UserMessage:
     # want to tell it from a music file, so it keeps its own media_type.
     media_type = "voice" if kind == "audio" and media.get("voice") is True else kind
     data = {"media_type": media_type, "id": _str(media, "id", where),
-            **{key: _str(media, key, where, False) for key in ("mime_type", "sha256", "caption", "filename")}}
+            **{key: _maybe_str(media, key, where) for key in ("mime_type", "sha256", "caption", "filename")}}
     return UserMessage(text=data["caption"] or "", kind="media", data=data)
 
 
@@ -308,16 +309,20 @@ def _status(status: dict, where: str) -> Event:
     data = {k: v for k, v in status.items() if k not in ("id", "recipient_id", "recipient_user_id")}
     known = state in STATUSES  # a status outside the four is kept, under its own kind
     # A user who hides their phone number is named by BSUID alone (recipient_user_id).
-    user = _str(status, "recipient_id", where, False) or _bsuid(status, "recipient_user_id", where)
+    user = _maybe_str(status, "recipient_id", where) or _bsuid(status, "recipient_user_id", where)
     return Event(kind="status" if known else "status_other", user=user or _missing(where, "recipient_id"),
                  message_id=_str(status, "id", where), status=state if known else None, data=data)
 
 
 def _show(value: Any) -> str:
-    return {dict: "an object", list: "an array"}.get(type(value)) or json.dumps(value)[:40]
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return json.dumps(value)[:40]
 
 
-def _missing(where: str, key: str) -> Any:
+def _missing(where: str, key: str) -> NoReturn:
     raise PayloadError(f"{where or 'body'}: no {key!r}")
 
 
@@ -347,13 +352,16 @@ def _list(obj: dict, key: str, where: str, required: bool = True) -> list:
     return value
 
 
-def _str(obj: dict, key: str, where: str, required: bool = True) -> str | None:
-    if obj.get(key) is None:
-        return _missing(where, key) if required else None
-    value = obj[key]
-    if not isinstance(value, str):
+def _maybe_str(obj: dict, key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
         raise PayloadError(f"{where}.{key}: expected a string, got {_show(value)}")
     return value
+
+
+def _str(obj: dict, key: str, where: str) -> str:
+    value = _maybe_str(obj, key, where)
+    return _missing(where, key) if value is None else value
 
 
 def _number(obj: dict, key: str, where: str) -> float:

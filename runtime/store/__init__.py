@@ -48,6 +48,7 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
-    "BadCursor", "Commit", "DeadLetter", "Fenced", "FlowRecord", "LogEntry", "MAX_EXAMINE", "OutboxEntry", "RecordFilter", "RecordPage", "Store", "StoreError", "StoreUnavailable",
-    "Ticket", "Timer", "log_cursor", "open_store",
+    "BadCursor", "Commit", "DeadLetter", "Fenced", "FlowRecord", "LogEntry", "MAX_EXAMINE", "OutboxEntry",
+    "RecordFilter", "RecordPage", "Store", "StoreError", "StoreUnavailable", "Ticket", "Timer", "log_cursor",
+    "open_store",
 ]

@@ -135,8 +135,8 @@ class MemoryStore:
         for key in gone:
             del self._records[key]
         old = [k for k, (_, expires_at) in self._replies.items() if expires_at <= now]
-        for key in old:
-            del self._replies[key]
+        for pair in old:
+            del self._replies[pair]
         return len(gone) + len(old) + self._sweep_logs(now) + self._sweep_tickets(now)
 
     def _sweep_logs(self, now: float) -> int:
@@ -160,7 +160,8 @@ class MemoryStore:
     async def read_log(self, log: str, after: str | None = None, limit: int = 100) -> list[LogEntry]:
         start, now = log_cursor(after), self.clock()
         entries = self._logs.get(log, {})
-        found = (LogEntry(f"{i:020d}", data) for i, (data, expires_at) in entries.items() if i > start and expires_at > now)
+        found = (LogEntry(f"{i:020d}", data) for i, (data, expires_at) in entries.items()
+                 if i > start and expires_at > now)
         return list(itertools.islice(found, max(limit, 0)))
 
     async def tail_log(self, log: str, limit: int) -> list[LogEntry]:

@@ -54,6 +54,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import StreamRangeResponse
 
 from .base import (
     LOG_KEEP,
@@ -216,6 +217,42 @@ async def _translated(action: str, timeout_s: float) -> AsyncIterator[None]:
         raise StoreError(f"redis {action}: {exc}") from exc
 
 
+# The client is made with ``decode_responses=False``, so Redis replies with bytes; redis-py's
+# types say ``bytes | str`` whatever the client's setting. These narrow a reply to what it is,
+# and refuse anything else (a client made with decoding on) rather than pass it along.
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    raise StoreError(f"redis replied with {type(value).__name__} where bytes were expected")
+
+
+def _text(value: object) -> str:
+    return _bytes(value).decode()
+
+
+def _maybe_bytes(value: object) -> bytes | None:
+    return None if value is None else _bytes(value)
+
+
+def _members(value: object) -> list[bytes]:
+    """A reply that is a list of bytes (members of a set or range, a script's list)."""
+    if not isinstance(value, list):
+        raise StoreError(f"redis replied with {type(value).__name__} where a list was expected")
+    return [_bytes(v) for v in value]
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    raise StoreError(f"redis replied with {type(value).__name__} where an integer was expected")
+
+
+def _entries(found: StreamRangeResponse | None) -> list[tuple[str, dict[bytes | str, bytes | str]]]:
+    """``XRANGE``'s entries as (id, fields)."""
+    return [(_text(entry_id), fields) for entry_id, fields in found or () if fields is not None]
+
+
 def _split_url(url: str) -> tuple[str, str, float]:
     """``url`` without our query parameters, the key prefix and the timeout."""
     parts = urlsplit(url)
@@ -298,6 +335,13 @@ def _timer(partition: int, member: bytes, due_at: float) -> Timer:
     return Timer(key, partition, timer_id, due_at)
 
 
+def _flow_record(flow: str, version: str, fields: dict[bytes, bytes], current: bool) -> FlowRecord:
+    """A version's record from its hash; ``flow`` is ``tenant\\0flow``."""
+    tenant, name = flow.split("\x00", 1)
+    return FlowRecord(tenant, name, version, fields[b"source"].decode(), fields[b"path"].decode(),
+                      float(fields[b"created_at"]), current)
+
+
 def _epochs(pairs: list[bytes]) -> dict[int, int]:
     return {int(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
 
@@ -337,7 +381,8 @@ class RedisStore:
             raise StoreError("the Redis store is not open: await store.open() first")
         return self._client
 
-    async def _run(self, script: str, *args: str | bytes) -> list[bytes]:
+    async def _run(self, script: str, *args: str | bytes) -> object:
+        """What ``script`` returns: a list or an integer (narrowed by the caller)."""
         client = self._redis
         async with _translated(script, self.timeout_s):
             return await self._scripts[script](args=args, client=client)
@@ -347,7 +392,7 @@ class RedisStore:
             return {}
         async with _translated("load", self.timeout_s):
             found = await self._redis.mget([f"{self.prefix}c:{key}" for key in keys])
-        return {key: value for key, value in zip(keys, found) if value is not None}
+        return {key: _bytes(value) for key, value in zip(keys, found, strict=True) if value is not None}
 
     async def commit(self, commit: Commit) -> None:
         if not commit and not commit.fences:
@@ -363,7 +408,7 @@ class RedisStore:
             [[log, data, _ms(expires_at)] for log, data, expires_at in commit.logs],
             [[t.tenant, t.id, _ticket_value(t), repr(t.expires_at)] for t in commit.tickets],
         ], use_bin_type=False)
-        refused = await self._run("commit", self.prefix, blob, str(self.log_keep))
+        refused = _members(await self._run("commit", self.prefix, blob, str(self.log_keep)))
         if refused:
             raise Fenced(_epochs(refused))
 
@@ -371,7 +416,7 @@ class RedisStore:
         if not epochs:
             return
         args = [str(n) for pair in epochs.items() for n in pair]
-        newer = await self._run("claim", self.prefix, *args)
+        newer = _members(await self._run("claim", self.prefix, *args))
         if newer:
             raise Fenced(_epochs(newer))
 
@@ -380,7 +425,7 @@ class RedisStore:
             return {}
         async with _translated("fences", self.timeout_s):
             held = await self._redis.hmget(f"{self.prefix}fence", [str(p) for p in partitions])
-        return {p: int(epoch or 0) for p, epoch in zip(partitions, held)}
+        return {p: int(epoch or 0) for p, epoch in zip(partitions, held, strict=True)}
 
     async def due_timers(self, partitions: Sequence[int], until: float, limit: int) -> list[Timer]:
         wanted = list(dict.fromkeys(partitions))
@@ -391,12 +436,12 @@ class RedisStore:
             pipe.zrangebyscore(f"{self.prefix}t:{p}", "-inf", until, start=0, num=limit, withscores=True)
         async with _translated("due_timers", self.timeout_s):
             found = await pipe.execute()
-        timers = [_timer(p, member, due_at) for p, pairs in zip(wanted, found) for member, due_at in pairs]
+        timers = [_timer(p, member, due_at) for p, pairs in zip(wanted, found, strict=True) for member, due_at in pairs]
         return sorted(timers, key=lambda t: (t.due_at, t.key, t.timer_id))[:limit]
 
     async def reply(self, key: str, message_id: str) -> bytes | None:
         async with _translated("reply", self.timeout_s):
-            return await self._redis.get(f"{self.prefix}r:{_reply_id(key, message_id)}")
+            return _maybe_bytes(await self._redis.get(f"{self.prefix}r:{_reply_id(key, message_id)}"))
 
     async def replied(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         pairs = list(dict.fromkeys(pairs))
@@ -407,14 +452,14 @@ class RedisStore:
             pipe.exists(f"{self.prefix}r:{_reply_id(key, message_id)}")
         async with _translated("replied", self.timeout_s):
             found = await pipe.execute()
-        return {pair for pair, exists in zip(pairs, found) if exists}
+        return {pair for pair, exists in zip(pairs, found, strict=True) if exists}
 
     async def recent(self, key: str, limit: int = 10) -> list[tuple[str, bytes, float]]:
         """At most the 50 newest: the index keeps no more. Kept until to the millisecond."""
         if limit <= 0:
             return []
-        found = await self._run("recent", f"{self.prefix}recent:{key}",
-                                f"{self.prefix}r:{_reply_id(key, '')}", str(limit))
+        found = _members(await self._run("recent", f"{self.prefix}recent:{key}",
+                                         f"{self.prefix}r:{_reply_id(key, '')}", str(limit)))
         return [(found[i].decode(), found[i + 1], int(found[i + 2]) / 1000)
                 for i in range(0, len(found), 3)]
 
@@ -429,11 +474,11 @@ class RedisStore:
             for _ in range(SCAN_ROUNDS):
                 async with _translated("conversations", self.timeout_s):
                     following, names = await self._redis.scan(scan, match=pattern, count=SCAN_COUNT)
-                    keys = sorted({k for k in (n.decode()[len(self.prefix) + 2:] for n in names) if k > last})  # P c:
+                    keys = sorted({k for k in (_text(n)[len(self.prefix) + 2:] for n in names) if k > last})  # P c:
                     values = await self._redis.mget([f"{self.prefix}c:{k}" for k in keys]) if keys else []
-                for key, value in zip(keys, values):
+                for key, value in zip(keys, values, strict=True):
                     if value is not None:
-                        yield f"{scan}:{key}", key, value
+                        yield f"{scan}:{key}", key, _bytes(value)
                 if following == 0:
                     return
                 scan, last = following, ""
@@ -445,7 +490,7 @@ class RedisStore:
         with ``PEXPIREAT``, so Redis deletes those by its own clock (a log's entries expired
         before the log are skipped when read, and its size is kept as it is appended)."""
         async with _translated("sweep", self.timeout_s):
-            gone = await self._redis.zrangebyscore(f"{self.prefix}tkexp", "-inf", now, start=0, num=1000)
+            gone = _members(await self._redis.zrangebyscore(f"{self.prefix}tkexp", "-inf", now, start=0, num=1000))
             if not gone:
                 return 0
             pipe = self._redis.pipeline(transaction=True)
@@ -462,15 +507,16 @@ class RedisStore:
         if limit <= 0:
             return []
         async with _translated("read_log", self.timeout_s):
-            members = await self._redis.zrangebyscore(f"{self.prefix}log:{log}", f"({start}", "+inf", start=0, num=limit)
-        return _log_entries(members)
+            members = await self._redis.zrangebyscore(f"{self.prefix}log:{log}", f"({start}", "+inf",
+                                                      start=0, num=limit)
+        return _log_entries(_members(members))
 
     async def tail_log(self, log: str, limit: int) -> list[LogEntry]:
         if limit <= 0:
             return []
         async with _translated("tail_log", self.timeout_s):
             members = await self._redis.zrange(f"{self.prefix}log:{log}", -limit, -1)
-        return _log_entries(members)
+        return _log_entries(_members(members))
 
     async def trim_log(self, log: str, upto: str) -> int:
         end = log_cursor(upto)
@@ -480,15 +526,16 @@ class RedisStore:
     async def tickets(self, tenant: str, status: str | None = None, queue: str | None = None,
                       after: str | None = None, limit: int = 50) -> list[Ticket]:
         found: list[Ticket] = []
-        start = f"({after}" if after else "-"
+        start: str | bytes = f"({after}" if after else "-"
         while len(found) < limit:
             async with _translated("tickets", self.timeout_s):
-                ids = await self._redis.zrangebylex(f"{self.prefix}tki:{tenant}", start, "+", start=0, num=200)
+                ids = _members(await self._redis.zrangebylex(f"{self.prefix}tki:{tenant}", start, "+",
+                                                             start=0, num=200))
                 values = await self._redis.hmget(f"{self.prefix}tk:{tenant}", ids) if ids else []
-            for ticket_id, value in zip(ids, values):
-                ticket = _ticket(tenant, ticket_id, value)
-                if ticket is not None and (status is None or ticket.status == status) and (queue is None or ticket.queue == queue):
-                    found.append(ticket)
+            tickets = (_ticket(tenant, ticket_id, _maybe_bytes(value))
+                       for ticket_id, value in zip(ids, values, strict=True))
+            found += [t for t in tickets if t is not None and (status is None or t.status == status)
+                      and (queue is None or t.queue == queue)]
             if len(ids) < 200:
                 break
             start = b"(" + ids[-1]
@@ -497,7 +544,7 @@ class RedisStore:
     async def ticket(self, tenant: str, ticket_id: str) -> Ticket | None:
         async with _translated("ticket", self.timeout_s):
             value = await self._redis.hget(f"{self.prefix}tk:{tenant}", ticket_id)
-        return _ticket(tenant, ticket_id.encode(), value)
+        return _ticket(tenant, ticket_id.encode(), _maybe_bytes(value))
 
     async def read_outbox(self, after: str | None, limit: int) -> list[OutboxEntry]:
         if limit <= 0:
@@ -505,8 +552,8 @@ class RedisStore:
         async with _translated("read_outbox", self.timeout_s):
             entries = await self._redis.xrange(
                 f"{self.prefix}outbox", min=f"({after}" if after else "-", max="+", count=limit)
-        return [OutboxEntry(entry_id.decode(), fields[b"key"].decode(), int(fields[b"seq"]), fields[b"data"])
-                for entry_id, fields in entries]
+        return [OutboxEntry(entry_id, _text(fields[b"key"]), int(fields[b"seq"]), _bytes(fields[b"data"]))
+                for entry_id, fields in _entries(entries)]
 
     async def ack_outbox(self, ids: Sequence[str]) -> None:
         if ids:
@@ -522,13 +569,13 @@ class RedisStore:
         async with _translated("dead_letters", self.timeout_s):
             entries = await self._redis.xrange(
                 f"{self.prefix}dead", min=f"({after}" if after else "-", max="+", count=limit)
-        return [DeadLetter(entry_id.decode(), f[b"key"].decode(), int(f[b"seq"]), f[b"data"],
-                           f[b"reason"].decode(errors="replace"), int(f[b"attempts"]), float(f[b"failed_at"]))
-                for entry_id, f in entries]
+        return [DeadLetter(entry_id, _text(f[b"key"]), int(f[b"seq"]), _bytes(f[b"data"]),
+                           _bytes(f[b"reason"]).decode(errors="replace"), int(f[b"attempts"]), float(f[b"failed_at"]))
+                for entry_id, f in _entries(entries)]
 
     async def revive(self, ids: Sequence[str]) -> int:
         ids = _stream_ids(ids)
-        return int(await self._run("revive", self.prefix, *ids)) if ids else 0
+        return _integer(await self._run("revive", self.prefix, *ids)) if ids else 0
 
     async def drop_dead(self, ids: Sequence[str]) -> int:
         ids = _stream_ids(ids)
@@ -555,23 +602,22 @@ class RedisStore:
 
     async def flows(self, tenant: str | None = None) -> list[FlowRecord]:
         async with _translated("flows", self.timeout_s):
-            names = [n.decode() for n in await self._redis.smembers(f"{self.prefix}flows")]
+            names = [_text(n) for n in await self._redis.smembers(f"{self.prefix}flows")]
             wanted = sorted(n for n in names if tenant is None or n.split("\x00", 1)[0] == tenant)
             if not wanted:
                 return []
             pipe = self._redis.pipeline(transaction=False)
             for flow in wanted:
                 pipe.smembers(f"{self.prefix}versions:{flow}")
-            versions = [(flow, v.decode()) for flow, vs in zip(wanted, await pipe.execute()) for v in vs]
+            versions = [(flow, _text(v)) for flow, vs in zip(wanted, await pipe.execute(), strict=True) for v in vs]
             pipe = self._redis.pipeline(transaction=True)
             pipe.hmget(f"{self.prefix}current", wanted)
             for flow, version in versions:
                 pipe.hgetall(f"{self.prefix}flow:{flow}\x00{version}")
             current, *fields = await pipe.execute()
-        pointers = {flow: (v or b"").decode() for flow, v in zip(wanted, current)}
-        found = [FlowRecord(*flow.split("\x00", 1), version, f[b"source"].decode(), f[b"path"].decode(),
-                            float(f[b"created_at"]), pointers[flow] == version)
-                 for (flow, version), f in zip(versions, fields)]
+        pointers = {flow: (v or b"").decode() for flow, v in zip(wanted, current, strict=True)}
+        found = [_flow_record(flow, version, f, pointers[flow] == version)
+                 for (flow, version), f in zip(versions, fields, strict=True)]
         return sorted(found, key=lambda r: (r.tenant, r.flow, r.created_at, r.version))
 
     async def delete_flow(self, tenant: str, flow: str) -> int:
@@ -580,7 +626,7 @@ class RedisStore:
             versions = await self._redis.smembers(f"{self.prefix}versions:{name}")
             pipe = self._redis.pipeline(transaction=True)
             for version in versions:
-                pipe.delete(f"{self.prefix}flow:{name}\x00{version.decode()}")
+                pipe.delete(f"{self.prefix}flow:{name}\x00{_text(version)}")
             pipe.delete(f"{self.prefix}versions:{name}")
             pipe.srem(f"{self.prefix}flows", name)
             pipe.hdel(f"{self.prefix}current", name)
@@ -589,7 +635,7 @@ class RedisStore:
 
     async def get_meta(self, name: str) -> bytes | None:
         async with _translated("get_meta", self.timeout_s):
-            return await self._redis.get(f"{self.prefix}meta:{name}")
+            return _maybe_bytes(await self._redis.get(f"{self.prefix}meta:{name}"))
 
     async def put_meta(self, name: str, value: bytes) -> None:
         async with _translated("put_meta", self.timeout_s):
@@ -599,4 +645,4 @@ class RedisStore:
         async with _translated("add_meta", self.timeout_s):  # SET NX, then the winner's value
             if await self._redis.set(f"{self.prefix}meta:{name}", value, nx=True):
                 return value
-            return await self._redis.get(f"{self.prefix}meta:{name}") or value
+            return _maybe_bytes(await self._redis.get(f"{self.prefix}meta:{name}")) or value

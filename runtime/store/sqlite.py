@@ -237,7 +237,8 @@ class SqliteStore:
 
     async def dead_letters(self, after: str | None = None, limit: int = 100) -> list[DeadLetter]:
         rows = await self._read(
-            _execute, "SELECT id, key, seq, data, reason, attempts, failed_at FROM dead WHERE id > ? ORDER BY id LIMIT ?",
+            _execute,
+            "SELECT id, key, seq, data, reason, attempts, failed_at FROM dead WHERE id > ? ORDER BY id LIMIT ?",
             (int(after) if after else 0, max(limit, 0)))
         return [DeadLetter(f"{row[0]:020d}", *row[1:]) for row in rows]
 
@@ -255,7 +256,7 @@ class SqliteStore:
             _execute, "SELECT tenant, flow, version, source, path, created_at, current FROM flows"
             " WHERE tenant = coalesce(?, tenant) ORDER BY tenant, flow, created_at, version",
             (tenant,))
-        return [FlowRecord(*row[:6], current=bool(row[6])) for row in rows]
+        return [_flow_record(row) for row in rows]
 
     async def conversations(self, tenant: str, after: str | None = None, limit: int = 100,
                             keep: RecordFilter | None = None, examine: int = MAX_EXAMINE) -> RecordPage:
@@ -306,6 +307,8 @@ class SqliteStore:
 
     def _transaction(self, begin: str, fn: Callable[..., _T], *args: Any) -> _T:
         conn = self._conn
+        if conn is None:  # closed while this call waited for the thread
+            raise StoreError(f"the store {self.url} is closed")
         conn.execute(begin)
         try:
             result = fn(conn, *args)
@@ -444,6 +447,11 @@ def _revive(conn: sqlite3.Connection, ids: list[int]) -> int:
 
 def _drop_dead(conn: sqlite3.Connection, ids: list[int]) -> int:
     return sum(conn.execute("DELETE FROM dead WHERE id = ?", (dead_id,)).rowcount for dead_id in ids)
+
+
+def _flow_record(row: tuple) -> FlowRecord:
+    tenant, flow, version, source, path, created_at, current = row
+    return FlowRecord(tenant, flow, version, source, path, created_at, bool(current))
 
 
 def _put_flow(conn: sqlite3.Connection, r: FlowRecord) -> None:
