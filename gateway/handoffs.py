@@ -100,10 +100,13 @@ class Handoffs:
         if status is not None and status not in STATUSES:
             raise ApiError(400, "invalid_request", f"`status` is one of {', '.join(STATUSES)}, not {status!r}")
         limit = page_limit(request, MAX_PAGE)
+        queues: list[str | None]
         if queue is not None:
             queues = [queue]
+        elif principal.agent and principal.queues is not None:
+            queues = [*sorted(principal.queues)]
         else:
-            queues = sorted(principal.queues) if principal.agent and principal.queues is not None else [None]
+            queues = [None]
         if not all(principal.sees(q) for q in queues):
             raise not_found(f"queue {queue!r}")
         after = request.query.get("after") or None

@@ -15,7 +15,8 @@ from parlour.flow.model import FlowSpec
 
 from . import schemas as s
 
-MODELS = [FlowSpec, s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.FlowsOut, s.FlowOut, s.FlowVersionOut,
+MODELS: list[type[BaseModel]] = [
+          FlowSpec, s.WebMessage, s.SocketMessage, s.WebReplies, s.ErrorOut, s.FlowsOut, s.FlowOut, s.FlowVersionOut,
           s.FlowCreated, s.Rollback, s.ConversationOut, s.TenantsOut, s.TenantCreated, s.Health, s.Ready,
           s.BotOut, s.BotsOut, s.SecretIn, s.SecretOut, s.SecretsOut, s.DeadLettersOut, s.DeadLetterChoice,
           s.Replayed, s.Dropped, s.MailReplyOut, s.MailboxOut, s.Acknowledged, s.TicketOut, s.TicketsOut,
