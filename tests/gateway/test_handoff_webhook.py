@@ -79,7 +79,8 @@ async def test_every_ticket_event_reaches_the_helpdesk_signed_and_in_order(redis
         "opened", "message", "assigned", "reply", "resumed"]
     assert {e["schema"] for e in events} == {1} and all(e["ticket"]["id"] == ticket for e in events)
     first = events[0]["ticket"]
-    assert (first["key"], first["queue"], first["status"], first["flow"]) == ("demo/web/ann", "support", "open", "support")
+    assert (first["key"], first["queue"], first["status"], first["flow"]) == (
+        "demo/web/ann", "support", "open", "support")
     assert first["reason"] == "Customer asked for a person"
     assert events[1]["message"]["text"] == "my card is blocked"
     assert (events[2]["ticket"]["status"], events[2]["ticket"]["agent"]) == ("assigned", "kim")

@@ -105,7 +105,8 @@ async def test_a_web_user_handed_off_is_served_by_an_agent_and_given_back(node):
         ("assign", None), ("message", "Hi Ann, Kim here. Blocked since when?")]
     assert said(body["transcript"])[:1] == ["help"]  # the turns before the hand-off, for context
 
-    status, body = await call(node, "POST", f"/v1/demo/handoffs/{ticket['id']}/resume", json={"vars": {"order_id": "A-1"}})
+    status, body = await call(node, "POST", f"/v1/demo/handoffs/{ticket['id']}/resume",
+                              json={"vars": {"order_id": "A-1"}})
     assert status == 200 and body["ticket"]["status"] == "closed" and body["ticket"]["resolution"] == "resumed", body
     assert body["replies"][0]["text"] == "You're back with the Acme bot."
     assert (await pushed(ws))[0] == "You're back with the Acme bot."
@@ -144,7 +145,8 @@ async def test_other_tenants_and_other_queues_see_no_ticket(node):
 
     # agents: one of the desk queue, one of billing only; neither reaches other routes
     desk, billing = new_token(), new_token()
-    node.gateway.auth.set_agents("demo", {"dee": (hash_token(desk), ["desk"]), "bill": (hash_token(billing), ["billing"])})
+    node.gateway.auth.set_agents("demo", {"dee": (hash_token(desk), ["desk"]),
+                                          "bill": (hash_token(billing), ["billing"])})
     assert [t["id"] for t in (await call(node, "GET", "/v1/demo/handoffs", desk))[1]["tickets"]] == [ticket["id"]]
     assert (await call(node, "GET", "/v1/demo/handoffs", billing))[1] == {"tickets": [], "next": None}
     assert (await call(node, "GET", f"/v1/demo/handoffs/{ticket['id']}", billing))[0] == 404
@@ -191,7 +193,10 @@ async def test_bad_requests_get_clear_errors(node):
             ("POST", f"{base}/messages", {"text": "hi", "extra": 1}, "invalid_request"),
             ("POST", f"{base}/assign", {}, "invalid_request"),
             ("POST", f"{base}/resume", {"vars": [1]}, "invalid_request")]:
-        status, answer = await call(node, method, path, json=body) if body is not None else await call(node, method, path)
+        if body is None:
+            status, answer = await call(node, method, path)
+        else:
+            status, answer = await call(node, method, path, json=body)
         assert answer["error"]["code"] == code, (path, body, answer)
         assert status in (400, 404)
     async with node.http.post(f"{node.url}{base}/close", headers=node.auth("demo"), data=b"{not json") as answer:

@@ -18,7 +18,8 @@ async def read(node, user: str, tenant: str = "demo", **query) -> tuple[int, dic
 
 
 async def ack(node, user: str, upto: str, tenant: str = "demo") -> tuple[int, dict]:
-    async with node.http.delete(f"{node.url}/v1/{tenant}/web/messages", params={"user": user, "upto": upto}) as response:
+    async with node.http.delete(f"{node.url}/v1/{tenant}/web/messages",
+                                params={"user": user, "upto": upto}) as response:
         return response.status, await response.json()
 
 

@@ -48,7 +48,8 @@ async def test_buttons_come_with_their_ids_and_titles(node):
 
 async def _press(node, user: str, button: str, prompt: str) -> tuple[int, dict]:
     async with node.http.post(f"{node.url}/v1/demo/web/messages",
-                              json={"user": user, "id": f"{user}-{button}-{prompt}", "button": button, "prompt": prompt}) as response:
+                              json={"user": user, "id": f"{user}-{button}-{prompt}", "button": button,
+                                    "prompt": prompt}) as response:
         return response.status, await response.json()
 
 
@@ -113,7 +114,8 @@ async def test_a_timer_reply_is_pushed_to_the_users_socket(node):
         answer = await ws.receive_json(timeout=30)
         assert texts(answer) == ["waiting"]
         pushed = await ws.receive_json(timeout=30)
-    assert pushed == {"type": "push", "replies": [{"text": "fired", "buttons": [], "seq": 2}]}  # seq: de-duplicates against the mailbox
+    # seq: de-duplicates against the mailbox
+    assert pushed == {"type": "push", "replies": [{"text": "fired", "buttons": [], "seq": 2}]}
 
 
 async def test_a_socket_cut_with_many_turns_unanswered_ends_cleanly_and_its_turns_stand(node):
@@ -148,7 +150,8 @@ async def test_socket_errors_are_answered_in_place_and_the_socket_lives_on(node)
         await ws.send_json({"id": "e-2", "text": "still here"})
         answers = [await ws.receive_json(timeout=30) for _ in range(5)]
     assert [a["type"] for a in answers] == ["error"] * 4 + ["replies"]
-    assert [a["error"]["code"] for a in answers[:4]] == ["invalid_json", "invalid_request", "invalid_request", "invalid_json"]
+    assert [a["error"]["code"] for a in answers[:4]] == [
+        "invalid_json", "invalid_request", "invalid_request", "invalid_json"]
     assert [a["id"] for a in answers] == [None, "e-1", None, None, "e-2"]  # an id that could be read is echoed
     assert answers[4]["replies"][0]["text"] == "1:still here"
 
@@ -213,7 +216,7 @@ async def test_a_full_gateway_answers_503_and_loses_nothing_it_accepted(redis_se
     try:
         sent = [(f"u{n % 10}", f"x-{n}") for n in range(200)]
         results = await asyncio.gather(*(node.say(user, user + id, id=id, tenant="acme") for user, id in sent))
-        refused = [(user, id) for (user, id), (status, body) in zip(sent, results) if status == 503]
+        refused = [(user, id) for (user, id), (status, body) in zip(sent, results, strict=True) if status == 503]
         assert refused and all(status in (200, 503) for status, _ in results)
         assert all(body["error"]["code"] == "overloaded" for status, body in results if status == 503)
         for user, id in refused:  # the channel's retry, one at a time
