@@ -1,4 +1,4 @@
-"""Conversation operations over real HTTP, Ray and Redis: an operator finds conversations by
+"""Conversation operations over real HTTP and Redis: an operator finds conversations by
 flow, status and last turn (paged), exports one's transcript as JSON lines, resets a handed-off
 one (its ticket closes), and deletes a flow, refused while conversations are pinned to it or
 another flow goes to it, and forced. Another tenant's token sees nothing.

@@ -1,6 +1,6 @@
 """The hand-off webhook, end to end: the support flow hands a web user to a person, and every
 ticket event reaches a helpdesk on loopback, signed, in order, retried and dead-lettered like a
-channel's replies. Real Ray, real Redis, real HTTP; the helpdesk checks each signature with
+channel's replies. Real Redis, real HTTP; the helpdesk checks each signature with
 the recipe of docs/gateway.md, not with parlour's code."""
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 reaching the user (on the web channel and through a messaging channel's fake API), the user's
 messages reaching the agent in order (also as server-sent events), a resume that goes on with
 a variable the agent set, a host killed while a ticket is open, and tokens that must not see
-another tenant's or another queue's tickets. Real Ray, real Redis, real HTTP on loopback.
+another tenant's or another queue's tickets. Real Redis, real HTTP on loopback; the runtime in
+the test's process, except where the host is killed: there it is Ray's actor.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def said(turns: list[dict]) -> list[str]:
 @pytest.fixture
 async def node(redis_server):
     started = await start_node(f"{redis_server.url}?prefix=ho{next(_prefixes)}:")
+    yield started
+    await stop_node(started)
+
+
+@pytest.fixture
+async def ray_node(ray_for_tests, redis_server):
+    """The node with its host in a Ray actor, which a test may kill (Ray starts it again)."""
+    started = await start_node(f"{redis_server.url}?prefix=ho{next(_prefixes)}:", on_ray=True)
     yield started
     await stop_node(started)
 
@@ -157,7 +166,8 @@ async def test_other_tenants_and_other_queues_see_no_ticket(node):
     assert body["ticket"]["agent"] == "dee"  # an agent's token acts as its agent, whatever it claims
 
 
-async def test_a_host_killed_while_a_ticket_is_open_loses_nothing(node):
+async def test_a_host_killed_while_a_ticket_is_open_loses_nothing(ray_node):
+    node = ray_node
     await upload(node, "demo", DESK)
     await node.say("di", "human")
     ticket = await only_ticket(node)

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.gateway.conftest import start_node, stop_node, wait_for
+from tests.gateway.conftest import members_env, start_node, stop_node, wait_for
 
 SIGNAL_SECRET = "signal-url-secret-0123456789"
 
@@ -130,11 +130,6 @@ def odd_requests(url: str, token: str) -> None:
         ask(url, method, path, token if needs_token else None, body)
 
     fuzz()
-
-
-def members_env(url: str) -> dict[str, dict[str, str]]:
-    """Each test tenant's env: the members API its flows call."""
-    return {tenant: {"MEMBERS_API": url} for tenant in ("demo", "acme")}
 
 
 async def test_a_corrupted_store_answers_503_not_500(tmp_path, members):

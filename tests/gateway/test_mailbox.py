@@ -1,4 +1,4 @@
-"""The web mailbox over real HTTP, real Ray and real Redis: an HTTP-only client gets what a flow
+"""The web mailbox over real HTTP and real Redis: an HTTP-only client gets what a flow
 says after an API call or a timer by reading its mailbox; reads wait, acknowledge and refuse bad
 cursors; an answer may wait for the call's replies when the tenant allows it."""
 

@@ -1,4 +1,6 @@
-"""The web channel over real HTTP: a whole conversation, retries, order, bad input, limits."""
+"""The web channel over real HTTP: a whole conversation, retries, order, bad input, limits.
+The runtime runs in the test's process; a whole conversation, and one user's messages on a
+socket and concurrent, run through a Ray runtime too (its dispatcher's lanes to a host actor)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ REGISTRATION = [  # (what the user sends, a text the last reply must contain)
 ]
 
 
-async def test_a_whole_registration_through_the_web_channel(node, members):
+async def test_a_whole_registration_through_the_web_channel(each_node, members):
+    node = each_node
     for number, (sent, expected) in enumerate(REGISTRATION):
         status, body = await node.say("ada", id=f"m-{number}", **sent)
         assert status == 200, body
@@ -86,7 +89,8 @@ async def test_a_retried_message_id_moves_the_flow_once_and_gets_the_same_replie
     assert record.replies == sum(len(b["replies"]) for _, b in (hello, first, (status, body)))
 
 
-async def test_messages_on_one_socket_run_in_the_order_sent_without_waiting(node):
+async def test_messages_on_one_socket_run_in_the_order_sent_without_waiting(each_node):
+    node = each_node
     async with node.http.ws_connect(f"{node.url}/v1/acme/web/ws?user=fast") as ws:
         for n in range(120):
             await ws.send_json({"id": f"f-{n}", "text": str(n)})
@@ -97,7 +101,8 @@ async def test_messages_on_one_socket_run_in_the_order_sent_without_waiting(node
     assert record.state.vars["log"] == [str(n) for n in range(120)]
 
 
-async def test_concurrent_posts_of_one_user_each_apply_once_with_their_own_replies(node):
+async def test_concurrent_posts_of_one_user_each_apply_once_with_their_own_replies(each_node):
+    node = each_node
     results = await asyncio.gather(*(node.say("many", str(n), id=f"p-{n}", tenant="acme") for n in range(60)))
     assert all(status == 200 for status, _ in results)
     record = await node.runtime.conversation(ConversationKey("acme", "web", "many"))
