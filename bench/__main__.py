@@ -42,11 +42,13 @@ SCENARIOS = {m.NAME: m for m in (interpreter, t2_memory, t3_cold, host_throughpu
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="scenarios:\n" + "\n".join(f"  {n:12} {m.TITLE}" for n, m in SCENARIOS.items()))
+                                     epilog="scenarios:\n" + "\n".join(f"  {n:12} {m.TITLE}"
+                                                                       for n, m in SCENARIOS.items()))
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run (under 2 minutes)")
     parser.add_argument("--only", action="append", metavar="NAME", type=str.lower,
                         help=f"run only this scenario: {', '.join(SCENARIOS)}")
-    parser.add_argument("--profile", action="store_true", help="py-spy profiles of the gateway and the host under load, in T1 and H1")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy profiles of the gateway and the host under load, in T1 and H1")
     parser.add_argument("--out", type=Path, help="where results go (default bench/results, or bench/results/quick)")
     parser.add_argument("--readme", action="store_true", help="write this run into README.md's benchmark section")
     parser.add_argument("--report", type=Path, metavar="JSON", help="write the Markdown and plots of a run again")

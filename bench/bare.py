@@ -18,7 +18,8 @@ from aiohttp import web
 REPLY = {"replies": [
     {"text": "We are a book club that meets every Thursday.", "buttons": []},
     {"text": "What would you like to do?", "buttons": [
-        {"id": "register", "title": "Register"}, {"id": "about", "title": "About us"}, {"id": "quit", "title": "Quit"}]},
+        {"id": "register", "title": "Register"}, {"id": "about", "title": "About us"},
+        {"id": "quit", "title": "Quit"}]},
 ], "duplicate": False}
 
 

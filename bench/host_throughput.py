@@ -72,7 +72,8 @@ async def through_ray(store: str, name: str, plan: Plan, ctx: Context) -> tuple[
             async with two:
                 return sum(o.status == "applied" for o in decode_outcomes(await host.deliver.remote(data)))
 
-        profiler = Profiler({name: await host.pid.remote()}, ctx.folder, ctx.artifacts("profile")) if ctx.profile else None
+        profiler = (Profiler({name: await host.pid.remote()}, ctx.folder, ctx.artifacts("profile"))
+                    if ctx.profile else None)
         started = time.perf_counter()
         applied = sum(await asyncio.gather(*(deliver(data) for data in batches)))
         direct = applied / (time.perf_counter() - started)
@@ -161,7 +162,8 @@ def run(ctx: Context) -> None:
                rates["node_path"], "turns/s", **anchor)
     ctx.figure("H1", "the same through the dispatcher (wave 1's gateway path)", rates["memory_dispatcher"], "turns/s",
                **anchor)
-    ctx.figure("H1", "turns/s through one host, Redis store, batches from a driver", rates["redis"], "turns/s", **anchor)
+    ctx.figure("H1", "turns/s through one host, Redis store, batches from a driver", rates["redis"], "turns/s",
+               **anchor)
     ctx.figure("H1", "the same through the dispatcher", rates["redis_dispatcher"], "turns/s", **anchor)
     ctx.note(f"{plan.conversations:,} registration conversations at the main menu, {plan.rounds} rounds of 'about'; "
              f"from a driver: batches of {BATCH} built beforehand, two in flight; through the dispatcher: all sends "

@@ -72,7 +72,8 @@ def scenarios(catalog: Catalog) -> dict[str, tuple[str, Callable[[], object]]]:
                           lambda: advance(catalog, at_name, name, NOW)),
         "menu-say-menu": ("pick a menu option by number: say a text, show the menu again",
                           lambda: advance(catalog, at_menu, two, NOW)),
-        "start": ("a new conversation: match the trigger, welcome, show the menu", lambda: advance(catalog, None, hi, NOW)),
+        "start": ("a new conversation: match the trigger, welcome, show the menu",
+                  lambda: advance(catalog, None, hi, NOW)),
         "http-result": ("an http result: save the JSON, render, say twice, end",
                         lambda: advance(catalog, at_save, saved, NOW)),
         "email-ask": ("answer the email ask (email-validator), render the next prompt",
@@ -121,7 +122,8 @@ def run(ctx: Context) -> None:
 
 
 def details(data: dict) -> str:
-    lines = ["| turn | turns/s (one core) | µs/turn | spread (min-max) | what one turn does |", "|---|---:|---:|---|---|"]
+    lines = ["| turn | turns/s (one core) | µs/turn | spread (min-max) | what one turn does |",
+             "|---|---:|---:|---|---|"]
     lines += [f"| {r['scenario']} | {r['turns_per_s']:,} | {1e6 / r['turns_per_s']:.1f} | "
               f"{r['spread'][0]:,}-{r['spread'][1]:,} | {r['what']} |" for r in data["rows"]]
     return "\n".join(lines)

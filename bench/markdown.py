@@ -60,7 +60,7 @@ def profile_lines(profiles: dict[str, dict]) -> list[str]:
         lines += [(f"Profile of {label} (py-spy, {profile['samples']:,} samples{graph}): the functions most often on "
                   "the stack (share of samples in the function or below it), and most often at its top:"), "",
                   "| in or below | function | | at the top | function |", "|---:|---|---|---:|---|"]
-        for (frame, share), (top, own) in zip(profile["inclusive"], profile["self"]):
+        for (frame, share), (top, own) in zip(profile["inclusive"], profile["self"], strict=False):
             lines.append(f"| {share:.0%} | `{frame}` | | {own:.0%} | `{top}` |")
         lines.append("")
     return lines
@@ -69,8 +69,8 @@ def profile_lines(profiles: dict[str, dict]) -> list[str]:
 def document(result: dict, modules: dict[str, ModuleType], plots: dict[str, str]) -> str:
     kind = "quick run (smoke sizes: figures are not comparable with a full run)" if result["quick"] else "full run"
     out = [f"# parlour benchmark, {result['date']}", "",
-           (f"A {kind} of {len(result['scenarios'])} scenarios in {result['seconds']:.0f} s on {result['machine']['node']}: "
-           f"{machine_line(result)}."), "",
+           (f"A {kind} of {len(result['scenarios'])} scenarios in {result['seconds']:.0f} s "
+            f"on {result['machine']['node']}: {machine_line(result)}."), "",
            ("Each figure's anchor was measured in the same run, on the same machine: compare ratios, since the "
            "machine is shared and absolute figures drift."), "", summary_table(result), ""]
     missed = missed_lines(result)
@@ -92,7 +92,8 @@ def document(result: dict, modules: dict[str, ModuleType], plots: dict[str, str]
 
 
 def readme_block(result: dict, json_path: Path, plots: list[Path], root: Path) -> str:
-    rel = lambda p: p.resolve().relative_to(root.resolve()).as_posix()
+    def rel(path: Path) -> str:
+        return path.resolve().relative_to(root.resolve()).as_posix()
     lines = [README_BEGIN, "",
              (f"Latest full run: {result['date']}, {result['seconds'] / 60:.0f} minutes on this project's machine: "
              f"{machine_line(result)}. Record: [`{rel(json_path)}`]({rel(json_path)}), "

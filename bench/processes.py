@@ -124,7 +124,8 @@ class Node:
 
     def host_pids(self) -> list[int]:
         """The processes that run conversations: node servers, or (``split``) host actors."""
-        return [pid for pid, (name, _) in sorted(tree(self.server.pid).items()) if role(name) in ("node_server", "host_actor")]
+        return [pid for pid, (name, _) in sorted(tree(self.server.pid).items())
+                if role(name) in ("node_server", "host_actor")]
 
     def close(self) -> int | None:
         code = self.server.stop()
@@ -286,5 +287,7 @@ def summarise(collapsed: Path, top: int = 15) -> dict:
         for name, file in set(frames):
             if file not in CARRIERS:
                 inclusive[f"{name} ({file})"] += n
-    share = lambda counter: [(frame, round(n / total, 3)) for frame, n in counter.most_common(top)]
+
+    def share(counter: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(frame, round(n / total, 3)) for frame, n in counter.most_common(top)]
     return {"samples": total, "inclusive": share(inclusive), "self": share(own)}

@@ -220,7 +220,8 @@ def figures(ctx: Context, points: list[dict]) -> None:
                    anchor=bare_peak["rps"], anchor_name=f"bare at saturation, {bare_peak['connections']} connections",
                    target=Target(">=", RATIO, on="ratio"))
         ctx.figure("T1", f"{store}: p99 at saturation", peak["p99_ms"], "ms",
-                   anchor=bare[peak["connections"]]["p99_ms"], anchor_name="bare, same load", target=Target("<=", P99_MS))
+                   anchor=bare[peak["connections"]]["p99_ms"], anchor_name="bare, same load",
+                   target=Target("<=", P99_MS))
         fast = [p for p in mine if p["p99_ms"] <= P99_MS and not p["errors"]]
         if fast:
             best = max(fast, key=lambda p: p["rps"] / bare[p["connections"]]["rps"])
@@ -296,7 +297,8 @@ def plot(data: dict, path, result: dict) -> None:
         ax.legend(fontsize=7)
     tail.set_yscale("log")
     cost.set_ylim(bottom=0)
-    fig.suptitle(f"T1: web-channel turns end to end vs bare aiohttp, {result['machine']['cpus']} cores, {result['date']}")
+    fig.suptitle(f"T1: web-channel turns end to end vs bare aiohttp, {result['machine']['cpus']} cores, "
+                 f"{result['date']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -34,7 +34,9 @@ class Plan:
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
-        return cls(resident=20_000, chunk=10_000, dedicated=2) if quick else cls(resident=200_000, chunk=20_000, dedicated=6)
+        if quick:
+            return cls(resident=20_000, chunk=10_000, dedicated=2)
+        return cls(resident=200_000, chunk=20_000, dedicated=6)
 
 
 def budget_s(quick: bool) -> float:
@@ -65,7 +67,8 @@ async def measure(ctx: Context, plan: Plan) -> None:
     dedicated = ctx.folder / "dedicated"
     dedicated.mkdir()
     source = (FLOWS / "registration.yaml").read_text()
-    (dedicated / "registration.yaml").write_text(source.replace("\nstart: welcome", "\nisolation: dedicated\nstart: welcome"))
+    isolated = source.replace("\nstart: welcome", "\nisolation: dedicated\nstart: welcome")
+    (dedicated / "registration.yaml").write_text(isolated)
     runtime = await Runtime.start(store=f"sqlite:///{ctx.folder}/resident.db", hosts=1, name="bench-t2",
                                   config=HostConfig(max_resident=10_000_000, idle_s=1e9, dedicated=DedicatedCaps(
                                       max_actors=plan.dedicated, max_per_tenant=plan.dedicated, idle_s=1e9)))
@@ -94,7 +97,8 @@ async def measure(ctx: Context, plan: Plan) -> None:
         ctx.log(f"dedicated: {plan.dedicated} conversations, each in its own actor")
         dedicated_turns = [await timed(runtime, Inbound(key("dedicated", "u0"), f"t{i}", UserMessage("2")))
                            for i in range(50)]
-        shared_turns = [await timed(runtime, Inbound(key("shared", "u0"), f"t{i}", UserMessage("2"))) for i in range(50)]
+        shared_turns = [await timed(runtime, Inbound(key("shared", "u0"), f"t{i}", UserMessage("2")))
+                        for i in range(50)]
         actors = await host.dedicated_rss.remote()
         host_growth = (await host.stats.remote())["rss_bytes"] - host_before
         per_dedicated = (sum(actors) + max(host_growth, 0)) / len(actors)

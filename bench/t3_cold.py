@@ -36,7 +36,8 @@ async def measure(ctx: Context, turns: int) -> dict[str, list[float]]:
     runtime = await Runtime.start(store=redis.url, hosts=1, name="bench-t3")
     try:
         await runtime.deploy("t", [FLOWS / "registration.yaml"])
-        await send_all(runtime, [Inbound(key("t", f"u{i}"), f"hi{i}", UserMessage("hi")) for i in range(turns)], "start")
+        starts = [Inbound(key("t", f"u{i}"), f"hi{i}", UserMessage("hi")) for i in range(turns)]
+        await send_all(runtime, starts, "start")
         host = next(iter(runtime.hosts.values()))
 
         async def one_at_a_time(tag: str) -> list[float]:

@@ -100,7 +100,7 @@ def recovered_at(acks: list[float], refusals: list[float], baseline: float, sinc
     """The start of the first second after ``since`` in which every bucket is normal: half the
     steady rate acknowledged or more, nothing refused. ``now`` ends the last bucket looked at."""
     acked, refused = rates(acks, since, now)[:-1], rates(refusals, since, now)[:-1]  # the last is not over
-    normal = [a >= 0.5 * baseline * BUCKET_S and not r for a, r in zip(acked, refused)]
+    normal = [a >= 0.5 * baseline * BUCKET_S and not r for a, r in zip(acked, refused, strict=True)]
     window = round(1 / BUCKET_S)
     for i in range(len(normal) - window + 1):
         if all(normal[i:i + window]):
@@ -222,10 +222,12 @@ def plot(data: dict, path, result: dict) -> None:
 
     fig, ax = plt.subplots(figsize=(10, 4))
     x = [i * BUCKET_S for i in range(len(data["acks"]))]
-    ax.plot(x, [n / BUCKET_S for n in data["acks"]], color="#3b7dd8", lw=0.8, drawstyle="steps-post", label=f"acknowledged / s (per {BUCKET_S:g} s)")
-    ax.plot(x, [n / BUCKET_S for n in data["refusals"]], color="#d8333b", lw=0.8, drawstyle="steps-post", label="refused or failed / s")
+    ax.plot(x, [n / BUCKET_S for n in data["acks"]], color="#3b7dd8", lw=0.8, drawstyle="steps-post",
+            label=f"acknowledged / s (per {BUCKET_S:g} s)")
+    ax.plot(x, [n / BUCKET_S for n in data["refusals"]], color="#d8333b", lw=0.8, drawstyle="steps-post",
+            label="refused or failed / s")
     ax.axhline(data["baseline"], color="grey", ls=":", label="steady rate before the faults")
-    for (label, at), fault in zip(data["events"], ("host", "redis")):
+    for (label, at), fault in zip(data["events"], ("host", "redis"), strict=True):
         ax.axvline(at, color="black", ls="--")
         ax.text(at, ax.get_ylim()[1] * 0.95, f" {label}", fontsize=8, va="top")
         if data["recovery"][fault] is not None:

@@ -28,7 +28,8 @@ class RedisServer:
     def __init__(self, folder: Path, port: int | None = None, fsync: str = "always"):
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not on PATH: the store tests need a real Redis (apt-get install redis-server)")
+            raise RuntimeError("redis-server is not on PATH: the store tests need a real Redis "
+                               "(apt-get install redis-server)")
         self.binary = binary
         self.folder = folder
         self.port = port or free_port()

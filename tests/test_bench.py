@@ -90,7 +90,8 @@ def test_the_readme_block_is_replaced_and_nothing_else(tmp_path):
 
 
 def test_an_unknown_scenario_is_refused_with_the_list_of_known_ones():
-    run = subprocess.run([sys.executable, "-m", "bench", "--only", "t9"], cwd=ROOT, capture_output=True, text=True, check=False)
+    run = subprocess.run([sys.executable, "-m", "bench", "--only", "t9"], cwd=ROOT, capture_output=True, text=True,
+                         check=False)
     assert run.returncode == 2 and "no scenario 't9'" in run.stderr and "t1, t5" in run.stderr
 
 

@@ -83,7 +83,9 @@ commands: {help: helped}
 start: pick
 nodes:
   pick:
-    menu: {text: "Table or help?", options: [{id: table, title: Table, next: count}, {id: h, title: Help, next: option}]}
+    menu:
+      text: "Table or help?"
+      options: [{id: table, title: Table, next: count}, {id: h, title: Help, next: option}]
   option: {say: "This is the Help option.", next: pick}
   helped: {say: "This is the help command.", next: pick}
   count: {ask: "How many guests?", validate: {type: integer}, save: n, next: done}

@@ -58,7 +58,8 @@ def test_validate_reports_meaning_problems_in_file_order(tmp_path):
 
 
 def test_warnings_fail_only_with_strict(tmp_path):
-    (tmp_path / "warn.yaml").write_text("flow: w\nstart: a\nnodes:\n  a: {say: hi, end: true}\n  b: {say: lost, end: true}\n")
+    (tmp_path / "warn.yaml").write_text(
+        "flow: w\nstart: a\nnodes:\n  a: {say: hi, end: true}\n  b: {say: lost, end: true}\n")
     assert parlour("flows", "validate", str(tmp_path)).returncode == 0
     strict = parlour("flows", "validate", str(tmp_path), "--strict")
     assert strict.returncode == 1 and ":5:3: warning: node 'b' is unreachable" in strict.stdout
@@ -71,7 +72,8 @@ def test_validate_warns_of_env_values_read_and_not_set(tmp_path):
     assert run.returncode == 0 and run.stdout.splitlines() == [
         "flows/support.yaml:90:16: warning: env.ORDERS_API is used but not set"]
     (tmp_path / "parlour.yaml").write_text("tenants:\n  shop:\n    tokens: []\n    env: {ORDERS_API: 'http://x'}\n")
-    configured = parlour("flows", "validate", "flows/support.yaml", "--config", str(tmp_path / "parlour.yaml"), "--strict")
+    configured = parlour("flows", "validate", "flows/support.yaml", "--config", str(tmp_path / "parlour.yaml"),
+                         "--strict")
     assert configured.returncode == 0 and configured.stdout == "", configured.stdout + configured.stderr
 
 
@@ -148,7 +150,8 @@ def test_parlour_secrets_set_prompts_on_a_terminal_without_echo():
     pid, fd = pty.fork()
     if pid == 0:  # the child: a terminal for stdin, stdout and stderr
         try:
-            os.execv(PARLOUR, [PARLOUR, "secrets", "set", "acme", "TOKEN", "--url", "http://127.0.0.1:9", "--token", "x"])
+            os.execv(PARLOUR, [PARLOUR, "secrets", "set", "acme", "TOKEN",
+                               "--url", "http://127.0.0.1:9", "--token", "x"])
         finally:
             os._exit(127)  # never run the rest of pytest in the child
     seen, deadline, typed = b"", time.monotonic() + 60, False

@@ -32,7 +32,10 @@ def test_an_older_schema_is_migrated(monkeypatch):
     from parlour.flow import state as state_module
 
     monkeypatch.setattr(state_module, "SCHEMA", 3)
-    monkeypatch.setitem(state_module.MIGRATIONS, 2, lambda d: {**d, "schema": 3, "vars": {**d["vars"], "migrated": True}})
+
+    def migrate(data: dict) -> dict:
+        return {**data, "schema": 3, "vars": {**data["vars"], "migrated": True}}
+    monkeypatch.setitem(state_module.MIGRATIONS, 2, migrate)
     old = {**State(vars={"x": 1}).to_data(), "schema": 2}
     assert unpack_state(msgpack.packb(old)).vars == {"x": 1, "migrated": True}
 

@@ -41,10 +41,14 @@ def test_servers_and_hosts_are_one_setting():
     ("bogus: 1\nport: x\n", ["bogus: Extra inputs are not permitted", "port: Input should be a valid integer"]),
     ("tenants:\n  acme: {tokens: [abc]}\n", ["tenants.acme.tokens: Value error, a token is given by its hash"]),
     ("tenants:\n  acme: {rate_limit: often}\n", ["tenants.acme.rate_limit: Value error, not a rate limit"]),
-    ("tenants:\n  acme: {admin_rate_limit: 10/fortnight}\n", ["tenants.acme.admin_rate_limit: Value error, not a rate"]),
-    ("tenants:\n  acme: {max_dedicated: -1}\n", ["tenants.acme.max_dedicated: Input should be greater than or equal to 0"]),
-    ("tenants:\n  acme: {web_answer_wait_s: 11}\n", ["tenants.acme.web_answer_wait_s: Input should be less than or equal to 10"]),
-    ("tenants:\n  acme: {web_answer_wait_s: -1}\n", ["tenants.acme.web_answer_wait_s: Input should be greater than or equal to 0"]),
+    ("tenants:\n  acme: {admin_rate_limit: 10/fortnight}\n",
+     ["tenants.acme.admin_rate_limit: Value error, not a rate"]),
+    ("tenants:\n  acme: {max_dedicated: -1}\n",
+     ["tenants.acme.max_dedicated: Input should be greater than or equal to 0"]),
+    ("tenants:\n  acme: {web_answer_wait_s: 11}\n",
+     ["tenants.acme.web_answer_wait_s: Input should be less than or equal to 10"]),
+    ("tenants:\n  acme: {web_answer_wait_s: -1}\n",
+     ["tenants.acme.web_answer_wait_s: Input should be greater than or equal to 0"]),
     ("limits: {mailbox_ttl_s: 59}\n", ["limits.mailbox_ttl_s: Input should be greater than or equal to 60"]),
     ("limits: {mailbox_ttl_s: .inf}\n", ["limits.mailbox_ttl_s: Input should be less than or equal to"]),
     ("tenants:\n  bad name: {}\n", ["tenants: Value error, tenant name 'bad name'"]),
@@ -100,7 +104,8 @@ def test_dedicated_caps_are_set_per_node_and_per_tenant(tmp_path):
 
 
 def test_each_tenants_egress_allow_is_read_and_checked(tmp_path):
-    (tmp_path / "p.yaml").write_text("tenants:\n  acme: {egress: {allow: [10.1.0.0/16, members.internal]}}\n  beta: {}\n")
+    (tmp_path / "p.yaml").write_text(
+        "tenants:\n  acme: {egress: {allow: [10.1.0.0/16, members.internal]}}\n  beta: {}\n")
     settings = load_settings(tmp_path / "p.yaml")
     assert settings.egress_allows() == {"acme": ["10.1.0.0/16", "members.internal"], "beta": []}
     (tmp_path / "bad.yaml").write_text("tenants:\n  acme: {egress: {allow: [10.1.0.1/16]}}\n")

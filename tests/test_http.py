@@ -40,7 +40,8 @@ async def test_a_missing_secret_is_an_error_result_and_nothing_is_sent():
 
 async def test_5xx_and_429_are_retried_then_succeed():
     recorder = Recorder(script=[(503, {"e": 1}), (429, {"e": 2})])
-    async with serve(members_app(recorder)) as base, HttpCaller(backoff_s=0.001, rng=random.Random(1), egress=EGRESS) as call:
+    caller = HttpCaller(backoff_s=0.001, rng=random.Random(1), egress=EGRESS)
+    async with serve(members_app(recorder)) as base, caller as call:
         result = await call(request(f"{base}/members", retries=2))
     assert result.status == 201 and len(recorder.requests) == 3
 
@@ -221,7 +222,8 @@ async def test_a_plain_mapping_of_secrets_is_no_named_tenants():
     """``HttpCaller({...})`` (``parlour chat``, flow tests) serves its one unnamed tenant: a
     request of a named tenant gets none of them (at 4489cc0 every tenant got them all)."""
     recorder = Recorder()
-    async with serve(echo_app(recorder)) as base, HttpCaller({"BETA_API_KEY": "beta-secret-value"}, egress=EGRESS) as call:
+    caller = HttpCaller({"BETA_API_KEY": "beta-secret-value"}, egress=EGRESS)
+    async with serve(echo_app(recorder)) as base, caller as call:
         stolen = await call(request(f"{base}/steal", headers=(("X-Key", Secret("BETA_API_KEY")),)), "alpha")
         unnamed = await call(request(f"{base}/chat", headers=(("X-Key", Secret("BETA_API_KEY")),)))
     assert [r["headers"]["X-Key"] for r in recorder.requests] == ["beta-secret-value"]  # the unnamed call only

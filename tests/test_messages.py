@@ -21,7 +21,8 @@ KEY = ConversationKey("alpha", "web", "bob")
     lambda: ConversationKey("alpha", "web", "\ud800"),
     lambda: Inbound(KEY, "", UserMessage("hi")),
     lambda: Inbound(KEY, "m" * (MAX_ID_CHARS + 1), UserMessage("hi")),
-], ids=["encoded-slash", "slash-in-tenant", "empty-channel", "empty-user", "long-user", "surrogate", "no-id", "long-id"])
+], ids=["encoded-slash", "slash-in-tenant", "empty-channel", "empty-user", "long-user", "surrogate", "no-id",
+        "long-id"])
 def test_a_key_or_id_that_cannot_name_anything_is_an_invalid_id(make):
     with pytest.raises(InvalidId) as refused:
         make()

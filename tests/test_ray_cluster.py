@@ -72,7 +72,8 @@ def listening() -> dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address]:
 
 
 def test_a_local_ray_listens_on_loopback_only():
-    node = subprocess.Popen([sys.executable, "-c", LOCAL_NODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    node = subprocess.Popen([sys.executable, "-c", LOCAL_NODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
     try:
         assert node.stdout.readline().strip() == "up"
         mine = socket_inodes(descendants(node.pid))

@@ -39,7 +39,8 @@ steps:
 @pytest.mark.parametrize("steps, where, message", [
     ("  - bot: Welcome\n  - bot: Register now", "8:5",
      "step 3 (bot): expected a reply containing 'Register now', got 'What would you like to do?'"),
-    ("  - bot: \"re:^Bye\"", "7:5", "step 2 (bot): expected a reply matching /^Bye/, got 'Hi there! Welcome to the club.'"),
+    ("  - bot: \"re:^Bye\"", "7:5",
+     "step 2 (bot): expected a reply matching /^Bye/, got 'Hi there! Welcome to the club.'"),
     ("  - bot: Welcome\n  - bot: What\n  - bot: more", "9:5",
      "step 4 (bot): expected a reply containing 'more', but the bot said nothing more"),
     ("  - bot: Welcome\n  - bot: What\n  - buttons: [register, about]", "9:5",
@@ -79,8 +80,8 @@ async def test_a_press_names_its_prompt_or_answers_the_open_one(folder):
         "you> hi", "bot> Hi there! Welcome to the club.",
         "bot> What would you like to do?  [register: Register | about: About us | quit: Quit] (p1)",
         "you> [register] (p1)", "bot> What's your full name?"]
-    assert outcome.transcript[5:7] == ["you> [quit] (p1)",
-                                       "   (unhandled: a press of 'quit' for prompt p1, while the open prompt is (none))"]
+    assert outcome.transcript[5:7] == [
+        "you> [quit] (p1)", "   (unhandled: a press of 'quit' for prompt p1, while the open prompt is (none))"]
 
 
 async def test_a_request_without_a_canned_answer_fails_the_step(folder):
@@ -169,9 +170,11 @@ async def test_bad_step_values_are_positioned_problems_not_crashes(folder, step,
 
 
 async def test_no_reply_false_expects_a_pending_reply(folder):
-    (folder / "t.test.yaml").write_text(HEAD + "  - no_reply: false\n  - bot: Welcome\n  - bot: What\n  - no_reply: false\n")
+    (folder / "t.test.yaml").write_text(
+        HEAD + "  - no_reply: false\n  - bot: Welcome\n  - bot: What\n  - no_reply: false\n")
     outcome = await run_file(folder / "t.test.yaml")
-    assert outcome.failure.message == "step 5 (no_reply): expected a reply not yet checked, but the bot said nothing more"
+    assert outcome.failure.message == (
+        "step 5 (no_reply): expected a reply not yet checked, but the bot said nothing more")
 
 
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Tokyo"])
@@ -180,7 +183,8 @@ async def test_a_clock_start_without_a_zone_is_utc_whatever_the_machine_says(tmp
     time.tzset()
     try:
         (tmp_path / "clock.yaml").write_text(
-            "flow: clock\ntriggers: [{default: true}]\nstart: a\nnodes:\n  a: {say: \"It is {{ now.hour }}:00 UTC\", end: true}\n")
+            "flow: clock\ntriggers: [{default: true}]\nstart: a\nnodes:\n"
+            "  a: {say: \"It is {{ now.hour }}:00 UTC\", end: true}\n")
         (tmp_path / "clock.test.yaml").write_text(
             "flow: clock\nnow: \"2026-11-22T10:00:00\"\nsteps:\n  - user: hi\n  - bot: It is 10:00 UTC\n")
         outcome = await run_file(tmp_path / "clock.test.yaml")

@@ -62,38 +62,35 @@ async def test_a_failed_probe_opens_the_breaker_again():
         await asyncio.wait_for(breaker.admit(), 0.05)  # open again: a send waits
 
 
-async def test_a_send_the_bots_tenant_may_not_make_is_buried_at_once_and_never_reaches_the_address():
+@pytest.mark.parametrize(("allow", "sent"), [((), False), (LOOPBACK, True)], ids=["denied", "allowed"])
+async def test_a_send_the_bots_tenant_may_not_make_is_buried_at_once_and_never_reaches_the_address(allow, sent):
     """A bot's ``api_base`` on loopback, for a tenant whose egress policy does not allow it
     (issue 12, finding 3); with the allow, the same reply is sent."""
-    for allow, sent in (((), False), (LOOPBACK, True)):
-        recorder = Recorder()
-        async with serve(members_app(recorder)) as api:
-            store = MemoryStore()
-            key = ConversationKey("beta", "telegram:support", "42").id
-            await store.commit(Commit(outbox=[(key, 1, pack_outbound(key, 1, "m1", Reply(text="hi"), 0.0))]))
+    recorder = Recorder()
+    async with serve(members_app(recorder)) as api:
+        store = MemoryStore()
+        key = ConversationKey("beta", "telegram:support", "42").id
+        await store.commit(Commit(outbox=[(key, 1, pack_outbound(key, 1, "m1", Reply(text="hi"), 0.0))]))
 
-            async def bots(tenant, channel, bot, *, fresh=False):
-                return TelegramBot(api_base=api, token="1:x", secret_token="s")
-            delivery = Delivery(store, bots, policy=RetryPolicy(max_attempts=5, base_s=3600.0), poll_s=0.01,
-                                egress=Egress.from_allows({"beta": allow}))
-            stop = asyncio.Event()
-            running = asyncio.create_task(delivery.run(stop))
-
-            async def settled():
-                return not await store.read_outbox(None, 10)
-            deadline = time.monotonic() + 10  # a retry would wait an hour: only a first answer settles it
-            while not await settled():
-                assert time.monotonic() < deadline, "the reply was neither sent nor buried"
-                await asyncio.sleep(0.01)
-            stop.set()
-            await running
-        dead = await store.dead_letters(None, 10)
-        if sent:
-            assert len(recorder.requests) == 1 and dead == []
-        else:
-            assert recorder.requests == [] and [d.attempts for d in dead] == [1]
-            assert dead[0].reason == ("egress denied: 127.0.0.1 is a loopback address "
-                                      "(to allow it: tenants.beta.egress.allow)")
+        async def bots(tenant, channel, bot, *, fresh=False):
+            return TelegramBot(api_base=api, token="1:x", secret_token="s")
+        delivery = Delivery(store, bots, policy=RetryPolicy(max_attempts=5, base_s=3600.0), poll_s=0.01,
+                            egress=Egress.from_allows({"beta": allow}))
+        stop = asyncio.Event()
+        running = asyncio.create_task(delivery.run(stop))
+        deadline = time.monotonic() + 10  # a retry would wait an hour: only a first answer settles it
+        while await store.read_outbox(None, 10):
+            assert time.monotonic() < deadline, "the reply was neither sent nor buried"
+            await asyncio.sleep(0.01)
+        stop.set()
+        await running
+    dead = await store.dead_letters(None, 10)
+    if sent:
+        assert len(recorder.requests) == 1 and dead == []
+    else:
+        assert recorder.requests == [] and [d.attempts for d in dead] == [1]
+        assert dead[0].reason == ("egress denied: 127.0.0.1 is a loopback address "
+                                  "(to allow it: tenants.beta.egress.allow)")
 
 
 class Registry:

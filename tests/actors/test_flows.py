@@ -37,5 +37,6 @@ def test_reading_another_tenants_env_value_fails_naming_it_not_with_its_value():
     convo = Convo(flows.catalog("alpha"))
     assert convo.send("env") == []
     (error,) = convo.effects(Error)
-    assert error.reason.endswith("EnvNotSet: env.BETA_ONLY is not set for tenant 'alpha' (tenants.alpha.env in the config)")
+    assert error.reason.endswith("EnvNotSet: env.BETA_ONLY is not set for tenant 'alpha' "
+                                 "(tenants.alpha.env in the config)")
     assert "beta-env" not in error.reason

@@ -98,7 +98,8 @@ async def test_a_replayed_message_id_never_moves_the_flow_twice_even_after_passi
     assert key("a").id not in host.resident and host.stats()["passivated_lru"] >= 1
     again = (await host.deliver([Inbound(key("a"), "m1", UserMessage("x"))]))[0]
     assert again.status == DUPLICATE and again.replies == first.replies
-    in_one_batch = await host.deliver([Inbound(key("a"), "m3", UserMessage("z")), Inbound(key("a"), "m3", UserMessage("z"))])
+    in_one_batch = await host.deliver([Inbound(key("a"), "m3", UserMessage("z")),
+                                       Inbound(key("a"), "m3", UserMessage("z"))])
     assert [o.status for o in in_one_batch] == [APPLIED, DUPLICATE] and said(in_one_batch[1]) == ["3:z"]
     assert (await host.inspect(key("a"))).state.vars["log"] == ["x", "y", "z"]
 
@@ -115,8 +116,10 @@ async def test_the_dedup_window_keeps_the_latest_ids_only():
 
 async def test_an_event_for_a_partition_the_host_does_not_own_is_moved():
     host = await make_host(partitions=[partition_of(key("a").id, 64)])
-    other = next(u for u in (f"u{i}" for i in range(100)) if partition_of(key(u).id, 64) != partition_of(key("a").id, 64))
-    outcomes = await host.deliver([Inbound(key("a"), "m1", UserMessage("x")), Inbound(key(other), "m1", UserMessage("x"))])
+    other = next(u for u in (f"u{i}" for i in range(100))
+                 if partition_of(key(u).id, 64) != partition_of(key("a").id, 64))
+    outcomes = await host.deliver([Inbound(key("a"), "m1", UserMessage("x")),
+                                   Inbound(key(other), "m1", UserMessage("x"))])
     assert [o.status for o in outcomes] == [APPLIED, MOVED]
     assert outcomes[1].epoch == 1
 
@@ -243,7 +246,8 @@ async def test_a_slow_http_call_does_not_hold_other_conversations_and_its_reply_
         gate.set()
         await until(lambda: _said(store, "a", "member 1"))
         assert await outbox_texts(store, "a") == ["calling", "member 1"]
-        assert not [t for t in await store.due_timers(list(range(64)), T0 + 1e6, 10) if t.timer_id.startswith(HTTP_GUARD)]
+        due = await store.due_timers(list(range(64)), T0 + 1e6, 10)
+        assert not [t for t in due if t.timer_id.startswith(HTTP_GUARD)]
         await host.stop()
 
 
@@ -340,7 +344,8 @@ async def test_an_api_answer_with_a_lone_surrogate_neither_stops_the_host_nor_we
         host = Host("h", store, HostConfig(partitions=64, timer_poll_s=0.01, env={"t": {"API": url}}), _claim_all,
                     http=http, clock=clock)
         await host.start()
-        await host.deliver([Inbound(key("a"), "m1", UserMessage("call")), Inbound(key("b"), "m1", UserMessage("timer"))])
+        await host.deliver([Inbound(key("a"), "m1", UserMessage("call")),
+                            Inbound(key("b"), "m1", UserMessage("timer"))])
         await until(lambda: _said(store, "a", "member \ud800"))
         clock.now += 2
         await until(lambda: _fired(host, "b"))  # the internal loop is still alive

@@ -48,7 +48,8 @@ def store_url(request, tmp_path):
 @asynccontextmanager
 async def running(store_url: str, hosts: int = 2, env=None, **config):
     runtime = await Runtime.start(store=store_url, hosts=hosts, name=f"test{os.getpid()}-{next(_names)}",
-                                  env=env, config=HostConfig(timer_poll_s=0.1, **config), egress={"t": LOOPBACK, "demo": LOOPBACK})
+                                  env=env, config=HostConfig(timer_poll_s=0.1, **config),
+                                  egress={"t": LOOPBACK, "demo": LOOPBACK})
     try:
         await runtime.deploy("t", [FLOWS])
         yield runtime
@@ -193,8 +194,9 @@ async def test_killing_a_host_under_load_loses_nothing_and_applies_nothing_twice
             await asyncio.wait_for(asyncio.shield(load), 90)
         except TimeoutError:
             d = runtime.dispatcher
-            print("STUCK", channel.acked, channel.failures, d.table, len(d._unrouted), d._routing,
-                  {h: (len(l.waiting), dict(list(l.busy.items())[:5]), l.senders, l.scheduled, l.closed) for h, l in d._lanes.items()})
+            lanes = {host: (len(lane.waiting), dict(list(lane.busy.items())[:5]), lane.senders, lane.scheduled,
+                            lane.closed) for host, lane in d._lanes.items()}
+            print("STUCK", channel.acked, channel.failures, d.table, len(d._unrouted), d._routing, lanes)
             raise
         assert channel.acked == 10_000
         assert channel.failures > 0, "the kill landed after the load: nothing was tested"
@@ -268,7 +270,8 @@ async def test_a_whole_registration_with_its_http_call_runs_across_processes(tmp
                           "for tenant 'demo'"]  # deployed all the same; MEMBERS_API is set
         said = []
         for n, text in enumerate(["hi", "register", "Ann Lee", "ann@example.org", "34", "yes"]):
-            outcome = await runtime.send(Inbound(ConversationKey("demo", "whatsapp", "447700900123"), f"w{n}", UserMessage(text)))
+            key = ConversationKey("demo", "whatsapp", "447700900123")
+            outcome = await runtime.send(Inbound(key, f"w{n}", UserMessage(text)))
             said += [r.text for r in outcome.replies]
         assert said[-1] == "Register Ann Lee <ann@example.org>, 34?"
         deadline = time.monotonic() + 10
@@ -383,7 +386,8 @@ async def test_another_process_joins_the_running_cluster_by_its_address(redis_se
                 await runtime.stop()
         asyncio.run(main())
     """)
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script],
+                                   capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "applied ['1:joined']"
 

@@ -182,7 +182,8 @@ async def test_one_tenants_bombs_leave_another_tenants_latency_and_the_hosts_mem
 
     async def beta_turn() -> float:
         started = time.perf_counter()
-        [outcome] = await host.deliver([Inbound(ConversationKey("beta", "sms", f"b{next(ids)}"), "b", UserMessage("hi"))])
+        key = ConversationKey("beta", "sms", f"b{next(ids)}")
+        [outcome] = await host.deliver([Inbound(key, "b", UserMessage("hi"))])
         assert said(outcome) == ["you said hi"]
         return time.perf_counter() - started
 

@@ -52,7 +52,8 @@ class FakeAPI:
     requests: list[FakeRequest] = field(default_factory=list)
     delivered: list[FakeRequest] = field(default_factory=list)
     rejected: list[tuple[FakeRequest, list[str]]] = field(default_factory=list)
-    script: list[tuple[int, dict[str, str], Any]] = field(default_factory=list)  # (status, headers, json) to answer next
+    # (status, headers, json) to answer next
+    script: list[tuple[int, dict[str, str], Any]] = field(default_factory=list)
     gate: asyncio.Event | None = None  # when set, answers wait until the test opens it
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set at each request
     _answered: dict[str, tuple[int, Any]] = field(default_factory=dict)

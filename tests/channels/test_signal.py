@@ -28,7 +28,8 @@ from tests.servers import serve
 FIXTURES = Path(__file__).parents[1] / "conformance/channels/fixtures"
 SECRET = "kq3bT9vZr2YwX8pL"
 BOT = SignalBot(api_base="http://127.0.0.1:8080", number="+431212131491291", url_secret=SECRET)
-SELF = SignalBot(api_base="http://127.0.0.1:8080", number="+33123456789", url_secret=SECRET)  # the account of the sync fixture
+# the account of the sync fixture
+SELF = SignalBot(api_base="http://127.0.0.1:8080", number="+33123456789", url_secret=SECRET)
 SENDER = "+33123456789"  # who sent the data message fixture
 GROUP_ID = "Ilbj2LzhqIL2r/+gvGKXKzcn8XH4cDm1dzaBf6ugy+c="  # a groupInfo.groupId as signal-cli gives it
 GROUP = "group.SWxiajJMemhxSUwyci8rZ3ZHS1hLemNuOFhINGNEbTFkemFCZjZ1Z3krYz0="  # group. + base64(GROUP_ID)

@@ -288,7 +288,8 @@ def test_a_press_gives_its_prompt_and_the_options_id(data, button, prompt):
     (update(callback_query={"id": "1"}), "update.callback_query.from: missing"),
     (update(callback_query={"id": "1", "from": {"id": 2}, "message": {"chat": None}}),
      "update.callback_query.message.chat: expected an object, got null"),
-    (update(callback_query={"id": "1", "from": {"id": 2}, "data": ["x"]}), "update.callback_query.data: expected a string"),
+    (update(callback_query={"id": "1", "from": {"id": 2}, "data": ["x"]}),
+     "update.callback_query.data: expected a string"),
 ])
 def test_garbage_is_a_payload_error_saying_where(body, says):
     with pytest.raises(PayloadError) as refused:
@@ -515,7 +516,8 @@ def test_judge_4xx_fails_with_the_description(status, description):
 
 
 def test_judge_a_migrated_group_names_the_new_chat():
-    verdict = answer(400, ok=False, error_code=400, description="Bad Request: group chat was upgraded to a supergroup chat",
+    verdict = answer(400, ok=False, error_code=400,
+                     description="Bad Request: group chat was upgraded to a supergroup chat",
                      parameters={"migrate_to_chat_id": -1001234})
     assert verdict.outcome == "failed" and "migrate_to_chat_id -1001234" in verdict.reason
 

@@ -472,7 +472,8 @@ MESSAGE = "entry/0/changes/0/value/messages/0"
     (broken(MESSAGE, media("image", mime_type="image/jpeg")), f"{M}.image: no 'id'"),
     (broken("entry/0/changes/0/value/contacts/0/profile", "Test Name"),
      "entry[0].changes[0].value.contacts[0].profile: expected an object, got \"Test Name\""),
-    (envelope(statuses=({"id": "wamid.1", "status": "sent"},)), "entry[0].changes[0].value.statuses[0]: no 'recipient_id'"),
+    (envelope(statuses=({"id": "wamid.1", "status": "sent"},)),
+     "entry[0].changes[0].value.statuses[0]: no 'recipient_id'"),
     (envelope(statuses=({"id": "wamid.1", "status": "sent", "recipient_user_id": "+1"},)),
      "entry[0].changes[0].value.statuses[0].recipient_user_id: expected a business-scoped user id (CC.digits), "
      "got \"+1\""),
@@ -645,7 +646,8 @@ def test_text_longer_than_a_body_goes_first(reply, body_max):
     (Reply(text="x" * 1024, media_url="https://img.example/m.png"),
      [{"type": "image", "image": {"link": "https://img.example/m.png", "caption": "x" * 1024}}]),
     (Reply(text="x" * 1025, media_url="https://img.example/m.png"),
-     [{"type": "image", "image": {"link": "https://img.example/m.png"}}, {"type": "text", "text": {"body": "x" * 1025}}]),
+     [{"type": "image", "image": {"link": "https://img.example/m.png"}},
+      {"type": "text", "text": {"body": "x" * 1025}}]),
 ])
 def test_media_go_by_link_with_the_text_as_caption_when_it_fits(reply, expected):
     assert [{k: v for k, v in body.items() if k not in ("messaging_product", "recipient_type", "to")}
@@ -659,7 +661,8 @@ def test_media_with_buttons_go_first_then_the_buttons():
 
 
 def test_titles_too_long_are_cut_at_a_word():
-    [body] = render(Reply(text="When?", buttons=(Button("am", "Tomorrow in the morning, early"), Button("x", "x" * 30))))
+    buttons = (Button("am", "Tomorrow in the morning, early"), Button("x", "x" * 30))
+    [body] = render(Reply(text="When?", buttons=buttons))
     titles = [b["reply"]["title"] for b in interactive(body)["action"]["buttons"]]
     assert titles == ["Tomorrow in the…", "x" * 19 + "…"]
 
@@ -876,7 +879,8 @@ def meta_error(code: int, message: str, details: str | None = None) -> bytes:
     (200, {}, json.dumps(fixture("whatsapp_outbound_send_text_meta_docs.json")["response"]).encode(), Verdict("sent")),
     (429, {"Retry-After": "7"}, b"", Verdict("retry", 7.0, "HTTP 429")),
     (500, {}, b"<html>oops</html>", Verdict("retry", None, "HTTP 500")),
-    (503, {}, meta_error(131016, "Service unavailable"), Verdict("retry", None, "WhatsApp error 131016: Service unavailable")),
+    (503, {}, meta_error(131016, "Service unavailable"),
+     Verdict("retry", None, "WhatsApp error 131016: Service unavailable")),
     (400, {}, meta_error(130429, "(#130429) Rate limit hit", "Too many messages"),
      Verdict("retry", None, "WhatsApp error 130429: (#130429) Rate limit hit (Too many messages)")),
     (400, {"Retry-After": "30"}, meta_error(131048, "(#131048) Spam rate limit hit"),
@@ -884,10 +888,12 @@ def meta_error(code: int, message: str, details: str | None = None) -> bytes:
     (400, {}, meta_error(80007, "(#80007) Rate limit issues"),
      Verdict("retry", None, "WhatsApp error 80007: (#80007) Rate limit issues")),
     (400, {}, meta_error(131047, "(#131047) Re-engagement message", "More than 24 hours have passed"),
-     Verdict("failed", None, "WhatsApp error 131047: (#131047) Re-engagement message (More than 24 hours have passed)")),
+     Verdict("failed", None,
+             "WhatsApp error 131047: (#131047) Re-engagement message (More than 24 hours have passed)")),
     (400, {}, meta_error(131026, "(#131026) Message Undeliverable"),
      Verdict("failed", None, "WhatsApp error 131026: (#131026) Message Undeliverable")),
-    (400, {}, meta_error(100, "(#100) Invalid parameter"), Verdict("failed", None, "WhatsApp error 100: (#100) Invalid parameter")),
+    (400, {}, meta_error(100, "(#100) Invalid parameter"),
+     Verdict("failed", None, "WhatsApp error 100: (#100) Invalid parameter")),
     (401, {}, meta_error(190, "Error validating access token"),
      Verdict("failed", None, "WhatsApp error 190: Error validating access token")),
     (400, {}, b"not json", Verdict("failed", None, "HTTP 400")),

@@ -91,7 +91,8 @@ def test_a_bomb_in_a_set_node_is_bounded_too(name):
 
 
 def test_five_thousand_chained_filters_are_refused_at_load_with_a_position():
-    source = "flow: f\ntriggers: [{default: true}]\nstart: a\nnodes:\n  a: {say: \"{{ 'x'" + "|upper" * 5000 + " }}\"}\n"
+    source = ("flow: f\ntriggers: [{default: true}]\nstart: a\nnodes:\n"
+              "  a: {say: \"{{ 'x'" + "|upper" * 5000 + " }}\"}\n")
     with pytest.raises(Exception) as caught:
         load_text(source, "f.yaml")
     problems = str(caught.value)

@@ -306,7 +306,8 @@ def test_branch_without_else_goes_to_on_error_when_there_is_one():
     c.send("hi")
     assert c.send("40") == ["Oops: no condition of the branch holds, and it has no `else`"]
     assert errors(c) == [("no condition of the branch holds, and it has no `else`", True)]
-    assert c.state.vars["error"] == {"node": "check", "message": "no condition of the branch holds, and it has no `else`"}
+    assert c.state.vars["error"] == {"node": "check",
+                                     "message": "no condition of the branch holds, and it has no `else`"}
     assert c.state.status == "ended"
 
 

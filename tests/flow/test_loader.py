@@ -563,8 +563,10 @@ def test_flows_loaded_together_are_checked_together(tmp_path, files, where, line
 
 
 def test_same_keyword_on_other_channels_is_no_conflict(tmp_path):
-    write(tmp_path, "a.yaml", "flow: a\ntriggers:\n  - {keyword: hi, channels: [web]}\nstart: s\nnodes:\n  s: {end: true}\n")
-    write(tmp_path, "b.yaml", "flow: b\ntriggers:\n  - {keyword: hi, channels: [sms]}\nstart: s\nnodes:\n  s: {end: true}\n")
+    write(tmp_path, "a.yaml",
+          "flow: a\ntriggers:\n  - {keyword: hi, channels: [web]}\nstart: s\nnodes:\n  s: {end: true}\n")
+    write(tmp_path, "b.yaml",
+          "flow: b\ntriggers:\n  - {keyword: hi, channels: [sms]}\nstart: s\nnodes:\n  s: {end: true}\n")
     assert load_paths([tmp_path]).problems == []
 
 
@@ -688,8 +690,10 @@ def test_a_shared_menu_with_a_broken_template_is_reported_once(tmp_path):
 
 
 def test_a_loop_through_a_called_flow_that_waits_is_not_a_runaway(tmp_path):
-    write(tmp_path, "main.yaml", "flow: main\nstart: again\nnodes:\n  again: {goto: {flow: quiz, return: true}, next: again}\n")
-    write(tmp_path, "quiz.yaml", "flow: quiz\nstart: q\nnodes:\n  q: {ask: '2+2?', save: a, next: e}\n  e: {end: true}\n")
+    write(tmp_path, "main.yaml",
+          "flow: main\nstart: again\nnodes:\n  again: {goto: {flow: quiz, return: true}, next: again}\n")
+    write(tmp_path, "quiz.yaml",
+          "flow: quiz\nstart: q\nnodes:\n  q: {ask: '2+2?', save: a, next: e}\n  e: {end: true}\n")
     assert load_paths([tmp_path]).problems == []
 
 
@@ -699,7 +703,8 @@ def test_a_loop_through_a_called_flow_that_waits_is_not_a_runaway(tmp_path):
     # a union (text, or {secret: NAME}): one error, for the member the value was meant for, no tags
     ("flow: f\nstart: a\nnodes:\n  a:\n    http: {url: 'http://x', headers: {A: {secret: 1}}}\n    next: b\n"
      "  b: {end: true}\n",
-     [(5, 51, "nodes.a.http.headers.A.secret: 1 is not a valid name: letters, digits and _, not starting with a digit")]),
+     [(5, 51, "nodes.a.http.headers.A.secret: 1 is not a valid name: "
+              "letters, digits and _, not starting with a digit")]),
 ])
 def test_names_and_unions_read_plainly(tmp_path, text, expected):
     loaded = load_paths([write(tmp_path, "f.yaml", text)])
@@ -760,7 +765,8 @@ def test_a_text_repeated_by_aliases_compiles_once_and_reports_once(tmp_path):
     ("{{ env.BASE ~ '/orders' }}", True),
 ])
 def test_a_url_whose_start_would_be_encoded_is_warned_about(tmp_path, url, warned):
-    text = f"flow: f\nstart: a\nvars: {{api: x, q: y}}\nnodes:\n  a: {{http: {{url: \"{url}\"}}, next: b}}\n  b: {{end: true}}\n"
+    text = (f"flow: f\nstart: a\nvars: {{api: x, q: y}}\nnodes:\n"
+            f"  a: {{http: {{url: \"{url}\"}}, next: b}}\n  b: {{end: true}}\n")
     problems = load_paths([write(tmp_path, "f.yaml", text)]).problems
     assert [(p.line, p.severity, p.message.split(":")[0]) for p in problems] == (
         [(5, W, "the start of this url is percent-encoded like any inserted value")] if warned else [])

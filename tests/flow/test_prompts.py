@@ -170,8 +170,8 @@ def test_an_ask_with_buttons_refuses_an_old_press_with_its_error_and_its_buttons
     press(c, "S", "p1")
     assert c.turn.replies[0].prompt == "p2"
     assert press(c, "L", "p1") == ["Red or blue, please."]
-    assert c.turn.replies[0] == Reply(text="Red or blue, please.", buttons=(Button("red", "red"), Button("blue", "blue")),
-                                      prompt="p2")
+    assert c.turn.replies[0] == Reply(text="Red or blue, please.",
+                                      buttons=(Button("red", "red"), Button("blue", "blue")), prompt="p2")
     assert press(c, "blue", "p2") == ["S blue"]
 
 

@@ -1,9 +1,13 @@
-"""A real node for the gateway tests: Ray (2 CPUs, once per package), a runtime on its own
-``redis-server``, and the gateway on a free loopback port, talked to over real HTTP.
+"""A real node for the gateway tests: a runtime on its own ``redis-server``, and the gateway on
+a free loopback port, talked to over real HTTP.
 
-``node`` runs in the test's process (so a test can reach the runtime and the store);
-:class:`ServeProcess` runs ``parlour serve`` as a separate process, for what only a whole
-process shows (signals, a restart, a browser).
+``node`` runs in the test's process (so a test can reach the runtime and the store), without
+Ray: its runtime is a :class:`~tests.gateway.local_runtime.LocalRuntime`, the node server's
+in-process path. ``ray_node`` (and ``start_node(..., on_ray=True)``, with the ``ray_for_tests``
+fixture) puts a real :class:`~parlour.runtime.Runtime` behind the gateway instead, for what is
+about Ray's shape: a host or the delivery supervisor killed and restarted, a web turn through
+the actors. :class:`ServeProcess` runs ``parlour serve`` as a separate process, for what only a
+whole process shows (signals, a restart, a browser).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from parlour.gateway.app import Gateway
 from parlour.runtime import Runtime
 from parlour.store import open_store
 from parlour.vault import Vault
+from tests.gateway.local_runtime import LocalRuntime
 from tests.ray_local import local_ray
 from tests.redis_server import free_port
 from tests.servers import LOOPBACK, Recorder, members_app, serve
@@ -41,8 +46,10 @@ from tests.servers import LOOPBACK, Recorder, members_app, serve
 _names = itertools.count()
 
 
-@pytest.fixture(scope="package", autouse=True)
+@pytest.fixture(scope="package")
 def ray_for_tests():
+    """Ray (2 CPUs) for the tests that put a real :class:`Runtime` behind the gateway: started
+    by the first of them, for the rest of the package."""
     with local_ray():
         yield
 
@@ -50,7 +57,7 @@ def ray_for_tests():
 @dataclass
 class Node:
     url: str
-    runtime: Runtime
+    runtime: Runtime | LocalRuntime
     gateway: Gateway
     store: Any
     operator: str
@@ -82,13 +89,14 @@ which keeps a transcript, is its default; ``timer`` speaks a second after ``time
 async def start_node(store_url: str, *, env: dict[str, dict[str, str]] | None = None, rate_limit: str | None = None,
                      secrets_key: str | None = None, delivery: RetryPolicy | None = None,
                      user_rate_limit: str | None = None, secrets: dict[str, dict[str, str]] | None = None,
-                     webhooks: dict[str, tuple[str, str]] | None = None, **settings: Any):
+                     webhooks: dict[str, tuple[str, str]] | None = None, on_ray: bool = False, **settings: Any):
     """A node (runtime, gateway, HTTP) on ``store_url``; stop it with :func:`stop_node`. ``env``
     and ``secrets`` are each tenant's, ``webhooks`` each tenant's hand-off webhook (url, secret
     name). With ``secrets_key``, it runs the delivery supervisor too. Its tenants' egress
     policy allows loopback, where the members API and the fake channel APIs listen. No
     rate limits, and no throttle on wrong tokens, unless given (tests send wrong tokens on
-    purpose, from one address)."""
+    purpose, from one address). Its runtime runs in this process, unless ``on_ray`` (the
+    test asks for the ``ray_for_tests`` fixture): a :class:`Runtime` with one host actor."""
     settings["limits"] = {"auth_failures": None, **settings.get("limits", {})}
     tokens = {name: new_token() for name in FLOWS}
     egress = EgressConfig(allow=list(LOOPBACK))
@@ -96,9 +104,14 @@ async def start_node(store_url: str, *, env: dict[str, dict[str, str]] | None = 
                                   egress=egress)
                for name, token in tokens.items()}
     config = Settings(store=store_url, tenants=tenants, **settings)
-    runtime = await Runtime.start(store=store_url, hosts=1, name=f"gw{os.getpid()}-{next(_names)}", env=env,
-                                  secrets_key=secrets_key, delivery=delivery, egress=config.egress_allows(),
-                                  secrets=secrets, webhooks=webhooks)
+    name, allows = f"gw{os.getpid()}-{next(_names)}", config.egress_allows()
+    runtime: Runtime | LocalRuntime
+    if on_ray:
+        runtime = await Runtime.start(store=store_url, hosts=1, name=name, env=env, secrets_key=secrets_key,
+                                      delivery=delivery, egress=allows, secrets=secrets, webhooks=webhooks)
+    else:
+        runtime = await LocalRuntime.start(store_url, name=name, env=env, secrets_key=secrets_key,
+                                           delivery=delivery, egress=allows, secrets=secrets, webhooks=webhooks)
     for name, paths in FLOWS.items():
         await runtime.deploy(name, paths)
     store = open_store(store_url)
@@ -122,7 +135,7 @@ async def start_node(store_url: str, *, env: dict[str, dict[str, str]] | None = 
 async def stop_node(node: Node) -> None:
     """Stop every part, each within a bound: a part that hangs fails the test, naming itself."""
     parts = {"client": node.http.close, "gateway": node.runner.cleanup,  # type: ignore[attr-defined]
-             "runtime": lambda: node.runtime.stop(shutdown_ray=False), "store": node.store.aclose}
+             "runtime": node.runtime.stop, "store": node.store.aclose}
     for part, stop in parts.items():
         try:
             await asyncio.wait_for(stop(), 60)
@@ -150,10 +163,36 @@ async def members():
         yield recorder
 
 
+def members_env(url: str) -> dict[str, dict[str, str]]:
+    """Each test tenant's env: the members API its flows call."""
+    return {tenant: {"MEMBERS_API": url} for tenant in FLOWS}
+
+
 @pytest.fixture
 async def node(redis_server, members):
-    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:",
-                               env={"demo": {"MEMBERS_API": members.url}, "acme": {"MEMBERS_API": members.url}})
+    """A node whose runtime runs in the test's process."""
+    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:", env=members_env(members.url))
+    yield started
+    await stop_node(started)
+
+
+@pytest.fixture
+async def ray_node(ray_for_tests, redis_server, members):
+    """A node whose runtime is on Ray: a host actor (and a router actor) behind the gateway."""
+    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:", env=members_env(members.url),
+                               on_ray=True)
+    yield started
+    await stop_node(started)
+
+
+@pytest.fixture(params=[False, True], ids=["in_process", "on_ray"])
+async def each_node(request, redis_server, members):
+    """``node``, then ``ray_node``: for a test whose path through the gateway is worth running
+    both ways (on Ray, each message goes through the dispatcher's lanes to the host's process)."""
+    if request.param:
+        request.getfixturevalue("ray_for_tests")
+    started = await start_node(f"{redis_server.url}?prefix=gw{next(_names)}:", env=members_env(members.url),
+                               on_ray=request.param)
     yield started
     await stop_node(started)
 

@@ -24,7 +24,8 @@ TOKEN = new_token()
 def server(tmp_path_factory):
     require_chromium()
     folder = tmp_path_factory.mktemp("agent-page")
-    (folder / "parlour.yaml").write_text(f"tenants:\n  demo: {{user_rate_limit: null, tokens: ['{hash_token(TOKEN)}']}}\n")
+    (folder / "parlour.yaml").write_text(
+        f"tenants:\n  demo: {{user_rate_limit: null, tokens: ['{hash_token(TOKEN)}']}}\n")
     serving = ServeProcess(folder, "--config", str(folder / "parlour.yaml")).start()
     yield serving
     if serving.process.poll() is None:

@@ -28,7 +28,8 @@ async def test_a_bots_credentials_are_kept_encrypted_and_never_shown(node):
                                                                        "verify-value"))
     # A change that leaves the credentials out keeps them.
     status, changed = await put(node, "/v1/acme/bots/whatsapp/sales", {"phone_number_id": "99"})
-    assert status == 200 and changed["settings"]["phone_number_id"] == "99" and changed["settings"]["app_secret"] == "set"
+    assert status == 200
+    assert changed["settings"]["phone_number_id"] == "99" and changed["settings"]["app_secret"] == "set"
     settings = await node.gateway.bots.get("acme", "whatsapp", "sales")
     assert settings.app_secret.get_secret_value() == "app-secret-value"
     async with node.http.get(f"{node.url}/v1/acme/bots", headers=node.auth("acme")) as answer:
@@ -38,7 +39,8 @@ async def test_a_bots_credentials_are_kept_encrypted_and_never_shown(node):
 
 
 async def test_bad_bots_are_refused_with_every_problem(node):
-    status, body = await put(node, "/v1/acme/bots/whatsapp/sales", {"api_base": "x", "phone_number_id": "1", "bogus": 1})
+    status, body = await put(node, "/v1/acme/bots/whatsapp/sales",
+                             {"api_base": "x", "phone_number_id": "1", "bogus": 1})
     assert status == 422 and body["error"]["code"] == "invalid_bot"
     problems = body["error"]["details"]["problems"]
     assert any(p.startswith("access_token:") for p in problems) and any(p.startswith("bogus:") for p in problems)

@@ -152,7 +152,7 @@ class ChatPage:
         assert after[0] == ("user", self.sent, ""), self.describe()
         answers = [(who, text) for who, text, _ in after[1:]]
         assert len(answers) == len(replies), f"expected {replies}, got {answers}"
-        for (who, text), expected in zip(answers, replies):
+        for (who, text), expected in zip(answers, replies, strict=True):
             matches = expected.search(text) if isinstance(expected, re.Pattern) else text == expected
             assert who == "bot" and matches, f"expected {replies}, got {answers}"
 
@@ -376,8 +376,8 @@ def _no_socket_pushes(server) -> float:
     """Pushes that found no socket, summed over the node servers (each counts its own)."""
     request = urllib.request.Request(f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
-        found = re.findall(r'^parlour_web_pushed_total\{[^}]*result="no_socket"[^}]*\} (\S+)$', response.read().decode(),
-                           re.M)
+        found = re.findall(r'^parlour_web_pushed_total\{[^}]*result="no_socket"[^}]*\} (\S+)$',
+                           response.read().decode(), re.M)
     return sum(map(float, found))
 
 

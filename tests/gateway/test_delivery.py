@@ -1,6 +1,7 @@
 """The delivery supervisor, end to end: a signed webhook runs a turn and the reply reaches a
 fake channel API that checks it against the channel's spec; retries, the dead-letter queue,
-and the supervisor killed mid-send. Real Ray, real Redis, real HTTP on loopback.
+and the supervisor killed mid-send. Real Redis, real HTTP on loopback; the runtime in the test's
+process, except where the supervisor is killed: there it is Ray's actor.
 
 Telegram stands in for every channel here (each channel's own round trip is in
 ``test_channels.py``): the supervisor does not depend on the channel.
@@ -43,15 +44,28 @@ async def fake():
         yield api
 
 
-@pytest.fixture
-async def courier(redis_server, fake):
+async def start_courier(redis_server, fake: FakeAPI, *, on_ray: bool = False):
     """A node with a bot registry, the delivery supervisor, and the bot ``acme/telegram/support``
     pointed at the fake API (acme's default flow, ``log``, answers ``<n>:<text>``)."""
     node = await start_node(f"{redis_server.url}?prefix=dl{next(_prefixes)}:", secrets_key=Cipher.new_key(),
-                            delivery=FAST)
+                            delivery=FAST, on_ray=on_ray)
     async with node.http.put(f"{node.url}/v1/acme/bots/telegram/support", headers=node.auth("acme"), json={
             "api_base": fake.url, "token": TOKEN, "secret_token": SECRET}) as answer:
         assert answer.status == 201, await answer.text()
+    return node
+
+
+@pytest.fixture
+async def courier(redis_server, fake):
+    node = await start_courier(redis_server, fake)
+    yield node
+    await stop_node(node)
+
+
+@pytest.fixture
+async def ray_courier(ray_for_tests, redis_server, fake):
+    """The courier with the delivery supervisor in its Ray actor, which a test may kill."""
+    node = await start_courier(redis_server, fake, on_ray=True)
     yield node
     await stop_node(node)
 
@@ -200,7 +214,8 @@ async def test_a_bad_request_is_not_retried(courier, fake):
     assert await courier.store.dead_letters() == []
 
 
-async def test_killing_the_delivery_actor_mid_send_loses_nothing_and_sends_nothing_twice(courier, fake):
+async def test_killing_the_delivery_actor_mid_send_loses_nothing_and_sends_nothing_twice(ray_courier, fake):
+    courier = ray_courier
     fake.gate = asyncio.Event()  # the API holds every answer: sends are in flight when the kill lands
     users = [100 + n for n in range(6)]
     for user in users:

@@ -1,6 +1,6 @@
 """The hand-off webhook, end to end: the support flow hands a web user to a person, and every
 ticket event reaches a helpdesk on loopback, signed, in order, retried and dead-lettered like a
-channel's replies. Real Ray, real Redis, real HTTP; the helpdesk checks each signature with
+channel's replies. Real Redis, real HTTP; the helpdesk checks each signature with
 the recipe of docs/gateway.md, not with parlour's code."""
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ async def test_every_ticket_event_reaches_the_helpdesk_signed_and_in_order(redis
         "opened", "message", "assigned", "reply", "resumed"]
     assert {e["schema"] for e in events} == {1} and all(e["ticket"]["id"] == ticket for e in events)
     first = events[0]["ticket"]
-    assert (first["key"], first["queue"], first["status"], first["flow"]) == ("demo/web/ann", "support", "open", "support")
+    assert (first["key"], first["queue"], first["status"], first["flow"]) == (
+        "demo/web/ann", "support", "open", "support")
     assert first["reason"] == "Customer asked for a person"
     assert events[1]["message"]["text"] == "my card is blocked"
     assert (events[2]["ticket"]["status"], events[2]["ticket"]["agent"]) == ("assigned", "kim")

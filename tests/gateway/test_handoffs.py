@@ -2,7 +2,8 @@
 reaching the user (on the web channel and through a messaging channel's fake API), the user's
 messages reaching the agent in order (also as server-sent events), a resume that goes on with
 a variable the agent set, a host killed while a ticket is open, and tokens that must not see
-another tenant's or another queue's tickets. Real Ray, real Redis, real HTTP on loopback.
+another tenant's or another queue's tickets. Real Redis, real HTTP on loopback; the runtime in
+the test's process, except where the host is killed: there it is Ray's actor.
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ async def node(redis_server):
     await stop_node(started)
 
 
+@pytest.fixture
+async def ray_node(ray_for_tests, redis_server):
+    """The node with its host in a Ray actor, which a test may kill (Ray starts it again)."""
+    started = await start_node(f"{redis_server.url}?prefix=ho{next(_prefixes)}:", on_ray=True)
+    yield started
+    await stop_node(started)
+
+
 async def test_a_web_user_handed_off_is_served_by_an_agent_and_given_back(node):
     ws = await node.http.ws_connect(f"{node.url.replace('http', 'ws')}/v1/demo/web/ws?user=ann")
     assert (await node.say("ann", "help"))[0] == 200
@@ -105,7 +114,8 @@ async def test_a_web_user_handed_off_is_served_by_an_agent_and_given_back(node):
         ("assign", None), ("message", "Hi Ann, Kim here. Blocked since when?")]
     assert said(body["transcript"])[:1] == ["help"]  # the turns before the hand-off, for context
 
-    status, body = await call(node, "POST", f"/v1/demo/handoffs/{ticket['id']}/resume", json={"vars": {"order_id": "A-1"}})
+    status, body = await call(node, "POST", f"/v1/demo/handoffs/{ticket['id']}/resume",
+                              json={"vars": {"order_id": "A-1"}})
     assert status == 200 and body["ticket"]["status"] == "closed" and body["ticket"]["resolution"] == "resumed", body
     assert body["replies"][0]["text"] == "You're back with the Acme bot."
     assert (await pushed(ws))[0] == "You're back with the Acme bot."
@@ -144,7 +154,8 @@ async def test_other_tenants_and_other_queues_see_no_ticket(node):
 
     # agents: one of the desk queue, one of billing only; neither reaches other routes
     desk, billing = new_token(), new_token()
-    node.gateway.auth.set_agents("demo", {"dee": (hash_token(desk), ["desk"]), "bill": (hash_token(billing), ["billing"])})
+    node.gateway.auth.set_agents("demo", {"dee": (hash_token(desk), ["desk"]),
+                                          "bill": (hash_token(billing), ["billing"])})
     assert [t["id"] for t in (await call(node, "GET", "/v1/demo/handoffs", desk))[1]["tickets"]] == [ticket["id"]]
     assert (await call(node, "GET", "/v1/demo/handoffs", billing))[1] == {"tickets": [], "next": None}
     assert (await call(node, "GET", f"/v1/demo/handoffs/{ticket['id']}", billing))[0] == 404
@@ -155,7 +166,8 @@ async def test_other_tenants_and_other_queues_see_no_ticket(node):
     assert body["ticket"]["agent"] == "dee"  # an agent's token acts as its agent, whatever it claims
 
 
-async def test_a_host_killed_while_a_ticket_is_open_loses_nothing(node):
+async def test_a_host_killed_while_a_ticket_is_open_loses_nothing(ray_node):
+    node = ray_node
     await upload(node, "demo", DESK)
     await node.say("di", "human")
     ticket = await only_ticket(node)
@@ -191,7 +203,10 @@ async def test_bad_requests_get_clear_errors(node):
             ("POST", f"{base}/messages", {"text": "hi", "extra": 1}, "invalid_request"),
             ("POST", f"{base}/assign", {}, "invalid_request"),
             ("POST", f"{base}/resume", {"vars": [1]}, "invalid_request")]:
-        status, answer = await call(node, method, path, json=body) if body is not None else await call(node, method, path)
+        if body is None:
+            status, answer = await call(node, method, path)
+        else:
+            status, answer = await call(node, method, path, json=body)
         assert answer["error"]["code"] == code, (path, body, answer)
         assert status in (400, 404)
     async with node.http.post(f"{node.url}{base}/close", headers=node.auth("demo"), data=b"{not json") as answer:

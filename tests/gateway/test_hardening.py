@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.gateway.conftest import start_node, stop_node, wait_for
+from tests.gateway.conftest import members_env, start_node, stop_node, wait_for
 
 SIGNAL_SECRET = "signal-url-secret-0123456789"
 
@@ -59,7 +59,8 @@ async def test_malformed_requests_are_answered_in_json_and_leave_no_credential_i
     # well-formed requests carrying credentials: a wrong token, a webhook's secret in its query
     for request in (f"GET /v1/demo/flows HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}x\r\n"
                     "Connection: close\r\n\r\n".encode(),
-                    f"POST {webhook} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode()):
+                    f"POST {webhook} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                    "Connection: close\r\n\r\n{}".encode()):
         status, headers, body = await raw(node.url, request)
         assert status in (401, 404) and json.loads(body)["error"]["code"] in ("unauthorized", "not_found")
     logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
@@ -102,7 +103,8 @@ def ask(url: str, method: str, path: str, token: str | None, body: bytes | None 
     finally:
         connection.close()
     assert response.status < 500, (method, path[:120], response.status, answer[:300])
-    assert response.getheader("Content-Type", "").startswith(("application/json", "text/html")), (path[:99], answer[:99])
+    content_type = response.getheader("Content-Type", "")
+    assert content_type.startswith(("application/json", "text/html")), (path[:99], answer[:99])
     return response.status
 
 
@@ -128,11 +130,6 @@ def odd_requests(url: str, token: str) -> None:
         ask(url, method, path, token if needs_token else None, body)
 
     fuzz()
-
-
-def members_env(url: str) -> dict[str, dict[str, str]]:
-    """Each test tenant's env: the members API its flows call."""
-    return {tenant: {"MEMBERS_API": url} for tenant in ("demo", "acme")}
 
 
 async def test_a_corrupted_store_answers_503_not_500(tmp_path, members):

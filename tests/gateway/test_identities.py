@@ -31,8 +31,9 @@ async def test_a_bsuid_stays_with_the_user_it_came_with_first():
 async def test_gateways_racing_on_a_new_person_agree_through_the_store():
     store = MemoryStore()
     gateways = [Identities(store) for _ in range(4)]
+    spellings = ["US.9", "16505551234", "US.9", "16505551234"]
     users = await asyncio.gather(*(g.user("acme", CHANNEL, received(user, "US.9"))
-                                   for g, user in zip(gateways, ["US.9", "16505551234", "US.9", "16505551234"])))
+                                   for g, user in zip(gateways, spellings, strict=True)))
     assert len(set(users)) == 1
 
 

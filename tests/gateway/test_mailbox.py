@@ -1,4 +1,4 @@
-"""The web mailbox over real HTTP, real Ray and real Redis: an HTTP-only client gets what a flow
+"""The web mailbox over real HTTP and real Redis: an HTTP-only client gets what a flow
 says after an API call or a timer by reading its mailbox; reads wait, acknowledge and refuse bad
 cursors; an answer may wait for the call's replies when the tenant allows it."""
 
@@ -18,7 +18,8 @@ async def read(node, user: str, tenant: str = "demo", **query) -> tuple[int, dic
 
 
 async def ack(node, user: str, upto: str, tenant: str = "demo") -> tuple[int, dict]:
-    async with node.http.delete(f"{node.url}/v1/{tenant}/web/messages", params={"user": user, "upto": upto}) as response:
+    async with node.http.delete(f"{node.url}/v1/{tenant}/web/messages",
+                                params={"user": user, "upto": upto}) as response:
         return response.status, await response.json()
 
 

@@ -58,7 +58,8 @@ async def test_a_tenant_made_on_one_server_is_known_to_every_server_at_once(two_
             assert answer.status == 201
             token = (await answer.json())["token"]
         for _ in range(10):  # ten connections: both servers answer some
-            async with http.get(f"{two_servers.url}/v1/newco/flows", headers={"Authorization": f"Bearer {token}"}) as got:
+            async with http.get(f"{two_servers.url}/v1/newco/flows",
+                                headers={"Authorization": f"Bearer {token}"}) as got:
                 assert got.status == 200, await got.text()
 
 

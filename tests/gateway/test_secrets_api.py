@@ -51,7 +51,7 @@ def echo_app() -> web.Application:
 
 @pytest.fixture
 async def sealed_node(redis_server):
-    """A node whose hosts hold the secrets key (as `parlour serve`'s do), acme's API at ``node.api``."""
+    """A node whose host holds the secrets key (as `parlour serve`'s do), acme's API at ``node.api``."""
     async with serve(echo_app()) as api:
         node = await start_node(f"{redis_server.url}?prefix=sec{next(_prefixes)}:", secrets_key=Cipher.new_key(),
                                 env={"acme": {"API": api}, "demo": {"API": api}})
@@ -119,8 +119,7 @@ async def test_parlour_secrets_set_reads_the_value_from_stdin(sealed_node):
     status, body = await call(node, "GET", "/v1/acme/secrets/FROM_STDIN")
     assert status == 200 and body["value"] == "set"
     # The value is the line without its newline: the host holds exactly what was piped.
-    host = next(iter(node.runtime.hosts.values()))
-    assert await host.reload_secrets.remote() == 1
+    assert node.runtime.vault.secrets_of("acme") == {"FROM_STDIN": "piped-s3cret"}
     listing = await asyncio.create_subprocess_exec(*base, "list", "acme", *where, stdout=asyncio.subprocess.PIPE)
     listed, _ = await listing.communicate()
     assert b"FROM_STDIN  set (api, set " in listed and b"1 secret(s)" in listed

@@ -45,8 +45,9 @@ def test_serve_runs_on_defaults_and_stops_cleanly_on_sigterm(tmp_path):
         assert stat.S_IMODE((tmp_path / ".parlour").stat().st_mode) == 0o700
         # --env is the one tenant's; the bundled support flow starts without its ORDERS_TOKEN, and says so
         auth = {"Authorization": f"Bearer {serve.admin_token}"}
-        with urllib.request.urlopen(urllib.request.Request(f"{serve.url}/v1/demo/flows/show_env", data=SHOW_ENV.encode(),
-                                                           method="PUT", headers=auth)) as answer:
+        upload = urllib.request.Request(f"{serve.url}/v1/demo/flows/show_env", data=SHOW_ENV.encode(),
+                                        method="PUT", headers=auth)
+        with urllib.request.urlopen(upload) as answer:
             assert answer.status == 201
         with urllib.request.urlopen(urllib.request.Request(
                 f"{serve.url}/v1/demo/web/messages", data=b'{"user": "u", "id": "m1", "text": "showenv"}')) as answer:

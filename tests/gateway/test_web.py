@@ -1,4 +1,6 @@
-"""The web channel over real HTTP: a whole conversation, retries, order, bad input, limits."""
+"""The web channel over real HTTP: a whole conversation, retries, order, bad input, limits.
+The runtime runs in the test's process; a whole conversation, and one user's messages on a
+socket and concurrent, run through a Ray runtime too (its dispatcher's lanes to a host actor)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ REGISTRATION = [  # (what the user sends, a text the last reply must contain)
 ]
 
 
-async def test_a_whole_registration_through_the_web_channel(node, members):
+async def test_a_whole_registration_through_the_web_channel(each_node, members):
+    node = each_node
     for number, (sent, expected) in enumerate(REGISTRATION):
         status, body = await node.say("ada", id=f"m-{number}", **sent)
         assert status == 200, body
@@ -48,7 +51,8 @@ async def test_buttons_come_with_their_ids_and_titles(node):
 
 async def _press(node, user: str, button: str, prompt: str) -> tuple[int, dict]:
     async with node.http.post(f"{node.url}/v1/demo/web/messages",
-                              json={"user": user, "id": f"{user}-{button}-{prompt}", "button": button, "prompt": prompt}) as response:
+                              json={"user": user, "id": f"{user}-{button}-{prompt}", "button": button,
+                                    "prompt": prompt}) as response:
         return response.status, await response.json()
 
 
@@ -85,7 +89,8 @@ async def test_a_retried_message_id_moves_the_flow_once_and_gets_the_same_replie
     assert record.replies == sum(len(b["replies"]) for _, b in (hello, first, (status, body)))
 
 
-async def test_messages_on_one_socket_run_in_the_order_sent_without_waiting(node):
+async def test_messages_on_one_socket_run_in_the_order_sent_without_waiting(each_node):
+    node = each_node
     async with node.http.ws_connect(f"{node.url}/v1/acme/web/ws?user=fast") as ws:
         for n in range(120):
             await ws.send_json({"id": f"f-{n}", "text": str(n)})
@@ -96,7 +101,8 @@ async def test_messages_on_one_socket_run_in_the_order_sent_without_waiting(node
     assert record.state.vars["log"] == [str(n) for n in range(120)]
 
 
-async def test_concurrent_posts_of_one_user_each_apply_once_with_their_own_replies(node):
+async def test_concurrent_posts_of_one_user_each_apply_once_with_their_own_replies(each_node):
+    node = each_node
     results = await asyncio.gather(*(node.say("many", str(n), id=f"p-{n}", tenant="acme") for n in range(60)))
     assert all(status == 200 for status, _ in results)
     record = await node.runtime.conversation(ConversationKey("acme", "web", "many"))
@@ -113,7 +119,8 @@ async def test_a_timer_reply_is_pushed_to_the_users_socket(node):
         answer = await ws.receive_json(timeout=30)
         assert texts(answer) == ["waiting"]
         pushed = await ws.receive_json(timeout=30)
-    assert pushed == {"type": "push", "replies": [{"text": "fired", "buttons": [], "seq": 2}]}  # seq: de-duplicates against the mailbox
+    # seq: de-duplicates against the mailbox
+    assert pushed == {"type": "push", "replies": [{"text": "fired", "buttons": [], "seq": 2}]}
 
 
 async def test_a_socket_cut_with_many_turns_unanswered_ends_cleanly_and_its_turns_stand(node):
@@ -148,7 +155,8 @@ async def test_socket_errors_are_answered_in_place_and_the_socket_lives_on(node)
         await ws.send_json({"id": "e-2", "text": "still here"})
         answers = [await ws.receive_json(timeout=30) for _ in range(5)]
     assert [a["type"] for a in answers] == ["error"] * 4 + ["replies"]
-    assert [a["error"]["code"] for a in answers[:4]] == ["invalid_json", "invalid_request", "invalid_request", "invalid_json"]
+    assert [a["error"]["code"] for a in answers[:4]] == [
+        "invalid_json", "invalid_request", "invalid_request", "invalid_json"]
     assert [a["id"] for a in answers] == [None, "e-1", None, None, "e-2"]  # an id that could be read is echoed
     assert answers[4]["replies"][0]["text"] == "1:still here"
 
@@ -213,7 +221,7 @@ async def test_a_full_gateway_answers_503_and_loses_nothing_it_accepted(redis_se
     try:
         sent = [(f"u{n % 10}", f"x-{n}") for n in range(200)]
         results = await asyncio.gather(*(node.say(user, user + id, id=id, tenant="acme") for user, id in sent))
-        refused = [(user, id) for (user, id), (status, body) in zip(sent, results) if status == 503]
+        refused = [(user, id) for (user, id), (status, body) in zip(sent, results, strict=True) if status == 503]
         assert refused and all(status in (200, 503) for status, _ in results)
         assert all(body["error"]["code"] == "overloaded" for status, body in results if status == 503)
         for user, id in refused:  # the channel's retry, one at a time

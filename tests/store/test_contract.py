@@ -128,7 +128,8 @@ async def test_the_outbox_keeps_commit_order_and_acked_entries_leave(store):
     await store.commit(commit({1: 1}, outbox=[("t/web/a", 1, b"a1"), ("t/web/a", 2, b"a2")]))
     await store.commit(commit({2: 1}, outbox=[("t/web/b", 1, b"b1")]))
     entries = await store.read_outbox(None, 10)
-    assert [(e.key, e.seq, e.data) for e in entries] == [("t/web/a", 1, b"a1"), ("t/web/a", 2, b"a2"), ("t/web/b", 1, b"b1")]
+    assert [(e.key, e.seq, e.data) for e in entries] == [
+        ("t/web/a", 1, b"a1"), ("t/web/a", 2, b"a2"), ("t/web/b", 1, b"b1")]
     assert [e.data for e in await store.read_outbox(entries[0].id, 10)] == [b"a2", b"b1"]
     assert [e.data for e in await store.read_outbox(None, 1)] == [b"a1"]
     await store.ack_outbox([entries[0].id, entries[2].id])
@@ -137,7 +138,8 @@ async def test_the_outbox_keeps_commit_order_and_acked_entries_leave(store):
 
 async def test_a_buried_entry_leaves_the_outbox_for_the_dead_letters_whole(store):
     await store.claim({1: 1})
-    await store.commit(commit({1: 1}, outbox=[("t/wa:b/a", 1, b"a1\x00"), ("t/wa:b/a", 2, b"a2"), ("t/wa:b/c", 1, b"c1")]))
+    await store.commit(commit({1: 1}, outbox=[("t/wa:b/a", 1, b"a1\x00"), ("t/wa:b/a", 2, b"a2"),
+                                              ("t/wa:b/c", 1, b"c1")]))
     first, second, _ = await store.read_outbox(None, 10)
     await store.bury(second, "HTTP 500 after 8 attempts", 8, 1234.5)
     await store.bury(first, "HTTP 400: bad \u00e9", 1, 1235.0)
@@ -171,7 +173,8 @@ async def test_revived_dead_letters_go_back_to_the_end_of_the_outbox_once(store)
 
 async def test_replies_are_kept_until_they_expire(store):
     await store.claim({1: 1})
-    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"R1", LATER), ("t/web/a", "m0", b"R0", time.time() - 1)]))
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"R1", LATER),
+                                               ("t/web/a", "m0", b"R0", time.time() - 1)]))
     assert await store.reply("t/web/a", "m1") == b"R1"
     assert await store.reply("t/web/a", "m0") is None
     assert await store.reply("t/web/b", "m1") is None
@@ -181,7 +184,8 @@ async def test_replied_says_which_messages_have_replies_kept_in_one_call(store):
     """What recognises a replay once its id left the conversation's window (issue 12, finding 7)."""
     await store.claim({1: 1, 2: 1})
     key = "t/whatsapp/+44 7700 ü"
-    await store.commit(commit({1: 1}, replies=[(key, "wamid.1", b"R1", LATER), (key, "wamid.0", b"R0", time.time() - 1)]))
+    await store.commit(commit({1: 1}, replies=[(key, "wamid.1", b"R1", LATER),
+                                               (key, "wamid.0", b"R0", time.time() - 1)]))
     await store.commit(commit({2: 1}, replies=[("t/web/a1", "x", b"X", LATER), ("t/web/b", "m", b"M", LATER)]))
     asked = [(key, "wamid.1"), (key, "wamid.0"), (key, "wamid.2"), ("t/web/a", "1x"), ("t/web/a1", "x"),
              ("t/web/b", "m"), ("t/web/b", "m"), ("t/web/none", "wamid.1")]
@@ -203,7 +207,8 @@ async def test_recent_lists_a_conversations_replies_newest_first(store):
     await store.commit(commit({1: 1}, replies=[("t/web/a", "x", b"X", KEPT + 1), ("t/web/b", "b2", b"B2", KEPT + 2)]))
     await store.commit(commit({1: 1}, replies=[("t/web/a", "m5", b"R5", KEPT + 2)]))
     assert await store.recent("t/web/a") == [
-        ("m5", b"R5", KEPT + 2), ("x", b"X", KEPT + 1), ("z", b"Z", KEPT + 1), ("y", b"Y", KEPT + 1), ("m1", b"R1", KEPT)]
+        ("m5", b"R5", KEPT + 2), ("x", b"X", KEPT + 1), ("z", b"Z", KEPT + 1), ("y", b"Y", KEPT + 1),
+        ("m1", b"R1", KEPT)]
     assert await store.recent("t/web/b") == [("b2", b"B2", KEPT + 2), ("b1", b"B1", KEPT + 1)]
     assert await store.recent("t/web/none") == []
 
@@ -238,7 +243,8 @@ async def test_a_reply_written_again_is_listed_once_as_the_newest(store):
     await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"old", KEPT), ("t/web/a", "m2", b"R2", KEPT)]))
     await store.commit(commit({1: 1}, replies=[("t/web/a", "m1", b"new", KEPT)]))
     assert await store.recent("t/web/a") == [("m1", b"new", KEPT), ("m2", b"R2", KEPT)]
-    await store.commit(commit({1: 1}, replies=[("t/web/a", "m2", b"R2'", KEPT + 1), ("t/web/a", "m2", b"R2''", KEPT + 1)]))
+    await store.commit(commit({1: 1}, replies=[("t/web/a", "m2", b"R2'", KEPT + 1),
+                                               ("t/web/a", "m2", b"R2''", KEPT + 1)]))
     assert await store.recent("t/web/a") == [("m2", b"R2''", KEPT + 1), ("m1", b"new", KEPT)]
 
 
@@ -246,7 +252,8 @@ async def test_recent_keeps_odd_keys_apart(store):
     odd = "t/whatsapp/+44 7700:{900123} ü"
     keys = [odd, odd + ":{x}", odd[:-2], "t/web/a"]
     await store.claim({1: 1})
-    await store.commit(commit({1: 1}, replies=[(key, f"m:{{{n}}}é", key.encode(), KEPT + n) for n, key in enumerate(keys)]))
+    await store.commit(commit({1: 1}, replies=[(key, f"m:{{{n}}}é", key.encode(), KEPT + n)
+                                               for n, key in enumerate(keys)]))
     for n, key in enumerate(keys):
         assert await store.recent(key) == [(f"m:{{{n}}}é", key.encode(), KEPT + n)]
         assert await store.reply(key, f"m:{{{n}}}é") == key.encode()
@@ -324,7 +331,8 @@ async def test_a_tenants_conversations_are_listed_page_by_page_and_no_other_tena
 async def test_a_listing_keeps_what_the_filter_wants_and_reads_no_more_than_asked(store):
     await store.claim({1: 1})
     keys = [f"t/web/u{n:02d}" for n in range(30)]
-    await store.commit(commit({1: 1}, records=[(k, 1, b"odd" if n % 2 else b"even", LATER) for n, k in enumerate(keys)]))
+    await store.commit(commit({1: 1}, records=[(k, 1, b"odd" if n % 2 else b"even", LATER)
+                                               for n, k in enumerate(keys)]))
     odd, _ = await _listed(store, "t", limit=4, keep=lambda key, record: record == b"odd")
     assert sorted(odd) == keys[1::2]
     seen = []
@@ -411,7 +419,8 @@ async def test_redis_keeps_the_50_newest_replies_of_a_conversation_until_the_las
     await store.open()
     await store.claim({1: 1})
     for first in (0, 40):
-        await store.commit(commit({1: 1}, replies=[("t/web/a", f"m{i}", b"R", KEPT + i) for i in range(first, first + 40)]))
+        await store.commit(commit({1: 1}, replies=[("t/web/a", f"m{i}", b"R", KEPT + i)
+                                                   for i in range(first, first + 40)]))
     assert [m for m, _, _ in await store.recent("t/web/a", 100)] == [f"m{i}" for i in range(79, 29, -1)]
     index = f"{store.prefix}recent:t/web/a"
     assert await store._redis.llen(index) == 50
@@ -445,7 +454,8 @@ def test_an_unknown_store_url_is_refused_with_the_choices():
 async def test_a_log_is_read_in_order_after_its_cursor_and_only_in_its_own_log(store):
     odd = "transcript/t/whatsapp/+44 7700:{900123} ü\x00"
     await store.claim({1: 1})
-    await store.commit(commit({1: 1}, logs=[("mail/t/web/a", b"A1", LATER), (odd, b"X1", LATER), ("mail/t/web/a", b"A2", LATER)]))
+    await store.commit(commit({1: 1}, logs=[("mail/t/web/a", b"A1", LATER), (odd, b"X1", LATER),
+                                            ("mail/t/web/a", b"A2", LATER)]))
     await store.commit(commit({1: 1}, logs=[("mail/t/web/a", bytes(range(256)), LATER)]))
     entries = await store.read_log("mail/t/web/a")
     assert [e.data for e in entries] == [b"A1", b"A2", bytes(range(256))]
