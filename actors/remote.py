@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -429,7 +430,11 @@ class Handles:
 
     async def deliver(self, host: str, batch: list[Inbound]) -> list[Outcome]:
         """Run ``batch`` on ``host``; its outcomes (an event msgpack cannot carry fails alone)."""
-        return await send_batch(lambda data: _answer(host, self.hosts[host].deliver.remote(data)), batch)
+        return await send_batch(partial(self.deliver_packed, host), batch)
+
+    async def deliver_packed(self, host: str, data: bytes) -> bytes:
+        """A batch packed already (:func:`parlour.wire.encode_batch`) run on ``host``; its outcomes, packed."""
+        return await _answer(host, self.hosts[host].deliver.remote(data))
 
     async def inspect(self, key: ConversationKey) -> Record | None:
         """``key``'s record, from the host that owns its partition."""
@@ -483,6 +488,15 @@ class Handles:
         is left out."""
         actors = {**self.hosts, **({self.names.delivery: self.delivery} if self.delivery else {})}
         return await self._each(actors, "metrics", timeout_s)
+
+    async def passivate(self) -> int:
+        """Every host forgets its resident conversations (each is in the store); how many in all."""
+        return sum(await asyncio.gather(*(_answer(n, h.passivate.remote()) for n, h in self.hosts.items())))
+
+    async def dedicated_rss(self) -> list[int]:
+        """The resident memory of each dedicated conversation's process, on every host."""
+        each = await asyncio.gather(*(_answer(n, h.dedicated_rss.remote()) for n, h in self.hosts.items()))
+        return [rss for host in each for rss in host]
 
     async def stats(self) -> list[dict]:
         return list(await asyncio.gather(*(_answer(n, h.stats.remote()) for n, h in self.hosts.items())))

@@ -63,16 +63,18 @@ async def through_ray(store: str, name: str, plan: Plan, ctx: Context) -> tuple[
     try:
         await runtime.deploy("t", [FLOWS / "registration.yaml"])
         await send_all(runtime, starts(plan), f"{name} start")
-        host = next(iter(runtime.hosts.values()))
+        host = next(iter(runtime.actors.hosts))
         batches = [encode_batch(batch[at:at + BATCH]) for batch in rounds(plan, "d")
                    for at in range(0, len(batch), BATCH)]
         two = asyncio.Semaphore(2)
 
         async def deliver(data: bytes) -> int:
             async with two:
-                return sum(o.status == "applied" for o in decode_outcomes(await host.deliver.remote(data)))
+                outcomes = decode_outcomes(await runtime.actors.deliver_packed(host, data))
+                return sum(o.status == "applied" for o in outcomes)
 
-        profiler = (Profiler({name: await host.pid.remote()}, ctx.folder, ctx.artifacts("profile"))
+        pid = (await runtime.actors.pids())[host]
+        profiler = (Profiler({name: pid}, ctx.folder, ctx.artifacts("profile"))
                     if ctx.profile else None)
         started = time.perf_counter()
         applied = sum(await asyncio.gather(*(deliver(data) for data in batches)))

@@ -47,6 +47,12 @@ def key(tenant: str, user: str) -> ConversationKey:
     return ConversationKey(tenant, "bench", user)
 
 
+async def host_rss(runtime: Runtime) -> int:
+    """The resident memory of the runtime's one host's process."""
+    (stats,) = await runtime.actors.stats()
+    return stats["rss_bytes"]
+
+
 async def send_all(runtime: Runtime, inbounds: list[Inbound], label: str) -> None:
     outcomes = await runtime.send_many(inbounds)
     bad = [o for o in outcomes if not o.ok]
@@ -75,7 +81,6 @@ async def measure(ctx: Context, plan: Plan) -> None:
     try:
         await runtime.deploy("shared", [FLOWS / "registration.yaml"])
         await runtime.deploy("dedicated", [dedicated])
-        host = next(iter(runtime.hosts.values()))
 
         async def walk(tenant: str, users: range) -> None:
             for step, text in (("a", "hi"), ("b", "register")):
@@ -83,10 +88,10 @@ async def measure(ctx: Context, plan: Plan) -> None:
                                f"{tenant} '{text}'")
 
         await walk("shared", range(1_000))  # the host's code paths and caches are warm before the first reading
-        growth = [(0, (await host.stats.remote())["rss_bytes"])]
+        growth = [(0, await host_rss(runtime))]
         for start in range(1_000, 1_000 + plan.resident, plan.chunk):
             await walk("shared", range(start, start + plan.chunk))
-            growth.append((start - 1_000 + plan.chunk, (await host.stats.remote())["rss_bytes"]))
+            growth.append((start - 1_000 + plan.chunk, await host_rss(runtime)))
             ctx.log(f"resident: {growth[-1][0]:,} conversations, host RSS {growth[-1][1] / 2**20:,.0f} MiB")
         per_conversation = (growth[-1][1] - growth[0][1]) / plan.resident
 
@@ -99,8 +104,8 @@ async def measure(ctx: Context, plan: Plan) -> None:
                            for i in range(50)]
         shared_turns = [await timed(runtime, Inbound(key("shared", "u0"), f"t{i}", UserMessage("2")))
                         for i in range(50)]
-        actors = await host.dedicated_rss.remote()
-        host_growth = (await host.stats.remote())["rss_bytes"] - host_before
+        actors = await runtime.actors.dedicated_rss()
+        host_growth = await host_rss(runtime) - host_before
         per_dedicated = (sum(actors) + max(host_growth, 0)) / len(actors)
     finally:
         await runtime.stop()

@@ -38,7 +38,6 @@ async def measure(ctx: Context, turns: int) -> dict[str, list[float]]:
         await runtime.deploy("t", [FLOWS / "registration.yaml"])
         starts = [Inbound(key("t", f"u{i}"), f"hi{i}", UserMessage("hi")) for i in range(turns)]
         await send_all(runtime, starts, "start")
-        host = next(iter(runtime.hosts.values()))
 
         async def one_at_a_time(tag: str) -> list[float]:
             latencies = []
@@ -52,7 +51,7 @@ async def measure(ctx: Context, turns: int) -> dict[str, list[float]]:
 
         ctx.log(f"warm: {turns:,} turns one at a time")
         warm = await one_at_a_time("w")
-        ctx.log(f"passivated {await host.passivate.remote():,} conversations; cold: {turns:,} turns one at a time")
+        ctx.log(f"passivated {await runtime.actors.passivate():,} conversations; cold: {turns:,} turns one at a time")
         cold = await one_at_a_time("c")
         return {"warm": warm, "cold": cold}
     finally:

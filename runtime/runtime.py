@@ -63,16 +63,6 @@ class Runtime:
         self.actors = actors
         self.dispatcher = Dispatcher(actors.table, actors.deliver)
 
-    @property
-    def hosts(self) -> dict:
-        """The hosts' (or node servers') actor handles by name, for tests and benchmarks that
-        call what :class:`~parlour.actors.remote.Handles` does not offer (``passivate``)."""
-        return self.actors.hosts
-
-    @property
-    def router(self):
-        return self.actors.router
-
     @classmethod
     async def start(cls, *, store: str = DEFAULT_STORE, hosts: int = 1, partitions: int = DEFAULT_PARTITIONS,
                     address: str | None = None, num_cpus: int | None = None, name: str = "parlour",

@@ -43,6 +43,7 @@ BOMBS = {
     "nesting": "{% set ns = namespace(v=0) %}{% for i in range(100000) %}{% set ns.v = [ns.v] %}{% endfor %}"
                "{{ ns.v|tojson|length }}",
     "to_bytes": "{{ (0).to_bytes(10**9, 'big') }}",
+    "bool to_bytes": "{{ ((0) < (1)).to_bytes(10**9, 'big') }}",  # a bool is an int: found by the random test
     "dict of lists": "{{ dict.fromkeys(range(100000), [0] * 100000)|tojson }}",
     "format": "{{ '{}'.format([[0] * 10000] * 90) }}",
 }
@@ -81,7 +82,7 @@ def test_each_bomb_ends_its_turn_as_a_routable_error_within_the_budget(name):
     assert rss() - before < MEMORY_SLACK
 
 
-@pytest.mark.parametrize("name", ["string", "tojson", "plain", "translate", "to_bytes"])
+@pytest.mark.parametrize("name", ["string", "tojson", "plain", "translate", "to_bytes", "bool to_bytes"])
 def test_a_bomb_in_a_set_node_is_bounded_too(name):
     c = Convo(bomb_flow(BOMBS[name], where="set"))
     started = time.perf_counter()
