@@ -184,7 +184,7 @@ class Host:
             await asyncio.wait_for(self._lock.acquire(), timeout_s)
         except TimeoutError:
             log.error("%s: a batch still holds the lock after %g s; stopping anyway", self.name, timeout_s)
-        tasks = [*self._tasks, *self.background.calls.values(), *(self.lanes.tasks() if self.lanes else ())]
+        tasks = [*self._tasks, *self.background.calls.values(), *(self.lanes.tasks() if self.lanes is not None else ())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -269,7 +269,8 @@ class Host:
                     size += len(taken[-1][0])
                 try:
                     works = [work for batch, _ in taken for work in batch]
-                    outcomes = await (self.lanes.run_beside(works) if self.lanes else self.run_locked(works))
+                    lanes = self.lanes  # a Lanes with no lane running is falsy (len 0): test for None
+                    outcomes = await (lanes.run_beside(works) if lanes is not None else self.run_locked(works))
                 except BaseException as exc:
                     for _, future in taken:
                         if not future.done():
@@ -561,5 +562,5 @@ class Host:
         dedicated = {"dedicated": len(self.isolated.slots), **self.isolated.counts} if self.isolated else {}
         return {"name": self.name, "epoch": self.epoch, "partitions": len(self.owned),
                 "resident": len(self.resident), "http_in_flight": len(self.background.calls),
-                "dedicated_lanes": len(self.lanes) if self.lanes else 0,
+                "dedicated_lanes": len(self.lanes) if self.lanes is not None else 0,
                 **self.counts, **dedicated}

@@ -413,3 +413,28 @@ def test_a_record_keeps_its_channel_times_only_once_it_has_some():
     assert unpack_record(pack_record(plain)) == plain and len(pack_record(plain)) < len(
         pack_record(Record(State(), b"\x01" * 8, 3, 1.5, 0.5)))
     assert unpack_record(pack_record(Record(State(), b"", 0, 1.5, 0.5))).evicted_at == 0.5
+
+
+async def test_a_partition_lost_while_its_batch_loads_moves_its_events_and_writes_nothing():
+    """A lane's fenced commit can take a partition from under a batch that is reading records:
+    the batch answers moved for it (the caller resends to the new owner) and writes nothing."""
+    store = MemoryStore(clock=Clock())
+    host = await make_host(store)
+    await host.passivate()
+    loading, lost = asyncio.Event(), asyncio.Event()
+    real_load = store.load
+
+    async def held_load(keys):
+        loading.set()
+        await lost.wait()
+        return await real_load(keys)
+
+    store.load = held_load
+    sent = asyncio.create_task(host.deliver([Inbound(key("a"), "m1", UserMessage("hi"))]))
+    await loading.wait()
+    host.lose({partition_of(key("a").id, 64): 2})
+    lost.set()
+    (outcome,) = await sent
+    assert outcome.status == MOVED, outcome
+    assert await real_load([key("a").id]) == {}
+    await host.stop()
