@@ -13,14 +13,49 @@ gateway's tests, and the benchmark of the in-process path.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
+from parlour.channels.handoff import HookLookup
+from parlour.channels.registry import Bots, Cipher
 from parlour.codec import Record
+from parlour.egress import Egress
+from parlour.http import HttpCaller
 from parlour.messages import ConversationKey, Inbound, Outcome
-from parlour.store import FlowRecord
+from parlour.store import FlowRecord, Store, open_store
+from parlour.vault import Vault
 
-from .host import Host
+from .delivery import Delivery, RetryPolicy
+from .host import ClaimFn, Host
+from .watchdog import TurnWatch
+
+if TYPE_CHECKING:
+    from .remote import HostSettings
 
 ReloadFn = Callable[[], Awaitable[int]]
+
+
+def build_host(name: str, settings: HostSettings, claim: ClaimFn, *,
+               watch: TurnWatch | None = None) -> tuple[Host, Vault, HttpCaller]:
+    """A host on its own store connection, with the vault of its tenants' secrets and the HTTP
+    caller its flows' calls go through (enter it before the host starts), as a host's process
+    builds them (:class:`parlour.actors.remote.HostProcess`); Ray is not needed."""
+    store = open_store(settings.store_url)
+    cipher = Cipher.from_keys(settings.secrets_key) if settings.secrets_key else None
+    vault = Vault(store, cipher, settings.secrets)
+    http = HttpCaller(vault, egress=Egress.from_allows(settings.egress))
+    return Host(name, store, settings.config, claim, http=http, watch=watch), vault, http
+
+
+def build_delivery(settings: HostSettings, secrets_key: str,
+                   policy: RetryPolicy) -> tuple[Store, Vault, Delivery]:
+    """The delivery supervisor on its own store connection, with the vault that opens the bots'
+    credentials and signs hand-off webhooks, as its process builds it
+    (:class:`parlour.actors.remote.DeliveryProcess`); Ray is not needed."""
+    store = open_store(settings.store_url)
+    cipher = Cipher.from_keys(secrets_key)
+    vault = Vault(store, cipher, settings.secrets)
+    lookup = HookLookup(settings.webhooks, vault.secrets_of, Bots(store, cipher).get)
+    return store, vault, Delivery(store, lookup, policy=policy, egress=Egress.from_allows(settings.egress))
 
 
 class LocalBackend:

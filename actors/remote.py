@@ -30,23 +30,20 @@ import ray
 from ray.actor import ActorHandle, ActorProxy
 from ray.exceptions import RayError, RayTaskError
 
-from parlour.channels.handoff import HookLookup, HookTarget
-from parlour.channels.registry import Bots, Cipher
+from parlour.channels.handoff import HookTarget
 from parlour.codec import Record
-from parlour.egress import Egress
 from parlour.errors import ParlourError, Unavailable
-from parlour.http import HttpCaller
 from parlour.logs import setup_logging
 from parlour.messages import ConversationKey, Inbound, Outcome, PartitionTable
 from parlour.store import Fenced, FlowRecord, open_store
-from parlour.vault import Vault
 from parlour.wire import decode_batch, encode_outcomes, send_batch
 
 from .conversation import Arrival, Step, run_turns
 from .dedicated import DedicatedPool
-from .delivery import Delivery, RetryPolicy
+from .delivery import RetryPolicy
 from .flows import Flows
-from .host import Host, HostConfig
+from .host import HostConfig
+from .local import build_delivery, build_host
 from .router import Router
 from .watchdog import TurnWatch
 
@@ -143,18 +140,13 @@ def handle(actor: ActorProxy[T]) -> ActorHandle:
 
 class DeliveryProcess:
     """The delivery supervisor in a process of its own. Started (and restarted by Ray) with the
-    store's URL and the secrets key that opens the bots' credentials and the tenants' secrets
+    store (in its settings) and the secrets key that opens the bots' credentials and the tenants' secrets
     (a hand-off webhook is signed with one); it resumes from the outbox at once."""
 
-    def __init__(self, store_url: str, secrets_key: str, policy: RetryPolicy, settings: HostSettings):
+    def __init__(self, secrets_key: str, policy: RetryPolicy, settings: HostSettings):
         setup_logging(settings.log_level, settings.log_format)
-        store = open_store(store_url)
-        cipher = Cipher.from_keys(secrets_key)
-        bots = Bots(store, cipher)
-        self.vault = Vault(store, cipher, settings.secrets)
-        self.store, self.stopping = store, asyncio.Event()
-        lookup = HookLookup(settings.webhooks, self.vault.secrets_of, bots.get)
-        self.delivery = Delivery(store, lookup, policy=policy, egress=Egress.from_allows(settings.egress))
+        self.store, self.vault, self.delivery = build_delivery(settings, secrets_key, policy)
+        self.stopping = asyncio.Event()
         self.running = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -198,17 +190,12 @@ class HostProcess:
         # less often, so that each batch does not pay for scanning them.
         gc.set_threshold(50_000, 20, 20)
         self.settings = settings
-        store = open_store(settings.store_url)
-        cipher = Cipher.from_keys(settings.secrets_key) if settings.secrets_key else None
-        self.vault = Vault(store, cipher, settings.secrets)
-        self.http = HttpCaller(self.vault, egress=Egress.from_allows(settings.egress))
         router = ray.get_actor(settings.names.router, namespace=NAMESPACE)
 
         async def claim(host: str) -> tuple[int, list[int]]:
             return await router.claim.remote(host)
 
-        self.host = Host(name, store, settings.config, claim, http=self.http,
-                         watch=_watch(name, settings))
+        self.host, self.vault, self.http = build_host(name, settings, claim, watch=_watch(name, settings))
         caps = settings.config.dedicated.share(settings.names.all_hosts.index(name), settings.names.hosts)
         self.dedicated = DedicatedPool(_Spawner(settings, self.host.flows), caps, self.host.clock)
         self.host.isolate(self.dedicated)

@@ -56,12 +56,14 @@ class Writes:
         partition = group[0].partition
         timers: dict[str, float | None] = {}
         status, pending = IDLE, Pending()
-        answered = key.split("/", 2)[1] in self.config.answered_channels
+        channel = key.split("/", 2)[1]
+        answered = channel in self.config.answered_channels
+        mailbox = channel in self.config.mailbox_channels
         for work, step in zip(group, steps, strict=True):
             # a user's message on an answered channel gets its replies in the answer; anything
             # else (a timer, an API result, an agent's action, a start) reaches the user via the outbox
             to_outbox = work.index is None or not answered or not isinstance(work.event, UserMessage)
-            said = self._effects(commit, calls, key, work, step, timers, to_outbox, now)
+            said = self._effects(commit, calls, key, work, step, timers, to_outbox, mailbox, now)
             self._kept(commit, pending, key, work, step, said, now)
             status = step.status or status
         for timer_id, due_at in timers.items():
@@ -76,7 +78,7 @@ class Writes:
         return pending
 
     def _effects(self, commit: Commit, calls: list[Call], key: str, work: Work, step: Step,
-                 timers: dict[str, float | None], to_outbox: bool, now: float) -> list[dict]:
+                 timers: dict[str, float | None], to_outbox: bool, mailbox: bool, now: float) -> list[dict]:
         """The step's replies (as sent), its timers, its calls; a consumed timer is cancelled."""
         if work.timer is not None:
             timers[work.timer] = None
@@ -88,7 +90,8 @@ class Writes:
                 seq += 1
                 said.append(reply_data(effect.reply))
                 if to_outbox:
-                    self._send_out(commit, key, seq, pack_outbound(key, seq, work.message_id, said[-1], now), now)
+                    outbound = pack_outbound(key, seq, work.message_id, said[-1], now)
+                    self._send_out(commit, key, seq, outbound, mailbox, now)
             elif isinstance(effect, StartTimer):
                 timers[effect.timer_id] = effect.due_at
             elif isinstance(effect, CancelTimer):
@@ -120,10 +123,10 @@ class Writes:
         latest = max((d for d in timers.values() if d is not None), default=now)
         return max(now + ttl, latest + self.config.ended_ttl_s)
 
-    def _send_out(self, commit: Commit, key: str, seq: int, outbound: bytes, now: float) -> None:
+    def _send_out(self, commit: Commit, key: str, seq: int, outbound: bytes, mailbox: bool, now: float) -> None:
         """Put a reply in the outbox (the channel's delivery, or the web's push to open sockets)
-        and, for a channel with a mailbox, in the user's mailbox too, in the same commit: a web
+        and, for a channel with a mailbox (``mailbox``), in the user's mailbox too, in the same commit: a web
         user with no socket open reads it there later (:mod:`parlour.gateway.mailbox`)."""
         commit.outbox.append((key, seq, outbound))
-        if key.split("/", 2)[1] in self.config.mailbox_channels:
+        if mailbox:
             commit.logs.append((mailbox_log(key), outbound, now + self.config.mailbox_ttl_s))

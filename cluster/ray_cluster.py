@@ -93,7 +93,7 @@ def place_servers(settings: HostSettings, serving: Serving) -> dict[str, ray.act
 def place_delivery(settings: HostSettings, secrets_key: str, policy: RetryPolicy) -> ray.actor.ActorHandle:
     """The delivery supervisor of ``settings.names``: found if it runs, created if not."""
     return handle(DeliveryActor.options(name=settings.names.delivery, get_if_exists=True, **SUPERVISED).remote(
-        settings.store_url, secrets_key, policy, settings))
+        secrets_key, policy, settings))
 
 
 def kill(*actors: ray.actor.ActorHandle) -> None:

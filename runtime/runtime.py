@@ -140,10 +140,10 @@ class Runtime:
         a flow reads that the tenant's env lacks is logged as a warning: the template that
         reads it would fail when it runs."""
         checked = check_files(tenant, paths, self.settings.config.env.get(tenant, {}))
+        for warning in checked.warnings if not checked.errors else ():  # a refused deploy shows its errors alone
+            log.warning("%s", warning)
         published = await publish([Draft.of(tenant, f) for f in checked.flows], self.install,
                                   now=time.time(), problems=checked.errors)
-        for warning in checked.warnings:
-            log.warning("%s", warning)
         return [p.record for p in published]
 
     async def install(self, records: list[FlowRecord]) -> None:

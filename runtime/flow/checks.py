@@ -133,7 +133,7 @@ class FlowChecker:
         elif node.http:
             self.check_http(node, node.http, loc)
         elif node.handoff:
-            pass  # its shape is all there is to check
+            return  # a hand-off's shape, checked by its model, is all there is to check
         elif node.wait:
             self.check_wait(node, node.wait, loc)
         elif node.goto:

@@ -3,8 +3,9 @@ gateway instead of :class:`parlour.runtime.Runtime`.
 
 It is :class:`parlour.actors.local.LocalBackend` (the node server's in-process path) with what
 a node holds besides its host: a router owning the partition table, the host's vault and HTTP
-caller, and, given a secrets key, the delivery supervisor. Each part is built as its Ray actor
-builds it (:mod:`parlour.actors.remote`), on its own connection to the store; flows are
+caller, and, given a secrets key, the delivery supervisor. Each part is built by the function its Ray
+actor builds it with (:func:`parlour.actors.local.build_host`, :func:`~parlour.actors.local.build_delivery`),
+on its own connection to the store; flows are
 published as ``parlour serve`` publishes them (:func:`parlour.serve.deploy_new`).
 
 >>> runtime = await LocalRuntime.start("redis://127.0.0.1:6379?prefix=t:", env={"demo": {...}})
@@ -26,13 +27,11 @@ from pathlib import Path
 
 from parlour.actors.delivery import Delivery, RetryPolicy
 from parlour.actors.host import Host, HostConfig
-from parlour.actors.local import LocalBackend
-from parlour.actors.remote import Names
+from parlour.actors.local import LocalBackend, build_delivery, build_host
+from parlour.actors.remote import HostSettings, Names
 from parlour.actors.router import Router
 from parlour.actors.tickets import TicketPolicy
-from parlour.channels.handoff import HookLookup, HookTarget
-from parlour.channels.registry import Bots, Cipher
-from parlour.egress import Egress
+from parlour.channels.handoff import HookTarget
 from parlour.http import HttpCaller
 from parlour.messages import DEFAULT_PARTITIONS
 from parlour.serve import check_flows, deploy_new
@@ -52,12 +51,8 @@ class Supervisor:
     running: asyncio.Task | None = None
 
     @classmethod
-    def of(cls, store_url: str, secrets_key: str, secrets: dict[str, dict[str, str]], policy: RetryPolicy,
-           webhooks: Mapping[str, HookTarget], egress: Egress) -> Supervisor:
-        store, cipher = open_store(store_url), Cipher.from_keys(secrets_key)
-        vault = Vault(store, cipher, secrets)
-        lookup = HookLookup(webhooks, vault.secrets_of, Bots(store, cipher).get)
-        return cls(store, vault, Delivery(store, lookup, policy=policy, egress=egress), asyncio.Event())
+    def of(cls, settings: HostSettings, secrets_key: str, policy: RetryPolicy) -> Supervisor:
+        return cls(*build_delivery(settings, secrets_key, policy), asyncio.Event())
 
     async def start(self) -> None:
         await self.store.open()
@@ -91,19 +86,16 @@ class LocalRuntime(LocalBackend):
                     webhooks: Mapping[str, tuple[str, str]] | None = None) -> LocalRuntime:
         """What :meth:`parlour.runtime.Runtime.start` takes, for a runtime of one host with the
         default :class:`HostConfig`; its parts are named as the actors of a runtime ``name`` are."""
-        secrets = secrets or {}
         targets = {tenant: HookTarget(url, secret) for tenant, (url, secret) in (webhooks or {}).items()}
         config = HostConfig(partitions=DEFAULT_PARTITIONS, env=env or {},
                             tickets=replace(TicketPolicy(), hooks=frozenset(targets)))
-        allows = Egress.from_allows({tenant: tuple(entries) for tenant, entries in (egress or {}).items()})
         names = Names(name, hosts=1)
+        settings = HostSettings(store_url, names, config, secrets or {}, secrets_key=secrets_key,
+                                egress={tenant: tuple(entries) for tenant, entries in (egress or {}).items()},
+                                webhooks=targets)
         router = Router(open_store(store_url), config.partitions, names.all_hosts)
-        store = open_store(store_url)
-        vault = Vault(store, Cipher.from_keys(secrets_key) if secrets_key else None, secrets)
-        http = HttpCaller(vault, egress=allows)
-        host = Host(names.host(0), store, config, router.claim, http=http)
-        supervisor = (Supervisor.of(store_url, secrets_key, secrets, delivery or RetryPolicy(), targets, allows)
-                      if secrets_key else None)
+        host, vault, http = build_host(names.host(0), settings, router.claim)
+        supervisor = Supervisor.of(settings, secrets_key, delivery or RetryPolicy()) if secrets_key else None
         runtime = cls(names, host, router, http, vault, supervisor)
         await runtime._start()
         return runtime
