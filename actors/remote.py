@@ -35,7 +35,7 @@ from parlour.codec import Record
 from parlour.errors import ParlourError, Unavailable
 from parlour.logs import setup_logging
 from parlour.messages import ConversationKey, Inbound, Outcome, PartitionTable
-from parlour.store import Fenced, FlowRecord, open_store
+from parlour.store import Fenced, FlowRecord, open_store, store_identity
 from parlour.wire import decode_batch, encode_outcomes, send_batch
 
 from .conversation import Arrival, Step, run_turns
@@ -340,11 +340,12 @@ def _of(tenant: str, records: list[FlowRecord]) -> list[FlowRecord]:
 
 
 def _watch(name: str, settings: HostSettings) -> TurnWatch | None:
-    """The host's watch files, kept per store and host name, so that a restart finds them."""
+    """The host's watch files, kept per store (:func:`~parlour.store.store_identity`) and host
+    name, so that a restart finds them and no other node's deaths count against its messages."""
     config = settings.config
     if config.watchdog_s <= 0:
         return None
-    store = hashlib.blake2b(settings.store_url.encode(), digest_size=6).hexdigest()
+    store = hashlib.blake2b(store_identity(settings.store_url).encode(), digest_size=6).hexdigest()
     folder = Path(config.watch_dir) if config.watch_dir else Path(tempfile.gettempdir()) / "parlour-watch"
     return TurnWatch(folder / f"{store}-{name}", tries=config.poison_tries)
 

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .base import (
     MAX_EXAMINE,
     BadCursor,
@@ -32,6 +34,16 @@ from .base import (
 )
 
 
+def store_identity(url: str) -> str:
+    """Which store ``url`` opens from this process: the URL itself, except that a relative
+    SQLite path is made absolute (two nodes started in two folders with the default
+    ``sqlite:///.parlour/parlour.db`` have two stores, and must not share what is kept per store)."""
+    scheme, sep, path = url.partition(":///")
+    if scheme.lower() == "sqlite" and sep and not path.startswith("/"):
+        return f"sqlite:///{Path(path).resolve()}"
+    return url
+
+
 def open_store(url: str) -> Store:
     """The store at ``url`` (not yet opened); :class:`StoreError` for a URL no backend takes."""
     scheme = url.split(":", 1)[0].lower()
@@ -50,5 +62,5 @@ def open_store(url: str) -> Store:
 __all__ = [
     "BadCursor", "Commit", "DeadLetter", "Fenced", "FlowRecord", "LogEntry", "MAX_EXAMINE", "OutboxEntry",
     "RecordFilter", "RecordPage", "Store", "StoreError", "StoreUnavailable", "Ticket", "Timer", "log_cursor",
-    "open_store",
+    "open_store", "store_identity",
 ]

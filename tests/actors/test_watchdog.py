@@ -17,6 +17,7 @@ from parlour.actors.watchdog import TurnWatch
 from parlour.flow import UserMessage
 from parlour.messages import APPLIED, DUPLICATE, FAILED, ConversationKey, Inbound
 from parlour.runtime import Runtime
+from parlour.store import store_identity
 from parlour.store.memory import MemoryStore
 from tests.actors.test_host import Clock, deploy, said
 from tests.actors.test_runtime import until_ready
@@ -199,3 +200,19 @@ async def test_one_tenants_bombs_leave_another_tenants_latency_and_the_hosts_mem
         assert rss() - before < 64 << 20
     finally:
         await host.stop()
+
+
+def test_two_nodes_on_the_default_sqlite_url_in_two_folders_keep_their_watch_files_apart(tmp_path, monkeypatch):
+    """The default store URL is relative (``sqlite:///.parlour/parlour.db``): the watch files
+    are kept per store, so two nodes started in two folders must not count each other's deaths
+    against their messages (they did: a restart test quarantined a message as poison after
+    other runs had died with the same message id in flight)."""
+    identities = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        identities.append(store_identity("sqlite:///.parlour/parlour.db"))
+    assert identities == [f"sqlite:///{tmp_path}/one/.parlour/parlour.db",
+                          f"sqlite:///{tmp_path}/two/.parlour/parlour.db"]
+    assert store_identity("sqlite:////srv/p.db") == "sqlite:////srv/p.db"
+    assert store_identity("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
